@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: the training pipeline, the sweep, and the compiler entry point."""

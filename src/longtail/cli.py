@@ -1,0 +1,60 @@
+"""The `longtail` command line: one subcommand per pipeline step, each a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from longtail import __version__
+from longtail.errors import LongtailError
+
+# Each module in longtail.commands has add_parser(subparsers) and run(args) -> int.
+# Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
+COMMANDS = [
+    "data", "ingest", "weights", "train", "evaluate", "predict", "score", "lb",
+    "run", "sweep", "report",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="longtail",
+        description="Long-tailed image classification experiments: ingest, train, evaluate, submit.",
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"longtail.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"longtail.commands.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `longtail` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except LongtailError as e:
+        print(f"longtail {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"longtail {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

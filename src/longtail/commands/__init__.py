@@ -1,0 +1,1 @@
+"""CLI subcommands: each module adds its parser and calls one library function."""

@@ -1,0 +1,331 @@
+"""The experiment config: a YAML file, validated field by field, every field defaulted."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from longtail.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """How raw images become HDF5 splits (the ingest step)."""
+
+    image_size: int = 32
+    val_fraction: float = 0.2
+    min_per_class: int = 0
+    max_classes: int | None = None
+    resize: Literal["stretch", "aspect"] = "stretch"
+    clahe: bool = False
+    white_balance: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    """How uint8 pixels become model inputs: /255, or subtract the train split's mean_rgb."""
+
+    scale: Literal["scale", "mean_subtraction"] = "scale"
+
+
+@dataclass
+class WeightsConfig:
+    """Class weights for the loss (the log's EXP9 'effective number of samples')."""
+
+    scheme: Literal["none", "inverse-frequency", "effective-number"] = "effective-number"
+    beta: float = 0.999
+
+
+@dataclass
+class ModelConfig:
+    """A model from the registry by name, with builder keyword arguments."""
+
+    name: str = "resnet_cifar"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer (SGD with momentum as in the log, or Adam)."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+
+
+@dataclass
+class LRConfig:
+    """The learning-rate schedule, per epoch.
+
+    constant: `initial` throughout. step: `values[i]` from epoch `boundaries[i-1]` on
+    (len(values) == len(boundaries) + 1). poly: initial * (1 - epoch/epochs) ** power.
+    cosine: initial * 0.5 * (1 + cos(pi * epoch/epochs)).
+    """
+
+    schedule: Literal["constant", "step", "poly", "cosine"] = "poly"
+    initial: float = 0.1
+    power: float = 2.5
+    boundaries: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    warmup_epochs: int = 0
+
+
+@dataclass
+class LabelSmoothingConfig:
+    """Label smoothing: in the loss (EXP8) or on the one-hot targets on the fly (EXP7)."""
+
+    factor: float = 0.0
+    mode: Literal["loss", "labels"] = "loss"
+
+
+@dataclass
+class AugmentationConfig:
+    """Random train-time augmentation."""
+
+    flip: bool = True
+    shift: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr: LRConfig = field(default_factory=LRConfig)
+    label_smoothing: LabelSmoothingConfig = field(default_factory=LabelSmoothingConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    seed: int = 0
+    gpus: int = 0
+    mixed_precision: bool = False
+    memory_budget_mb: int = 2048
+    deterministic: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    """The evaluation gate and prediction options."""
+
+    min_macro_f1: float = 0.0
+    tta: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: one pipeline run, one MLflow run."""
+
+    name: str = "experiment"
+    experiment: str = "longtail"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only lossless cases (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"config field {where} must be {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config field {where} must be null, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"config field {where} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config field {where} must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config field {where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config field {where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config field {where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config field {where} must be a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+            raise ConfigError(f"unknown config field {where}{hint} (known: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    def need(ok: bool, where: str, rule: str, got: Any) -> None:
+        if not ok:
+            raise ConfigError(f"config field {where} must be {rule}, got {got!r}")
+
+    d, t = cfg.data, cfg.train
+    need(8 <= d.image_size <= 1024, "data.image_size", "between 8 and 1024", d.image_size)
+    need(0.0 < d.val_fraction < 1.0, "data.val_fraction", "> 0 and < 1", d.val_fraction)
+    need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
+    need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)
+    need(0.0 < cfg.weights.beta < 1.0, "weights.beta", "> 0 and < 1", cfg.weights.beta)
+    need(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    need(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    need(t.gpus >= 0, "train.gpus", ">= 0 (0 means every visible GPU)", t.gpus)
+    need(t.memory_budget_mb >= 0, "train.memory_budget_mb", ">= 0", t.memory_budget_mb)
+    need(0.0 <= t.optimizer.momentum < 1.0, "train.optimizer.momentum", ">= 0 and < 1", t.optimizer.momentum)
+    need(t.optimizer.weight_decay >= 0, "train.optimizer.weight_decay", ">= 0", t.optimizer.weight_decay)
+    lr = t.lr
+    need(lr.initial > 0, "train.lr.initial", "> 0", lr.initial)
+    need(lr.power > 0, "train.lr.power", "> 0", lr.power)
+    need(0 <= lr.warmup_epochs < t.epochs, "train.lr.warmup_epochs", f">= 0 and < train.epochs ({t.epochs})",
+         lr.warmup_epochs)
+    if lr.schedule == "step":
+        need(len(lr.values) == len(lr.boundaries) + 1, "train.lr.values",
+             f"one longer than train.lr.boundaries ({len(lr.boundaries)} boundaries)", lr.values)
+        need(all(b > 0 for b in lr.boundaries) and lr.boundaries == sorted(set(lr.boundaries)),
+             "train.lr.boundaries", "strictly increasing epochs > 0", lr.boundaries)
+        need(all(v > 0 for v in lr.values), "train.lr.values", "all > 0", lr.values)
+    ls = t.label_smoothing
+    need(0.0 <= ls.factor < 1.0, "train.label_smoothing.factor", ">= 0 and < 1", ls.factor)
+    need(0.0 <= t.augmentation.shift < 0.5, "train.augmentation.shift", ">= 0 and < 0.5", t.augmentation.shift)
+    need(0.0 <= cfg.evaluate.min_macro_f1 <= 1.0, "evaluate.min_macro_f1", "between 0 and 1",
+         cfg.evaluate.min_macro_f1)
+    need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
+
+
+def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:
+    """Validate a plain mapping (parsed YAML) into an ExperimentConfig.
+
+    Raises:
+        ConfigError: naming the first bad field and what it must be.
+    """
+    cfg = _build(ExperimentConfig, raw or {})
+    _check_ranges(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'train.lr.power=2.5' into (['train', 'lr', 'power'], 2.5), the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    return parts, yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with each key=value override set (nested keys with dots)."""
+    out = yaml.safe_load(yaml.safe_dump(raw or {}))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {p} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    if "name" not in raw:
+        raw["name"] = path.stem
+    return config_from_dict(raw)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data (every field, defaults included)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (saved next to each model)."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': {'power': 2.5}}} -> {'train.lr.power': 2.5}: MLflow params, sweep diffs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v and k != "args":
+            out.update(flatten(v, key))
+        elif isinstance(v, dict):
+            for ak, av in v.items():
+                out[f"{key}.{ak}"] = av
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,1 @@
+"""The model registry: builders registered by name, chosen by the experiment config."""

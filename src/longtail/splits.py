@@ -1,0 +1,206 @@
+"""The HDF5 split contract: one file per split, written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from longtail.errors import DataError
+
+SCHEMA_VERSION = 1
+# Rows per chunk: a training batch of 64-256 reads one or a few chunks, never a whole-file scan.
+CHUNK_ROWS = 64
+
+
+@dataclass
+class SplitInfo:
+    """Everything about a split except its pixels."""
+
+    path: Path
+    n: int
+    image_size: int
+    class_names: list[str]
+    has_labels: bool
+    mean_rgb: list[float] | None
+    preprocessing: dict[str, Any]
+    source_fingerprint: str
+    schema_version: int
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+    def class_counts(self) -> list[int]:
+        """Rows per class index (empty for an unlabelled split)."""
+        if self.labels is None:
+            return []
+        return np.bincount(self.labels, minlength=len(self.class_names)).astype(int).tolist()
+
+
+def write_split(
+    path: str | Path,
+    images: np.ndarray,
+    ids: list[str],
+    *,
+    class_names: list[str],
+    image_size: int,
+    preprocessing: dict[str, Any],
+    source_fingerprint: str,
+    labels: np.ndarray | None = None,
+    mean_rgb: list[float] | None = None,
+) -> Path:
+    """Write one split atomically: a temporary file in the same folder, then a rename.
+
+    Args:
+        images: uint8 (N, H, W, 3).
+        ids: source path of each row, relative to the ingest SOURCE.
+        labels: int class indices (N,), or None for an unlabelled (test) split.
+        mean_rgb: per-channel mean of the train split, stored on train files only.
+
+    Returns:
+        The final path.
+    """
+    path = Path(path)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"{path.name}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if len(ids) != len(images):
+        raise DataError(f"{path.name}: {len(ids)} ids for {len(images)} images")
+    if labels is not None and len(labels) != len(images):
+        raise DataError(f"{path.name}: {len(labels)} labels for {len(images)} images")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = SplitWriter(
+        path,
+        n=len(images),
+        image_size=images.shape[1] if len(images) else image_size,
+        class_names=class_names,
+        labelled=labels is not None,
+        preprocessing=preprocessing,
+        source_fingerprint=source_fingerprint,
+        width=images.shape[2] if len(images) else image_size,
+    )
+    with writer:
+        writer.write(0, images, ids, labels)
+        if mean_rgb is not None:
+            writer.set_mean_rgb(mean_rgb)
+    return path
+
+
+class SplitWriter:
+    """Streams rows into a split file that only appears under its name once complete.
+
+    Use as a context manager; an exception inside the block removes the temporary file,
+    so a failed ingest never leaves a half-written split behind.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n: int,
+        image_size: int,
+        class_names: list[str],
+        labelled: bool,
+        preprocessing: dict[str, Any],
+        source_fingerprint: str,
+        width: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.n = n
+        self.height = image_size
+        self.width = width or image_size
+        self.class_names = list(class_names)
+        self.labelled = labelled
+        self.preprocessing = preprocessing
+        self.source_fingerprint = source_fingerprint
+        self._file: h5py.File | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> SplitWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        f = h5py.File(self._tmp, "w")
+        self._file = f
+        chunk = (max(1, min(CHUNK_ROWS, self.n)), self.height, self.width, 3)
+        f.create_dataset("images", shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk)
+        if self.labelled:
+            f.create_dataset("labels", shape=(self.n,), dtype=np.int32)
+        f.create_dataset("ids", shape=(self.n,), dtype=h5py.string_dtype("utf-8"))
+        f.attrs["class_names"] = json.dumps(self.class_names)
+        f.attrs["image_size"] = int(self.height)
+        f.attrs["preprocessing"] = json.dumps(self.preprocessing, sort_keys=True)
+        f.attrs["source_fingerprint"] = self.source_fingerprint
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        return self
+
+    def write(self, start: int, images: np.ndarray, ids: list[str], labels: np.ndarray | None = None) -> None:
+        """Write rows [start, start + len(images))."""
+        assert self._file is not None, "use SplitWriter as a context manager"
+        stop = start + len(images)
+        if stop == start:
+            return
+        self._file["images"][start:stop] = images
+        self._file["ids"][start:stop] = list(ids)
+        if self.labelled:
+            if labels is None:
+                raise DataError(f"{self.path.name}: labelled split written without labels")
+            self._file["labels"][start:stop] = np.asarray(labels, dtype=np.int32)
+
+    def set_mean_rgb(self, mean_rgb: list[float]) -> None:
+        """Record the per-channel mean (0-255 scale) of this split's pixels."""
+        assert self._file is not None
+        self._file.attrs["mean_rgb"] = json.dumps([float(v) for v in mean_rgb])
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None and self._tmp is not None
+        self._file.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def read_info(path: str | Path, *, with_labels: bool = True) -> SplitInfo:
+    """Read a split's attributes (and labels, which are small) without its pixels."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"HDF5 split not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            for key in ("images", "ids"):
+                if key not in f:
+                    raise DataError(f"{path} is not a longtail split: dataset '{key}' is missing")
+            attrs = f.attrs
+            labels = f["labels"][:].astype(np.int32) if (with_labels and "labels" in f) else None
+            mean = attrs.get("mean_rgb")
+            return SplitInfo(
+                path=path,
+                n=int(f["images"].shape[0]),
+                image_size=int(attrs.get("image_size", f["images"].shape[1])),
+                class_names=json.loads(attrs.get("class_names", "[]")),
+                has_labels="labels" in f,
+                mean_rgb=json.loads(mean) if mean is not None else None,
+                preprocessing=json.loads(attrs.get("preprocessing", "{}")),
+                source_fingerprint=str(attrs.get("source_fingerprint", "")),
+                schema_version=int(attrs.get("schema_version", 0)),
+                labels=labels,
+            )
+    except OSError as e:
+        raise DataError(f"cannot read HDF5 split {path}: {e}") from e
+
+
+def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Load a whole split into memory: (images uint8, labels or None, ids)."""
+    path = Path(path)
+    info = read_info(path, with_labels=False)
+    with h5py.File(path, "r") as f:
+        images = f["images"][:]
+        labels = f["labels"][:].astype(np.int32) if info.has_labels else None
+        ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
+    return images, labels, ids
