@@ -1,0 +1,37 @@
+"""Step 4, evaluate: macro-F1, the report, plots, and the gate that decides on submission."""
+
+from kfp import dsl
+from longtail.components.images import image_ref
+
+
+@dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)
+def evaluate(
+    model: dsl.Input[dsl.Model],
+    data: dsl.Input[dsl.Dataset],
+    config: dict,
+    evaluation: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+    confusion: dsl.Output[dsl.ClassificationMetrics],
+    report: dsl.Output[dsl.Markdown],
+    plots: dsl.Output[dsl.HTML],
+) -> bool:
+    """Returns whether val macro-F1 passed evaluate.min_macro_f1 (the pipeline's submission gate)."""
+    import os
+
+    from longtail.evaluation import evaluate as evaluate_model
+    from longtail.evaluation import write_html_report
+
+    from longtail.tracking import resolve_tracking_uri
+
+    result = evaluate_model(
+        model.path, os.path.join(data.path, "val.h5"), evaluation.path,
+        min_macro_f1=config["evaluate"]["min_macro_f1"],
+        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
+    )
+    for name, value in result.kfp_metrics.items():
+        metrics.log_metric(name, value)
+    confusion.log_confusion_matrix(result.confusion["categories"], result.confusion["matrix"])
+    with open(report.path, "w") as f:
+        f.write(result.markdown)
+    write_html_report(evaluation.path, plots.path)
+    return result.passed

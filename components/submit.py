@@ -1,0 +1,40 @@
+"""Step 5, submit: the competition CSV from the test split, through the model's own preprocessing."""
+
+from kfp import dsl
+from longtail.components.images import image_ref
+
+
+@dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)
+def submit(
+    model: dsl.Input[dsl.Model],
+    test_data: dsl.Input[dsl.Dataset],
+    config: dict,
+    submission: dsl.Output[dsl.Dataset],
+):
+    """Writes submission (id,label CSV, one row per test image) and logs it to the model's MLflow run."""
+    import os
+
+    from longtail.prediction import predict
+    from longtail.tracking import resolve_tracking_uri
+
+    result = predict(
+        model.path, os.path.join(test_data.path, "test.h5"), submission.path,
+        tta=config["evaluate"]["tta"],
+        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
+    )
+    submission.metadata.update({"rows": result.n_rows})
+
+
+@dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)
+def skip_submission(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact]) -> str:
+    """The gate closed: record why on the MLflow run and in the step's output, and submit nothing."""
+    import os
+
+    from longtail.evaluation import record_gate_closed
+
+    from longtail.tracking import resolve_tracking_uri
+
+    reason = record_gate_closed(model.path, evaluation.path,
+                                tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
+    print(f"submission skipped: {reason}")
+    return reason

@@ -1,0 +1,35 @@
+"""Step 3, train: the model on one or more GPUs (MirroredStrategy), tracked as one MLflow run."""
+
+from kfp import dsl
+from longtail.components.images import image_ref
+
+
+@dsl.component(base_image=image_ref("train"), install_kfp_package=False)
+def train(
+    data: dsl.Input[dsl.Dataset],
+    class_weights: dsl.Input[dsl.Artifact],
+    config: dict,
+    parent_run_id: str,
+    model: dsl.Output[dsl.Model],
+) -> str:
+    """Returns the MLflow run id; the model directory carries it on to evaluate and submit."""
+    import os
+
+    from longtail.training import train as train_model
+
+    from longtail.config import config_from_dict
+    from longtail.tracking import resolve_tracking_uri
+
+    result = train_model(
+        config_from_dict(config),
+        os.path.join(data.path, "train.h5"),
+        os.path.join(data.path, "val.h5"),
+        model.path,
+        weights_json=class_weights.path,
+        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
+        parent_run_id=parent_run_id or None,
+        progress=False,
+    )
+    model.metadata.update({"run_id": result.run_id, "epochs": result.epochs_run,
+                           "best_val_macro_f1": result.best_val_macro_f1})
+    return result.run_id

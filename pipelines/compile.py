@@ -1,0 +1,77 @@
+"""Compile every longtail pipeline to the YAML you upload in the Kubeflow Pipelines UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kfp import compiler
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "experiments" / "demo.yaml"
+DEFAULT_OUT = REPO / "build" / "pipelines"
+
+
+def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAULT_CONFIG,
+                registry: str | None = None, tag: str | None = None) -> list[Path]:
+    """Write one YAML per pipeline into out_dir.
+
+    Args:
+        config: the experiment whose knobs become the parameter defaults shown in the KFP UI.
+        registry, tag: image registry and tag of the step images (defaults: components/images.py).
+
+    Returns:
+        The written paths.
+    """
+    from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
+    from longtail.pipelines.training import create_pipeline
+
+    from longtail.config import load_config
+
+    defaults = load_config(config)
+    registry, tag = registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipelines = {"training": create_pipeline(defaults, registry=registry, tag=tag)}
+    try:
+        from longtail.pipelines.sweep import create_sweep_pipeline
+    except ImportError:
+        pass
+    else:
+        pipelines["sweep"] = create_sweep_pipeline(defaults, registry=registry, tag=tag)
+    written = []
+    for name, pipeline in pipelines.items():
+        path = out / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, package_path=str(path))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python pipelines/compile.py [--out DIR] [--config YAML] [--image-registry R] [--image-tag T]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: build/pipelines)")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="experiment YAML whose knobs become the parameter defaults")
+    parser.add_argument("--image-registry", default=os.environ.get("LONGTAIL_IMAGE_REGISTRY"),
+                        help="registry of the step images (env LONGTAIL_IMAGE_REGISTRY; default: longtail)")
+    parser.add_argument("--image-tag", default=os.environ.get("LONGTAIL_IMAGE_TAG"),
+                        help="tag of the step images (env LONGTAIL_IMAGE_TAG; default: the package version)")
+    args = parser.parse_args(argv)
+    from longtail.errors import LongtailError
+
+    try:
+        paths = compile_all(args.out, config=args.config, registry=args.image_registry, tag=args.image_tag)
+    except LongtailError as e:
+        print(f"compile: error: {e}", file=sys.stderr)
+        return 2
+    print(f"compiled {len(paths)} pipeline(s) into {Path(args.out).resolve()}:")
+    for p in paths:
+        print(f"  {p.name}  (upload in the Kubeflow Pipelines UI: Pipelines → Upload pipeline)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""`longtail run`: the training pipeline on this machine through kfp.local, with embedded defaults."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from longtail.errors import DataError, LongtailError
+from longtail.tracking import RunInfo, default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalRunResult:
+    """What a local pipeline run produced."""
+
+    model_dir: Path
+    run_id: str
+    tracking_uri: str
+    macro_f1: float | None
+    passed: bool
+    submission: Path | None
+    test_macro_f1: float | None
+    seconds: float
+
+
+def check_source(uri: str, what: str) -> None:
+    """Fail before any work when a local input is missing (S3 inputs are checked by ingest itself)."""
+    if uri.startswith("s3://"):
+        return
+    if not Path(uri).exists():
+        raise DataError(f"{what} not found: {uri} (give a folder of class folders, a CSV manifest or s3://bucket/prefix)")
+
+
+def run_local(
+    config_path: str | Path,
+    data: str,
+    test: str,
+    *,
+    labels: str | Path | None = None,
+    overrides: list[str] | None = None,
+    home: str | Path = ".longtail",
+    tracking_uri: str | None = None,
+    parent_run_id: str = "",
+) -> LocalRunResult:
+    """Run the training pipeline through kfp.local.SubprocessRunner in this Python environment.
+
+    Args:
+        config_path: experiment YAML; its knobs become the pipeline's arguments.
+        data, test: labelled and unlabelled image sources (folder, CSV or s3:// prefix).
+        labels: optional held-out labels CSV; when given the submission is scored and the
+            score logged to the run as test_macro_f1.
+        home: folder for the pipeline root and (by default) the MLflow SQLite store.
+        tracking_uri: MLflow tracking URI; default: SQLite under `home`.
+
+    Returns:
+        The model directory, MLflow run, validation macro-F1, gate result and submission path.
+    """
+    from kfp import local
+    from longtail.pipelines.training import create_pipeline
+
+    from longtail.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    check_source(data, "training data")
+    check_source(test, "test data")
+    if labels is not None and not Path(labels).is_file():
+        raise DataError(f"labels CSV not found: {labels}")
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or default_tracking_uri(home)
+    # Task subprocesses inherit the environment: this is how the tracking URI reaches them,
+    # as the ConfigMap does on a cluster.
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    _check_tracking(tracking_uri)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
+               raise_on_error=True)
+    pipeline = create_pipeline(cfg)
+    start = time.perf_counter()
+    try:
+        task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
+    except RuntimeError as e:
+        raise LongtailError(f"pipeline run failed: {e} (the failing step's log is printed above)") from e
+    seconds = time.perf_counter() - start
+    model_dir = Path(task.output.path)
+    return _summarise(model_dir, tracking_uri, labels, seconds)
+
+
+def _check_tracking(tracking_uri: str) -> None:
+    """Reach the tracking store now, so an unreachable server fails before any step runs."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store
+        raise LongtailError(f"MLflow tracking store {tracking_uri} is not reachable: {e}") from e
+
+
+def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, seconds: float) -> LocalRunResult:
+    import mlflow
+
+    info = RunInfo.load(model_dir)
+    if info is None:
+        raise LongtailError(f"the train step left no MLflow run in {model_dir}")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(info.run_id)
+    macro_f1 = run.data.metrics.get("eval_macro_f1")
+    passed = run.data.tags.get("gate") != "closed"
+    # kfp.local lays task outputs out as <pipeline_root>/<run>/<task>/<output>.
+    submission = model_dir.parents[1] / "submit" / "submission"
+    submission = submission if submission.is_file() else None
+    test_f1 = None
+    if submission is not None and labels is not None:
+        from longtail.scoring import score
+
+        result = score(submission, labels)
+        test_f1 = result.macro_f1
+        client.log_metric(info.run_id, "test_macro_f1", test_f1)
+    return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
+                          macro_f1=macro_f1, passed=passed and submission is not None,
+                          submission=submission, test_macro_f1=test_f1, seconds=seconds)

@@ -1,0 +1,129 @@
+"""One experiment as one Kubeflow pipeline: ingest → weights → train → evaluate → gate → submit."""
+
+# No `from __future__ import annotations` here: KFP reads the pipeline signature's real types.
+
+
+from kfp import dsl, kubernetes
+from longtail.components.config import resolve_config
+from longtail.components.evaluate import evaluate
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
+from longtail.components.ingest import ingest
+from longtail.components.submit import skip_submission, submit
+from longtail.components.train import train
+from longtail.components.weights import weights
+
+from longtail.config import ExperimentConfig, config_to_dict
+from longtail.knobs import knob_values, without_nulls
+
+# Cluster wiring (manifests/base): tracking URI and S3 endpoint from a ConfigMap, S3 keys from a
+# Secret. Only the steps that read raw data from object storage get the keys; the others reach
+# artifacts through the KFP launcher and MLflow through its proxied-artifact server.
+CONFIG_MAP = "longtail-config"
+CONFIG_MAP_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL": "S3_ENDPOINT_URL"}
+S3_SECRET = "longtail-s3"
+S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: bool = False,
+         retries: int = 0) -> dsl.PipelineTask:
+    """Image, resource requests, the shared ConfigMap, optionally the S3 Secret and I/O retries."""
+    task.set_container_image(image).set_cpu_request(cpu).set_memory_request(memory)
+    kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP, config_map_key_to_env=CONFIG_MAP_ENV)
+    if s3_keys:
+        kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_ENV)
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0,
+                       backoff_max_duration="600s")
+    return task
+
+
+def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG):
+    """Build the training pipeline with parameter defaults from an experiment config.
+
+    Args:
+        defaults: the experiment whose knobs become the pipeline's parameter defaults
+            (experiments/demo.yaml for the uploaded YAML; the user's config for `longtail run`).
+        registry, tag: where the step images live, set at compile time.
+
+    Returns:
+        The @dsl.pipeline function, ready for kfp.local or the compiler.
+    """
+    k = knob_values(defaults)
+    base = without_nulls(config_to_dict(defaults))
+
+    @dsl.pipeline(name="longtail-training",
+                  description="One long-tailed classification experiment, tracked in MLflow.")
+    def training_pipeline(
+        data_uri: str,
+        test_uri: str,
+        base_config: dict = base,
+        name: str = k["name"],
+        experiment: str = k["experiment"],
+        image_size: int = k["image_size"],
+        resize: str = k["resize"],
+        clahe: bool = k["clahe"],
+        white_balance: bool = k["white_balance"],
+        scale: str = k["scale"],
+        weight_scheme: str = k["weight_scheme"],
+        weight_beta: float = k["weight_beta"],
+        model_name: str = k["model_name"],
+        epochs: int = k["epochs"],
+        batch_size: int = k["batch_size"],
+        optimizer: str = k["optimizer"],
+        lr_schedule: str = k["lr_schedule"],
+        lr_initial: float = k["lr_initial"],
+        lr_power: float = k["lr_power"],
+        label_smoothing: float = k["label_smoothing"],
+        smoothing_mode: str = k["smoothing_mode"],
+        gpus: int = max(1, k["gpus"]),
+        seed: int = k["seed"],
+        min_macro_f1: float = k["min_macro_f1"],
+        parent_run_id: str = "",
+    ) -> dsl.Model:
+        # Validate every knob before any work is done.
+        resolved = wire(resolve_config(base_config=base_config, knobs={
+            "name": name, "experiment": experiment, "image_size": image_size, "resize": resize,
+            "clahe": clahe, "white_balance": white_balance, "scale": scale,
+            "weight_scheme": weight_scheme, "weight_beta": weight_beta, "model_name": model_name,
+            "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
+            "lr_schedule": lr_schedule, "lr_initial": lr_initial, "lr_power": lr_power,
+            "label_smoothing": label_smoothing, "smoothing_mode": smoothing_mode, "gpus": gpus,
+            "seed": seed, "min_macro_f1": min_macro_f1,
+        }), image_ref("ingest", registry, tag), "500m", "512Mi")
+        resolved.set_display_name("resolve config")
+        config = resolved.output
+        # Ingest the labelled images (train/val) and the unlabelled test images, from a folder or S3.
+        train_data = wire(ingest(source=data_uri, config=config, unlabelled=False),
+                          image_ref("ingest", registry, tag), "2", "4Gi", s3_keys=True, retries=2)
+        train_data.set_display_name("ingest train/val")
+        test_data = wire(ingest(source=test_uri, config=config, unlabelled=True),
+                         image_ref("ingest", registry, tag), "2", "4Gi", s3_keys=True, retries=2)
+        test_data.set_display_name("ingest test")
+        # Class weights from the train split's counts.
+        class_weights = wire(weights(data=train_data.outputs["data"], config=config),
+                             image_ref("ingest", registry, tag), "500m", "1Gi", retries=2)
+        # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
+        trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
+                             config=config, parent_run_id=parent_run_id),
+                       image_ref("train", registry, tag), "4", "16Gi")
+        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        # Evaluate on the validation split; the result gates the submission.
+        evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
+                                  config=config),
+                         image_ref("evaluate", registry, tag), "2", "4Gi")
+        with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
+            wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"], config=config),
+                 image_ref("evaluate", registry, tag), "2", "4Gi", retries=2)
+        with dsl.Else(name="gate-closed"):
+            wire(skip_submission(model=trained.outputs["model"],
+                                 evaluation=evaluated.outputs["evaluation"]),
+                 image_ref("evaluate", registry, tag), "500m", "1Gi")
+        return trained.outputs["model"]
+
+    return training_pipeline
+
+
+if __name__ == "__main__":
+    from longtail.pipelines.compile import main
+
+    main()

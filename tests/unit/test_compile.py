@@ -1,0 +1,119 @@
+"""The compiled pipeline YAML: golden file, strict PipelineSpec parse, and the cluster wiring."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from longtail.pipelines.compile import compile_all
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+VOLATILE = re.compile(r"^(\s*sdkVersion:).*$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled")
+    return {p.stem: p for p in compile_all(out, registry="registry.example/longtail", tag="1.2.3")}
+
+
+def documents(path):
+    """(pipeline_spec, platform_spec) of a compiled file; platform spec is the 2nd YAML document."""
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def strip_volatile(text: str) -> str:
+    return VOLATILE.sub(r"\1 <stripped>", text)
+
+
+def test_every_pipeline_matches_its_golden_file(compiled):
+    for name, path in compiled.items():
+        golden = GOLDEN / f"pipeline-{name}.yaml"
+        got = strip_volatile(path.read_text())
+        if os.environ.get("LONGTAIL_UPDATE_GOLDEN") == "1":
+            golden.write_text(got)
+        assert golden.is_file(), f"no golden file {golden}; run with LONGTAIL_UPDATE_GOLDEN=1 once"
+        assert got == golden.read_text(), (
+            f"{name}.yaml differs from {golden.name}; if the change is intended, "
+            "regenerate with LONGTAIL_UPDATE_GOLDEN=1 and review the diff")
+
+
+def test_every_pipeline_parses_strictly_as_pipeline_spec(compiled):
+    for path in compiled.values():
+        spec, _ = documents(path)
+        msg = pipeline_spec_pb2.PipelineSpec()
+        json_format.ParseDict(spec, msg, ignore_unknown_fields=False)
+        assert msg.pipeline_info.name.startswith("longtail-")
+        assert msg.deployment_spec, "no executors"
+
+
+def executors(spec):
+    return spec["deploymentSpec"]["executors"]
+
+
+def test_train_requests_gpus_from_the_gpus_parameter(compiled):
+    spec, _ = documents(compiled["training"])
+    train = next(e for name, e in executors(spec).items() if name == "exec-train")
+    accel = train["container"]["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu"
+    assert "gpus" in str(accel.get("resourceCount", "")), accel
+    assert spec["root"]["inputDefinitions"]["parameters"]["gpus"]["defaultValue"] >= 1
+
+
+def test_every_task_requests_cpu_and_memory(compiled):
+    spec, _ = documents(compiled["training"])
+    for name, e in executors(spec).items():
+        res = e["container"].get("resources", {})
+        assert "resourceCpuRequest" in res and "resourceMemoryRequest" in res, name
+
+
+def all_tasks(spec):
+    comps = [spec["root"]] + list(spec["components"].values())
+    for comp in comps:
+        yield from comp.get("dag", {}).get("tasks", {}).items()
+
+
+def test_io_steps_retry_with_backoff(compiled):
+    spec, _ = documents(compiled["training"])
+    tasks = dict(all_tasks(spec))
+    for name in ("ingest", "ingest-2", "weights", "submit"):
+        policy = tasks[name].get("retryPolicy")
+        assert policy and policy["maxRetryCount"] >= 2 and policy.get("backoffFactor", 0) >= 2, name
+    assert "retryPolicy" not in tasks["train"], "training is not retried blindly (it resumes from checkpoints)"
+
+
+def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
+    _, platform = documents(compiled["training"])
+    execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    spec, _ = documents(compiled["training"])
+    for name in executors(spec):
+        assert execs[name]["configMapAsEnv"][0]["configMapName"] == "longtail-config", name
+    with_secret = {n for n, e in execs.items() if e.get("secretAsEnv")}
+    assert with_secret == {"exec-ingest", "exec-ingest-2"}
+    keys = {k["envVar"] for k in execs["exec-ingest"]["secretAsEnv"][0]["keyToEnv"]}
+    assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_images_come_from_the_compile_flags(compiled):
+    spec, _ = documents(compiled["training"])
+    images = {e["container"]["image"] for e in executors(spec).values()}
+    assert images == {f"registry.example/longtail/{n}:1.2.3" for n in ("ingest", "train", "evaluate")}
+
+
+def test_no_pip_install_at_pod_start(compiled):
+    for path in compiled.values():
+        text = path.read_text()
+        assert "pip install" not in text and "PIP_DISABLE" not in text
+
+
+CREDENTIAL = re.compile(r"(AKIA[0-9A-Z]{16}|aws_secret_access_key\s*[:=]|minioadmin|password\s*[:=]\s*\S+)", re.I)
+
+
+def test_no_credential_literal_in_any_compiled_yaml(compiled):
+    for path in compiled.values():
+        assert not CREDENTIAL.search(path.read_text()), path
