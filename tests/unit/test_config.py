@@ -1,0 +1,97 @@
+"""Experiment config: defaults, validation messages that name the field, overrides, round trip."""
+
+import pytest
+import yaml
+
+from longtail.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    load_config,
+    save_config,
+)
+from longtail.errors import ConfigError
+from longtail.knobs import KNOBS, apply_knobs, knob_values, without_nulls
+
+
+def test_empty_config_is_fully_defaulted():
+    cfg = config_from_dict({})
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.train.lr.schedule == "poly" and cfg.train.lr.power == 2.5
+    assert cfg.preprocess.scale == "scale"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"train": {"lr": {"power": -1}}}, "config field train.lr.power must be > 0, got -1"),
+        ({"train": {"epochs": "ten"}}, "config field train.epochs must be an integer, got 'ten'"),
+        ({"train": {"epocs": 3}}, "unknown config field train.epocs; did you mean train.epochs?"),
+        ({"preprocess": {"scale": "255"}}, "config field preprocess.scale must be one of scale, mean_subtraction"),
+        ({"train": {"label_smoothing": {"mode": "data"}}}, "train.label_smoothing.mode must be one of loss, labels"),
+        ({"weights": {"scheme": "inverse"}}, "weights.scheme must be one of none, inverse-frequency"),
+        ({"train": {"lr": {"schedule": "step", "boundaries": [10, 20], "values": [0.1]}}},
+         "train.lr.values must be one longer than train.lr.boundaries"),
+        ({"train": {"lr": {"schedule": "step", "boundaries": [20, 10], "values": [0.1, 0.01, 0.001]}}},
+         "train.lr.boundaries must be strictly increasing"),
+        ({"data": {"clahe": "yes"}}, "config field data.clahe must be true or false"),
+        ({"train": "fast"}, "config field train must be a mapping"),
+    ],
+)
+def test_bad_fields_name_the_field_and_the_rule(raw, message):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    assert config_from_dict({"train": {"lr": {"initial": 1}}}).train.lr.initial == 1.0
+
+
+def test_overrides_parse_yaml_values_and_nest(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 40}}))
+    cfg = load_config(path, ["train.epochs=2", "train.lr.boundaries=[1, 2]", "train.lr.values=[0.1,0.01,0.001]",
+                             "train.lr.schedule=step", "data.clahe=true"])
+    assert cfg.train.epochs == 2 and cfg.train.lr.boundaries == [1, 2] and cfg.data.clahe is True
+    assert cfg.name == "exp", "name defaults to the file's stem"
+
+
+def test_override_without_equals_is_a_clear_error():
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides({}, ["train.epochs"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = config_from_dict({"name": "x", "train": {"epochs": 3, "lr": {"schedule": "cosine"}}})
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(path) == cfg
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(config_to_dict(config_from_dict({"model": {"args": {"depth": 20}}})))
+    assert flat["train.lr.power"] == 2.5 and flat["model.args.depth"] == 20
+
+
+def test_knobs_round_trip_and_validate():
+    cfg = config_from_dict({"train": {"epochs": 7}})
+    knobs = knob_values(cfg)
+    assert set(knobs) == set(KNOBS) and knobs["epochs"] == 7
+    changed = apply_knobs(without_nulls(config_to_dict(cfg)), {**knobs, "label_smoothing": 0.1, "epochs": 2})
+    assert changed.train.label_smoothing.factor == 0.1 and changed.train.epochs == 2
+    with pytest.raises(ConfigError, match="train.lr.power"):
+        apply_knobs({}, {"lr_power": 0.0})
+    with pytest.raises(ConfigError, match="unknown pipeline parameter 'epoch'"):
+        apply_knobs({}, {"epoch": 1})
