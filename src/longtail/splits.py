@@ -128,10 +128,12 @@ class SplitWriter:
         f = h5py.File(self._tmp, "w")
         self._file = f
         chunk = (max(1, min(CHUNK_ROWS, self.n)), self.height, self.width, 3)
-        f.create_dataset("images", shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk)
+        # Unlimited first axis, so truncate() can drop rows planned but never written (undecodable files).
+        f.create_dataset("images", shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk,
+                         maxshape=(None, self.height, self.width, 3))
         if self.labelled:
-            f.create_dataset("labels", shape=(self.n,), dtype=np.int32)
-        f.create_dataset("ids", shape=(self.n,), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("labels", shape=(self.n,), dtype=np.int32, maxshape=(None,))
+        f.create_dataset("ids", shape=(self.n,), dtype=h5py.string_dtype("utf-8"), maxshape=(None,))
         f.attrs["class_names"] = json.dumps(self.class_names)
         f.attrs["image_size"] = int(self.height)
         f.attrs["preprocessing"] = json.dumps(self.preprocessing, sort_keys=True)
@@ -156,6 +158,22 @@ class SplitWriter:
         """Record the per-channel mean (0-255 scale) of this split's pixels."""
         assert self._file is not None
         self._file.attrs["mean_rgb"] = json.dumps([float(v) for v in mean_rgb])
+
+    def truncate(self, n: int) -> None:
+        """Shrink the split to its first n rows (rows planned for files that turned out undecodable)."""
+        assert self._file is not None
+        if not 0 <= n <= self.n:
+            raise DataError(f"{self.path.name}: cannot truncate {self.n} rows to {n}")
+        for name in ("images", "labels", "ids"):
+            if name in self._file:
+                self._file[name].resize(n, axis=0)
+        self.n = n
+
+    def set_source_fingerprint(self, fingerprint: str) -> None:
+        """Record the source fingerprint once it is known (ingest hashes files as it decodes them)."""
+        assert self._file is not None
+        self.source_fingerprint = fingerprint
+        self._file.attrs["source_fingerprint"] = fingerprint
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._tmp is not None
