@@ -1,0 +1,155 @@
+"""Batched prediction through a model directory's own preprocessing, and the submission CSV it writes."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from longtail.errors import DataError
+from longtail.model_run import log_to_model_run
+from longtail.preprocessing import Preprocessing, load_model
+from longtail.splits import SplitInfo, read_info
+from longtail.submission import submission_id, write_submission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionResult:
+    """A written submission."""
+
+    path: Path
+    n_rows: int
+    tta: bool
+    predicted_counts: dict[str, int] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+
+def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[Preprocessing, SplitInfo]:
+    """The model's preprocessing and a split it may be applied to.
+
+    This is the one place a split meets a model: the split must have been ingested exactly like
+    the training data (size, resize, CLAHE, white balance), and a labelled split must use the
+    model's class names in the model's order, or its label indices would mean other classes.
+
+    Raises:
+        DataError: naming the setting or class names that differ, and how to fix it.
+    """
+    preprocessing = Preprocessing.load(model_dir)
+    info = read_info(split_h5)
+    preprocessing.check_split(info.preprocessing, info.image_size, Path(split_h5).name)
+    if info.has_labels and info.class_names != preprocessing.class_names:
+        only_model = sorted(set(preprocessing.class_names) - set(info.class_names))
+        only_split = sorted(set(info.class_names) - set(preprocessing.class_names))
+        detail = (
+            f"model-only classes {only_model[:5]}, split-only classes {only_split[:5]}"
+            if only_model or only_split
+            else "same classes in a different order"
+        )
+        raise DataError(
+            f"{Path(split_h5).name} labels {len(info.class_names)} classes, the model predicts "
+            f"{len(preprocessing.class_names)} ({detail}). Evaluate on a val split from the same ingest as the training data."
+        )
+    return preprocessing, info
+
+
+def as_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Model outputs as class probabilities (softmax applied when the model returns logits)."""
+    out = np.asarray(outputs, dtype=np.float32)
+    if np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        return out
+    shifted = out - out.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_probabilities(
+    model: Any,
+    preprocessing: Preprocessing,
+    split_h5: str | Path,
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities (N, C) for every row of a split, read and predicted batch by batch.
+
+    Args:
+        model: a Keras model taking float32 (B, H, W, 3) made by `preprocessing.to_float`.
+        tta: also predict each image flipped left-right and average the two softmax outputs.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    n_classes = len(preprocessing.class_names)
+    chunks = []
+    with h5py.File(split_h5, "r") as f:
+        images = f["images"]
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size]
+            probs = _predict_batch(model, preprocessing.to_float(batch))
+            if tta:
+                probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
+            if probs.shape[1] != n_classes:
+                raise DataError(
+                    f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
+                    "the model directory is inconsistent, re-run training"
+                )
+            chunks.append(probs)
+    if not chunks:
+        return np.zeros((0, n_classes), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def _predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
+    return as_probabilities(np.asarray(model.predict_on_batch(np.ascontiguousarray(x))))
+
+
+def predict(
+    model_dir: str | Path,
+    test_h5: str | Path,
+    submission_csv: str | Path,
+    *,
+    tta: bool = False,
+    id_column: str = "id",
+    label_column: str = "label",
+    batch_size: int = 256,
+    tracking_uri: str | None = None,
+) -> PredictionResult:
+    """Predict every image of a split and write the submission CSV.
+
+    The preprocessing is read from the model directory and checked against the split, so no
+    caller can pass (or forget) scaling, mean subtraction, CLAHE or a size: the log's
+    "need to modify preprocessors for predict_v2.py!" cannot happen.
+
+    Args:
+        test_h5: any split (labelled or not); its `ids` become submission ids without folders
+            or extension ("test/00042.png" -> "00042").
+        tracking_uri: overrides the MLflow URI stored in the model directory.
+
+    Returns:
+        The CSV path (rows sorted by id, written atomically), its row count and the predicted
+        class distribution; the CSV is logged to the model's MLflow run under `submission/`.
+    """
+    preprocessing, info = open_split_for_model(model_dir, test_h5)
+    with h5py.File(test_h5, "r") as f:
+        raw_ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
+    ids = [submission_id(i) for i in raw_ids]
+    model = load_model(model_dir)
+    probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta)
+    names = [preprocessing.class_names[i] for i in probs.argmax(axis=1)]
+    path = write_submission(submission_csv, ids, names, id_column=id_column, label_column=label_column)
+    counts = dict(sorted(Counter(names).items()))
+    log.info("wrote %d predictions for %s to %s%s", len(ids), info.path.name, path, " (flip TTA)" if tta else "")
+    run_id = log_to_model_run(
+        model_dir,
+        metrics={"predict_n_rows": float(len(ids))},
+        tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
+        artifacts=[(path, "submission")],
+        tracking_uri=tracking_uri,
+    )
+    return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id)

@@ -1,0 +1,137 @@
+"""The submission CSV: ids as the competition writes them, read and written with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+from longtail.errors import DataError
+
+# Extensions stripped from ids; anything else after a dot stays part of the id ("img.v2" keeps its dot).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# How many offending values an error message lists before "and N more".
+EXAMPLES = 5
+
+
+def submission_id(raw: str) -> str:
+    """The id a submission uses for an image: no folders, no image extension.
+
+    "test/00042.png" -> "00042"; "00042" -> "00042"; "a\\b\\c.JPG" -> "c".
+    """
+    name = PurePosixPath(str(raw).strip().replace("\\", "/")).name
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+        return stem
+    return name
+
+
+def id_sort_key(ids: list[str]):
+    """Sort key for submission rows: numeric order when every id is a number, else string order.
+
+    So "2" comes before "10" for unpadded numeric ids, and the order never depends on the
+    order images happened to be ingested in.
+    """
+    if ids and all(i.isdigit() for i in ids):
+        return lambda i: (int(i), i)
+    return lambda i: i
+
+
+def examples(values: list[str] | set[str], n: int = EXAMPLES) -> str:
+    """A few values for an error message: 'a, b, c' or 'a, b, c and 7 more'."""
+    ordered = sorted(values)
+    shown = ", ".join(repr(v) for v in ordered[:n])
+    return shown if len(ordered) <= n else f"{shown} and {len(ordered) - n} more"
+
+
+def write_submission(
+    path: str | Path,
+    ids: list[str],
+    labels: list[str],
+    *,
+    id_column: str = "id",
+    label_column: str = "label",
+) -> Path:
+    """Write `id,label` rows sorted by id, atomically (a temporary file, then a rename).
+
+    Raises:
+        DataError: two rows map to the same submission id (e.g. "a/1.png" and "b/1.png").
+    """
+    path = Path(path)
+    if len(ids) != len(labels):
+        raise DataError(f"{len(ids)} ids for {len(labels)} labels")
+    if id_column == label_column:
+        raise DataError(f"id column and label column must differ, both are {id_column!r}")
+    dupes = {i for i, c in Counter(ids).items() if c > 1}
+    if dupes:
+        raise DataError(
+            f"{len(dupes)} submission ids occur more than once after removing folders and extensions, "
+            f"e.g. {examples(dupes)}: give test images unique file names"
+        )
+    key = id_sort_key(ids)
+    rows = sorted(zip(ids, labels, strict=True), key=lambda r: key(r[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a submission is read by other steps and users
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow([id_column, label_column])
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_submission(
+    path: str | Path, *, id_column: str = "id", label_column: str = "label", what: str = "submission"
+) -> dict[str, str]:
+    """Read an `id,label` CSV into {submission id: label}.
+
+    Args:
+        what: how error messages name the file ("submission", "labels").
+
+    Raises:
+        DataError: the file is missing or empty, lacks a column, has no rows, or repeats an id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} CSV not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        if not header:
+            raise DataError(f"{what} CSV {path} is empty: expected a header '{id_column},{label_column}' and one row per image")
+        header = [h.strip() for h in header]
+        reader.fieldnames = header
+        for col, flag in ((id_column, "--id-column"), (label_column, "--label-column")):
+            if col not in header:
+                raise DataError(
+                    f"{what} CSV {path} has no column {col!r} (its columns: {', '.join(header)}); "
+                    f"rename it or pass {flag}"
+                )
+        rows: dict[str, str] = {}
+        dupes: Counter[str] = Counter()
+        blank = 0
+        for row in reader:
+            raw_id = (row.get(id_column) or "").strip()
+            if not raw_id:
+                blank += 1
+                continue
+            key = submission_id(raw_id)
+            if key in rows:
+                dupes[key] += 1
+            rows[key] = (row.get(label_column) or "").strip()
+    if blank:
+        raise DataError(f"{what} CSV {path} has {blank} rows with an empty {id_column!r}")
+    if dupes:
+        raise DataError(
+            f"{what} CSV {path} has {len(dupes)} duplicate ids, e.g. {examples(set(dupes))}: each id must appear once"
+        )
+    if not rows:
+        raise DataError(f"{what} CSV {path} has a header but no rows")
+    return rows

@@ -1,0 +1,182 @@
+"""predict(): the model's own preprocessing, rows matched by id, flip TTA, refused skewed splits."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from digits_models import CLASS_NAMES, INGEST, make_digits, train_model_dir
+
+from longtail.errors import DataError
+from longtail.prediction import as_probabilities, predict, predict_probabilities
+from longtail.preprocessing import Preprocessing, load_model
+from longtail.splits import read_arrays, write_split
+from longtail.submission import submission_id
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    data = make_digits(root / "data")
+    models = {
+        scale: train_model_dir(data, root / f"model_{scale}", scale=scale)
+        for scale in ("scale", "mean_subtraction")
+    }
+    return data, models
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.parametrize("scale", ["scale", "mean_subtraction"])
+def test_each_model_predicts_with_its_own_preprocessing(world, tmp_path, scale):
+    data, models = world
+    model_dir = models[scale]
+    result = predict(model_dir, data.test_h5, tmp_path / "sub.csv")
+
+    rows = read_csv(result.path)
+    assert rows[0] == ["id", "label"]
+    got = dict(rows[1:])
+    truth = dict(zip(data.test_ids, (CLASS_NAMES[y] for y in data.test_labels), strict=True))
+    assert result.n_rows == len(truth) == len(got)
+    accuracy = np.mean([got[i] == truth[i] for i in truth])
+    assert accuracy > 0.85, f"{scale}: accuracy {accuracy:.3f} through predict()"
+
+    # Exactly the preprocessing the model was trained with, applied by hand:
+    prep = Preprocessing.load(model_dir)
+    assert prep.scale == scale
+    images, _, ids = read_arrays(data.test_h5)
+    expected = load_model(model_dir).predict(prep.to_float(images), verbose=0).argmax(axis=1)
+    assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in expected]
+
+
+def test_the_other_preprocessing_would_be_wrong(world):
+    """The two models really differ in what they expect, so the check above could fail."""
+    data, models = world
+    images, _, _ = read_arrays(data.test_h5)
+    model = load_model(models["mean_subtraction"])
+    right = Preprocessing.load(models["mean_subtraction"])
+    wrong = Preprocessing(image_size=8, class_names=CLASS_NAMES, scale="scale")
+    p_right = model.predict(right.to_float(images), verbose=0)
+    p_wrong = model.predict(wrong.to_float(images), verbose=0)
+    assert not np.allclose(p_right, p_wrong, atol=1e-3)
+
+
+def test_rows_are_sorted_by_id_and_independent_of_file_order(world, tmp_path):
+    data, models = world
+    first = predict(models["scale"], data.test_h5, tmp_path / "a.csv")
+    ids = [r[0] for r in read_csv(first.path)[1:]]
+    assert ids == sorted(ids)
+    assert all("/" not in i and "." not in i for i in ids)
+
+    images, _, raw_ids = read_arrays(data.test_h5)
+    flipped = tmp_path / "reversed.h5"
+    perm = np.random.default_rng(1).permutation(len(images))
+    write_split(
+        flipped, images[perm], [raw_ids[i] for i in perm],
+        class_names=CLASS_NAMES, image_size=8, preprocessing=INGEST, source_fingerprint="digits",
+    )
+    second = predict(models["scale"], flipped, tmp_path / "b.csv", batch_size=37)
+    assert second.path.read_bytes() == first.path.read_bytes()
+
+
+def test_custom_columns_and_no_leftover_temp_files(world, tmp_path):
+    data, models = world
+    out = tmp_path / "out" / "submission.csv"
+    predict(models["scale"], data.test_h5, out, id_column="ImageId", label_column="Category")
+    assert read_csv(out)[0] == ["ImageId", "Category"]
+    assert [p.name for p in out.parent.iterdir()] == ["submission.csv"]
+
+
+def test_flip_tta_averages_softmax_of_image_and_mirror(world, tmp_path):
+    data, models = world
+    model_dir = models["scale"]
+    prep = Preprocessing.load(model_dir)
+    model = load_model(model_dir)
+    probs = predict_probabilities(model, prep, data.val_h5, batch_size=100, tta=True)
+    images, _, _ = read_arrays(data.val_h5)
+    plain = model.predict(prep.to_float(images), verbose=0)
+    mirror = model.predict(prep.to_float(images[:, :, ::-1, :]), verbose=0)
+    np.testing.assert_allclose(probs, (plain + mirror) / 2, atol=1e-5)
+    assert not np.allclose(probs, plain, atol=1e-3)  # digits are not mirror-symmetric
+
+    result = predict(model_dir, data.test_h5, tmp_path / "tta.csv", tta=True)
+    assert result.tta and result.n_rows == len(data.test_ids)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"clahe": True}, "clahe"), ({"white_balance": True}, "white_balance"), ({"resize": "aspect"}, "resize")],
+)
+def test_split_ingested_differently_is_refused(world, tmp_path, change, named):
+    data, models = world
+    images, _, ids = read_arrays(data.test_h5)
+    skewed = write_split(
+        tmp_path / "test.h5", images, ids, class_names=CLASS_NAMES, image_size=8,
+        preprocessing={**INGEST, **change}, source_fingerprint="digits",
+    )
+    with pytest.raises(DataError, match=rf"{named}: model has .* split has .*Re-ingest"):
+        predict(models["scale"], skewed, tmp_path / "sub.csv")
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_split_of_another_size_is_refused(world, tmp_path):
+    _, models = world
+    images = np.zeros((4, 16, 16, 3), np.uint8)
+    big = write_split(
+        tmp_path / "test16.h5", images, [f"{i}.png" for i in range(4)], class_names=CLASS_NAMES,
+        image_size=16, preprocessing={**INGEST, "image_size": 16}, source_fingerprint="x",
+    )
+    with pytest.raises(DataError, match=r"image_size: model has 8, split has 16"):
+        predict(models["scale"], big, tmp_path / "sub.csv")
+
+
+def test_ids_colliding_without_folders_are_an_error_and_keep_old_csv(world, tmp_path):
+    _, models = world
+    split = write_split(
+        tmp_path / "t.h5", np.zeros((2, 8, 8, 3), np.uint8), ["a/1.png", "b/1.png"], class_names=CLASS_NAMES,
+        image_size=8, preprocessing=INGEST, source_fingerprint="x",
+    )
+    out = tmp_path / "sub.csv"
+    out.write_text("old\n")
+    with pytest.raises(DataError, match=r"'1'.*unique file names"):
+        predict(models["scale"], split, out)
+    assert out.read_text() == "old\n"
+
+
+def test_model_dir_without_preprocessing_is_a_clear_error(world, tmp_path):
+    data, models = world
+    broken = tmp_path / "model"
+    shutil.copytree(models["scale"], broken)
+    (broken / "preprocessing.json").unlink()
+    with pytest.raises(DataError, match="preprocessing.json is missing"):
+        predict(broken, data.test_h5, tmp_path / "sub.csv")
+
+
+def test_without_mlflow_run_nothing_is_logged_and_it_says_so(world, tmp_path, caplog):
+    data, models = world
+    with caplog.at_level(logging.INFO, logger="longtail"):
+        result = predict(models["scale"], data.test_h5, tmp_path / "sub.csv")
+    assert result.mlflow_run_id is None
+    assert "not logging to MLflow" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [("test/00042.png", "00042"), ("00042", "00042"), ("a\\b\\c.JPG", "c"), ("img.v2", "img.v2"), (" x/y.jpeg ", "y")],
+)
+def test_submission_id(raw, want):
+    assert submission_id(raw) == want
+
+
+def test_logits_become_probabilities():
+    p = as_probabilities(np.array([[2.0, -1.0, 0.5]]))
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
+    assert p.argmax() == 0
+    already = np.array([[0.2, 0.8]], np.float32)
+    np.testing.assert_array_equal(as_probabilities(already), already)
