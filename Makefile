@@ -34,3 +34,50 @@ benchmarks: install
 
 clean:
 	rm -rf .longtail build *.egg-info
+
+# --- Containers and kind (issue 7). No Docker engine on the dev/CI machines: these run where Docker is.
+# Image names and tags come from components/images.py via scripts/image_refs.py, the same source the
+# compiled pipeline uses; override with `make images IMAGE_REGISTRY=ghcr.io/me IMAGE_TAG=dev`.
+IMAGE_REGISTRY ?= $(LONGTAIL_IMAGE_REGISTRY)
+IMAGE_TAG ?= $(LONGTAIL_IMAGE_TAG)
+KIND_CLUSTER ?= longtail
+CHECKOV_VERSION ?= 3.3.30
+# "name ref" pairs, evaluated only by the targets that use them.
+IMAGE_REFS = $(shell LONGTAIL_IMAGE_REGISTRY='$(IMAGE_REGISTRY)' LONGTAIL_IMAGE_TAG='$(IMAGE_TAG)' $(BIN)/python scripts/image_refs.py | tr ' ' '=')
+image_name = $(word 1,$(subst =, ,$(1)))
+image_ref = $(word 2,$(subst =, ,$(1)))
+
+define build_image
+	docker build --file images/$(call image_name,$(1))/Dockerfile --tag $(call image_ref,$(1)) .
+
+endef
+
+define load_image
+	kind load docker-image --name $(KIND_CLUSTER) $(call image_ref,$(1))
+
+endef
+
+.PHONY: images kind-load pin-digests checkov-venv
+
+## images: build every step image (build context: the repo root) with the tag the pipeline references
+images: install
+	$(if $(strip $(IMAGE_REFS)),,$(error no image names from scripts/image_refs.py; run `make install` first))
+	$(foreach pair,$(IMAGE_REFS),$(call build_image,$(pair)))
+
+## kind-load: load the built step images into the kind cluster $(KIND_CLUSTER)
+kind-load: install
+	$(if $(strip $(IMAGE_REFS)),,$(error no image names from scripts/image_refs.py; run `make install` first))
+	$(foreach pair,$(IMAGE_REFS),$(call load_image,$(pair)))
+
+## pin-digests: print the registry digest of every pinned base/service image (needs Docker + buildx)
+pin-digests:
+	bash scripts/pin-digests.sh
+
+## checkov-venv: checkov in its own venv (it pins an old `packaging` that breaks pytest in .venv)
+checkov-venv: .venv-checkov/bin/checkov
+
+.venv-checkov/bin/checkov:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --upgrade pip
+	.venv-checkov/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
