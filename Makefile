@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/fashion-mnist-lt
 
-.PHONY: demo test install lint benchmarks clean
+.PHONY: demo test install lint benchmarks clean services services-down
 
 $(BIN)/longtail: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,3 +81,10 @@ checkov-venv: .venv-checkov/bin/checkov
 	.venv-checkov/bin/pip install --quiet --upgrade pip
 	.venv-checkov/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
+
+## services: a local S3 endpoint + MLflow server with artifacts proxied to it (scripts/services.sh)
+services: install
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down

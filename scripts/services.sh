@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Laptop services for the cluster code path: an S3 endpoint and an MLflow tracking server whose
+# artifacts are proxied to a bucket on it (the same shape as MinIO + MLflow in manifests/).
+#
+#   scripts/services.sh up     start both, print the environment to export
+#   scripts/services.sh down   stop both
+#
+# The S3 endpoint is moto's server (no MinIO binary can be installed on these machines). With a real
+# MinIO, skip `up`, create the bucket there and export S3_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${VENV:-.venv}/bin
+STATE=.longtail/services
+S3_PORT=${S3_PORT:-9000}
+MLFLOW_PORT=${MLFLOW_PORT:-5000}
+BUCKET=${BUCKET:-longtail}
+mkdir -p "$STATE"
+
+wait_for() {  # url, name
+  for _ in $(seq 1 60); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 1
+  done
+  echo "services: $2 did not answer at $1 within 60 s; see $STATE/$2.log" >&2
+  exit 1
+}
+
+up() {
+  [ -x "$BIN/mlflow" ] || { echo "services: $BIN/mlflow not found; run 'make install' first" >&2; exit 1; }
+  # Throwaway credentials for the local stand-in only; a real MinIO's keys come from your environment.
+  export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local-only} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local-only}
+  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+  if [ ! -f "$STATE/s3.pid" ] || ! kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; then
+    setsid "$BIN/python" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 &
+    echo $! >"$STATE/s3.pid"
+  fi
+  wait_for "http://127.0.0.1:$S3_PORT/moto-api/" s3
+  "$BIN/python" - "$S3_PORT" "$BUCKET" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}")
+if sys.argv[2] not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+    s3.create_bucket(Bucket=sys.argv[2])
+PY
+  if [ ! -f "$STATE/mlflow.pid" ] || ! kill -0 "$(cat "$STATE/mlflow.pid")" 2>/dev/null; then
+    # setsid: the server, its workers and job consumers share one process group, stopped together.
+    MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" setsid "$BIN/mlflow" server \
+      --backend-store-uri "sqlite:///$PWD/$STATE/mlflow.db" \
+      --artifacts-destination "s3://$BUCKET/mlflow" \
+      --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$STATE/mlflow.log" 2>&1 &
+    echo $! >"$STATE/mlflow.pid"
+  fi
+  wait_for "http://127.0.0.1:$MLFLOW_PORT/health" mlflow
+  cat <<EOT
+services are up. In your shell:
+  export S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+  export AWS_ACCESS_KEY_ID=local-only AWS_SECRET_ACCESS_KEY=local-only AWS_DEFAULT_REGION=us-east-1
+Raw data: aws/boto3 upload to s3://$BUCKET/... then: longtail run experiments/demo.yaml --data s3://$BUCKET/<prefix>/train --test s3://$BUCKET/<prefix>/test
+MLflow UI: http://127.0.0.1:$MLFLOW_PORT (artifacts proxied to s3://$BUCKET/mlflow; training processes hold no S3 keys)
+EOT
+}
+
+down() {
+  for name in mlflow s3; do
+    if [ -f "$STATE/$name.pid" ]; then
+      kill -- "-$(cat "$STATE/$name.pid")" 2>/dev/null || true
+      rm -f "$STATE/$name.pid"
+      echo "stopped $name"
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
