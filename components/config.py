@@ -1,6 +1,7 @@
 """Step 0, resolve: merge the pipeline's knob parameters into the experiment config and validate it."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 

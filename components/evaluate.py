@@ -1,6 +1,7 @@
 """Step 4, evaluate: macro-F1, the report, plots, and the gate that decides on submission."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 
@@ -20,7 +21,6 @@ def evaluate(
 
     from longtail.evaluation import evaluate as evaluate_model
     from longtail.evaluation import write_html_report
-
     from longtail.tracking import resolve_tracking_uri
 
     result = evaluate_model(

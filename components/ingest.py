@@ -1,6 +1,7 @@
 """Step 1, ingest: raw images (folder, CSV or s3:// prefix) to HDF5 splits plus ingest.json."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 
@@ -9,10 +10,9 @@ def ingest(source: str, config: dict, unlabelled: bool, data: dsl.Output[dsl.Dat
     """Labelled: data/train.h5 + data/val.h5; unlabelled: data/test.h5. Always data/ingest.json."""
     import os
 
+    from longtail.config import config_from_dict
     from longtail.ingest import ingest_with_config
     from longtail.storage import S3Settings
-
-    from longtail.config import config_from_dict
 
     report = ingest_with_config(
         source, data.path, config_from_dict(config), unlabelled=unlabelled,

@@ -1,6 +1,7 @@
 """Step 5, submit: the competition CSV from the test split, through the model's own preprocessing."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 
@@ -31,7 +32,6 @@ def skip_submission(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artif
     import os
 
     from longtail.evaluation import record_gate_closed
-
     from longtail.tracking import resolve_tracking_uri
 
     reason = record_gate_closed(model.path, evaluation.path,

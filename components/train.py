@@ -1,6 +1,7 @@
 """Step 3, train: the model on one or more GPUs (MirroredStrategy), tracked as one MLflow run."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 
@@ -15,10 +16,9 @@ def train(
     """Returns the MLflow run id; the model directory carries it on to evaluate and submit."""
     import os
 
-    from longtail.training import train as train_model
-
     from longtail.config import config_from_dict
     from longtail.tracking import resolve_tracking_uri
+    from longtail.training import train as train_model
 
     result = train_model(
         config_from_dict(config),

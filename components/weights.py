@@ -1,6 +1,7 @@
 """Step 2, weights: class weights from the train split's class counts."""
 
 from kfp import dsl
+
 from longtail.components.images import image_ref
 
 

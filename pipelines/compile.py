@@ -26,9 +26,8 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
         The written paths.
     """
     from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
-    from longtail.pipelines.training import create_pipeline
-
     from longtail.config import load_config
+    from longtail.pipelines.training import create_pipeline
 
     defaults = load_config(config)
     registry, tag = registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG

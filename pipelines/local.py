@@ -61,9 +61,9 @@ def run_local(
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
     """
     from kfp import local
-    from longtail.pipelines.training import create_pipeline
 
     from longtail.config import load_config
+    from longtail.pipelines.training import create_pipeline
 
     cfg = load_config(config_path, overrides)
     check_source(data, "training data")

@@ -4,6 +4,7 @@
 
 
 from kfp import dsl, kubernetes
+
 from longtail.components.config import resolve_config
 from longtail.components.evaluate import evaluate
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
@@ -11,7 +12,6 @@ from longtail.components.ingest import ingest
 from longtail.components.submit import skip_submission, submit
 from longtail.components.train import train
 from longtail.components.weights import weights
-
 from longtail.config import ExperimentConfig, config_to_dict
 from longtail.knobs import knob_values, without_nulls
 

@@ -1,0 +1,79 @@
+"""Many experiments as one Kubeflow pipeline: ingest once, train+evaluate each config in parallel, compare."""
+
+# No `from __future__ import annotations` here: KFP reads the pipeline signature's real types.
+
+from kfp import dsl
+
+from longtail.components.compare import compare, start_sweep
+from longtail.components.config import resolve_config
+from longtail.components.evaluate import evaluate
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
+from longtail.components.ingest import ingest
+from longtail.components.train import train
+from longtail.components.weights import weights
+from longtail.config import ExperimentConfig, config_to_dict
+from longtail.knobs import without_nulls
+from longtail.pipelines.training import wire
+from longtail.sweep_plan import expand_grid
+
+# The compiled sweep's default: the comparison the seed log's EXP9/EXP11 were after.
+DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
+
+
+def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentConfig] | None = None,
+                          registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, parallelism: int = 2):
+    """Build the sweep pipeline.
+
+    Args:
+        defaults: names the MLflow experiment and, crossed with DEFAULT_GRID, gives the default configs.
+        configs: the experiments (the `configs` parameter's default); all share one `data` section.
+        parallelism: how many train+evaluate branches run at once (fixed at compile time, as KFP requires).
+    """
+    configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
+    default_configs = [without_nulls(config_to_dict(c)) for c in configs]
+    ingest_image, train_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "train", "evaluate"))
+
+    @dsl.pipeline(name="longtail-sweep",
+                  description="Several experiments on one ingest, ranked by macro-F1 in one MLflow parent run.")
+    def sweep_pipeline(
+        data_uri: str,
+        test_uri: str,
+        configs: list = default_configs,
+        experiment: str = defaults.experiment,
+        sweep_name: str = f"{defaults.name}-sweep",
+        register_as: str = "longtail-best",
+        parent_run_id: str = "",
+    ) -> dsl.Markdown:
+        # Check the configs share one data setting and open the MLflow parent run.
+        plan = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name,
+                                parent_run_id=parent_run_id), eval_image, "500m", "1Gi")
+        # Ingest once for every experiment.
+        train_data = wire(ingest(source=data_uri, config=plan.outputs["data_config"], unlabelled=False),
+                          ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+        test_data = wire(ingest(source=test_uri, config=plan.outputs["data_config"], unlabelled=True),
+                         ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+        # Fan out: weights → train → evaluate per config, `parallelism` at a time.
+        with dsl.ParallelFor(configs, parallelism=parallelism) as item:
+            resolved = wire(resolve_config(base_config=item, knobs={}), ingest_image, "500m", "512Mi")
+            class_weights = wire(weights(data=train_data.outputs["data"], config=resolved.output),
+                                 ingest_image, "500m", "1Gi", retries=2)
+            trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
+                                 config=resolved.output, parent_run_id=plan.outputs["parent_run_id"]),
+                           train_image, "4", "16Gi")
+            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
+                                      config=resolved.output), eval_image, "2", "4Gi")
+        # Rank, register the best model, write its submission.
+        ranked = wire(compare(models=dsl.Collected(trained.outputs["model"]),
+                              gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],
+                              parent_run_id=plan.outputs["parent_run_id"], register_as=register_as),
+                      eval_image, "2", "4Gi")
+        return ranked.outputs["leaderboard"]
+
+    return sweep_pipeline
+
+
+if __name__ == "__main__":
+    from longtail.pipelines.compile import main
+
+    main()
