@@ -124,3 +124,86 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
                           macro_f1=macro_f1, passed=passed and submission is not None,
                           submission=submission, test_macro_f1=test_f1, seconds=seconds)
+
+
+@dataclass
+class LocalSweepResult:
+    """What a local sweep produced."""
+
+    parent_run_id: str
+    tracking_uri: str
+    leaderboard: str
+    best_run_id: str
+    submission: Path | None
+    test_macro_f1: float | None
+    seconds: float
+
+
+def run_sweep_local(
+    configs: list,
+    data: str,
+    test: str,
+    *,
+    labels: str | Path | None = None,
+    home: str | Path = ".longtail",
+    tracking_uri: str | None = None,
+    parallelism: int = 2,
+    register_as: str = "longtail-best",
+    sweep_name: str | None = None,
+) -> LocalSweepResult:
+    """Run the sweep pipeline through kfp.local: one pipeline per distinct data setting, one parent run.
+
+    Args:
+        configs: validated ExperimentConfigs (longtail.sweep_plan.load_sweep).
+        parallelism: train+evaluate branches at once.
+        register_as: MLflow registered-model name for the best model ("" to skip).
+    """
+    from kfp import local
+
+    from longtail.comparison import start_sweep_run
+    from longtail.config import config_to_dict
+    from longtail.pipelines.sweep import create_sweep_pipeline
+    from longtail.sweep_plan import group_by_data
+
+    check_source(data, "training data")
+    check_source(test, "test data")
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or default_tracking_uri(home)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    _check_tracking(tracking_uri)
+    sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
+    parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
+                             [config_to_dict(c) for c in configs])
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
+               raise_on_error=True)
+    groups = group_by_data(configs)
+    start = time.perf_counter()
+    task = None
+    for i, group in enumerate(groups):
+        if len(groups) > 1:
+            print(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
+        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism)
+        last = i == len(groups) - 1
+        try:
+            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
+                            register_as=register_as if last else "", sweep_name=sweep_name)
+        except RuntimeError as e:
+            raise LongtailError(f"sweep pipeline failed: {e} (the failing step's log is printed above)") from e
+    seconds = time.perf_counter() - start
+    board_path = Path(task.output.path)
+    run_dir = board_path.parents[1]
+    submission = run_dir / "compare" / "submission"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    best = client.get_run(parent).data.tags.get("best_run_id", "")
+    test_f1 = None
+    if labels is not None and submission.is_file():
+        from longtail.scoring import score
+
+        test_f1 = score(submission, labels).macro_f1
+        client.log_metric(parent, "best_test_macro_f1", test_f1)
+    return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
+                            best_run_id=best, submission=submission if submission.is_file() else None,
+                            test_macro_f1=test_f1, seconds=seconds)

@@ -1,0 +1,34 @@
+"""`longtail report EXPERIMENT`: the leaderboard of an MLflow experiment, after the fact."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `longtail report`."""
+    p = sub.add_parser("report", help="leaderboard of an MLflow experiment (local macro-F1 next to LB scores)",
+                       description="Rank every training run of an MLflow experiment by macro-F1, with the knobs "
+                                   "that differ, recorded leaderboard scores (longtail lb) and their mean "
+                                   "difference from local macro-F1. Prints Markdown and saves it.")
+    p.add_argument("experiment", help="MLflow experiment name (config field `experiment`)")
+    p.add_argument("--sweep", help="only the children of this sweep parent run id")
+    p.add_argument("--out", help="Markdown file to write (default: <experiment>-report.md)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, print and save the report."""
+    from longtail.comparison import leaderboard_from_mlflow
+    from longtail.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    board = leaderboard_from_mlflow(uri, experiment=args.experiment, parent_run_id=args.sweep)
+    text = board.markdown(f"{args.experiment}: {len(board.entries)} run(s)")
+    out = Path(args.out or f"{args.experiment}-report.md")
+    out.write_text(text)
+    print(text)
+    print(f"saved to {out}")
+    return 0

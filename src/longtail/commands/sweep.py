@@ -1,0 +1,63 @@
+"""`longtail sweep CONFIG...`: many experiments, one ingest, one ranked comparison in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `longtail sweep`."""
+    p = sub.add_parser("sweep", help="run many experiments locally and rank them by macro-F1",
+                       description="Run the sweep pipeline through kfp.local: ingest once per data setting, "
+                                   "train+evaluate every config, rank by macro-F1 under one MLflow parent run, "
+                                   "register the best model and write its submission.")
+    p.add_argument("configs", nargs="+", help="experiment YAMLs and/or sweep files (experiments/seed-log.yaml)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="cross every config with these values, e.g. train.label_smoothing.factor=0.2,0.1,0.01")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field in every config (repeatable)")
+    p.add_argument("--data", required=True, help="labelled images: folder, CSV manifest or s3://bucket/prefix")
+    p.add_argument("--test", required=True, help="unlabelled test images: folder, CSV or s3://")
+    p.add_argument("--labels", help="held-out labels CSV: score the best model's submission")
+    p.add_argument("--parallelism", type=int, default=2, help="train+evaluate branches at once (default 2)")
+    p.add_argument("--register-as", default="longtail-best", help="registered-model name for the best model")
+    p.add_argument("--name", help="name of the MLflow parent run")
+    p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
+    p.add_argument("--dry-run", action="store_true", help="print the planned experiments and stop")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, run, print the leaderboard."""
+    from longtail.config import config_to_dict, flatten
+    from longtail.errors import ConfigError
+    from longtail.sweep_plan import group_by_data, load_sweep
+
+    if args.parallelism < 1:
+        raise ConfigError(f"--parallelism must be >= 1, got {args.parallelism}")
+    configs = load_sweep(args.configs, args.grid, args.overrides)
+    groups = group_by_data(configs)
+    print(f"sweep: {len(configs)} experiment(s) over {len(groups)} data setting(s)")
+    from longtail.comparison import differing_knobs
+
+    flat = [{k: str(v) for k, v in flatten(config_to_dict(c)).items()} for c in configs]
+    knobs = differing_knobs(flat)
+    for c, f in zip(configs, flat, strict=True):
+        print(f"  {c.name}: " + ", ".join(f"{k}={f[k]}" for k in knobs))
+    if args.dry_run:
+        return 0
+    from longtail.pipelines.local import run_sweep_local
+
+    result = run_sweep_local(configs, args.data, args.test, labels=args.labels, home=args.home,
+                             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), parallelism=args.parallelism,
+                             register_as=args.register_as, sweep_name=args.name)
+    print()
+    print(result.leaderboard)
+    print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} ({result.tracking_uri})")
+    if result.submission:
+        print(f"best model's submission: {result.submission}")
+    if result.test_macro_f1 is not None:
+        print(f"best model's test macro-F1: {result.test_macro_f1:.4f}")
+    print(f"compare in the UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
