@@ -1,0 +1,40 @@
+"""A tiny convolutional net: seconds to train, for tests and smoke runs."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from longtail.models.registry import register_model
+
+
+@register_model("small_cnn")
+def make_model(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    width: int = 16,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """Two conv-BN-ReLU blocks, global average pooling, a softmax layer.
+
+    Args:
+        width: filters of the first conv (the second has twice as many).
+        dropout: dropout rate before the classifier.
+
+    Returns:
+        A functional keras.Model from float images to float32 softmax probabilities.
+    """
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(2 * width, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(num_classes)(x)
+    outputs = layers.Activation("softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
