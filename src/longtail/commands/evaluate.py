@@ -1,0 +1,49 @@
+"""`longtail evaluate MODEL_DIR VAL_H5 OUT_DIR`: macro-F1 report, plots and the submission gate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `longtail evaluate`."""
+    p = sub.add_parser(
+        "evaluate",
+        help="macro-F1 report, plots and the submission gate of a model on a labelled split",
+        description="Predict a labelled split (val.h5) through the model directory's own preprocessing.json, "
+        "print sklearn's classification_report and write metrics.json, report.txt, report.md, "
+        "confusion_matrix.png and per_class_f1.png into OUT_DIR; log them to the model's MLflow run.",
+        epilog="Exit status is 0 whether the gate passes or fails (the gate result is printed and stored "
+        "in metrics.json as 'passed'; the pipeline branches on it). It is 2 on bad input.",
+    )
+    p.add_argument("model_dir", help="model directory from `longtail train`")
+    p.add_argument("val_h5", help="labelled HDF5 split ingested like the training data")
+    p.add_argument("out_dir", help="folder for the report, metrics and plots")
+    p.add_argument("--min-macro-f1", type=float, default=0.0, metavar="X",
+                   help="gate: passed when macro-F1 >= X (config evaluate.min_macro_f1; default 0: always passes)")
+    p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the one stored with the model)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table and the gate result."""
+    from longtail.evaluation import evaluate
+
+    r = evaluate(
+        args.model_dir, args.val_h5, args.out_dir,
+        min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta,
+        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+    )
+    print(r.report_text.rstrip())
+    print()
+    print(f"macro-F1 {r.macro_f1:.4f}   weighted-F1 {r.weighted_f1:.4f}   accuracy {r.accuracy:.4f}   ({r.n} images)")
+    for w in r.warnings:
+        print(f"WARNING: {w}")
+    print(f"GATE {'PASSED' if r.passed else 'FAILED'}: {r.reason}")
+    print(f"report: {r.paths['report_md']}  (plots and metrics.json beside it)")
+    if r.mlflow_run_id:
+        print(f"logged to MLflow run {r.mlflow_run_id}")
+    return 0
