@@ -1,0 +1,291 @@
+"""HDF5 split -> tf.data: reshuffled every epoch over the whole file, scaled in float32, augmented on the fly.
+
+Rows are read in groups through one `tf.numpy_function` per group, never one row at a time:
+- in memory (the split fits `train.memory_budget_mb`): a group is one batch of a fresh permutation
+  of all rows, gathered from a numpy array;
+- streamed: a group is `stream_chunks` HDF5 chunks picked in a fresh random order over the whole
+  file, read as contiguous slices and shuffled together, then re-cut into batches. A class-sorted
+  file still gives mixed batches, because the chunks of a group come from anywhere in the file.
+
+The order is a pure function of (seed, epoch), not of iterator state, so a training resumed at
+epoch k sees exactly the batches an uninterrupted one would (see `EpochPlan`). Augmentation uses
+stateless random ops seeded the same way. Scaling (Preprocessing.to_float) happens in float32
+after the uint8 colour operations of ingest, so mean subtraction cannot wrap around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from longtail.errors import DataError
+from longtail.preprocessing import Preprocessing
+from longtail.splits import CHUNK_ROWS, SplitInfo, read_info
+
+# Chunks shuffled together when streaming: 32 x 64 rows = 2048 rows per group.
+DEFAULT_STREAM_CHUNKS = 32
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random train-time augmentation: horizontal flip, shift by pad + random crop."""
+
+    flip: bool = True
+    shift: float = 0.1
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Augmentation:
+        """From longtail.config.AugmentationConfig."""
+        return cls(flip=bool(cfg.flip), shift=float(cfg.shift))
+
+
+class EpochPlan:
+    """Which rows form each group, as a function of (seed, epoch).
+
+    `epoch` is set by the callback from `callback()` at each epoch start (the absolute epoch,
+    also after a resume); used without it, each pass over the dataset advances it by one.
+    """
+
+    def __init__(self, n: int, group_rows: int, *, shuffle: bool, streamed: bool, seed: int,
+                 drop_remainder: bool) -> None:
+        self.n = n
+        self.group_rows = group_rows
+        self.shuffle = shuffle
+        self.streamed = streamed
+        self.seed = seed
+        self.drop_remainder = drop_remainder
+        self.epoch = 0
+        self._explicit = False
+
+    def rows(self) -> tuple[np.ndarray, np.int64]:
+        """This epoch's row order, (n_groups, group_rows) padded with -1, and the epoch index."""
+        epoch = self.epoch
+        if not self._explicit:
+            self.epoch += 1
+        self._explicit = False
+        rng = np.random.default_rng([self.seed, epoch])
+        if not self.shuffle:
+            order = np.arange(self.n)
+        elif not self.streamed:
+            order = rng.permutation(self.n)
+        else:
+            # Whole chunks in random order (contiguous reads); rows are shuffled within each group.
+            n_chunks = -(-self.n // CHUNK_ROWS)
+            chunks = rng.permutation(n_chunks)
+            order = np.concatenate([np.arange(c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, self.n)) for c in chunks])
+        if self.drop_remainder and not self.streamed:
+            order = order[: max(self.group_rows, len(order) // self.group_rows * self.group_rows)]
+        n_groups = -(-len(order) // self.group_rows)
+        padded = np.full(n_groups * self.group_rows, -1, dtype=np.int64)
+        padded[: len(order)] = order
+        groups = padded.reshape(n_groups, self.group_rows)
+        if self.shuffle and self.streamed:
+            for g in groups:
+                valid = g[g >= 0]
+                g[: len(valid)] = rng.permutation(valid)
+        return groups, np.int64(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pin the next pass to `epoch` (Keras' absolute epoch index)."""
+        self.epoch = int(epoch)
+        self._explicit = True
+
+    def callback(self) -> Any:
+        """A Keras callback that pins each epoch's order to the epoch index."""
+        import keras
+
+        plan = self
+
+        class _PinEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                plan.set_epoch(epoch)
+
+        return _PinEpoch()
+
+
+class RowReader:
+    """Reads groups of rows from memory or from the HDF5 file (one open handle per process)."""
+
+    def __init__(self, path: Path, in_memory: bool, labelled: bool) -> None:
+        self.path = path
+        self.in_memory = in_memory
+        self.labelled = labelled
+        self._file: h5py.File | None = None
+        self._images: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        if in_memory:
+            with h5py.File(path, "r") as f:
+                self._images = f["images"][:]
+                self._labels = f["labels"][:].astype(np.int32) if labelled else None
+
+    def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = idx[idx >= 0]
+        if self.in_memory:
+            images = self._images[idx]
+            labels = self._labels[idx] if self.labelled else np.zeros(len(idx), np.int32)
+            return images, labels
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        ds_images = self._file["images"]
+        chunk_ids = np.unique(idx // CHUNK_ROWS)
+        starts = chunk_ids * CHUNK_ROWS
+        blocks = [ds_images[s: s + CHUNK_ROWS] for s in starts]
+        # Row r of the file sits at position offset[chunk] + r % CHUNK_ROWS of the stacked blocks.
+        offsets = np.zeros(chunk_ids.max() + 1, dtype=np.int64)
+        offsets[chunk_ids] = np.cumsum([0] + [len(b) for b in blocks[:-1]])
+        pos = offsets[idx // CHUNK_ROWS] + idx % CHUNK_ROWS
+        images = np.concatenate(blocks)[pos]
+        if self.labelled:
+            ds_labels = self._file["labels"]
+            label_blocks = np.concatenate([ds_labels[s: s + CHUNK_ROWS] for s in starts]).astype(np.int32)
+            labels = label_blocks[pos]
+        else:
+            labels = np.zeros(len(idx), np.int32)
+        return images, labels
+
+
+@dataclass
+class SplitDataset:
+    """A tf.data pipeline over one split, with what the trainer needs to know about it."""
+
+    dataset: tf.data.Dataset
+    info: SplitInfo
+    steps: int
+    batch_size: int
+    in_memory: bool
+    plan: EpochPlan
+
+    def callback(self) -> Any:
+        """The Keras callback that ties the shuffle order to the epoch index (resume-exact)."""
+        return self.plan.callback()
+
+
+def fits_in_memory(info: SplitInfo, memory_budget_mb: float) -> bool:
+    """Whether the split's pixels fit the budget (uint8, as stored)."""
+    size = info.n * info.image_size * info.image_size * 3
+    return size <= memory_budget_mb * 2**20
+
+
+def shift_crop(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
+    """Shift each image by up to `pad` pixels: zero-pad, then a random crop back to size (vectorised)."""
+    n = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(h)[None, :]
+    cols = offsets[:, 1:] + tf.range(w)[None, :]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
+
+
+def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
+    """Random horizontal flip and shift of float images, from a stateless (2,) seed."""
+    if aug.flip:
+        flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
+        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    pad = int(round(aug.shift * images.shape[1]))
+    if pad > 0:
+        images = shift_crop(images, pad, seed + tf.constant([0, 1], tf.int64))
+    return images
+
+
+def make_dataset(
+    path: str | Path,
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    training: bool,
+    augmentation: Augmentation | None = None,
+    one_hot: bool = False,
+    smoothing: float = 0.0,
+    class_weights: list[float] | None = None,
+    seed: int = 0,
+    memory_budget_mb: float = 2048,
+    stream_chunks: int = DEFAULT_STREAM_CHUNKS,
+    with_labels: bool = True,
+) -> SplitDataset:
+    """Build the tf.data pipeline for one split.
+
+    Args:
+        batch_size: the global batch (per-replica batch x replicas).
+        training: reshuffle every epoch, augment, and drop the last partial batch.
+        one_hot: one-hot float targets instead of sparse int labels.
+        smoothing: with one_hot, targets become onehot * (1 - s) + s / K on the fly
+            (label_smoothing.mode "labels"); the file is never rewritten.
+        class_weights: per class index; adds a per-sample weight as the third element.
+        memory_budget_mb: load the split into memory when its pixels fit, else stream from h5py.
+        stream_chunks: HDF5 chunks shuffled together per group when streaming.
+        with_labels: False yields images only (prediction).
+
+    Returns:
+        A SplitDataset whose `dataset` yields (x, y), (x, y, w) or x batches of float32 images.
+
+    Raises:
+        DataError: an empty split, or labels asked for on an unlabelled split.
+    """
+    path = Path(path)
+    info = read_info(path)
+    if info.n == 0:
+        raise DataError(f"{path} has no rows: re-run ingest (is the source folder empty?)")
+    if with_labels and not info.has_labels:
+        raise DataError(f"{path} has no labels (a test split?): train and validate on labelled splits")
+    num_classes = len(info.class_names)
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise DataError(f"{len(class_weights)} class weights for {num_classes} classes in {path}")
+    in_memory = fits_in_memory(info, memory_budget_mb)
+    streamed_shuffle = training and not in_memory
+    group_rows = stream_chunks * CHUNK_ROWS if streamed_shuffle else batch_size
+    plan = EpochPlan(info.n, group_rows, shuffle=training, streamed=streamed_shuffle, seed=seed,
+                     drop_remainder=training)
+    reader = RowReader(path, in_memory, info.has_labels and with_labels)
+    size = info.image_size
+    weights = tf.constant(class_weights or [1.0], tf.float32)
+
+    def read(group: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, labels = tf.numpy_function(reader, [group], [tf.uint8, tf.int32], stateful=False)
+        images.set_shape([None, size, size, 3])
+        labels.set_shape([None])
+        return images, labels
+
+    def to_model_inputs(gid: tf.Tensor, group: tf.Tensor) -> Any:
+        images, labels = read(group)
+        x = preprocessing.to_float(images)
+        if training and augmentation is not None:
+            x = augment(x, augmentation, tf.stack([tf.cast(seed, tf.int64), gid]))
+        if not with_labels:
+            return x
+        y: tf.Tensor = labels
+        if one_hot:
+            y = tf.one_hot(labels, num_classes, dtype=tf.float32)
+            if smoothing:
+                y = y * (1.0 - smoothing) + smoothing / num_classes
+        if class_weights is not None:
+            return x, y, tf.gather(weights, labels)
+        return x, y
+
+    def epoch_groups(_: tf.Tensor) -> tf.data.Dataset:
+        groups, epoch = tf.numpy_function(plan.rows, [], [tf.int64, tf.int64], stateful=True)
+        groups.set_shape([None, group_rows])
+        n_groups = tf.cast(tf.shape(groups)[0], tf.int64)
+        # A group id unique over epochs seeds its augmentation.
+        ids = tf.range(n_groups, dtype=tf.int64) + (epoch + 1) * 1_000_003
+        return tf.data.Dataset.from_tensor_slices((ids, groups))
+
+    ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_groups)
+    ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if streamed_shuffle:
+        ds = ds.rebatch(batch_size, drop_remainder=info.n >= batch_size)
+    if training:
+        steps = max(1, info.n // batch_size)
+    else:
+        steps = -(-info.n // batch_size)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+    return SplitDataset(ds, info, steps, batch_size, in_memory, plan)

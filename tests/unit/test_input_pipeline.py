@@ -1,0 +1,139 @@
+"""The HDF5 -> tf.data pipeline: mixed batches from a class-sorted file, exact scaling, streaming, smoothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from digits_training_data import write_digits_splits
+
+from longtail.input_pipeline import Augmentation, make_dataset
+from longtail.preprocessing import Preprocessing
+from longtail.splits import read_info
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    return write_digits_splits(tmp_path_factory.mktemp("digits"))
+
+
+def preprocessing_for(path: Path, scale: str = "scale") -> Preprocessing:
+    return Preprocessing.from_split(read_info(path), scale)
+
+
+def rows(dataset) -> list[tuple[bytes, int]]:
+    """(image bytes, label) of every row of one pass."""
+    out = []
+    for x, y in dataset:
+        out += [(im.tobytes(), int(label)) for im, label in zip(x.numpy(), y.numpy(), strict=True)]
+    return out
+
+
+# Streamed: groups of 4 random 64-row chunks of a 600-row file (each chunk spans 1-2 classes), so a
+# batch mixes fewer classes than a whole-file permutation, but never one alone.
+@pytest.mark.parametrize(("budget_mb", "min_classes"), [(2048, 5), (0, 3)], ids=["in_memory", "streamed"])
+def test_class_sorted_file_gives_mixed_batches_reshuffled_each_epoch(digits, budget_mb: int,
+                                                                     min_classes: int) -> None:
+    assert np.all(np.diff(read_info(digits.train_h5).labels) >= 0)  # the file is sorted by class
+    sd = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=64, training=True,
+                      memory_budget_mb=budget_mb, stream_chunks=4)
+    assert sd.in_memory == (budget_mb > 0)
+    epochs = [[y.numpy() for _, y in sd.dataset] for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == sd.steps == 600 // 64
+        assert min(len(set(b.tolist())) for b in batches) >= min_classes, "a batch holds too few classes"
+    assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
+
+
+def test_scale_is_exact_and_eval_order_is_file_order(digits) -> None:
+    sd = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=64, training=False)
+    x = np.concatenate([x.numpy() for x, _ in sd.dataset])
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, digits.train_images.astype(np.float32) / 255.0, rtol=0, atol=1e-7)
+
+
+def test_in_memory_and_streamed_give_the_same_rows(digits) -> None:
+    pre = preprocessing_for(digits.train_h5)
+    kwargs = dict(batch_size=50, training=True, augmentation=None, stream_chunks=3)  # 600 = 12 x 50
+    memory = rows(make_dataset(digits.train_h5, pre, memory_budget_mb=2048, **kwargs).dataset)
+    streamed = rows(make_dataset(digits.train_h5, pre, memory_budget_mb=0, **kwargs).dataset)
+    expected = [((im.astype(np.float32) / 255).tobytes(), int(y))
+                for im, y in zip(digits.train_images, digits.train_labels, strict=True)]
+    assert Counter(memory) == Counter(expected)
+    assert Counter(streamed) == Counter(expected)
+    assert memory != streamed  # both shuffled, differently
+
+
+def test_resumed_epoch_sees_the_same_order(digits) -> None:
+    pre = preprocessing_for(digits.train_h5)
+    aug = Augmentation(flip=True, shift=0.1)
+    first = make_dataset(digits.train_h5, pre, batch_size=64, training=True, augmentation=aug, seed=3)
+    natural = [np.concatenate([x.numpy() for x, _ in first.dataset]) for _ in range(3)]
+    resumed = make_dataset(digits.train_h5, pre, batch_size=64, training=True, augmentation=aug, seed=3)
+    resumed.plan.set_epoch(2)  # what the epoch callback does when Keras resumes at epoch 2
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in resumed.dataset]), natural[2])
+
+
+def test_augmentation_flips_and_shifts_on_the_fly(digits) -> None:
+    pre = preprocessing_for(digits.train_h5)
+    plain = make_dataset(digits.train_h5, pre, batch_size=600, training=True, augmentation=None, seed=1)
+    aug = make_dataset(digits.train_h5, pre, batch_size=600, training=True,
+                       augmentation=Augmentation(flip=True, shift=0.125), seed=1)
+    (x0, y0), (x1, y1) = next(iter(plain.dataset)), next(iter(aug.dataset))
+    np.testing.assert_array_equal(y0.numpy(), y1.numpy())  # same rows in the same order
+    changed = np.any(x0.numpy() != x1.numpy(), axis=(1, 2, 3)).mean()
+    assert changed > 0.8
+    # Shifting moves pixels but keeps the digit's ink (no wrap-around): totals stay close.
+    assert abs(float(x1.numpy().sum()) / float(x0.numpy().sum()) - 1) < 0.1
+
+
+def test_label_smoothing_on_the_fly_leaves_the_file_alone(digits) -> None:
+    before = h5py.File(digits.train_h5, "r")["labels"][:]
+    sd = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=64, training=False,
+                      one_hot=True, smoothing=0.1)
+    y = np.concatenate([y.numpy() for _, y in sd.dataset])
+    expected = np.full((600, 10), 0.01, np.float32)
+    expected[np.arange(600), digits.train_labels] = 0.91
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+    np.testing.assert_array_equal(h5py.File(digits.train_h5, "r")["labels"][:], before)
+
+
+def test_class_weights_become_sample_weights(digits) -> None:
+    weights = [float(c + 1) for c in range(10)]
+    sd = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=64, training=True,
+                      class_weights=weights)
+    for _, y, w in sd.dataset.take(3):
+        np.testing.assert_array_equal(w.numpy(), y.numpy() + 1.0)
+
+
+def test_clahe_white_balance_and_mean_subtraction_give_centred_finite_floats(tmp_path: Path) -> None:
+    from longtail.decode import clahe, gray_world
+
+    splits = write_digits_splits(tmp_path, colour=lambda im: clahe(gray_world(im)), clahe=True,
+                                 white_balance=True)
+    pre = preprocessing_for(splits.train_h5, "mean_subtraction")
+    assert pre.clahe and pre.white_balance
+    sd = make_dataset(splits.train_h5, pre, batch_size=64, training=False)
+    x = np.concatenate([x.numpy() for x, _ in sd.dataset])
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+    # (x - mean_rgb) / 255 in float32: centred per channel, within [-1, 1], never a uint8 wrap-around.
+    assert np.abs(x.reshape(-1, 3).mean(axis=0)).max() < 1e-3
+    assert x.min() >= -1.0 and x.max() <= 1.0 and x.min() < -0.05
+
+
+def test_empty_and_unlabelled_splits_are_refused(tmp_path: Path) -> None:
+    from longtail.errors import DataError
+    from longtail.splits import write_split
+
+    common = dict(class_names=["a", "b"], image_size=16, preprocessing={}, source_fingerprint="x")
+    empty = write_split(tmp_path / "empty.h5", np.zeros((0, 16, 16, 3), np.uint8), [],
+                        labels=np.zeros(0, np.int32), **common)
+    test = write_split(tmp_path / "test.h5", np.zeros((2, 16, 16, 3), np.uint8), ["a", "b"], **common)
+    pre = Preprocessing(image_size=16, class_names=["a", "b"])
+    with pytest.raises(DataError, match="no rows"):
+        make_dataset(empty, pre, batch_size=4, training=True)
+    with pytest.raises(DataError, match="no labels"):
+        make_dataset(test, pre, batch_size=4, training=True)
