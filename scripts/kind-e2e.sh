@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The end-to-end run on kind (after scripts/kind-up.sh): compile the pipeline with
+# `python pipelines/compile.py`, put a tiny digits-lt dataset in MinIO, create a run with the kfp
+# client, wait, then assert the run SUCCEEDED and MLflow holds its run (scripts/kind_e2e.py).
+# Written for a machine with Docker; NOT run on the project's dev/CI machines (no Docker engine).
+#   E2E_GPUS=0 E2E_TIMEOUT=3600 scripts/kind-e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/kind-lib.sh
+source scripts/kind-lib.sh
+
+need kubectl "install kubectl (https://kubernetes.io/docs/tasks/tools/)"
+need curl "install curl"
+[ -x .venv/bin/python ] || die ".venv missing; run \`make install\` first"
+cluster_exists || die "no kind cluster ${KIND_CLUSTER}; run scripts/kind-up.sh first"
+[ -s manifests/base/s3.env ] || die "manifests/base/s3.env missing; run scripts/kind-up.sh first"
+for url in "http://localhost:${KFP_PORT}/apis/v2beta1/healthz" "http://localhost:${MLFLOW_PORT}/health" \
+           "http://localhost:${MINIO_PORT}/minio/health/ready"; do
+  curl -fsS -o /dev/null "${url}" || die "${url} does not answer; re-run scripts/kind-up.sh (port-forwards)"
+done
+
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+# The S3 keys go to the Python process's environment only; they are never echoed.
+(
+  set -a
+  # shellcheck disable=SC1091
+  source manifests/base/s3.env
+  set +a
+  .venv/bin/python scripts/kind_e2e.py \
+    --kfp "http://localhost:${KFP_PORT}" --mlflow "http://localhost:${MLFLOW_PORT}" \
+    --s3 "http://localhost:${MINIO_PORT}" --work "${work}" \
+    --gpus "${E2E_GPUS:-0}" --timeout "${E2E_TIMEOUT:-3600}"
+) || {
+  log "e2e failed; pods of the last run:"
+  kc -n kubeflow get pods --sort-by=.metadata.creationTimestamp | tail -n 15 || true
+  exit 1
+}
