@@ -14,10 +14,15 @@ check_prerequisites
 mkdir -p "${STATE_DIR}"
 
 # 1. Credentials: random, written once, never committed (.gitignore: manifests/**/*.env), never printed.
-write_env() {  # write_env FILE KEY...
-  local file=$1; shift
+# MinIO limits: access key / root user 3-20 characters, secret / password 8-40; hex 20 and 40 fit.
+write_env() {  # write_env FILE USER_KEY SECRET_KEY
+  local file=$1
   if [ -s "${file}" ]; then log "keeping ${file}"; return; fi
-  (umask 077; for key in "$@"; do printf '%s=%s\n' "${key}" "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(20))')"; done > "${file}")
+  (
+    umask 077
+    printf '%s=%s\n' "$2" "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(10))')" > "${file}"
+    printf '%s=%s\n' "$3" "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(20))')" >> "${file}"
+  )
   log "wrote random credentials to ${file}"
 }
 write_env manifests/base/minio.env MINIO_ROOT_USER MINIO_ROOT_PASSWORD
