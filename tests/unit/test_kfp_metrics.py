@@ -78,9 +78,10 @@ def test_scalar_metrics_are_floats_for_kfp_metrics():
     assert m["n_images"] == 5.0
 
 
-def test_library_modules_never_import_kfp():
+def test_library_and_cli_modules_import_neither_kfp_nor_tensorflow():
     code = (
         "import sys, longtail.kfp_metrics, longtail.evaluation, longtail.prediction, longtail.scoring;"
+        "import longtail.commands.evaluate, longtail.commands.predict, longtail.commands.score, longtail.commands.lb;"
         "bad = [m for m in sys.modules if m == 'kfp' or m.startswith('kfp.') or m == 'tensorflow'];"
         "assert not bad, bad"
     )

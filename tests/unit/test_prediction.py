@@ -180,3 +180,14 @@ def test_logits_become_probabilities():
     assert p.argmax() == 0
     already = np.array([[0.2, 0.8]], np.float32)
     np.testing.assert_array_equal(as_probabilities(already), already)
+
+
+def test_cli_predict_writes_the_csv(world, tmp_path, capsys):
+    from longtail.cli import main
+
+    data, models = world
+    out = tmp_path / "sub.csv"
+    code = main(["predict", str(models["scale"]), str(data.test_h5), str(out), "--tta", "--id-column", "ImageId"])
+    assert code == 0
+    assert f"wrote {len(data.test_ids)} rows to {out} (flip TTA)" in capsys.readouterr().out
+    assert read_csv(out)[0] == ["ImageId", "label"]

@@ -159,3 +159,21 @@ def test_record_lb_rejects_scores_that_are_not_macro_f1(bad, tmp_path):
     with pytest.raises(DataError, match="leaderboard score must be"):
         record_lb("abc", bad, f"sqlite:///{tmp_path}/never-created.db")
     assert not (tmp_path / "never-created.db").exists()
+
+
+def test_cli_score_prints_report_and_macro_f1(tmp_path, labels_csv, capsys):
+    from longtail.cli import main
+
+    sub = write(tmp_path / "sub.csv", "id,label\n1,cat\n2,dog\n3,eel\n4,fox\n5,cat\n")
+    assert main(["score", str(sub), str(labels_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "macro avg" in out and "macro-F1 1.0000" in out
+
+
+def test_cli_score_names_the_problem_in_one_line(tmp_path, labels_csv, capsys):
+    from longtail.cli import main
+
+    sub = write(tmp_path / "sub.csv", "id,label\n1,cat\n2,dog\n3,eel\n5,cat\n")
+    assert main(["score", str(sub), str(labels_csv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("longtail score: error: submission") and "'4'" in err and "\n" not in err
