@@ -130,29 +130,38 @@ def overfitting_warning(history: dict[str, list[float]], macro_f1: float) -> str
 
 
 def train_class_counts(
-    model_dir: str | Path, class_names: list[str], extra: dict[str, Any], val_support: np.ndarray
+    model_dir: str | Path,
+    class_names: list[str],
+    extra: dict[str, Any],
+    val_support: np.ndarray,
+    weights_json: str | Path | None = None,
 ) -> tuple[np.ndarray, str]:
     """Images per class in the training data, and where that number came from.
 
-    Looks for `class_counts` (a list by class index, or {name: count}) in preprocessing.json's
-    `extra`, then in class_counts.json / weights.json / history.json in the model directory.
-    Without them it falls back to the val support, which ingest's stratified split keeps
-    proportional to the train counts.
+    Looks for counts (`class_counts`, or `counts` as `longtail weights` writes them: a list by
+    class index, or {name: count}) in `weights_json`, then preprocessing.json's `extra`, then
+    class_counts.json / weights.json / history.json in the model directory. Without them it
+    falls back to the val support, which ingest's stratified split keeps proportional to train.
     """
-    candidates: list[tuple[Any, str]] = [(extra.get("class_counts"), "train images per class (preprocessing.json)")]
-    for name in ("class_counts.json", "weights.json", HISTORY_FILE):
-        path = Path(model_dir) / name
+    files = [Path(weights_json)] if weights_json else []
+    files += [Path(model_dir) / n for n in ("class_counts.json", "weights.json", HISTORY_FILE)]
+    candidates: list[tuple[Any, str]] = [(extra, "preprocessing.json")]
+    for path in files:
         if path.is_file():
             try:
-                data = json.loads(path.read_text())
+                candidates.append((json.loads(path.read_text()), path.name))
             except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict):
-                candidates.append((data.get("class_counts", data if name == "class_counts.json" else None), f"train images per class ({name})"))
-    for value, source in candidates:
-        counts = _counts_by_index(value, class_names)
-        if counts is not None:
-            return counts, source
+                log.warning("ignoring unreadable %s", path)
+    for data, source in candidates:
+        if not isinstance(data, dict):
+            continue
+        if "class_names" in data and data["class_names"] != class_names:
+            log.warning("ignoring class counts in %s: its class_names differ from the model's", source)
+            continue
+        for key in ("class_counts", "counts"):
+            counts = _counts_by_index(data.get(key), class_names)
+            if counts is not None:
+                return counts, f"train images per class ({source})"
     return np.asarray(val_support, dtype=np.int64), "val images per class (stratified like train)"
 
 
@@ -173,6 +182,7 @@ def evaluate(
     tracking_uri: str | None = None,
     batch_size: int = 256,
     tta: bool = False,
+    weights_json: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluate a model directory on a labelled split and write the report a person reads.
 
@@ -185,6 +195,8 @@ def evaluate(
         min_macro_f1: the gate (config `evaluate.min_macro_f1`); 0 passes everything.
         tracking_uri: overrides the MLflow URI stored in the model directory.
         tta: average the softmax of each image and its left-right flip, as `predict(tta=True)`.
+        weights_json: `longtail weights` output; its train counts put the long-tail plot's x axis
+            in train images (else counts stored with the model, else the stratified val support).
 
     Returns:
         The numbers, the gate result and its reason, KFP structures and the written paths.
@@ -203,7 +215,7 @@ def evaluate(
     passed, reason = gate(scores.macro_f1, min_macro_f1)
 
     support = scores.confusion.sum(axis=1)
-    counts, counts_source = train_class_counts(model_dir, class_names, preprocessing.extra, support)
+    counts, counts_source = train_class_counts(model_dir, class_names, preprocessing.extra, support, weights_json)
     per_class = [ClassResult(**asdict(c), train_count=int(counts[c.index])) for c in scores.per_class]
     warnings = _warnings(scores, class_names, support, load_history(model_dir))
     for w in warnings:

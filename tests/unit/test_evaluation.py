@@ -94,6 +94,21 @@ def test_train_counts_from_preprocessing_extra(world, tmp_path):
     assert [c.train_count for c in r.per_class] == list(counts.values())
 
 
+def test_train_counts_from_a_weights_json_and_mismatched_names_ignored(world, tmp_path):
+    data, model_dir = world
+    counts = np.bincount(data.train_labels).tolist()
+    weights = tmp_path / "weights.json"  # the format `longtail weights` writes
+    weights.write_text(json.dumps({"scheme": "none", "class_names": CLASS_NAMES, "counts": counts, "weights": [1.0] * 10}))
+    r = evaluate(model_dir, data.val_h5, tmp_path / "eval", weights_json=weights)
+    assert [c.train_count for c in r.per_class] == counts
+    assert json.loads(r.paths["metrics_json"].read_text())["train_counts_source"] == "train images per class (weights.json)"
+    assert "| class | train images |" in r.paths["report_md"].read_text()
+
+    weights.write_text(json.dumps({"class_names": CLASS_NAMES[::-1], "counts": counts}))
+    r = evaluate(model_dir, data.val_h5, tmp_path / "eval2", weights_json=weights)
+    assert [c.train_count for c in r.per_class] == [c.support for c in r.per_class]
+
+
 def test_gate_fails_with_reason_and_passes_at_threshold(world, tmp_path):
     data, model_dir = world
     r = evaluate(model_dir, data.val_h5, tmp_path / "eval", min_macro_f1=0.999)

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-macro-f1", type=float, default=0.0, metavar="X",
                    help="gate: passed when macro-F1 >= X (config evaluate.min_macro_f1; default 0: always passes)")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
+    p.add_argument("--weights", dest="weights_json",
+                   help="class weights JSON from `longtail weights`: train counts for the long-tail plot")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the one stored with the model)")
     p.set_defaults(func=run)
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     r = evaluate(
         args.model_dir, args.val_h5, args.out_dir,
-        min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta,
+        min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, weights_json=args.weights_json,
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
     )
     print(r.report_text.rstrip())
