@@ -1,0 +1,50 @@
+"""`longtail train`: one experiment config, train/val HDF5 splits in, a model directory out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `longtail train`."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from an experiment config",
+        description="Train CONFIG on TRAIN_H5, validating macro-F1 on VAL_H5 every epoch. Logs one MLflow "
+        "run (MLFLOW_TRACKING_URI, default a SQLite store under .longtail/). A killed training resumes "
+        "from its checkpoint directory when run again.",
+    )
+    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    p.add_argument("--train", required=True, dest="train_h5", help="train split (train.h5 from ingest)")
+    p.add_argument("--val", required=True, dest="val_h5", help="val split (val.h5 from ingest)")
+    p.add_argument("--weights", dest="weights_json", help="class weights JSON from `longtail weights`")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--checkpoint-dir", help="resume state (default OUT/checkpoints); removed on success")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, train, print where the model went."""
+    from longtail.config import load_config
+    from longtail.tracking import resolve_tracking_uri
+    from longtail.training import train
+
+    config = load_config(args.config, args.overrides)
+    tracking_uri = None if args.no_tracking else resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    result = train(
+        config, args.train_h5, args.val_h5, args.out,
+        weights_json=args.weights_json,
+        tracking_uri=tracking_uri,
+        checkpoint_dir=args.checkpoint_dir,
+        progress=True,
+    )
+    print(
+        f"trained {config.name}: {result.epochs_run} epochs, val macro-F1 final {result.final_val_macro_f1:.4f} "
+        f"best {result.best_val_macro_f1:.4f}, {result.images_per_second:.0f} images/s, "
+        f"{result.seconds:.0f} s -> {result.model_dir}" + (f" (MLflow run {result.run_id})" if result.run_id else "")
+    )
+    return 0

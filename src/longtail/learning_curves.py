@@ -1,0 +1,48 @@
+"""Learning curves of a training: loss, accuracy, val macro-F1 and LR per epoch, in one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_learning_curves(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """Draw four panels (loss, accuracy, val macro-F1, learning rate) against the 1-based epoch.
+
+    A plateau (the log's EXP2 "learning curve plateaus") shows as flat train and val lines in the
+    first two panels while the LR panel shows where it was stepped or decayed.
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    n = max((len(v) for v in history.values()), default=0)
+    epochs = list(range(1, n + 1))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [
+        ("loss", [("loss", "train"), ("val_loss", "val")], "linear"),
+        ("accuracy", [("accuracy", "train"), ("val_accuracy", "val")], "linear"),
+        ("val macro-F1", [("val_macro_f1", "val")], "linear"),
+        ("learning rate", [("learning_rate", "lr")], "log"),
+    ]
+    for ax, (name, series, scale) in zip(axes.flat, panels, strict=True):
+        for key, label in series:
+            values = history.get(key)
+            if values:
+                ax.plot(epochs[: len(values)], values, marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_yscale(scale)
+        ax.grid(True, alpha=0.3)
+        if ax.has_data():
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,507 @@
+"""Train one experiment: HDF5 splits in, a model directory (and one MLflow run) out.
+
+`train.batch_size` is the batch per replica (per GPU); the global batch, the one each optimizer
+step averages over, is batch_size x replicas, as in the log's 2-GPU runs. The learning rate is
+not rescaled with the replica count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longtail.config import (
+    ExperimentConfig,
+    LabelSmoothingConfig,
+    OptimizerConfig,
+    config_to_dict,
+    flatten,
+    save_config,
+)
+from longtail.errors import ConfigError, DataError
+from longtail.preprocessing import CONFIG_FILE, MODEL_FILE, Preprocessing
+from longtail.splits import SplitInfo, read_info
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.json"
+CURVES_FILE = "curves.png"
+# Files training keeps in the checkpoint directory, next to Keras' BackupAndRestore state.
+RESUME_FILE = "resume.json"
+BACKUP_SUBDIR = "backup"
+
+
+@dataclass
+class TrainResult:
+    """What one training produced."""
+
+    model_dir: Path
+    run_id: str | None
+    epochs_run: int
+    best_val_macro_f1: float
+    final_val_macro_f1: float
+    history: dict[str, list[float]]
+    images_per_second: float
+    seconds: float
+    replicas: int = 1
+    global_batch_size: int = 0
+    steps_per_epoch: int = 0
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_class_weights(path: str | Path, class_names: list[str]) -> list[float]:
+    """Read `{"weights": [...by class index...]}` (as longtail.class_weights writes it).
+
+    Raises:
+        DataError: missing file, wrong shape, non-positive weights, or other class names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"class weights file not found: {path} (write it with `longtail weights`)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"class weights file {path} is not JSON: {e}") from e
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights):
+        raise DataError(f"class weights file {path} must hold {{\"weights\": [numbers by class index]}}")
+    if len(weights) != len(class_names):
+        raise DataError(
+            f"class weights file {path} has {len(weights)} weights but the train split has "
+            f"{len(class_names)} classes; recompute it with `longtail weights` on this train split"
+        )
+    names = data.get("class_names")
+    if names is not None and list(names) != list(class_names):
+        raise DataError(f"class weights file {path} was computed for other classes than the train split")
+    if any(w <= 0 for w in weights):
+        raise DataError(f"class weights file {path} has a weight <= 0")
+    return [float(w) for w in weights]
+
+
+def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
+    """Refuse a train/val pair that cannot be trained on together.
+
+    Returns:
+        The train split's Preprocessing (scale still to be set by the caller's config).
+
+    Raises:
+        DataError: empty or unlabelled split, other class names, or ingest settings that differ.
+    """
+    for info, name in ((train, "train"), (val, "val")):
+        if info.n == 0:
+            raise DataError(f"the {name} split {info.path} is empty: re-run ingest on a non-empty source")
+        if not info.has_labels:
+            raise DataError(f"the {name} split {info.path} has no labels (a test split?)")
+    if train.class_names != val.class_names:
+        missing = sorted(set(train.class_names) ^ set(val.class_names))
+        detail = f"classes in only one: {missing[:5]}" if missing else "same classes, other order"
+        raise DataError(
+            f"val split {val.path} has other class_names than train split {train.path} ({detail}); "
+            "ingest both from one source in one `longtail ingest` run"
+        )
+    pre = Preprocessing.from_split(train, "scale")
+    pre.check_split(val.preprocessing, val.image_size, f"val split {val.path}")
+    return pre
+
+
+def target_encoding(ls: LabelSmoothingConfig) -> tuple[bool, float]:
+    """(one_hot, smoothing applied to the targets) for a label smoothing config."""
+    if ls.factor == 0:
+        return False, 0.0
+    return True, ls.factor if ls.mode == "labels" else 0.0
+
+
+def make_loss(ls: LabelSmoothingConfig) -> Any:
+    """The loss matching target_encoding: sparse CE, CE with label_smoothing (mode loss) or plain CE
+    on smoothed targets (mode labels). Both modes give the same value on the same batch."""
+    import keras
+
+    if ls.factor == 0:
+        return keras.losses.SparseCategoricalCrossentropy()
+    if ls.mode == "loss":
+        return keras.losses.CategoricalCrossentropy(label_smoothing=ls.factor)
+    return keras.losses.CategoricalCrossentropy()
+
+
+def make_accuracy(ls: LabelSmoothingConfig) -> Any:
+    """Train accuracy named 'accuracy' whatever the target encoding (history.json reads it by name)."""
+    import keras
+
+    if ls.factor == 0:
+        return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
+    """SGD (momentum, nesterov) or Adam, with decoupled weight decay when > 0."""
+    import keras
+
+    wd = opt.weight_decay or None
+    if opt.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=opt.momentum,
+                                    nesterov=opt.nesterov, weight_decay=wd)
+    if opt.name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=wd)
+    raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
+
+
+def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:
+    """MirroredStrategy over the visible GPUs (the first `gpus` of them when > 0).
+
+    Args:
+        gpus: train.gpus; 0 means every visible GPU.
+        devices: explicit device names (e.g. two logical CPUs in tests); overrides `gpus`.
+
+    Returns:
+        A tf.distribute strategy; the default (single-device) one when there is no GPU.
+    """
+    import tensorflow as tf
+
+    if devices:
+        return tf.distribute.MirroredStrategy(list(devices))
+    visible = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus > len(visible):
+        log.warning("train.gpus is %d but %d GPU(s) are visible: using %d", gpus, len(visible), len(visible))
+    chosen = visible[:gpus] if gpus else visible
+    if not chosen:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy(chosen)
+
+
+def epoch_timer() -> Any:
+    """A callback timing each epoch's training phase (before validation), for images/s; see `.seconds`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
+    """A callback computing val loss, accuracy and macro-F1 (the leaderboard metric) once per epoch.
+
+    One prediction pass over the val split gives all three; they are added to the epoch's logs
+    as val_loss (plain cross-entropy: no smoothing, no class weights), val_accuracy and val_macro_f1.
+    """
+    import keras
+    from sklearn.metrics import f1_score
+
+    class MacroF1(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            probs = np.asarray(self.model.predict(model_inputs, verbose=0), dtype=np.float64)
+            pred = probs.argmax(axis=1)
+            p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+            if logs is not None:
+                logs["val_loss"] = float(-np.log(p_true).mean())
+                logs["val_accuracy"] = float((pred == labels).mean())
+                logs["val_macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
+
+    return MacroF1()
+
+
+def history_callback(path: Path) -> Any:
+    """A callback keeping every epoch's logs in `path` (JSON), across restarts.
+
+    At each epoch start it drops entries from that epoch on, so an epoch that was logged but not
+    checkpointed before a crash is replaced, not duplicated.
+    """
+    import keras
+
+    class PersistentHistory(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: dict[str, list[float]] = json.loads(path.read_text()) if path.is_file() else {}
+            self.first_epoch: int | None = None
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+            self.history = {k: v[:epoch] for k, v in self.history.items()}
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            for k, v in (logs or {}).items():
+                self.history.setdefault(k, []).append(float(v))
+            path.write_text(json.dumps(self.history))
+
+    return PersistentHistory()
+
+
+def config_fingerprint(config: ExperimentConfig, train: SplitInfo, val: SplitInfo) -> str:
+    """What a checkpoint must match to be resumed: the resolved config and both splits."""
+    text = json.dumps([config_to_dict(config), train.source_fingerprint, train.n, val.n], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_resume(checkpoint_dir: Path, fingerprint: str) -> dict[str, Any]:
+    path = checkpoint_dir / RESUME_FILE
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"checkpoint directory {checkpoint_dir} holds a training of another config or data; "
+            "delete it to start afresh, or pass another --checkpoint-dir"
+        )
+    return state
+
+
+def train(
+    config: ExperimentConfig,
+    train_h5: str | Path,
+    val_h5: str | Path,
+    out_dir: str | Path,
+    *,
+    weights_json: str | Path | None = None,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    devices: Sequence[str] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train `config` on the train split, validating macro-F1 on the val split every epoch.
+
+    A training whose checkpoint directory holds state (from a killed run of the same config and
+    data) resumes at the epoch it reached, in the same MLflow run.
+
+    Args:
+        weights_json: class weights by index (`longtail weights`); None trains unweighted.
+        tracking_uri: MLflow tracking URI; None trains without tracking.
+        parent_run_id: nest the run under this one (a sweep).
+        checkpoint_dir: where per-epoch state lives (default out_dir/checkpoints); removed on success.
+        progress: Keras progress output (a bar on a terminal, one line per epoch otherwise).
+        devices: explicit devices for MirroredStrategy (tests); default: train.gpus GPUs.
+        extra_callbacks: more Keras callbacks, run after checkpointing (e.g. fault injection in tests).
+
+    Returns:
+        TrainResult; out_dir holds model.keras, preprocessing.json, config.yaml, history.json,
+        curves.png and, when tracked, mlflow_run.json.
+
+    Raises:
+        DataError: splits or weights that do not fit together.
+        LongtailError: the tracking server is unreachable (checked before training starts).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    train_info, val_info = read_info(train_h5), read_info(val_h5)
+    if config.preprocess.scale == "mean_subtraction" and train_info.mean_rgb is None:
+        raise DataError(
+            f"preprocess.scale is mean_subtraction but train split {train_info.path} has no mean_rgb; "
+            "re-ingest it or set preprocess.scale=scale"
+        )
+    preprocessing = dataclasses.replace(check_splits(train_info, val_info), scale=config.preprocess.scale)
+    class_weights = load_class_weights(weights_json, train_info.class_names) if weights_json else None
+    if class_weights is None and config.weights.scheme != "none":
+        log.warning("weights.scheme is %s but no weights file was given: training unweighted",
+                    config.weights.scheme)
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+    fingerprint = config_fingerprint(config, train_info, val_info)
+    resume = _read_resume(checkpoint_dir, fingerprint)
+
+    run = None
+    if tracking_uri:
+        from longtail.experiment_run import start_training_run
+
+        run, resumed = start_training_run(tracking_uri, config.experiment, config.name,
+                                          parent_run_id=parent_run_id, resume_run_id=resume.get("run_id"))
+        if not resumed:
+            _log_run_facts(run, config, train_info, val_info, class_weights)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / RESUME_FILE).write_text(json.dumps(
+        {"fingerprint": fingerprint, "run_id": run.run_id if run else None}))
+
+    try:
+        result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
+                      run, progress, devices, extra_callbacks)
+    except BaseException:
+        if run is not None:
+            run.finish("FAILED")
+        raise
+    result.seconds = time.perf_counter() - started
+    _remove_checkpoints(checkpoint_dir)
+    if run is not None:
+        run.finish("FINISHED")
+    return result
+
+
+def _log_run_facts(run: Any, config: ExperimentConfig, train_info: SplitInfo, val_info: SplitInfo,
+                   class_weights: list[float] | None) -> None:
+    """The resolved config as params, plus the dataset facts the log wrote by hand."""
+    params = flatten(config_to_dict(config))
+    params.update({
+        "data.classes": len(train_info.class_names),
+        "data.train_samples": train_info.n,
+        "data.val_samples": val_info.n,
+        "weights.min": min(class_weights) if class_weights else 1.0,
+        "weights.max": max(class_weights) if class_weights else 1.0,
+    })
+    run.log_params(params)
+    run.set_tags({
+        "longtail.step": "train",
+        "data.fingerprint": train_info.source_fingerprint,
+        "data.image_size": train_info.image_size,
+        "model.name": config.model.name,
+    })
+
+
+def _fit(
+    config: ExperimentConfig,
+    train_info: SplitInfo,
+    val_info: SplitInfo,
+    preprocessing: Preprocessing,
+    class_weights: list[float] | None,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    run: Any,
+    progress: bool,
+    devices: Sequence[str] | None,
+    extra_callbacks: Sequence[Any],
+) -> TrainResult:
+    import keras
+    import tensorflow as tf
+
+    from longtail.input_pipeline import Augmentation, make_dataset
+    from longtail.models import build_model
+    from longtail.schedules import initial_learning_rate, schedule_callback
+
+    t = config.train
+    keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribution_strategy(t.gpus, devices)
+    replicas = int(strategy.num_replicas_in_sync)
+    global_batch = t.batch_size * replicas
+    on_gpu = bool(tf.config.list_logical_devices("GPU")) and not devices
+    if t.mixed_precision and not on_gpu:
+        log.info("train.mixed_precision ignored: no GPU")
+    previous_policy = keras.config.dtype_policy()
+    if t.mixed_precision and on_gpu:
+        keras.config.set_dtype_policy("mixed_float16")
+
+    one_hot, smoothing = target_encoding(t.label_smoothing)
+    train_data = make_dataset(
+        train_info.path, preprocessing, batch_size=global_batch, training=True,
+        augmentation=Augmentation.from_config(t.augmentation), one_hot=one_hot, smoothing=smoothing,
+        class_weights=class_weights, seed=t.seed, memory_budget_mb=t.memory_budget_mb,
+    )
+    val_data = make_dataset(val_info.path, preprocessing, batch_size=global_batch, training=False,
+                            memory_budget_mb=t.memory_budget_mb, with_labels=False)
+    log.info("train %d rows (%s), val %d rows; %d replica(s), global batch %d, %d steps/epoch",
+             train_info.n, "in memory" if train_data.in_memory else "streamed", val_info.n, replicas,
+             global_batch, train_data.steps)
+
+    try:
+        with strategy.scope():
+            size = train_info.image_size
+            model = build_model(config.model.name, (size, size, 3), len(train_info.class_names),
+                                **config.model.args)
+            model.compile(
+                optimizer=make_optimizer(t.optimizer, initial_learning_rate(t.lr, t.epochs)),
+                loss=make_loss(t.label_smoothing),
+                metrics=[make_accuracy(t.label_smoothing)],
+                jit_compile=False,
+            )
+        timer = epoch_timer()
+        history_cb = history_callback(checkpoint_dir / HISTORY_FILE)
+        callbacks = [
+            timer,  # first: its epoch end is the end of the training phase
+            train_data.callback(),
+            schedule_callback(t.lr, t.epochs),
+            macro_f1_callback(val_data.dataset, val_info.labels),
+            history_cb,
+        ]
+        if run is not None:
+            from longtail.experiment_run import epoch_logger
+
+            callbacks.append(epoch_logger(run))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir / BACKUP_SUBDIR),
+                                                          delete_checkpoint=False))
+        callbacks.extend(extra_callbacks)
+        verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+        model.fit(train_data.dataset, epochs=t.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history = history_cb.history
+    return _write_model_dir(
+        model, config, preprocessing, history, out_dir, run, train_info,
+        TrainResult(
+            model_dir=out_dir,
+            run_id=run.run_id if run else None,
+            epochs_run=len(history.get("loss", [])),
+            best_val_macro_f1=max(history.get("val_macro_f1", [0.0])),
+            final_val_macro_f1=(history.get("val_macro_f1") or [0.0])[-1],
+            history=history,
+            images_per_second=_images_per_second(timer.seconds, train_data.steps * global_batch),
+            seconds=0.0,
+            replicas=replicas,
+            global_batch_size=global_batch,
+            steps_per_epoch=train_data.steps,
+            resumed_from_epoch=t.epochs if history_cb.first_epoch is None else history_cb.first_epoch,
+        ),
+    )
+
+
+def _images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float:
+    """Median over epochs, leaving out the first (graph tracing) when there are others."""
+    timed = epoch_seconds[1:] or epoch_seconds
+    return float(images_per_epoch / np.median(timed)) if timed else 0.0
+
+
+def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Preprocessing,
+                     history: dict[str, list[float]], out_dir: Path, run: Any, train_info: SplitInfo,
+                     result: TrainResult) -> TrainResult:
+    """Everything predict/evaluate need, next to each other; then the same into MLflow."""
+    from longtail.learning_curves import plot_learning_curves
+    from longtail.tracking import RunInfo
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / MODEL_FILE)
+    pre_path = preprocessing.save(out_dir)
+    save_config(config, out_dir / CONFIG_FILE)
+    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+    curves = plot_learning_curves(history, out_dir / CURVES_FILE, title=config.name)
+    if run is not None:
+        RunInfo(run.tracking_uri, run.experiment, run.run_id).save(out_dir)
+        run.log_artifact(curves)
+        run.log_artifact(out_dir / HISTORY_FILE)
+        run.log_artifact(out_dir / CONFIG_FILE)
+        size = train_info.image_size
+        example = np.zeros((1, size, size, 3), dtype=np.float32)
+        run.log_keras_model(model, example, [pre_path])
+    return result
+
+
+def _remove_checkpoints(checkpoint_dir: Path) -> None:
+    """Drop the resume state of a finished training (only the files training wrote)."""
+    shutil.rmtree(checkpoint_dir / BACKUP_SUBDIR, ignore_errors=True)
+    for name in (RESUME_FILE, HISTORY_FILE):
+        (checkpoint_dir / name).unlink(missing_ok=True)
+    try:
+        checkpoint_dir.rmdir()
+    except OSError:
+        pass

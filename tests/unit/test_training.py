@@ -1,0 +1,217 @@
+"""Training: smoothing modes agree, class weights weigh as computed by hand, 2 replicas, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from digits_training_data import write_digits_splits
+
+from longtail.config import ExperimentConfig, LabelSmoothingConfig, config_from_dict
+from longtail.input_pipeline import make_dataset
+from longtail.preprocessing import Preprocessing
+from longtail.splits import read_info
+
+TINY = {
+    "name": "tiny",
+    "model": {"name": "small_cnn", "args": {"width": 4}},
+    "weights": {"scheme": "none"},
+    "train": {"epochs": 2, "batch_size": 32, "lr": {"schedule": "constant", "initial": 0.05}},
+}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    return write_digits_splits(tmp_path_factory.mktemp("digits"))
+
+
+def tiny_config(**train: object) -> ExperimentConfig:
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(train)
+    return config_from_dict(raw)
+
+
+def first_batch(path: Path, **kwargs: object) -> tuple:
+    pre = Preprocessing.from_split(read_info(path), "scale")
+    return next(iter(make_dataset(path, pre, batch_size=600, training=False, **kwargs).dataset))
+
+
+def test_smoothing_in_loss_equals_smoothing_in_labels(digits) -> None:
+    from longtail.models import build_model
+    from longtail.training import make_loss, target_encoding
+
+    by_loss = LabelSmoothingConfig(factor=0.1, mode="loss")
+    by_labels = LabelSmoothingConfig(factor=0.1, mode="labels")
+    encode_loss, encode_labels = target_encoding(by_loss), target_encoding(by_labels)
+    assert encode_loss == (True, 0.0) and encode_labels == (True, 0.1)
+    x, y_loss = first_batch(digits.train_h5, one_hot=True, smoothing=encode_loss[1])
+    _, y_labels = first_batch(digits.train_h5, one_hot=True, smoothing=encode_labels[1])
+    import keras
+
+    keras.utils.set_random_seed(0)
+    # An untrained model is near-uniform, where smoothing hardly matters: sharpen its predictions.
+    probs = keras.ops.softmax(30.0 * keras.ops.log(build_model("small_cnn", (16, 16, 3), 10, width=4)(x)))
+    in_loss = float(make_loss(by_loss)(y_loss, probs))
+    in_labels = float(make_loss(by_labels)(y_labels, probs))
+    unsmoothed = float(make_loss(LabelSmoothingConfig())(np.argmax(y_loss, axis=1), probs))
+    assert in_loss == pytest.approx(in_labels, rel=1e-5)
+    assert abs(in_loss - unsmoothed) > 1e-3  # smoothing did something
+
+
+def test_class_weights_scale_each_sample_loss(digits) -> None:
+    import keras
+
+    from longtail.models import build_model
+    from longtail.training import make_accuracy, make_loss
+
+    weights = [0.5 + c for c in range(10)]
+    ls = LabelSmoothingConfig()
+    x, y, w = first_batch(digits.train_h5, class_weights=weights)
+    keras.utils.set_random_seed(0)
+    model = build_model("small_cnn", (16, 16, 3), 10, width=4)
+    model.compile(loss=make_loss(ls), metrics=[make_accuracy(ls)])
+    probs = model.predict(x, verbose=0).astype(np.float64)
+    labels = y.numpy()
+    by_hand = np.mean(np.asarray(weights)[labels] * -np.log(probs[np.arange(len(labels)), labels]))
+    unweighted = np.mean(-np.log(probs[np.arange(len(labels)), labels]))
+    weighted_loss = model.evaluate(x, y, sample_weight=w, batch_size=600, verbose=0, return_dict=True)["loss"]
+    assert weighted_loss == pytest.approx(by_hand, rel=1e-4)
+    assert abs(by_hand - unweighted) > 0.1
+
+
+def test_two_replicas_train_with_the_global_batch(digits, tmp_path: Path) -> None:
+    # Logical CPU devices must exist before TensorFlow initialises: a fresh interpreter.
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from longtail.config import config_from_dict
+        from longtail.training import train
+        cfg = config_from_dict({TINY!r})
+        cfg.train.epochs = 1
+        r = train(cfg, {str(digits.train_h5)!r}, {str(digits.val_h5)!r}, {str(tmp_path / 'model')!r},
+                  progress=False, devices=["/cpu:0", "/cpu:1"])
+        print("RESULT", json.dumps(dict(replicas=r.replicas, global_batch=r.global_batch_size,
+                                        steps=r.steps_per_epoch, epochs=r.epochs_run, f1=r.final_val_macro_f1)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2
+    assert result["global_batch"] == 2 * TINY["train"]["batch_size"]
+    assert result["steps"] == 600 // 64
+    assert result["epochs"] == 1
+    assert 0.0 <= result["f1"] <= 1.0
+    assert (tmp_path / "model" / "model.keras").is_file()
+
+
+class Interrupt(Exception):
+    """Stands for a killed pod."""
+
+
+def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one(digits, tmp_path: Path) -> None:
+    import keras
+    import mlflow
+
+    from longtail.preprocessing import load_model
+    from longtail.training import train
+
+    class KillAfterEpoch(keras.callbacks.Callback):
+        def __init__(self, epoch: int) -> None:
+            super().__init__()
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == self.epoch:
+                raise Interrupt(f"killed after epoch {epoch}")
+
+    cfg = tiny_config(epochs=3, deterministic=True, lr={"schedule": "poly", "initial": 0.05, "power": 1.0})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        train(cfg, digits.train_h5, digits.val_h5, tmp_path / "resumed", tracking_uri=uri, checkpoint_dir=ckpt,
+              progress=False, extra_callbacks=[KillAfterEpoch(1)])
+    assert (ckpt / "resume.json").is_file()
+    resumed = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "resumed", tracking_uri=uri,
+                    checkpoint_dir=ckpt, progress=False)
+    straight = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "straight", progress=False)
+
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.epochs_run == straight.epochs_run == 3
+    assert len(resumed.history["val_macro_f1"]) == 3
+    assert resumed.history["learning_rate"] == pytest.approx(straight.history["learning_rate"])
+    for a, b in zip(load_model(tmp_path / "resumed").get_weights(), load_model(tmp_path / "straight").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not ckpt.exists()  # removed once finished
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED"
+    assert sorted({m.step for m in client.get_metric_history(resumed.run_id, "val_macro_f1")}) == [0, 1, 2]
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # one run, resumed
+
+
+def write_config(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.lr.power=-1"], "config field train.lr.power must be > 0, got -1"),
+    (["train.optimiser.name=sgd"], "unknown config field train.optimiser; did you mean train.optimizer?"),
+    (["model.name=resnet_152"], "config field model.name: unknown model 'resnet_152'; known models: resnet50,"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_field(digits, tmp_path: Path, capsys, overrides, message) -> None:
+    from longtail.cli import main
+
+    args = ["train", str(write_config(tmp_path, TINY)), "--train", str(digits.train_h5), "--val",
+            str(digits.val_h5), "--out", str(tmp_path / "m"), "--no-tracking"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert message in err
+
+
+def test_mismatched_inputs_are_refused_before_training(tmp_path: Path) -> None:
+    from longtail.errors import DataError
+    from longtail.training import train
+
+    other = write_digits_splits(tmp_path / "other", val_class_names=[f"c{i}" for i in range(10)])
+    with pytest.raises(DataError, match="other class_names than train"):
+        train(tiny_config(), other.train_h5, other.val_h5, tmp_path / "m1", progress=False)
+
+    good = write_digits_splits(tmp_path / "good")
+    wrong = tmp_path / "weights.json"
+    wrong.write_text(json.dumps({"weights": [1.0] * 9}))
+    with pytest.raises(DataError, match="has 9 weights but the train split has 10 classes"):
+        train(tiny_config(), good.train_h5, good.val_h5, tmp_path / "m2", weights_json=wrong, progress=False)
+
+    from longtail.decode import clahe
+    enhanced = write_digits_splits(tmp_path / "clahe", colour=clahe, clahe=True)
+    with pytest.raises(DataError, match="clahe: model has False, split has True"):
+        train(tiny_config(), good.train_h5, enhanced.val_h5, tmp_path / "m3", progress=False)
+    assert not (tmp_path / "m1").exists() and not (tmp_path / "m3").exists()
+
+
+def test_unreachable_tracking_server_fails_before_training(digits, tmp_path: Path) -> None:
+    import socket
+
+    from longtail.errors import LongtailError
+    from longtail.training import train
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    with pytest.raises(LongtailError, match=f"127.0.0.1:{port} is unreachable"):
+        train(tiny_config(), digits.train_h5, digits.val_h5, tmp_path / "m", tracking_uri=f"http://127.0.0.1:{port}",
+              progress=False)
+    assert not (tmp_path / "m").exists()
