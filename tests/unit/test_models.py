@@ -68,3 +68,19 @@ def test_log_sized_resnet_cifar_builds() -> None:
                         weight_decay=5e-4)
     assert model.output_shape == (None, 209)
     assert len(model.losses) > 80  # L2 on every kernel
+
+
+def test_every_experiment_config_names_a_model_and_its_arguments() -> None:
+    import inspect
+    from pathlib import Path
+
+    from longtail.config import load_config
+    from longtail.models.registry import _REGISTRY
+
+    configs = sorted(Path(__file__).parents[2].joinpath("experiments").glob("*.yaml"))
+    assert len(configs) >= 12  # exp01 ... exp11 and demo
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.model.name in available_models(), path
+        params = inspect.signature(_REGISTRY[cfg.model.name]).parameters
+        assert set(cfg.model.args) <= set(params), f"{path}: {set(cfg.model.args) - set(params)}"
