@@ -278,7 +278,7 @@ def evaluate(
         artifacts=[(p, MLFLOW_FOLDER) for p in paths.values()],
         tracking_uri=tracking_uri,
     )
-    log.info("macro-F1 %.4f on %d images; gate %s", scores.macro_f1, scores.n, reason)
+    log.info("macro-F1 %.4f on %d images; gate %s: %s", scores.macro_f1, scores.n, "passed" if passed else "failed", reason)
     return EvaluationResult(
         macro_f1=scores.macro_f1,
         weighted_f1=scores.weighted_f1,
