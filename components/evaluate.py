@@ -9,6 +9,7 @@ from longtail.components.images import image_ref
 def evaluate(
     model: dsl.Input[dsl.Model],
     data: dsl.Input[dsl.Dataset],
+    class_weights: dsl.Input[dsl.Artifact],
     config: dict,
     evaluation: dsl.Output[dsl.Artifact],
     metrics: dsl.Output[dsl.Metrics],
@@ -16,22 +17,23 @@ def evaluate(
     report: dsl.Output[dsl.Markdown],
     plots: dsl.Output[dsl.HTML],
 ) -> bool:
-    """Returns whether val macro-F1 passed evaluate.min_macro_f1 (the pipeline's submission gate)."""
+    """Returns whether val macro-F1 reached evaluate.min_macro_f1 (the pipeline's submission gate)."""
     import os
+    import shutil
 
     from longtail.evaluation import evaluate as evaluate_model
-    from longtail.evaluation import write_html_report
+    from longtail.report_html import write_html_report
     from longtail.tracking import resolve_tracking_uri
 
     result = evaluate_model(
         model.path, os.path.join(data.path, "val.h5"), evaluation.path,
-        min_macro_f1=config["evaluate"]["min_macro_f1"],
+        min_macro_f1=config["evaluate"]["min_macro_f1"], tta=config["evaluate"]["tta"],
+        weights_json=class_weights.path,
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
     )
-    for name, value in result.kfp_metrics.items():
+    for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     confusion.log_confusion_matrix(result.confusion["categories"], result.confusion["matrix"])
-    with open(report.path, "w") as f:
-        f.write(result.markdown)
+    shutil.copyfile(result.paths["report_md"], report.path)
     write_html_report(evaluation.path, plots.path)
     return result.passed

@@ -110,7 +110,7 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(info.run_id)
     macro_f1 = run.data.metrics.get("eval_macro_f1")
-    passed = run.data.tags.get("gate") != "closed"
+    passed = run.data.tags.get("eval_gate") == "passed"
     # kfp.local lays task outputs out as <pipeline_root>/<run>/<task>/<output>.
     submission = model_dir.parents[1] / "submit" / "submission"
     submission = submission if submission.is_file() else None

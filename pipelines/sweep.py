@@ -62,7 +62,8 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
                            train_image, "4", "16Gi")
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
             evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
-                                      config=resolved.output), eval_image, "2", "4Gi")
+                                      class_weights=class_weights.output, config=resolved.output),
+                             eval_image, "2", "4Gi")
         # Rank, register the best model, write its submission.
         ranked = wire(compare(models=dsl.Collected(trained.outputs["model"]),
                               gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],

@@ -109,7 +109,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         # Evaluate on the validation split; the result gates the submission.
         evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
-                                  config=config),
+                                  class_weights=class_weights.output, config=config),
                          image_ref("evaluate", registry, tag), "2", "4Gi")
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
             wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"], config=config),

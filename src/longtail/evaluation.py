@@ -485,3 +485,18 @@ def _write_text(path: Path, text: str) -> Path:
         f.write(text if text.endswith("\n") else text + "\n")
     os.replace(tmp, path)
     return path
+
+
+def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tracking_uri: str | None = None) -> str:
+    """The pipeline's gate closed: tag the model's MLflow run with why no submission was written.
+
+    Returns:
+        The reason, as evaluate worded it (e.g. "macro-F1 0.4120 < gate 0.9000").
+    """
+    metrics_path = Path(evaluation_dir) / METRICS_FILE
+    if not metrics_path.is_file():
+        raise DataError(f"{evaluation_dir} is not an evaluation folder: {METRICS_FILE} is missing")
+    reason = json.loads(metrics_path.read_text()).get("reason", "the evaluation gate failed")
+    log_to_model_run(model_dir, tags={"submission": "skipped", "submission_skipped_because": reason},
+                     tracking_uri=tracking_uri)
+    return reason

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if result.submission is not None:
         print(f"  submission:      {result.submission}")
     else:
-        print("  submission:      skipped (the evaluation gate closed; see the run's 'gate_reason' tag)")
+        print("  submission:      skipped (the evaluation gate closed; see the run's gate_reason tag)")
     if result.test_macro_f1 is not None:
         print(f"  test macro-F1:   {result.test_macro_f1:.4f}  (scored against {labels})")
     print(f"  model:           {result.model_dir}")

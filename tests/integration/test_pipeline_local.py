@@ -1,0 +1,79 @@
+"""The whole training pipeline through kfp.local on real (digits-lt) data, tracked in MLflow."""
+
+import csv
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from longtail.datasets import make_digits_lt
+from longtail.pipelines.local import run_local
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["model.name=small_cnn", "train.epochs=2", "train.batch_size=32", "data.image_size=16",
+        "train.lr.schedule=constant", "train.lr.initial=0.01", "train.optimizer.name=adam"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits-lt")
+    make_digits_lt(root, imbalance=10)
+    return root
+
+
+def run(digits, home, extra=()):
+    return run_local(REPO / "experiments" / "demo.yaml", str(digits / "train"), str(digits / "test"),
+                     labels=digits / "test_labels.csv", overrides=TINY + list(extra), home=home)
+
+
+@pytest.fixture(scope="module")
+def open_gate(digits, tmp_path_factory):
+    return run(digits, tmp_path_factory.mktemp("home"))
+
+
+def test_every_step_ran_and_left_its_outputs(open_gate):
+    run_dir = open_gate.model_dir.parents[1]
+    steps = {p.name for p in run_dir.iterdir() if p.is_dir()}
+    assert {"resolve-config", "ingest", "ingest-2", "weights", "train", "evaluate", "submit"} <= steps
+    assert "skip-submission" not in steps
+    assert (open_gate.model_dir / "model.keras").is_file()
+    assert (open_gate.model_dir / "preprocessing.json").is_file()
+
+
+def test_the_mlflow_run_holds_everything(open_gate):
+    client = mlflow.MlflowClient(tracking_uri=open_gate.tracking_uri)
+    run = client.get_run(open_gate.run_id)
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model.name"] == "small_cnn"
+    assert len(client.get_metric_history(open_gate.run_id, "val_macro_f1")) == 2
+    assert 0.0 <= run.data.metrics["eval_macro_f1"] <= 1.0
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(open_gate.test_macro_f1)
+    artifacts = set()
+    stack = [""]
+    while stack:
+        for item in client.list_artifacts(open_gate.run_id, stack.pop() or None):
+            (stack.append(item.path) if item.is_dir else artifacts.add(item.path))
+    names = {Path(a).name for a in artifacts}
+    assert {"curves.png", "confusion_matrix.png", "per_class_f1.png", "report.txt"} <= names, names
+    assert any(a.endswith(".csv") and "submission" in a for a in artifacts), artifacts
+    assert any(Path(a).name in ("MLmodel", "model.keras") for a in artifacts), artifacts
+
+
+def test_submission_has_one_row_per_test_image(open_gate, digits):
+    with open(open_gate.submission) as f:
+        rows = list(csv.DictReader(f))
+    n_test = len(list((digits / "test").glob("*.png")))
+    assert len(rows) == n_test and len({r["id"] for r in rows}) == n_test
+    assert set(rows[0]) == {"id", "label"}
+
+
+def test_a_gate_above_reach_skips_submission_and_says_why(digits, tmp_path):
+    result = run(digits, tmp_path / "home", ["evaluate.min_macro_f1=1.0"])
+    assert result.submission is None and result.passed is False
+    run_dir = result.model_dir.parents[1]
+    assert (run_dir / "skip-submission").is_dir() and not (run_dir / "submit").exists()
+    tags = mlflow.MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
+    assert tags["eval_gate"] == "failed" and tags["submission"] == "skipped"
+    assert "evaluate.min_macro_f1 1.0000" in tags["gate_reason"] and "macro-F1" in tags["gate_reason"]
+    assert tags["submission_skipped_because"] == tags["gate_reason"]
