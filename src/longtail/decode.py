@@ -1,0 +1,255 @@
+"""Image files to stored pixels: decode any common container to RGB uint8, resize, CLAHE, white balance."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from longtail.errors import DataError
+
+# Extensions treated as images: a file with one of these that fails to decode is *rejected*
+# (listed with its reason); any other file is *ignored* (only counted).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif"}
+)
+RESIZE_MODES = ("stretch", "aspect")
+
+# Pillow's default guard (~179 MP) stays on: a decompression bomb is rejected, not decoded.
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+class DecodeError(DataError):
+    """A file with an image extension that cannot be turned into pixels; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """What ingest does to each image after decoding, recorded as the split's `preprocessing` attribute.
+
+    The keys are exactly longtail.preprocessing.INGEST_KEYS, so a model can refuse a split
+    ingested differently from its training data.
+    """
+
+    image_size: int = 32
+    resize: Literal["stretch", "aspect"] = "stretch"
+    clahe: bool = False
+    white_balance: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
+            raise DataError(f"image size must be a positive int, got {self.image_size!r}")
+        if self.resize not in RESIZE_MODES:
+            raise DataError(f"resize must be 'stretch' or 'aspect', got {self.resize!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `preprocessing` attribute of a split: {image_size, resize, clahe, white_balance}."""
+        return asdict(self)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a file name with an image extension (case-insensitive)."""
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, components) from a JPEG's start-of-frame marker, or None if not found.
+
+    Reads only the marker segments before the first frame, so it costs microseconds; ingest uses it
+    to pick a reduced-size decode and to send CMYK files through Pillow.
+    """
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 10 > n:
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return height, width, data[i + 9]
+        i += 2 + length
+    return None
+
+
+def _reduced_flag(height: int, width: int, target: int) -> int:
+    """The largest libjpeg DCT downscale (1/8, 1/4, 1/2) that keeps the short side >= target.
+
+    Decoding at 1/k skips most of the inverse DCT work, the main cost for a big JPEG ingested small.
+    """
+    short = min(height, width)
+    for k, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if short // k >= target:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
+    """Decode an image file's bytes to RGB uint8 (H, W, 3), upright per its EXIF orientation.
+
+    JPEG (grayscale, RGB, CMYK), PNG (gray, alpha, palette, 16-bit), BMP, WebP, TIFF and GIF
+    (first frame). Alpha is composited over white; 16-bit samples keep their top 8 bits.
+    JPEG and PNG take OpenCV's decoder (faster); everything else, and any file OpenCV
+    refuses, goes through Pillow, which also gives the precise reason for a failure.
+
+    Args:
+        data: the whole file.
+        target_size: when given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as its
+            short side stays >= target_size (the result is then smaller than the file's size).
+
+    Raises:
+        DecodeError: with the reason, e.g. "empty file (0 bytes)", "truncated image data".
+    """
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    header = jpeg_header(data)
+    # A JPEG without its end-of-image marker is truncated; Pillow decides (and names the failure).
+    if header is not None and header[2] in (1, 3) and data.rstrip(b"\x00")[-2:] == b"\xff\xd9":
+        flag = cv2.IMREAD_COLOR if target_size is None else _reduced_flag(header[0], header[1], target_size)
+        bgr = cv2.imdecode(buf, flag)
+        if bgr is not None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    elif data.startswith(_PNG_MAGIC):
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if raw is not None:
+            return _to_rgb8(raw, bgr=True)
+    return _decode_pillow(data)
+
+
+def _decode_pillow(data: bytes) -> np.ndarray:
+    """Pillow's decoder, with each failure mapped to a one-line reason."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError(f"not an image: no known image format in the first bytes {data[:8]!r}") from None
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"image too large to decode safely: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DecodeError(f"corrupt image header: {e or type(e).__name__}") from None
+    fmt = img.format or "image"
+    try:
+        with img:
+            img.load()
+            return _pil_to_rgb8(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"image too large to decode safely: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg or isinstance(e, EOFError):
+            raise DecodeError(f"truncated {fmt} data ({msg})") from None
+        raise DecodeError(f"corrupt {fmt} data: {msg}") from None
+
+
+def _pil_to_rgb8(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to RGB uint8, with 16/32-bit samples scaled (Pillow's own convert clips them)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if mode == "I":
+            # 32-bit integer images from 16-bit PNG/TIFF hold 0..65535.
+            arr = np.clip(arr, 0, 65535)
+        return _to_rgb8((arr.astype(np.uint32) >> 8).astype(np.uint8), bgr=False)
+    if mode == "F":
+        arr = np.clip(np.asarray(img), 0.0, 1.0 if np.asarray(img).max() <= 1.0 else 255.0)
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        return _to_rgb8((arr * scale).round().astype(np.uint8), bgr=False)
+    if mode == "P":
+        img = img.convert("RGBA")
+    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA", "La", "RGBa", "PA"):
+        img = img.convert("RGBA")
+    return _to_rgb8(np.asarray(img), bgr=False)
+
+
+def _to_rgb8(arr: np.ndarray, *, bgr: bool) -> np.ndarray:
+    """(H, W), (H, W, 1|2|3|4) of uint8/uint16 -> RGB uint8 (H, W, 3), alpha composited over white."""
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    channels = arr.shape[2]
+    if channels in (2, 4):
+        color, alpha = arr[:, :, : channels - 1], arr[:, :, channels - 1 :]
+        if alpha.min() < 255:
+            a = alpha.astype(np.uint16)
+            color = ((color.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+        arr = color
+    if arr.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+    if bgr:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(arr)
+
+
+def resize(image: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
+    """Resize RGB uint8 to (size, size, 3).
+
+    stretch: scale each axis independently (distorts the aspect ratio).
+    aspect: scale so the short side is `size`, then crop the centre square.
+    Shrinking uses area averaging (no aliasing); enlarging uses bicubic.
+    """
+    if mode not in RESIZE_MODES:
+        raise DataError(f"resize must be 'stretch' or 'aspect', got {mode!r}")
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        out_h, out_w = size, size
+    else:
+        scale = size / min(h, w)
+        out_h, out_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (out_h, out_w) != (h, w):
+        interp = cv2.INTER_AREA if out_h * out_w < h * w else cv2.INTER_CUBIC
+        image = cv2.resize(image, (out_w, out_h), interpolation=interp)
+    if mode == "aspect":
+        top, left = (out_h - size) // 2, (out_w - size) // 2
+        image = image[top : top + size, left : left + size]
+    return np.ascontiguousarray(image)
+
+
+def clahe(image: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of the L channel in LAB (colours kept)."""
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    tiles = max(1, min(tiles, min(image.shape[:2]) // 4))  # tiles of at least 4x4 pixels on tiny images
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles)).apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def gray_world(image: np.ndarray) -> np.ndarray:
+    """Gray-world white balance: scale each channel so its mean equals the mean over all channels."""
+    means = image.reshape(-1, 3).mean(axis=0)
+    gains = np.where(means > 0, means.mean() / np.maximum(means, 1e-6), 1.0)
+    return np.clip(image.astype(np.float32) * gains.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_pixels(data: bytes, settings: PixelSettings) -> np.ndarray:
+    """One file's bytes to the stored (size, size, 3) uint8: decode, resize, white balance, CLAHE.
+
+    The colour operations run after resizing: they see exactly the stored pixels, and cost the same
+    for any source size. White balance comes first so CLAHE equalises corrected colours.
+    """
+    image = decode(data, target_size=settings.image_size)
+    image = resize(image, settings.image_size, settings.resize)
+    if settings.white_balance:
+        image = gray_world(image)
+    if settings.clahe:
+        image = clahe(image)
+    return image

@@ -1,0 +1,445 @@
+"""Raw images (folder, CSV manifest or S3 prefix) to train/val or test HDF5 splits, decoded in parallel."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import posixpath
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longtail import storage
+from longtail.decode import DecodeError, PixelSettings, is_image_name, to_pixels
+from longtail.errors import DataError
+from longtail.splits import SplitWriter
+from longtail.storage import ObjectNotFound, S3Settings
+
+INGEST_FILE = "ingest.json"
+# Rows gathered before each HDF5 write: 16 chunks of 64, so every write fills whole chunks.
+FLUSH_ROWS = 1024
+# Files decoded per window; two windows are in flight, which bounds memory whatever the image size.
+WINDOW_FILES = 4096
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One candidate image: where to read it, its id (path relative to SOURCE) and its label."""
+
+    uri: str
+    relative: str
+    label: str | None
+    size: int
+
+
+@dataclass
+class Listing:
+    """What a SOURCE holds before anything is decoded."""
+
+    files: list[SourceFile]
+    ignored: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    loose_images: int = 0  # images directly in a labelled folder's root (no class folder)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None = None) -> Listing:
+    """List the candidate images of a SOURCE: a folder of class folders, a CSV manifest, or an
+    s3:// prefix of either. Hidden files and files without an image extension are counted as ignored.
+
+    Raises:
+        DataError: the SOURCE does not exist or a manifest is malformed.
+        StorageError: the S3 endpoint or bucket cannot be reached.
+    """
+    if source.lower().endswith(".csv"):
+        return _list_manifest(source, unlabelled=unlabelled, s3=s3)
+    if not storage.is_s3(source) and not Path(source).is_dir():
+        raise DataError(
+            f"ingest source not found: {source} (expected a folder of class folders, a CSV manifest "
+            "path,label or an s3://bucket/prefix)"
+        )
+    listing = Listing(files=[])
+    for f in storage.list_files(source, s3):
+        if _hidden(f.relative) or not is_image_name(f.relative):
+            listing.ignored += 1
+            continue
+        parts = f.relative.split("/")
+        if unlabelled:
+            listing.files.append(SourceFile(f.uri, f.relative, None, f.size))
+        elif len(parts) < 2:
+            listing.ignored += 1
+            listing.loose_images += 1
+        else:
+            listing.files.append(SourceFile(f.uri, f.relative, parts[0], f.size))
+    return listing
+
+
+def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> Listing:
+    """Rows of a CSV manifest, paths relative to the CSV's folder; rows whose file is missing are rejected."""
+    try:
+        text = storage.read_bytes(source, s3).decode("utf-8-sig")
+    except storage.ObjectNotFound:
+        raise DataError(f"ingest manifest not found: {source}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"manifest {source} is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = columns
+    if "path" not in columns:
+        raise DataError(f"manifest {source} needs a header with a 'path' column, found {columns}")
+    if not unlabelled and "label" not in columns:
+        raise DataError(f"manifest {source} has no 'label' column; add path,label or pass --unlabelled")
+    base = source.rsplit("/", 1)[0] if storage.is_s3(source) else str(Path(source).parent)
+    present = {f.relative: f for f in storage.list_files(base, s3)}
+    listing = Listing(files=[])
+    for line, row in enumerate(reader, start=2):
+        relative = posixpath.normpath((row.get("path") or "").strip().replace("\\", "/"))
+        if relative in ("", ".") or relative.startswith("../") or relative.startswith("/"):
+            raise DataError(f"manifest {source} line {line}: path {row.get('path')!r} must be relative to the CSV's folder")
+        label = None if unlabelled else (row.get("label") or "").strip()
+        if label == "":
+            raise DataError(f"manifest {source} line {line}: {relative} has no label")
+        if _hidden(relative) or not is_image_name(relative):
+            listing.ignored += 1
+            continue
+        found = present.get(relative)
+        if found is None:
+            listing.rejected.append({"path": relative, "reason": "listed in the manifest but not found"})
+            continue
+        listing.files.append(SourceFile(found.uri, relative, label, found.size))
+    return listing
+
+
+def select_classes(counts: dict[str, int], *, min_per_class: int = 0, max_classes: int | None = None) -> list[str]:
+    """The classes kept: at least `min_per_class` images, then the `max_classes` largest (ties by name).
+
+    Returns:
+        Kept class names, sorted (the index of each is its label).
+    """
+    if min_per_class < 0:
+        raise DataError(f"--min-per-class must be >= 0, got {min_per_class}")
+    if max_classes is not None and max_classes < 1:
+        raise DataError(f"--max-classes must be >= 1, got {max_classes}")
+    kept = [c for c, n in counts.items() if n >= min_per_class]
+    if max_classes is not None:
+        kept = sorted(kept, key=lambda c: (-counts[c], c))[:max_classes]
+    return sorted(kept)
+
+
+def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Row indices (train, val), each class split in the same proportion, rows shuffled (seeded).
+
+    Each class gives round(n * val_fraction) rows to val, but always keeps one for train. Rows are
+    shuffled so any contiguous slice of a split mixes classes (chunked reads stay representative).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted(by_class):
+        rows = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
+        n_val = min(int(round(len(rows) * val_fraction)), len(rows) - 1)
+        val.extend(rows[:n_val].tolist())
+        train.extend(rows[n_val:].tolist())
+    return [train[i] for i in rng.permutation(len(train))], [val[i] for i in rng.permutation(len(val))]
+
+
+# Worker state, set once per process by _init_worker.
+_settings: PixelSettings | None = None
+_s3: S3Settings | None = None
+
+
+def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool) -> None:
+    global _settings, _s3
+    import cv2
+
+    _settings, _s3 = settings, s3
+    # Errors only: a broken file is reported in ingest.json, not as libpng/libjpeg warnings on stderr.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if single_thread:
+        cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
+
+
+def _load(uri: str) -> tuple[bool, Any, str, int]:
+    """Read and convert one file: (True, pixels, sha256, size) or (False, reason, "", size)."""
+    assert _settings is not None
+    try:
+        data = storage.read_bytes(uri, _s3)
+    except ObjectNotFound:
+        return False, "file not found", "", 0
+    except storage.StorageError as e:
+        if storage.is_s3(uri):
+            raise  # endpoint trouble stops the ingest; it says nothing about this file
+        return False, f"cannot read: {e}", "", 0
+    try:
+        pixels = to_pixels(data, _settings)
+    except DecodeError as e:
+        return False, str(e), "", len(data)
+    return True, pixels, hashlib.sha256(data).hexdigest(), len(data)
+
+
+def _decoded(uris: list[str], settings: PixelSettings, s3: S3Settings | None, workers: int) -> Iterator[tuple]:
+    """_load over uris, results in order: in this process, or in a pool with bounded read-ahead."""
+    if workers <= 1:
+        _init_worker(settings, s3, single_thread=False)
+        yield from map(_load, uris)
+        return
+    # fork: workers start in milliseconds and inherit the imported decoders; they touch no parent
+    # state but module globals (boto3 clients are created per process, see storage.s3_client).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    chunksize = max(8, min(64, len(uris) // (workers * 8) or 1))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True)) as pool:
+        windows = (uris[i : i + WINDOW_FILES] for i in range(0, len(uris), WINDOW_FILES))
+        pending = deque(pool.imap(_load, w, chunksize) for w in islice(windows, 2))
+        while pending:
+            yield from pending.popleft()
+            nxt = next(windows, None)
+            if nxt is not None:
+                pending.append(pool.imap(_load, nxt, chunksize))
+
+
+@dataclass
+class _SplitSink:
+    """Buffers decoded rows of one split and writes them in whole chunks."""
+
+    writer: SplitWriter
+    labelled: bool
+    track_mean: bool
+    written: int = 0
+    images: list[np.ndarray] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
+    classes: set[int] = field(default_factory=set)
+
+    def add(self, image: np.ndarray, id_: str, label: int | None) -> None:
+        self.images.append(image)
+        self.ids.append(id_)
+        if self.labelled:
+            self.labels.append(int(label))  # type: ignore[arg-type]
+            self.classes.add(int(label))  # type: ignore[arg-type]
+        if len(self.images) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.images:
+            return
+        batch = np.stack(self.images)
+        if self.track_mean:
+            self.pixel_sum += batch.reshape(-1, 3).sum(axis=0, dtype=np.float64)
+        labels = np.asarray(self.labels, dtype=np.int32) if self.labelled else None
+        self.writer.write(self.written, batch, self.ids, labels)
+        self.written += len(batch)
+        self.images, self.ids, self.labels = [], [], []
+
+
+def ingest(
+    source: str,
+    out_dir: str | Path,
+    *,
+    image_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    min_per_class: int = 0,
+    max_classes: int | None = None,
+    resize: str = "stretch",
+    clahe: bool = False,
+    white_balance: bool = False,
+    unlabelled: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    s3: S3Settings | None = None,
+) -> dict[str, Any]:
+    """Ingest raw images into HDF5 splits: OUT/train.h5 + OUT/val.h5, or OUT/test.h5 when unlabelled.
+
+    Classes are filtered and split on the listing; files are then decoded in `workers` processes and
+    streamed, in order, into the splits. A file that fails to decode is listed in `rejected` and its
+    row dropped; it never stops the run. Every split and ingest.json appears whole or not at all.
+
+    Args:
+        source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
+        out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
+        workers: decoding processes; None means os.cpu_count(), 1 decodes in this process.
+        progress: show a tqdm bar on stderr.
+        s3: how to reach S3 (from S3Settings.from_env at the edge); None means boto3's defaults.
+
+    Returns:
+        The content of OUT/ingest.json: n_images, n_classes, class_counts, splits, rejected,
+        ignored, source_fingerprint, preprocessing, seconds, images_per_second, ...
+
+    Raises:
+        DataError: bad arguments, a missing source, no images, or no image that decodes.
+        StorageError: S3 unreachable after bounded retries.
+    """
+    if storage.is_s3(str(out_dir)):
+        with tempfile.TemporaryDirectory(prefix="longtail-ingest-") as local:
+            result = ingest(
+                source, local, image_size=image_size, val_fraction=val_fraction, seed=seed,
+                min_per_class=min_per_class, max_classes=max_classes, resize=resize, clahe=clahe,
+                white_balance=white_balance, unlabelled=unlabelled, workers=workers, progress=progress, s3=s3,
+            )
+            for split in result["splits"]:
+                storage.write_file(Path(local) / f"{split}.h5", storage.join(str(out_dir), f"{split}.h5"), s3)
+            storage.write_file(Path(local) / INGEST_FILE, storage.join(str(out_dir), INGEST_FILE), s3)
+        return result
+
+    started = time.perf_counter()
+    settings = PixelSettings(image_size=image_size, resize=resize, clahe=clahe, white_balance=white_balance)  # type: ignore[arg-type]
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers must be >= 1, got {workers}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    listing = list_source(source, unlabelled=unlabelled, s3=s3)
+    if not listing.files:
+        hint = (
+            f"; {listing.loose_images} images lie directly in it, not in class folders "
+            "(use --unlabelled for a flat test folder)"
+            if listing.loose_images
+            else ""
+        )
+        raise DataError(f"no images found in {source} ({listing.ignored} files ignored){hint}")
+
+    # Plan: which classes, which file goes to which split, in which row order.
+    if unlabelled:
+        class_names: list[str] = []
+        files = listing.files
+        plan = {"test": list(range(len(files)))}
+        labels: list[int] = []
+    else:
+        counts = Counter(f.label for f in listing.files)
+        class_names = select_classes(dict(counts), min_per_class=min_per_class, max_classes=max_classes)  # type: ignore[arg-type]
+        if not class_names:
+            raise DataError(
+                f"no class of {source} has --min-per-class {min_per_class} images (largest has {max(counts.values())})"
+            )
+        index = {name: i for i, name in enumerate(class_names)}
+        files = [f for f in listing.files if f.label in index]
+        labels = [index[f.label] for f in files]  # type: ignore[index]
+        train_rows, val_rows = stratified_split(labels, val_fraction, seed)
+        plan = {"train": train_rows, "val": val_rows}
+    filtered = {"classes": len(set(f.label for f in listing.files)) - len(class_names), "images": len(listing.files) - len(files)}
+    if unlabelled:
+        filtered = {"classes": 0, "images": 0}
+
+    out = Path(out_dir)
+    rejected = list(listing.rejected)
+    accepted: list[tuple[str, str, int, str]] = []  # (relative, label, size, sha256) for the fingerprint
+    order = [(split, row) for split, rows in plan.items() for row in rows]
+    n_workers = min(workers or os.cpu_count() or 1, max(1, len(order) // 32))
+    results = _decoded([files[row].uri for _, row in order], settings, s3, n_workers)
+    with ExitStack() as stack:
+        sinks = {
+            split: _SplitSink(
+                stack.enter_context(
+                    SplitWriter(
+                        out / f"{split}.h5", n=len(rows), image_size=image_size, class_names=class_names,
+                        labelled=not unlabelled, preprocessing=settings.as_dict(), source_fingerprint="",
+                    )
+                ),
+                labelled=not unlabelled,
+                track_mean=split == "train",
+            )
+            for split, rows in plan.items()
+        }
+        from tqdm import tqdm
+
+        bar = stack.enter_context(
+            tqdm(total=len(order), disable=not progress, unit="img", desc="ingest", file=sys.stderr, smoothing=0.1)
+        )
+        for (split, row), (ok, value, digest, size) in zip(order, results, strict=True):
+            f = files[row]
+            if ok:
+                sinks[split].add(value, f.relative, labels[row] if labels else None)
+                accepted.append((f.relative, f.label or "", size, digest))
+            else:
+                rejected.append({"path": f.relative, "reason": value})
+            bar.update()
+        if not accepted:
+            reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])
+            raise DataError(f"no image in {source} could be decoded ({len(rejected)} rejected, e.g. {reasons})")
+        fingerprint = source_fingerprint(accepted, settings, extra={
+            "val_fraction": val_fraction, "seed": seed, "min_per_class": min_per_class,
+            "max_classes": max_classes, "unlabelled": unlabelled,
+        })
+        split_counts: dict[str, int] = {}
+        for split, sink in sinks.items():
+            sink.flush()
+            sink.writer.truncate(sink.written)
+            sink.writer.set_source_fingerprint(fingerprint)
+            if sink.track_mean and sink.written:
+                sink.writer.set_mean_rgb((sink.pixel_sum / (sink.written * image_size * image_size)).tolist())
+            split_counts[split] = sink.written
+
+    seconds = time.perf_counter() - started
+    class_counts = Counter(f_label for _, f_label, _, _ in accepted) if not unlabelled else Counter()
+    result = {
+        "source": source,
+        "n_images": len(accepted),
+        "n_classes": len(class_names),
+        "class_names": class_names,
+        "class_counts": {name: int(class_counts.get(name, 0)) for name in class_names},
+        "splits": split_counts,
+        "rejected": sorted(rejected, key=lambda r: r["path"]),
+        "ignored": listing.ignored,
+        "filtered": filtered,
+        "source_fingerprint": fingerprint,
+        "preprocessing": settings.as_dict(),
+        "val_fraction": None if unlabelled else val_fraction,
+        "seed": seed,
+        "workers": n_workers,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(order) / seconds, 1) if seconds > 0 else None,
+    }
+    storage.write_bytes(str(out / INGEST_FILE), json.dumps(result, indent=2).encode())
+    _print_summary(result, sinks)
+    return result
+
+
+def source_fingerprint(
+    accepted: list[tuple[str, str, int, str]], settings: PixelSettings, extra: dict[str, Any] | None = None
+) -> str:
+    """SHA-256 over each accepted file's (relative path, label, size, content SHA-256), sorted, plus the settings.
+
+    Only relative paths and bytes enter it (no mtimes, no absolute paths, no ETags), so the same
+    images ingested from a folder or from S3 give the same fingerprint.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps({"preprocessing": settings.as_dict(), **(extra or {})}, sort_keys=True).encode())
+    for relative, label, size, digest in sorted(accepted):
+        h.update(f"\n{relative}\t{label}\t{size}\t{digest}".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _print_summary(result: dict[str, Any], sinks: dict[str, _SplitSink]) -> None:
+    """The seed log's lines: "fetched 209 classes and 108764 images in total", then one per split."""
+    if "test" in result["splits"]:
+        print(f"fetched {result['n_images']} unlabelled images in total")
+        print(f"test data has {result['splits']['test']} samples")
+    else:
+        print(f"fetched {result['n_classes']} classes and {result['n_images']} images in total")
+        for split, title in (("train", "training"), ("val", "validation")):
+            n_classes = len(sinks[split].classes)
+            print(f"{title} data has {result['splits'][split]} samples over {n_classes} classes")
+    if result["rejected"]:
+        print(f"rejected {len(result['rejected'])} files that could not be decoded (listed in {INGEST_FILE})")

@@ -1,0 +1,343 @@
+"""One storage layer for local paths and s3://bucket/key: list, read and write, atomic and retried."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from longtail.errors import StorageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Objects up to this size are uploaded in one PUT carrying their SHA-256 (verified by the server);
+# bigger ones go multipart, which S3 only makes visible once every part has arrived.
+SINGLE_PUT_MAX = 64 * 1024 * 1024
+# Endpoint variables, first set wins. AWS_ENDPOINT_URL is the SDK-standard one; MinIO setups and
+# MLflow use the other two.
+ENDPOINT_VARIABLES = ("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
+
+
+class ObjectNotFound(StorageError):
+    """The file or object does not exist (the bucket does, and the endpoint answered)."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3: a value passed down from the edge, hashable and picklable for worker processes.
+
+    Credentials are not here: boto3 finds them itself (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a
+    profile, or an instance role), so they never travel in arguments or appear in messages.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    max_attempts: int = 4
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
+        """Read the endpoint and region from an environment mapping (call at the CLI/component edge)."""
+        endpoint = next((environ[v] for v in ENDPOINT_VARIABLES if environ.get(v)), None)
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+        return cls(endpoint_url=endpoint, region=region)
+
+    @property
+    def endpoint_name(self) -> str:
+        """The endpoint for messages: the URL, or "AWS S3" when none is set."""
+        return self.endpoint_url or "AWS S3 (no S3_ENDPOINT_URL/AWS_ENDPOINT_URL set)"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file under a listed root."""
+
+    uri: str  # full local path or s3://bucket/key
+    relative: str  # path under the listed root, '/'-separated
+    size: int
+
+
+def is_s3(uri: str | os.PathLike[str]) -> bool:
+    """True for an s3://bucket/key URI."""
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key); the key may be empty."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI has no bucket: {uri!r} (expected s3://bucket/prefix)")
+    return bucket, key
+
+
+def join(root: str, relative: str) -> str:
+    """Join a relative '/'-path onto a local folder or an s3:// prefix."""
+    if is_s3(root):
+        return root.rstrip("/") + "/" + relative.lstrip("/")
+    return str(Path(root) / relative)
+
+
+# One client per (process, settings): boto3 clients are not fork-safe, so a worker process must
+# never use one its parent created.
+_clients: dict[tuple[int, S3Settings], Any] = {}
+
+
+def s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client for these settings, created once per process."""
+    key = (os.getpid(), settings)
+    client = _clients.get(key)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            s3={"addressing_style": "path"} if settings.endpoint_url else {},
+        )
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config
+        )
+        _clients[key] = client
+    return client
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection-level failures worth another try (botocore retries its own calls; this also
+    covers a body that breaks while being read, which botocore does not retry)."""
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+    from botocore.exceptions import (
+        ResponseStreamingError,
+    )
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    return isinstance(exc, BotoConnectionError | ResponseStreamingError | Urllib3Error | ConnectionError)
+
+
+def _s3_call(
+    what: str, uri: str, settings: S3Settings, fn: Callable[[], T], *, attempts: int = 3, backoff: float = 0.25
+) -> T:
+    """Run one S3 operation with bounded retries on connection errors, mapping failures to StorageError.
+
+    Each attempt already includes botocore's own retries (settings.max_attempts), so the worst case
+    is attempts x max_attempts tries, with exponential backoff and jitter between ours.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+    where = f"{uri} (endpoint {settings.endpoint_name})"
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (NoCredentialsError, PartialCredentialsError):
+            raise StorageError(
+                f"cannot {what} {where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            code = err.get("Code", "?")
+            hint = {
+                "NoSuchBucket": "the bucket does not exist",
+                "NoSuchKey": "no object with this key",
+                "404": "no object with this key",
+                "AccessDenied": "the credentials lack permission",
+                "403": "the credentials lack permission",
+                "InvalidAccessKeyId": "the access key is not known to this endpoint",
+                "SignatureDoesNotMatch": "the secret key does not match the access key",
+                "BadDigest": "the upload was corrupted in transit (checksum mismatch)",
+            }.get(code, err.get("Message", ""))
+            if code in ("NoSuchKey", "404"):
+                raise ObjectNotFound(f"cannot {what} {where}: {code} ({hint})") from None
+            raise StorageError(f"cannot {what} {where}: {code} ({hint})") from None
+        except Exception as e:
+            if not _transient(e):
+                if isinstance(e, BotoCoreError):
+                    raise StorageError(f"cannot {what} {where}: {e}") from None
+                raise
+            if attempt == attempts:
+                raise StorageError(
+                    f"cannot {what} {where}: endpoint unreachable after {attempts} attempts "
+                    f"({type(e).__name__}: {e}); check that the endpoint is up and S3_ENDPOINT_URL is right"
+                ) from None
+            delay = backoff * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning("%s %s failed (%s), retrying in %.1fs", what, uri, type(e).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def list_files(root: str, s3: S3Settings | None = None) -> list[StoredFile]:
+    """Every file under a local folder or an s3:// prefix, recursively, sorted by relative path.
+
+    Hidden files are listed too; deciding what to skip is the caller's business.
+
+    Raises:
+        StorageError: the folder or bucket does not exist, or the endpoint is unreachable.
+    """
+    if is_s3(root):
+        return _list_s3(root, s3 or S3Settings())
+    base = Path(root)
+    if not base.is_dir():
+        raise StorageError(f"folder not found: {root}")
+    out = []
+    for dirpath, _dirs, names in os.walk(base):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                size = path.stat().st_size
+            except OSError:  # a dangling symlink: listed with size 0, rejected when read
+                size = 0
+            out.append(StoredFile(str(path), path.relative_to(base).as_posix(), size))
+    return sorted(out, key=lambda f: f.relative)
+
+
+def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
+    bucket, prefix = split_s3(root)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    client = s3_client(settings)
+
+    def pages() -> list[dict[str, Any]]:
+        return list(client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+
+    out = []
+    for page in _s3_call("list", f"s3://{bucket}/{prefix}", settings, pages):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith("/"):  # folder marker objects some tools create
+                continue
+            out.append(StoredFile(f"s3://{bucket}/{key}", key[len(prefix) :], int(obj["Size"])))
+    return sorted(out, key=lambda f: f.relative)
+
+
+def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
+    """The whole content of a local file or an S3 object.
+
+    Raises:
+        ObjectNotFound: no such file or object.
+        StorageError: unreadable file, missing bucket, unreachable endpoint (after retries).
+    """
+    if is_s3(uri):
+        settings = s3 or S3Settings()
+        bucket, key = split_s3(uri)
+        client = s3_client(settings)
+        # Get and read in one retried step: a connection that breaks mid-body is retried whole.
+        return _s3_call("read", uri, settings, lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    try:
+        with open(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ObjectNotFound(f"file not found: {uri}") from None
+    except OSError as e:
+        raise StorageError(f"cannot read {uri}: {e.strerror or e}") from None
+
+
+def exists(uri: str, s3: S3Settings | None = None) -> bool:
+    """True if the local file or S3 object exists."""
+    if not is_s3(uri):
+        return Path(uri).exists()
+    settings = s3 or S3Settings()
+    bucket, key = split_s3(uri)
+    client = s3_client(settings)
+    try:
+        _s3_call("check", uri, settings, lambda: client.head_object(Bucket=bucket, Key=key))
+    except ObjectNotFound:
+        return False
+    return True
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
+    """Write bytes so they appear whole or not at all; returns the URI.
+
+    Local: a temporary file in the target folder, fsynced, then renamed over the target.
+    S3: one PUT with the SHA-256 of the body, which S3 and MinIO check before storing anything,
+    and the returned ETag compared with the body's MD5.
+    """
+    if is_s3(uri):
+        settings = s3 or S3Settings()
+        bucket, key = split_s3(uri)
+        client = s3_client(settings)
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        response = _s3_call(
+            "write",
+            uri,
+            settings,
+            lambda: client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=digest),
+        )
+        # Second check, for servers that ignore the declared checksum: a single-part ETag is the
+        # body's MD5 (unless server-side KMS encryption hides it; then it is not 32 hex digits).
+        etag = str(response.get("ETag", "")).strip('"')
+        if len(etag) == 32 and "-" not in etag and etag != hashlib.md5(data).hexdigest():
+            raise StorageError(
+                f"upload of {uri} (endpoint {settings.endpoint_name}) is corrupt: server MD5 {etag} "
+                f"!= local {hashlib.md5(data).hexdigest()}; retry the write"
+            )
+        return uri
+    with _local_atomic(Path(uri)) as tmp:
+        tmp.write_bytes(data)
+    return uri
+
+
+def write_file(local_path: str | os.PathLike[str], uri: str, s3: S3Settings | None = None) -> str:
+    """Copy a local file to a local path or S3 URI, atomically and checksummed; returns the URI.
+
+    Files over 64 MiB go multipart with a SHA-256 per part; a failed multipart upload is aborted
+    by boto3, so no partial object ever becomes visible.
+    """
+    src = Path(local_path)
+    if not src.is_file():
+        raise StorageError(f"file not found: {src}")
+    if not is_s3(uri):
+        with _local_atomic(Path(uri)) as tmp:
+            shutil.copyfile(src, tmp)
+        return uri
+    settings = s3 or S3Settings()
+    if src.stat().st_size <= SINGLE_PUT_MAX:
+        return write_bytes(uri, src.read_bytes(), settings)
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, key = split_s3(uri)
+    client = s3_client(settings)
+    cfg = TransferConfig(multipart_threshold=SINGLE_PUT_MAX, multipart_chunksize=SINGLE_PUT_MAX // 4)
+    _s3_call(
+        "write",
+        uri,
+        settings,
+        lambda: client.upload_file(str(src), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=cfg),
+    )
+    return uri
+
+
+@contextmanager
+def _local_atomic(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target` that replaces it on success and vanishes on failure."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise StorageError(f"cannot write {target}: {e.strerror or e}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
