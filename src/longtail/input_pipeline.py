@@ -29,6 +29,8 @@ from longtail.splits import CHUNK_ROWS, SplitInfo, read_info
 
 # Chunks shuffled together when streaming: 32 x 64 rows = 2048 rows per group.
 DEFAULT_STREAM_CHUNKS = 32
+# Rows per read when in memory (a whole number of batches).
+GROUP_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ class EpochPlan:
     """
 
     def __init__(self, n: int, group_rows: int, *, shuffle: bool, streamed: bool, seed: int,
-                 drop_remainder: bool) -> None:
+                 drop_remainder: bool, chunk_rows: int = CHUNK_ROWS, batch_size: int | None = None) -> None:
         self.n = n
+        self.chunk_rows = chunk_rows
+        self.batch_size = batch_size or group_rows
         self.group_rows = group_rows
         self.shuffle = shuffle
         self.streamed = streamed
@@ -75,11 +79,12 @@ class EpochPlan:
             order = rng.permutation(self.n)
         else:
             # Whole chunks in random order (contiguous reads); rows are shuffled within each group.
-            n_chunks = -(-self.n // CHUNK_ROWS)
+            n_chunks = -(-self.n // self.chunk_rows)
             chunks = rng.permutation(n_chunks)
-            order = np.concatenate([np.arange(c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, self.n)) for c in chunks])
+            order = np.concatenate([np.arange(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.n))
+                                    for c in chunks])
         if self.drop_remainder and not self.streamed:
-            order = order[: max(self.group_rows, len(order) // self.group_rows * self.group_rows)]
+            order = order[: max(self.batch_size, len(order) // self.batch_size * self.batch_size)]
         n_groups = -(-len(order) // self.group_rows)
         padded = np.full(n_groups * self.group_rows, -1, dtype=np.int64)
         padded[: len(order)] = order
@@ -109,44 +114,48 @@ class EpochPlan:
 
 
 class RowReader:
-    """Reads groups of rows from memory or from the HDF5 file (one open handle per process)."""
+    """Reads groups of rows from memory or from the HDF5 file (one open handle per process).
+
+    Labels are small and always held in memory. Streamed images are read chunk by chunk; an
+    unfiltered chunk is read raw (`read_direct_chunk`, ~20 us) instead of through a hyperslab
+    selection (~300 us per h5py call).
+    """
 
     def __init__(self, path: Path, in_memory: bool, labelled: bool) -> None:
         self.path = path
         self.in_memory = in_memory
-        self.labelled = labelled
         self._file: h5py.File | None = None
         self._images: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
-        if in_memory:
-            with h5py.File(path, "r") as f:
-                self._images = f["images"][:]
-                self._labels = f["labels"][:].astype(np.int32) if labelled else None
+        with h5py.File(path, "r") as f:
+            images = f["images"]
+            self.n = images.shape[0]
+            self.chunk_rows = images.chunks[0] if images.chunks else CHUNK_ROWS
+            self._raw_chunks = bool(images.chunks) and images.chunks[1:] == images.shape[1:] and not (
+                images.compression or images.shuffle or images.scaleoffset or images.fletcher32)
+            self.labels = f["labels"][:].astype(np.int32) if labelled else np.zeros(self.n, np.int32)
+            if in_memory:
+                self._images = images[:]
+
+    def _chunk(self, c: int) -> np.ndarray:
+        ds = self._file["images"]
+        start = c * self.chunk_rows
+        rows = min(self.chunk_rows, self.n - start)
+        if self._raw_chunks:
+            _, raw = ds.id.read_direct_chunk((start, 0, 0, 0))
+            return np.frombuffer(raw, np.uint8).reshape(ds.chunks)[:rows]
+        return ds[start: start + rows]
 
     def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = idx[idx >= 0]
+        labels = self.labels[idx]
         if self.in_memory:
-            images = self._images[idx]
-            labels = self._labels[idx] if self.labelled else np.zeros(len(idx), np.int32)
-            return images, labels
+            return self._images[idx], labels
         if self._file is None:
             self._file = h5py.File(self.path, "r")
-        ds_images = self._file["images"]
-        chunk_ids = np.unique(idx // CHUNK_ROWS)
-        starts = chunk_ids * CHUNK_ROWS
-        blocks = [ds_images[s: s + CHUNK_ROWS] for s in starts]
-        # Row r of the file sits at position offset[chunk] + r % CHUNK_ROWS of the stacked blocks.
-        offsets = np.zeros(chunk_ids.max() + 1, dtype=np.int64)
-        offsets[chunk_ids] = np.cumsum([0] + [len(b) for b in blocks[:-1]])
-        pos = offsets[idx // CHUNK_ROWS] + idx % CHUNK_ROWS
-        images = np.concatenate(blocks)[pos]
-        if self.labelled:
-            ds_labels = self._file["labels"]
-            label_blocks = np.concatenate([ds_labels[s: s + CHUNK_ROWS] for s in starts]).astype(np.int32)
-            labels = label_blocks[pos]
-        else:
-            labels = np.zeros(len(idx), np.int32)
-        return images, labels
+        chunk_ids, where = np.unique(idx // self.chunk_rows, return_inverse=True)
+        blocks = np.stack([np.pad(b, [(0, self.chunk_rows - len(b))] + [(0, 0)] * 3)
+                           if len(b) < self.chunk_rows else b for b in map(self._chunk, chunk_ids)])
+        return blocks[where, idx % self.chunk_rows], labels
 
 
 @dataclass
@@ -238,11 +247,13 @@ def make_dataset(
     if class_weights is not None and len(class_weights) != num_classes:
         raise DataError(f"{len(class_weights)} class weights for {num_classes} classes in {path}")
     in_memory = fits_in_memory(info, memory_budget_mb)
-    streamed_shuffle = training and not in_memory
-    group_rows = stream_chunks * CHUNK_ROWS if streamed_shuffle else batch_size
-    plan = EpochPlan(info.n, group_rows, shuffle=training, streamed=streamed_shuffle, seed=seed,
-                     drop_remainder=training)
     reader = RowReader(path, in_memory, info.has_labels and with_labels)
+    streamed_shuffle = training and not in_memory
+    # Few, large reads: one numpy_function call per ~2048 rows, re-cut into batches by rebatch().
+    group_rows = (stream_chunks * reader.chunk_rows if streamed_shuffle
+                  else batch_size * max(1, GROUP_ROWS // batch_size))
+    plan = EpochPlan(info.n, group_rows, shuffle=training, streamed=streamed_shuffle, seed=seed,
+                     drop_remainder=training, chunk_rows=reader.chunk_rows, batch_size=batch_size)
     size = info.image_size
     weights = tf.constant(class_weights or [1.0], tf.float32)
 
@@ -278,8 +289,7 @@ def make_dataset(
 
     ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_groups)
     ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if streamed_shuffle:
-        ds = ds.rebatch(batch_size, drop_remainder=info.n >= batch_size)
+    ds = ds.rebatch(batch_size, drop_remainder=training and info.n >= batch_size)
     if training:
         steps = max(1, info.n // batch_size)
     else:
