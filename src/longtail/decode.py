@@ -89,13 +89,15 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
 
 
 def _reduced_flag(height: int, width: int, target: int) -> int:
-    """The largest libjpeg DCT downscale (1/8, 1/4, 1/2) that keeps the short side >= target.
+    """The largest libjpeg DCT downscale (1/8, 1/4, 1/2) that keeps the short side >= 2 x target.
 
     Decoding at 1/k skips most of the inverse DCT work, the main cost for a big JPEG ingested small.
+    The 2x margin leaves the area filter of the final resize real pixels to average: at 1x the
+    result drifts visibly (mean error ~4/255 on a photo), at 2x it matches a full decode (~1/255).
     """
     short = min(height, width)
     for k, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if short // k >= target:
+        if short // k >= 2 * target:
             return flag
     return cv2.IMREAD_COLOR
 
@@ -111,7 +113,7 @@ def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
     Args:
         data: the whole file.
         target_size: when given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as its
-            short side stays >= target_size (the result is then smaller than the file's size).
+            short side stays >= 2 x target_size (the result is then smaller than the file's size).
 
     Raises:
         DecodeError: with the reason, e.g. "empty file (0 bytes)", "truncated image data".
@@ -142,7 +144,7 @@ def _decode_pillow(data: bytes) -> np.ndarray:
     except Image.DecompressionBombError as e:
         raise DecodeError(f"image too large to decode safely: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DecodeError(f"corrupt image header: {e or type(e).__name__}") from None
+        raise DecodeError(f"corrupt or truncated {_sniff(data)} data: {e or type(e).__name__}") from None
     fmt = img.format or "image"
     try:
         with img:
@@ -155,6 +157,17 @@ def _decode_pillow(data: bytes) -> np.ndarray:
         if "truncated" in msg or isinstance(e, EOFError):
             raise DecodeError(f"truncated {fmt} data ({msg})") from None
         raise DecodeError(f"corrupt {fmt} data: {msg}") from None
+
+
+def _sniff(data: bytes) -> str:
+    """The container named by the file's magic bytes, for messages."""
+    for magic, name in ((b"\xff\xd8", "JPEG"), (_PNG_MAGIC, "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+                        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")):
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return "image"
 
 
 def _pil_to_rgb8(img: Image.Image) -> np.ndarray:

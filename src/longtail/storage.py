@@ -192,19 +192,26 @@ def list_files(root: str, s3: S3Settings | None = None) -> list[StoredFile]:
     """
     if is_s3(root):
         return _list_s3(root, s3 or S3Settings())
-    base = Path(root)
-    if not base.is_dir():
+    if not Path(root).is_dir():
         raise StorageError(f"folder not found: {root}")
-    out = []
-    for dirpath, _dirs, names in os.walk(base):
-        for name in names:
-            path = Path(dirpath) / name
+    out: list[StoredFile] = []
+    _scan(str(root), "", out)
+    return sorted(out, key=lambda f: f.relative)
+
+
+def _scan(folder: str, prefix: str, out: list[StoredFile]) -> None:
+    """Recursive os.scandir (strings, not pathlib: listing 100k files is then a fraction of a second)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            relative = prefix + entry.name
+            if entry.is_dir():
+                _scan(entry.path, relative + "/", out)
+                continue
             try:
-                size = path.stat().st_size
+                size = entry.stat().st_size
             except OSError:  # a dangling symlink: listed with size 0, rejected when read
                 size = 0
-            out.append(StoredFile(str(path), path.relative_to(base).as_posix(), size))
-    return sorted(out, key=lambda f: f.relative)
+            out.append(StoredFile(entry.path, relative, size))
 
 
 def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:

@@ -1,0 +1,47 @@
+"""`longtail data`: write a real long-tailed demo dataset in the layout a competition ships."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `longtail data fashion-mnist-lt|digits-lt OUT`."""
+    parser = subparsers.add_parser(
+        "data",
+        help="write a long-tailed demo dataset (class folders, test/ and test_labels.csv)",
+        description="Write OUT/train/<class>/<id>.png (long-tailed), OUT/test/<id>.png (balanced) and "
+        "OUT/test_labels.csv.",
+    )
+    kinds = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    fashion = kinds.add_parser(
+        "fashion-mnist-lt",
+        help="Fashion-MNIST, 6,000 ... 60 images per class at --imbalance 100",
+        description="Fashion-MNIST from $LONGTAIL_DATA, the Debian package dataset-fashion-mnist "
+        "(/usr/share/datasets/fashion-mnist), or downloaded with a checksum check.",
+    )
+    fashion.add_argument("--imbalance", type=float, default=100.0, help="largest / smallest class (default 100)")
+    digits = kinds.add_parser("digits-lt", help="scikit-learn's digits as 32x32 PNGs, 30 per class held out")
+    digits.add_argument("--imbalance", type=float, default=10.0, help="largest / smallest class (default 10)")
+    for sub in (fashion, digits):
+        sub.add_argument("out", metavar="OUT", help="output folder (created; replaced if made by longtail data)")
+        sub.add_argument("--seed", type=int, default=0, help="which images are kept (default 0)")
+        sub.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the dataset and print its class counts."""
+    from longtail import datasets
+
+    if args.dataset == "fashion-mnist-lt":
+        summary = datasets.make_fashion_mnist_lt(
+            args.out, imbalance=args.imbalance, seed=args.seed, source_dir=os.environ.get("LONGTAIL_DATA") or None
+        )
+    else:
+        summary = datasets.make_digits_lt(args.out, imbalance=args.imbalance, seed=args.seed)
+    print(f"{summary['dataset']}: {summary['n_train']} training images over {len(summary['class_counts'])} "
+          f"classes, {summary['n_test']} test images in {summary['out_dir']}")
+    print("class counts " + json.dumps(summary["class_counts"]))
+    return 0

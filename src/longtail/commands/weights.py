@@ -1,0 +1,28 @@
+"""`longtail weights`: per-class loss weights from a train split, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `longtail weights TRAIN_H5 OUT_JSON --scheme ... [--beta B]`."""
+    parser = subparsers.add_parser(
+        "weights",
+        help="class weights from a train split's class counts",
+        description="none: all 1.0; inverse-frequency: largest count / count (largest class 1.0); "
+        "effective-number: (1 - beta) / (1 - beta^n), normalised to sum to the number of classes.",
+    )
+    parser.add_argument("train_h5", metavar="TRAIN_H5")
+    parser.add_argument("out_json", metavar="OUT_JSON")
+    parser.add_argument("--scheme", required=True, choices=("none", "inverse-frequency", "effective-number"))
+    parser.add_argument("--beta", type=float, default=0.999, help="effective-number beta in [0, 1) (default 0.999)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the weights JSON; the library prints "class weights (min, max) = (...)"."""
+    from longtail.class_weights import write_weights
+
+    write_weights(args.train_h5, args.out_json, args.scheme, args.beta)
+    return 0

@@ -1,0 +1,213 @@
+"""Decoding every container and mode of a real photo, resizing, CLAHE and white balance."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from longtail.decode import (
+    DecodeError,
+    PixelSettings,
+    clahe,
+    decode,
+    gray_world,
+    is_image_name,
+    jpeg_header,
+    resize,
+    to_pixels,
+)
+from longtail.errors import DataError
+from longtail.preprocessing import INGEST_KEYS
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """scikit-learn's china.jpg: a real 427x640 RGB photograph."""
+    return load_sample_image("china.jpg")
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str, mode: str | None = None, **kw) -> bytes:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if mode:
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "kw", "tolerance"),
+    [
+        ("JPEG", "RGB", {"quality": 95}, 3.0),
+        ("JPEG", "L", {"quality": 95}, 3.0),
+        ("JPEG", "CMYK", {"quality": 95}, 3.0),
+        ("PNG", "RGB", {}, 0.0),
+        ("PNG", "L", {}, 0.0),
+        ("PNG", "P", {}, 0.0),
+        ("PNG", "1", {}, 0.0),
+        ("BMP", "RGB", {}, 0.0),
+        ("BMP", "P", {}, 0.0),
+        ("WEBP", "RGB", {"lossless": True}, 0.0),
+        ("WEBP", "RGB", {"quality": 90}, 4.0),
+        ("TIFF", "RGB", {}, 0.0),
+        ("TIFF", "RGB", {"compression": "tiff_lzw"}, 0.0),
+        ("TIFF", "CMYK", {}, 0.0),
+        ("GIF", "P", {}, 0.0),
+    ],
+)
+def test_every_container_and_mode_decodes_to_rgb_uint8(photo, fmt, mode, kw, tolerance):
+    source = Image.fromarray(photo).convert(mode)
+    image = decode(encode(source, fmt, **kw))
+    assert image.dtype == np.uint8 and image.shape == photo.shape
+    # What the file holds, as RGB: gray replicated, the palette looked up, CMYK converted.
+    want = np.asarray(source.convert("RGB"))
+    assert mean_abs(image, want) <= tolerance
+
+
+def test_png_alpha_is_composited_over_white(photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    rgba[:, :320, 3] = 0  # left half fully transparent
+    rgba[:, 320:400, 3] = 128  # a half-transparent band
+    image = decode(encode(rgba, "PNG"))
+    assert (image[:, :320] == 255).all()
+    assert np.array_equal(image[:, 400:], photo[:, 400:])
+    band = (photo[:, 320:400].astype(np.float64) * 128 + 255 * 127) / 255
+    assert np.abs(image[:, 320:400] - band).max() <= 1.0
+    # Gray + alpha (LA) goes the same way.
+    la = decode(encode(Image.fromarray(rgba).convert("LA"), "PNG"))
+    assert (la[:, :320] == 255).all() and la.shape == photo.shape
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_keeps_the_top_8_bits(photo, channels):
+    deep = photo.astype(np.uint16) * 256 + 100  # full 16-bit range, low byte not zero
+    src = deep[:, :, 0] if channels == 1 else deep[:, :, ::-1]  # cv2 writes BGR
+    ok, png = cv2.imencode(".png", src)
+    assert ok
+    image = decode(png.tobytes())
+    want = np.repeat(photo[:, :, :1], 3, axis=2) if channels == 1 else photo
+    assert np.array_equal(image, want)
+    # Pillow's path (16-bit grayscale TIFF) scales the same way instead of clipping at 255.
+    if channels == 1:
+        tiff = encode(Image.fromarray(deep[:, :, 0]), "TIFF")
+        assert np.array_equal(decode(tiff), want)
+
+
+@pytest.mark.parametrize("target", [None, 100])
+def test_exif_orientation_is_applied(photo, target):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image = decode(encode(photo, "JPEG", quality=95, exif=exif.tobytes()), target_size=target)
+    upright = np.rot90(photo, k=-1)
+    if target is None:
+        assert image.shape == upright.shape
+        assert mean_abs(image, upright) < 3.0
+    else:
+        assert image.shape[0] > image.shape[1] and min(image.shape[:2]) < min(photo.shape[:2])
+        assert mean_abs(resize(image, 32), resize(upright, 32)) < 2.0
+    # Pillow's path (WebP) honours it too.
+    webp = decode(encode(photo, "WEBP", lossless=True, exif=exif.tobytes()))
+    assert np.array_equal(webp, upright)
+
+
+def test_reduced_jpeg_decode_keeps_the_short_side_and_the_content(photo):
+    data = encode(photo, "JPEG", quality=95)
+    assert jpeg_header(data) == (427, 640, 3)
+    assert decode(data, target_size=24).shape == (54, 80, 3)  # 1/8 scale: short side 54 >= 2 x 24
+    small = decode(data, target_size=32)
+    assert small.shape == (107, 160, 3)  # 1/4: 1/8 would leave 54 < 2 x 32
+    assert decode(data, target_size=200).shape == photo.shape  # no reduction keeps 2 x 200
+    assert mean_abs(resize(small, 32), resize(decode(data), 32)) < 1.5
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: b"", "empty file"),
+        (lambda p: encode(p, "JPEG")[:5000], "truncated"),
+        (lambda p: encode(p, "PNG")[:5000], "truncated"),
+        (lambda p: encode(p, "WEBP")[:2000], "truncated"),
+        (lambda p: b"a,b,c\n1,2,3\n" * 50, "not an image"),
+        (lambda p: bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an image"),
+        (lambda p: encode(p, "PNG")[:8] + b"\x00" * 500, "PNG"),
+    ],
+)
+def test_each_failure_raises_with_its_reason(photo, make, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode(make(photo))
+
+
+def test_image_extensions():
+    assert is_image_name("a/B.JPG") and is_image_name("x.tiff") and is_image_name("x.webp")
+    assert not is_image_name("labels.csv") and not is_image_name(".png") and not is_image_name("README")
+
+
+def test_stretch_and_aspect_resize(photo):
+    # A wide image: red bands on the far left and right, outside the centre square.
+    wide = np.full((100, 300, 3), 128, np.uint8)
+    wide[:, :50] = (255, 0, 0)
+    wide[:, -50:] = (255, 0, 0)
+    stretched = resize(wide, 30, "stretch")
+    cropped = resize(wide, 30, "aspect")
+    assert stretched.shape == cropped.shape == (30, 30, 3)
+    assert (stretched[:, :3] == (255, 0, 0)).all()  # bands squeezed in
+    assert (cropped == 128).all()  # bands cropped away, no distortion
+    # Aspect on the real photo equals resizing the short side then cropping the centre.
+    out = resize(photo, 64, "aspect")
+    ref = cv2.resize(photo, (round(640 * 64 / 427), 64), interpolation=cv2.INTER_AREA)
+    left = (ref.shape[1] - 64) // 2
+    assert np.array_equal(out, ref[:, left : left + 64])
+    # Enlarging works as well (bicubic).
+    assert resize(photo[:16, :16], 32).shape == (32, 32, 3)
+    with pytest.raises(DataError, match="stretch"):
+        resize(photo, 32, "fill")
+
+
+def test_clahe_raises_local_contrast_of_a_flat_real_image(photo):
+    flat = (photo // 4 + 96).astype(np.uint8)  # washed out: L spans a quarter of its range
+    out = clahe(flat)
+    assert out.dtype == np.uint8 and out.shape == flat.shape
+    l_in = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB)[:, :, 0]
+    l_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[:, :, 0]
+    assert l_out.std() > 1.5 * l_in.std()
+    # Colour (a, b of LAB) is kept: only lightness is equalised.
+    ab_in = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB)[:, :, 1:].astype(int)
+    ab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[:, :, 1:].astype(int)
+    assert np.abs(ab_in - ab_out).mean() < 3.0
+
+
+def test_gray_world_removes_a_colour_cast(photo):
+    cast = np.clip(photo.astype(np.float32) * (1.0, 0.8, 0.6), 0, 255).astype(np.uint8)
+    means = cast.reshape(-1, 3).mean(axis=0)
+    assert means.max() - means.min() > 20
+    out = gray_world(cast)
+    assert out.dtype == np.uint8
+    balanced = out.reshape(-1, 3).mean(axis=0)
+    assert balanced.max() - balanced.min() < 2.0
+    # A black image stays black (no division by zero).
+    assert (gray_world(np.zeros((4, 4, 3), np.uint8)) == 0).all()
+
+
+def test_to_pixels_applies_the_recorded_settings(photo):
+    data = encode(photo, "PNG")
+    plain = to_pixels(data, PixelSettings(image_size=32))
+    assert plain.shape == (32, 32, 3) and np.array_equal(plain, resize(photo, 32))
+    both = to_pixels(data, PixelSettings(image_size=32, resize="aspect", clahe=True, white_balance=True))
+    assert np.array_equal(both, clahe(gray_world(resize(photo, 32, "aspect"))))
+
+
+def test_pixel_settings_are_the_preprocessing_keys_and_are_checked():
+    assert tuple(PixelSettings().as_dict()) == INGEST_KEYS
+    with pytest.raises(DataError, match="resize must be"):
+        PixelSettings(resize="crop")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="image size"):
+        PixelSettings(image_size=0)
