@@ -81,12 +81,17 @@ class TrainingRun:
         """Upload one local file."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def log_keras_model(self, model: Any, input_example: Any, extra_files: list[Path]) -> None:
+    def log_keras_model(self, model: Any, input_example: Any, extra_files: list[Path]) -> str:
         """Log the model with the Keras flavour and an inferred tensor signature, plus `extra_files`.
+
+        MLflow 3 stores it as a LoggedModel of this run (`runs:/<run>/model` resolves to it).
 
         Args:
             input_example: a float32 batch (1, H, W, 3) used only to infer the signature.
-            extra_files: logged under model/ beside the MLmodel file (preprocessing.json).
+            extra_files: put beside the MLmodel file (preprocessing.json) and at the run's top level.
+
+        Returns:
+            The model's URI (models:/<model id>).
         """
         import keras
         import mlflow
@@ -100,11 +105,14 @@ class TrainingRun:
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-                mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
+                info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                              pip_requirements=requirements)
         finally:
             mlflow.set_tracking_uri(previous)
         for path in extra_files:
-            self.log_artifact(path, "model")
+            self.client.log_model_artifact(info.model_id, str(path))
+            self.log_artifact(path)
+        return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED or FAILED."""
