@@ -6,9 +6,46 @@ from longtail.components.images import image_ref
 
 
 @dsl.component(base_image=image_ref("ingest"), install_kfp_package=False)
-def resolve_config(base_config: dict, knobs: dict) -> dict:
-    """Validate once, before any work: a bad knob fails here, naming its config field."""
-    from longtail.config import config_to_dict
-    from longtail.knobs import apply_knobs
+def resolve_config(
+    base_config: dict,
+    name: str,
+    experiment: str,
+    image_size: int,
+    resize: str,
+    clahe: bool,
+    white_balance: bool,
+    scale: str,
+    weight_scheme: str,
+    weight_beta: float,
+    model_name: str,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr_schedule: str,
+    lr_initial: float,
+    lr_power: float,
+    label_smoothing: float,
+    smoothing_mode: str,
+    gpus: int,
+    seed: int,
+    min_macro_f1: float,
+) -> dict:
+    """Validate once, before any work: a bad knob fails here, naming its config field.
 
-    return config_to_dict(apply_knobs(base_config, knobs))
+    Each knob is its own typed parameter (longtail.knobs.KNOBS): inside a dict, KFP would
+    substitute them as strings.
+    """
+    knobs = dict(locals())
+    base = knobs.pop("base_config")
+    from longtail.knobs import apply_knobs, config_to_params
+
+    return config_to_params(apply_knobs(base, knobs))
+
+
+@dsl.component(base_image=image_ref("ingest"), install_kfp_package=False)
+def validate_config(config: dict) -> dict:
+    """A sweep's config as given (no knobs): validated and fully defaulted."""
+    from longtail.config import config_from_dict
+    from longtail.knobs import config_to_params
+
+    return config_to_params(config_from_dict(config))

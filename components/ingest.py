@@ -10,13 +10,11 @@ def ingest(source: str, config: dict, unlabelled: bool, data: dsl.Output[dsl.Dat
     """Labelled: data/train.h5 + data/val.h5; unlabelled: data/test.h5. Always data/ingest.json."""
     import os
 
-    from longtail.config import config_from_dict
-    from longtail.ingest import ingest_with_config
+    from longtail.config import config_from_dict, ingest_settings
+    from longtail.ingest import ingest as ingest_images
     from longtail.storage import S3Settings
 
-    report = ingest_with_config(
-        source, data.path, config_from_dict(config), unlabelled=unlabelled,
-        s3=S3Settings.from_env(os.environ),
-    )
+    report = ingest_images(source, data.path, unlabelled=unlabelled, s3=S3Settings.from_env(os.environ),
+                           **ingest_settings(config_from_dict(config)))
     data.metadata.update({"n_images": report["n_images"], "n_classes": report["n_classes"],
                           "rejected": len(report["rejected"])})

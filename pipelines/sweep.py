@@ -5,7 +5,7 @@
 from kfp import dsl
 
 from longtail.components.compare import compare, start_sweep
-from longtail.components.config import resolve_config
+from longtail.components.config import validate_config
 from longtail.components.evaluate import evaluate
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
 from longtail.components.ingest import ingest
@@ -54,7 +54,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
                          ingest_image, "2", "4Gi", s3_keys=True, retries=2)
         # Fan out: weights → train → evaluate per config, `parallelism` at a time.
         with dsl.ParallelFor(configs, parallelism=parallelism) as item:
-            resolved = wire(resolve_config(base_config=item, knobs={}), ingest_image, "500m", "512Mi")
+            resolved = wire(validate_config(config=item), ingest_image, "500m", "512Mi")
             class_weights = wire(weights(data=train_data.outputs["data"], config=resolved.output),
                                  ingest_image, "500m", "1Gi", retries=2)
             trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,

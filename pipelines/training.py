@@ -81,15 +81,14 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         parent_run_id: str = "",
     ) -> dsl.Model:
         # Validate every knob before any work is done.
-        resolved = wire(resolve_config(base_config=base_config, knobs={
-            "name": name, "experiment": experiment, "image_size": image_size, "resize": resize,
-            "clahe": clahe, "white_balance": white_balance, "scale": scale,
-            "weight_scheme": weight_scheme, "weight_beta": weight_beta, "model_name": model_name,
-            "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
-            "lr_schedule": lr_schedule, "lr_initial": lr_initial, "lr_power": lr_power,
-            "label_smoothing": label_smoothing, "smoothing_mode": smoothing_mode, "gpus": gpus,
-            "seed": seed, "min_macro_f1": min_macro_f1,
-        }), image_ref("ingest", registry, tag), "500m", "512Mi")
+        resolved = wire(resolve_config(
+            base_config=base_config, name=name, experiment=experiment, image_size=image_size, resize=resize,
+            clahe=clahe, white_balance=white_balance, scale=scale, weight_scheme=weight_scheme,
+            weight_beta=weight_beta, model_name=model_name, epochs=epochs, batch_size=batch_size,
+            optimizer=optimizer, lr_schedule=lr_schedule, lr_initial=lr_initial, lr_power=lr_power,
+            label_smoothing=label_smoothing, smoothing_mode=smoothing_mode, gpus=gpus, seed=seed,
+            min_macro_f1=min_macro_f1,
+        ), image_ref("ingest", registry, tag), "500m", "512Mi")
         resolved.set_display_name("resolve config")
         config = resolved.output
         # Ingest the labelled images (train/val) and the unlabelled test images, from a folder or S3.

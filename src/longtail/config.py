@@ -186,6 +186,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        # KFP passes dict parameters as protobuf Structs, where every number is a double.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         raise ConfigError(f"config field {where} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -329,3 +332,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def ingest_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The keyword arguments of longtail.ingest.ingest that an experiment config determines."""
+    d = cfg.data
+    return {"image_size": d.image_size, "val_fraction": d.val_fraction, "seed": cfg.train.seed,
+            "min_per_class": d.min_per_class, "max_classes": d.max_classes, "resize": d.resize,
+            "clahe": d.clahe, "white_balance": d.white_balance}

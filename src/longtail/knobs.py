@@ -81,3 +81,8 @@ def without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value
+
+
+def config_to_params(cfg: ExperimentConfig) -> dict[str, Any]:
+    """A config as a KFP dict parameter: plain data without nulls (every null field defaults back)."""
+    return without_nulls(config_to_dict(cfg))

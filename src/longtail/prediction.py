@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,11 +147,14 @@ def predict(
     path = write_submission(submission_csv, ids, names, id_column=id_column, label_column=label_column)
     counts = dict(sorted(Counter(names).items()))
     log.info("wrote %d predictions for %s to %s%s", len(ids), info.path.name, path, " (flip TTA)" if tta else "")
-    run_id = log_to_model_run(
-        model_dir,
-        metrics={"predict_n_rows": float(len(ids))},
-        tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
-        artifacts=[(path, "submission")],
-        tracking_uri=tracking_uri,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        # A KFP output path has no extension; in MLflow the file is always submission/<name>.csv.
+        logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / "submission.csv"))
+        run_id = log_to_model_run(
+            model_dir,
+            metrics={"predict_n_rows": float(len(ids))},
+            tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
+            artifacts=[(logged, "submission")],
+            tracking_uri=tracking_uri,
+        )
     return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id)

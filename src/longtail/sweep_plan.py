@@ -115,11 +115,13 @@ def shared_data_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not configs:
         raise ConfigError("a sweep needs at least one experiment config")
-    parsed = [config_to_dict(config_from_dict(c)) for c in configs]
+    from longtail.knobs import config_to_params
+
+    parsed = [config_to_params(config_from_dict(c)) for c in configs]
     first = parsed[0]
     for other in parsed[1:]:
         for key, value in first["data"].items():
-            if other["data"].get(key) != value:
+            if other["data"].get(key) != value:  # null fields are dropped in both: compare by .get
                 raise ConfigError(
                     f"data.{key} differs between {first['name']} ({value!r}) and {other['name']} "
                     f"({other['data'].get(key)!r}): one sweep pipeline ingests once; "

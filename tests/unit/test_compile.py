@@ -8,6 +8,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+
 from longtail.pipelines.compile import compile_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +118,13 @@ CREDENTIAL = re.compile(r"(AKIA[0-9A-Z]{16}|aws_secret_access_key\s*[:=]|minioad
 def test_no_credential_literal_in_any_compiled_yaml(compiled):
     for path in compiled.values():
         assert not CREDENTIAL.search(path.read_text()), path
+
+
+def test_the_resolve_step_takes_exactly_the_knobs():
+    import inspect
+
+    from longtail.components.config import resolve_config
+    from longtail.knobs import KNOBS
+
+    params = list(inspect.signature(resolve_config.python_func).parameters)
+    assert params[0] == "base_config" and set(params[1:]) == set(KNOBS)
