@@ -7,21 +7,31 @@ from kfp import dsl
 from longtail.components.images import image_ref
 
 
+@dsl.component(base_image=image_ref("ingest"), install_kfp_package=False)
+def shared_data(configs: list) -> dict:
+    """The one data setting every config of the sweep shares (a clear error if they differ)."""
+    from longtail.sweep_plan import shared_data_config
+
+    return shared_data_config(configs)
+
+
 @dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)
 def start_sweep(configs: list, experiment: str, sweep_name: str,
-                parent_run_id: str) -> NamedTuple("Sweep", [("data_config", dict), ("parent_run_id", str)]):
-    """Checks the configs share one data setting; opens (or reuses) the parent run."""
+                parent_run_id: str) -> NamedTuple("Sweep", [("sweep_run_id", str)]):
+    """Opens the MLflow parent run (or reuses `parent_run_id`) and returns its id.
+
+    The output has its own name (not "Output"): kfp.local resolves same-named outputs inside a
+    ParallelFor to the wrong task, and validate_config's "Output" shares the loop.
+    """
     import os
     from collections import namedtuple
 
     from longtail.comparison import start_sweep_run
-    from longtail.sweep_plan import shared_data_config
     from longtail.tracking import resolve_tracking_uri
 
-    data_config = shared_data_config(configs)
     run_id = parent_run_id or start_sweep_run(
         resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")), experiment, sweep_name, configs)
-    return namedtuple("Sweep", ["data_config", "parent_run_id"])(data_config, run_id)
+    return namedtuple("Sweep", ["sweep_run_id"])(run_id)
 
 
 @dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)

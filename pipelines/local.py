@@ -183,7 +183,8 @@ def run_sweep_local(
     for i, group in enumerate(groups):
         if len(groups) > 1:
             print(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
-        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism)
+        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
+                                         parent_from_parameter=True)
         last = i == len(groups) - 1
         try:
             task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,

@@ -4,7 +4,7 @@
 
 from kfp import dsl
 
-from longtail.components.compare import compare, start_sweep
+from longtail.components.compare import compare, shared_data, start_sweep
 from longtail.components.config import validate_config
 from longtail.components.evaluate import evaluate
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
@@ -21,13 +21,18 @@ DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
 
 
 def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentConfig] | None = None,
-                          registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, parallelism: int = 2):
+                          registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, parallelism: int = 2,
+                          parent_from_parameter: bool = False):
     """Build the sweep pipeline.
 
     Args:
         defaults: names the MLflow experiment and, crossed with DEFAULT_GRID, gives the default configs.
         configs: the experiments (the `configs` parameter's default); all share one `data` section.
         parallelism: how many train+evaluate branches run at once (fixed at compile time, as KFP requires).
+        parent_from_parameter: the loop reads the parent run id from the `parent_run_id` pipeline
+            parameter instead of start_sweep's output. kfp.local (2.17) replaces every task output
+            that enters a ParallelFor with the loop item, so `longtail sweep` opens the parent run
+            itself and builds the pipeline this way; the compiled YAML uses start_sweep's output.
     """
     configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
     default_configs = [without_nulls(config_to_dict(c)) for c in configs]
@@ -44,13 +49,15 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
         register_as: str = "longtail-best",
         parent_run_id: str = "",
     ) -> dsl.Markdown:
-        # Check the configs share one data setting and open the MLflow parent run.
-        plan = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name,
-                                parent_run_id=parent_run_id), eval_image, "500m", "1Gi")
+        # Check the configs share one data setting; open the MLflow parent run.
+        data_config = wire(shared_data(configs=configs), ingest_image, "500m", "512Mi").output
+        parent = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name,
+                                  parent_run_id=parent_run_id), eval_image, "500m", "1Gi").outputs["sweep_run_id"]
+        loop_parent = parent_run_id if parent_from_parameter else parent
         # Ingest once for every experiment.
-        train_data = wire(ingest(source=data_uri, config=plan.outputs["data_config"], unlabelled=False),
+        train_data = wire(ingest(source=data_uri, config=data_config, unlabelled=False),
                           ingest_image, "2", "4Gi", s3_keys=True, retries=2)
-        test_data = wire(ingest(source=test_uri, config=plan.outputs["data_config"], unlabelled=True),
+        test_data = wire(ingest(source=test_uri, config=data_config, unlabelled=True),
                          ingest_image, "2", "4Gi", s3_keys=True, retries=2)
         # Fan out: weights → train → evaluate per config, `parallelism` at a time.
         with dsl.ParallelFor(configs, parallelism=parallelism) as item:
@@ -58,7 +65,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
             class_weights = wire(weights(data=train_data.outputs["data"], config=resolved.output),
                                  ingest_image, "500m", "1Gi", retries=2)
             trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
-                                 config=resolved.output, parent_run_id=plan.outputs["parent_run_id"]),
+                                 config=resolved.output, parent_run_id=loop_parent),
                            train_image, "4", "16Gi")
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
             evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
@@ -67,7 +74,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
         # Rank, register the best model, write its submission.
         ranked = wire(compare(models=dsl.Collected(trained.outputs["model"]),
                               gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],
-                              parent_run_id=plan.outputs["parent_run_id"], register_as=register_as),
+                              parent_run_id=parent, register_as=register_as),
                       eval_image, "2", "4Gi")
         return ranked.outputs["leaderboard"]
 

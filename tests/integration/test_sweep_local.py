@@ -1,0 +1,55 @@
+"""A sweep through kfp.local: three label-smoothing factors, one parent run, a ranked leaderboard."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from longtail.datasets import make_digits_lt
+from longtail.pipelines.local import run_sweep_local
+from longtail.sweep_plan import load_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["model.name=small_cnn", "model.args={}", "train.epochs=1", "train.batch_size=32", "data.image_size=16",
+        "train.lr.schedule=constant", "train.lr.initial=0.003", "train.optimizer.name=adam",
+        "evaluate.min_macro_f1=0.0"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    digits = tmp_path_factory.mktemp("digits-lt")
+    make_digits_lt(digits, imbalance=10)
+    configs = load_sweep([REPO / "experiments" / "demo.yaml"], ["train.label_smoothing.factor=0.2,0.1,0.01"], TINY)
+    result = run_sweep_local(configs, str(digits / "train"), str(digits / "test"), labels=digits / "test_labels.csv",
+                             home=tmp_path_factory.mktemp("home"), parallelism=2, register_as="digits-best")
+    return result
+
+
+def test_three_children_under_one_parent(sweep):
+    client = mlflow.MlflowClient(tracking_uri=sweep.tracking_uri)
+    parent = client.get_run(sweep.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'")
+    assert len(children) == 3
+    assert {c.data.params["train.label_smoothing.factor"] for c in children} == {"0.2", "0.1", "0.01"}
+    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+
+
+def test_leaderboard_has_three_rows_in_macro_f1_order_and_the_differing_knob(sweep):
+    lines = [line for line in sweep.leaderboard.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(lines) == 3
+    header = next(line for line in sweep.leaderboard.splitlines() if line.startswith("| #"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "train.label_smoothing.factor" in cols and "name" not in cols
+    f1 = [float(line.strip("|").split("|")[cols.index("macro-F1")]) for line in lines]
+    assert f1 == sorted(f1, reverse=True)
+
+
+def test_best_model_is_registered_and_its_submission_scored(sweep):
+    client = mlflow.MlflowClient(tracking_uri=sweep.tracking_uri)
+    versions = client.search_model_versions("name = 'digits-best'")
+    assert len(versions) == 1 and versions[0].run_id == sweep.best_run_id
+    assert sweep.submission is not None and sweep.submission.is_file()
+    assert 0.0 <= sweep.test_macro_f1 <= 1.0
