@@ -1,0 +1,81 @@
+"""Sweep plans and leaderboards: grids, sweep files, data groups, ranking and the largest effect."""
+
+from pathlib import Path
+
+import pytest
+
+from longtail.comparison import Entry, differing_knobs, largest_effect, rank
+from longtail.config import config_to_dict
+from longtail.errors import ConfigError
+from longtail.knobs import config_to_params
+from longtail.sweep_plan import expand_grid, group_by_data, load_sweep, shared_data_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_grid_expands_every_combination_with_readable_names():
+    configs = expand_grid({"name": "base"}, ["train.label_smoothing.factor=0.2,0.1",
+                                             "weights.scheme=none,effective-number"])
+    assert len(configs) == 4
+    assert {c.train.label_smoothing.factor for c in configs} == {0.2, 0.1}
+    assert "base-factor=0.2-scheme=none" in {c.name for c in configs}
+
+
+def test_grid_axis_needs_two_values_and_valid_fields():
+    with pytest.raises(ConfigError, match="at least two"):
+        expand_grid({}, ["train.epochs=3"])
+    with pytest.raises(ConfigError, match="weights.scheme must be one of"):
+        expand_grid({}, ["weights.scheme=none,inverse"])
+
+
+def test_the_seed_log_sweep_file_loads_and_groups_by_data():
+    configs = load_sweep([REPO / "experiments" / "seed-log.yaml"])
+    names = [c.name for c in configs]
+    assert "exp09-effective-number" in names and len(names) == len(set(names))
+    by_name = {c.name: c for c in configs}
+    assert by_name["exp08-smooth-loss"].train.label_smoothing.mode == "loss"
+    assert by_name["exp07-smooth-labels"].train.label_smoothing.mode == "labels"
+    assert by_name["exp06-step-lr"].train.lr.values == [0.1, 0.01, 0.001, 0.0001]
+    groups = group_by_data(configs)
+    assert sorted(len(g) for g in groups) == [1, len(configs) - 1]
+    assert [c.name for g in groups if len(g) == 1 for c in g] == ["exp10-clahe-wb"]
+
+
+def test_shared_data_config_names_the_differing_field():
+    a = config_to_params(expand_grid({"name": "a"}, ["data.clahe=true,false"])[0])
+    b = config_to_params(expand_grid({"name": "b"}, ["data.clahe=true,false"])[1])
+    with pytest.raises(ConfigError, match="data.clahe differs between"):
+        shared_data_config([a, b])
+    assert shared_data_config([a, a])["data"]["clahe"] is True
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: same\n")
+    with pytest.raises(ConfigError, match="repeated: same"):
+        load_sweep([p, p])
+
+
+def entry(name, f1, **params):
+    return Entry(run_id=name, name=name, params={"name": name, **params}, macro_f1=f1, accuracy=None,
+                 weighted_f1=None, epochs=None, seconds=None)
+
+
+def test_leaderboard_ranks_by_macro_f1_and_finds_the_largest_effect():
+    entries = [entry("a", 0.70, **{"weights.scheme": "none", "train.epochs": "3"}),
+               entry("b", 0.81, **{"weights.scheme": "effective-number", "train.epochs": "3"}),
+               entry("c", 0.75, **{"weights.scheme": "none", "train.epochs": "4"}),
+               entry("d", None, **{"weights.scheme": "none", "train.epochs": "4"})]
+    board = rank(entries)
+    assert [e.name for e in board.entries] == ["b", "c", "a", "d"]
+    assert board.knobs == ["train.epochs", "weights.scheme"]
+    knob, spread = board.largest_effect
+    assert knob == "weights.scheme" and spread == pytest.approx(0.81 - (0.70 + 0.75) / 2)
+    md = board.markdown()
+    assert md.index("| 1 | b |") < md.index("| 2 | c |") and "`weights.scheme`" in md
+
+
+def test_differing_knobs_ignore_names():
+    assert differing_knobs([{"name": "a", "x": "1"}, {"name": "b", "x": "1"}]) == []
+    assert largest_effect([], ["x"]) is None
+    assert config_to_dict(load_sweep([REPO / "experiments" / "demo.yaml"])[0])["name"] == "demo"
