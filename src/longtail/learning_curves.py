@@ -18,6 +18,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str | Path, titl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     n = max((len(v) for v in history.values()), default=0)
@@ -36,6 +37,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str | Path, titl
                 ax.plot(epochs[: len(values)], values, marker="o", markersize=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale(scale)
         ax.grid(True, alpha=0.3)
         if ax.has_data():

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,12 @@ BACKUP_SUBDIR = "backup"
 
 @dataclass
 class TrainResult:
-    """What one training produced."""
+    """What one training produced.
+
+    images_per_second: training phase only (no validation), median over epochs after the first.
+    global_batch_size: train.batch_size (per replica) x replicas.
+    resumed_from_epoch: the epoch training started at (0 unless resumed from a checkpoint).
+    """
 
     model_dir: Path
     run_id: str | None
@@ -58,7 +63,6 @@ class TrainResult:
     global_batch_size: int = 0
     steps_per_epoch: int = 0
     resumed_from_epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def load_class_weights(path: str | Path, class_names: list[str]) -> list[float]:
