@@ -82,7 +82,9 @@ def _decode_file(path: str) -> np.ndarray:
 def parallel_decode(folder: Path, workers: int) -> int:
     """(c) The limit: ingest's read + decode + resize over the files in a pool, nothing written."""
     paths = [str(p) for p in sorted(folder.rglob("*.jpg"))]
-    with multiprocessing.get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+    ctx = multiprocessing.get_context("forkserver")  # as ingest: fork after OpenCV's threads ran can hang
+    ctx.set_forkserver_preload(["longtail.ingest"])
+    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
         for _ in pool.imap_unordered(_decode_file, paths, chunksize=64):
             pass
     return len(paths)

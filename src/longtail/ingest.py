@@ -228,10 +228,14 @@ def _decoded(
         _init_worker(settings, s3, single_thread=False)
         yield from map(_load_batch, batches)
         return
-    # fork: workers start in milliseconds and inherit the imported decoders; they touch no parent
-    # state but module globals (boto3 clients are created per process, see storage.s3_client).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    # forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE,
+    # big resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead,
+    # which imports the decoders once (preload), so a pool still starts in milliseconds after the first.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["longtail.ingest"])
+    else:
+        ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True)) as pool:
         windows = (batches[i : i + WINDOW_BATCHES] for i in range(0, len(batches), WINDOW_BATCHES))
         pending = deque(pool.imap(_load_batch, w) for w in islice(windows, 2))
@@ -310,7 +314,9 @@ def ingest(
     Args:
         source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
         out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
-        workers: decoding processes; None means os.cpu_count(), 1 decodes in this process.
+        workers: decoding processes; None means os.cpu_count(), 1 decodes in this process. Workers
+            start from a fork server, so a script calling ingest needs the usual
+            `if __name__ == "__main__":` guard of multiprocessing code.
         progress: show a tqdm bar on stderr.
         s3: how to reach S3 (from S3Settings.from_env at the edge); None means boto3's defaults.
 

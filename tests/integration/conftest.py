@@ -101,3 +101,15 @@ def s3_bucket(s3_server: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def moto_server(s3_server: str, tmp_path: Path) -> Iterator[MotoServer]:
+    """A private, started S3 server process for one test, which fault tests may stop() and start()
+    again (on the same port; its objects are lost). Dummy credentials come from s3_server."""
+    server = MotoServer(log_dir=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,207 @@
+"""Ingest on real digits: split stratification, class filters, the HDF5 attributes, rejects and failures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from longtail import ingest as ingest_module
+from longtail.cli import main
+from longtail.datasets import make_digits_lt
+from longtail.errors import DataError
+from longtail.ingest import ingest, select_classes, stratified_split
+from longtail.preprocessing import Preprocessing
+from longtail.splits import SCHEMA_VERSION, read_arrays, read_info
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """scikit-learn digits, long-tailed (144 ... 14 per class) as 32x32 PNG class folders."""
+    out = tmp_path_factory.mktemp("digits") / "d"
+    make_digits_lt(out, imbalance=10, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ingested(digits, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("h5")
+    return out, ingest(str(digits / "train"), out, image_size=16, val_fraction=0.25, seed=1, workers=2)
+
+
+def test_stratified_split_keeps_each_class_proportion():
+    labels = [0] * 100 + [1] * 40 + [2] * 7 + [3] * 1
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert sorted(train + val) == list(range(len(labels)))
+    val_counts = Counter(labels[i] for i in val)
+    assert val_counts == {0: 20, 1: 8, 2: 1}  # round(n * 0.2); the single image of class 3 stays in train
+    assert stratified_split(labels, 0.2, seed=0) == (train, val)
+    assert stratified_split(labels, 0.2, seed=1) != (train, val)
+    assert train != sorted(train)  # rows shuffled: contiguous chunks mix classes
+    with pytest.raises(DataError, match=r"--val-fraction must be in \[0, 1\), got 1.0"):
+        stratified_split(labels, 1.0, seed=0)
+
+
+def test_select_classes():
+    counts = {"a": 50, "b": 5, "c": 20, "d": 20, "e": 1}
+    assert select_classes(counts) == ["a", "b", "c", "d", "e"]
+    assert select_classes(counts, min_per_class=5) == ["a", "b", "c", "d"]
+    assert select_classes(counts, max_classes=2) == ["a", "c"]  # largest first, ties by name
+    assert select_classes(counts, min_per_class=6, max_classes=10) == ["a", "c", "d"]
+    with pytest.raises(DataError, match="--max-classes must be >= 1"):
+        select_classes(counts, max_classes=0)
+
+
+def test_rows_sum_to_the_class_counts(ingested, digits, capsys):
+    out, result = ingested
+    train, val = read_info(out / "train.h5"), read_info(out / "val.h5")
+    on_disk = {p.name: len(list(p.glob("*.png"))) for p in (digits / "train").iterdir()}
+    assert result["class_counts"] == on_disk
+    summed = np.add(train.class_counts(), val.class_counts())
+    assert dict(zip(train.class_names, summed.tolist(), strict=True)) == on_disk
+    assert result["splits"] == {"train": train.n, "val": val.n} and result["n_images"] == train.n + val.n
+    for name, n in on_disk.items():  # each class is split 75/25
+        assert val.class_counts()[train.class_names.index(name)] == round(n * 0.25)
+    assert result["rejected"] == [] and result["ignored"] == 0
+    assert json.loads((out / "ingest.json").read_text()) == result
+
+
+def test_hdf5_attributes(ingested):
+    out, result = ingested
+    images, labels, ids = read_arrays(out / "train.h5")
+    train = read_info(out / "train.h5")
+    assert images.shape[1:] == (16, 16, 3) and images.dtype == np.uint8
+    assert train.class_names == [str(d) for d in range(10)] and train.image_size == 16
+    assert train.schema_version == SCHEMA_VERSION
+    assert train.preprocessing == {"image_size": 16, "resize": "stretch", "clahe": False, "white_balance": False}
+    assert train.mean_rgb == pytest.approx(images.reshape(-1, 3).mean(axis=0).tolist())
+    assert read_info(out / "val.h5").mean_rgb is None  # train only
+    assert train.source_fingerprint == read_info(out / "val.h5").source_fingerprint == result["source_fingerprint"]
+    # ids are paths relative to SOURCE, and each label is its folder's class.
+    assert all(train.class_names[label] == i.split("/")[0] for label, i in zip(labels, ids, strict=True))
+    with h5py.File(out / "train.h5") as f:
+        assert f["images"].chunks[0] == 64
+    # A model trained on this split accepts it; one trained with other settings refuses it.
+    Preprocessing.from_split(train, "scale").check_split(train.preprocessing, 16, "train")
+    with pytest.raises(DataError, match="clahe"):
+        Preprocessing(image_size=16, class_names=[], clahe=True).check_split(train.preprocessing, 16, "train")
+
+
+def test_pixels_match_decoding_each_file(ingested, digits):
+    out, _ = ingested
+    from longtail.decode import PixelSettings, to_pixels
+
+    images, _, ids = read_arrays(out / "val.h5")
+    for k in (0, len(ids) // 2, len(ids) - 1):
+        want = to_pixels((digits / "train" / ids[k]).read_bytes(), PixelSettings(image_size=16))
+        assert np.array_equal(images[k], want)
+
+
+def test_parallel_and_in_process_ingest_write_the_same_files(ingested, digits, tmp_path):
+    out, result = ingested
+    single = ingest(str(digits / "train"), tmp_path, image_size=16, val_fraction=0.25, seed=1, workers=1)
+    assert single["source_fingerprint"] == result["source_fingerprint"]
+    for split in ("train", "val"):
+        a, b = read_arrays(out / f"{split}.h5"), read_arrays(tmp_path / f"{split}.h5")
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_filters(digits, tmp_path, capsys):
+    result = ingest(str(digits / "train"), tmp_path / "k", max_classes=3, workers=1)
+    assert list(result["class_counts"]) == ["0", "1", "2"]  # the three largest
+    assert result["filtered"] == {"classes": 7, "images": sum(1 for _ in (digits / "train").rglob("*.png"))
+                                  - sum(result["class_counts"].values())}
+    result = ingest(str(digits / "train"), tmp_path / "m", min_per_class=40, workers=1)
+    assert all(n >= 40 for n in result["class_counts"].values()) and "6" not in result["class_counts"]
+    with pytest.raises(DataError, match="no class of .* has --min-per-class 1000 images"):
+        ingest(str(digits / "train"), tmp_path / "n", min_per_class=1000)
+
+
+def test_colour_ops_and_resize_are_recorded(digits, tmp_path):
+    ingest(str(digits / "train"), tmp_path, image_size=8, resize="aspect", clahe=True, white_balance=True,
+           max_classes=2, workers=1)
+    info = read_info(tmp_path / "train.h5")
+    assert info.preprocessing == {"image_size": 8, "resize": "aspect", "clahe": True, "white_balance": True}
+
+
+def test_fingerprint_is_stable_and_follows_the_bytes(digits, tmp_path):
+    src = tmp_path / "src"
+    for name in ("0", "9"):
+        (src / name).mkdir(parents=True)
+        for f in sorted((digits / "train" / name).glob("*.png"))[:10]:
+            (src / name / f.name).write_bytes(f.read_bytes())
+    first = ingest(str(src), tmp_path / "a", workers=1)["source_fingerprint"]
+    assert ingest(str(src), tmp_path / "b", workers=1)["source_fingerprint"] == first
+    victim = next((src / "9").glob("*.png"))
+    victim.write_bytes(victim.read_bytes() + b"\0")  # same pixels, different bytes
+    assert ingest(str(src), tmp_path / "c", workers=1)["source_fingerprint"] != first
+    assert ingest(str(src), tmp_path / "d", workers=1, seed=5)["source_fingerprint"] != first
+
+
+def test_unlabelled(digits, tmp_path, capsys):
+    result = ingest(str(digits / "test"), tmp_path, unlabelled=True)
+    info = read_info(tmp_path / "test.h5")
+    assert not info.has_labels and info.n == 300 == result["splits"]["test"] and info.mean_rgb is None
+    assert not (tmp_path / "train.h5").exists()
+    assert "test data has 300 samples" in capsys.readouterr().out
+
+
+def test_errors_are_clear(digits, tmp_path):
+    with pytest.raises(DataError, match="use --unlabelled for a flat test folder"):
+        ingest(str(digits / "test"), tmp_path)
+    with pytest.raises(DataError, match="ingest source not found"):
+        ingest(str(tmp_path / "nothing"), tmp_path)
+    (tmp_path / "bad" / "cls").mkdir(parents=True)
+    (tmp_path / "bad" / "cls" / "a.png").write_bytes(b"")
+    (tmp_path / "bad" / "cls" / "b.jpg").write_bytes(b"not really")
+    with pytest.raises(DataError, match=r"no image in .* could be decoded \(2 rejected, e.g. cls/a.png: empty file"):
+        ingest(str(tmp_path / "bad"), tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, monkeypatch):
+    calls = 0
+    real = ingest_module.to_pixels
+
+    def interrupted(data, settings):
+        nonlocal calls
+        calls += 1
+        if calls == 300:  # train.h5 has rows written, val.h5 none yet
+            raise KeyboardInterrupt
+        return real(data, settings)
+
+    monkeypatch.setattr(ingest_module, "to_pixels", interrupted)
+    monkeypatch.setattr(ingest_module, "FLUSH_ROWS", 64)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        ingest(str(digits / "train"), out, workers=1)
+    assert calls == 300
+    assert sorted(p.name for p in out.iterdir()) == []  # no train.h5, val.h5, temporary file or ingest.json
+
+
+def test_cli_prints_the_log_lines(digits, tmp_path, capsys):
+    assert main(["ingest", str(digits / "train"), str(tmp_path), "--image-size", "8", "--val-fraction", "0.2",
+                 "--max-classes", "4", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    result = json.loads((tmp_path / "ingest.json").read_text())
+    assert lines[0] == f"fetched 4 classes and {result['n_images']} images in total"
+    assert lines[1] == f"training data has {result['splits']['train']} samples over 4 classes"
+    assert lines[2] == f"validation data has {result['splits']['val']} samples over 4 classes"
+    with pytest.raises(SystemExit):
+        main(["ingest", str(digits / "train"), str(tmp_path), "--workers", "0"])
+    assert "--workers: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_parallel_ingest_after_opencv_ran_its_threads_here(digits, tmp_path):
+    """A forked worker hangs in OpenCV if the parent ran OpenCV's thread pool; ingest's workers must not."""
+    import cv2
+
+    big = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    cv2.resize(cv2.cvtColor(big, cv2.COLOR_RGB2LAB), (1000, 1000))  # parallel_for in this process
+    result = ingest(str(digits / "train"), tmp_path, workers=2, clahe=True)
+    assert result["workers"] == 2 and result["n_images"] == 588

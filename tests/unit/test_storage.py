@@ -1,0 +1,100 @@
+"""The storage layer on local paths, its settings, and its errors (the S3 side runs in tests/integration)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from longtail import storage
+from longtail.errors import StorageError
+from longtail.storage import ObjectNotFound, S3Settings
+
+
+def test_settings_come_from_the_environment_mapping_given():
+    assert S3Settings.from_env({}) == S3Settings()
+    env = {"MLFLOW_S3_ENDPOINT_URL": "http://mlflow-s3:9000", "AWS_DEFAULT_REGION": "eu-west-1"}
+    assert S3Settings.from_env(env) == S3Settings(endpoint_url="http://mlflow-s3:9000", region="eu-west-1")
+    env["AWS_ENDPOINT_URL"] = "http://aws:9000"
+    assert S3Settings.from_env(env).endpoint_url == "http://aws:9000"
+    env["S3_ENDPOINT_URL"] = "http://minio:9000"
+    env["AWS_REGION"] = "us-east-2"
+    assert S3Settings.from_env(env) == S3Settings(endpoint_url="http://minio:9000", region="us-east-2")
+    hash(S3Settings())  # a value: usable as a cache key and picklable for worker processes
+
+
+def test_s3_uris():
+    assert storage.split_s3("s3://bkt/a/b.png") == ("bkt", "a/b.png")
+    assert storage.split_s3("s3://bkt") == ("bkt", "")
+    assert storage.join("s3://bkt/pre/", "x/y.h5") == "s3://bkt/pre/x/y.h5"
+    with pytest.raises(StorageError, match="no bucket"):
+        storage.split_s3("s3:///key")
+
+
+def test_local_list_read_write(tmp_path):
+    storage.write_bytes(str(tmp_path / "a" / "b" / "c.bin"), b"123")
+    storage.write_bytes(str(tmp_path / "top.txt"), b"")
+    storage.write_bytes(str(tmp_path / ".hidden"), b"x")
+    listed = storage.list_files(str(tmp_path))
+    assert [(f.relative, f.size) for f in listed] == [(".hidden", 1), ("a/b/c.bin", 3), ("top.txt", 0)]
+    assert storage.read_bytes(listed[1].uri) == b"123"
+    assert storage.exists(str(tmp_path / "top.txt")) and not storage.exists(str(tmp_path / "nope"))
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1000))
+    storage.write_file(src, str(tmp_path / "copy" / "dst.bin"))
+    assert (tmp_path / "copy" / "dst.bin").read_bytes() == src.read_bytes()
+
+
+def test_local_errors_name_the_path(tmp_path):
+    with pytest.raises(ObjectNotFound, match=f"file not found: {tmp_path}/missing"):
+        storage.read_bytes(str(tmp_path / "missing"))
+    with pytest.raises(StorageError, match="folder not found"):
+        storage.list_files(str(tmp_path / "missing"))
+
+
+def test_local_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "ingest.json"
+    target.write_bytes(b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_bytes(str(target), b"new")
+    assert target.read_bytes() == b"old"  # the old content survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingest.json"]  # no temporary file left
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_a_bounded_clear_error_without_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSENTINEL")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-sentinel-value")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    settings = S3Settings(endpoint_url=endpoint, max_attempts=2, connect_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(StorageError) as err:
+        storage.read_bytes("s3://some-bucket/raw/img.png", settings)
+    assert time.monotonic() - started < 30
+    message = str(err.value)
+    assert "s3://some-bucket/raw/img.png" in message and endpoint in message
+    assert "unreachable after 3 attempts" in message and "S3_ENDPOINT_URL" in message
+    assert "SENTINEL" not in message.upper()
+
+
+def test_missing_credentials_say_which_variables(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
+    with pytest.raises(StorageError, match="no S3 credentials found; set AWS_ACCESS_KEY_ID"):
+        storage.list_files("s3://bkt/prefix", settings)
