@@ -211,3 +211,20 @@ def test_cli_reads_the_endpoint_from_the_environment(fashion, tmp_path, s3_serve
     )
     assert done.returncode == 2 and "NoSuchBucket" in done.stderr and s3_server in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_lt_end_to_end_through_the_cli(tmp_path):
+    """Issue 2's check: `longtail data fashion-mnist-lt F && longtail ingest F/train H --image-size 32`."""
+    run = [sys.executable, "-m", "longtail.cli"]
+    subprocess.run([*run, "data", "fashion-mnist-lt", str(tmp_path / "f")], check=True, capture_output=True, timeout=300)
+    done = subprocess.run([*run, "ingest", str(tmp_path / "f" / "train"), str(tmp_path / "h"), "--image-size", "32"],
+                          check=True, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[0] == "fetched 10 classes and 14891 images in total"
+    counts = json.loads((tmp_path / "f" / "dataset.json").read_text())["class_counts"]
+    train, val = read_info(tmp_path / "h" / "train.h5"), read_info(tmp_path / "h" / "val.h5")
+    summed = dict(zip(train.class_names, np.add(train.class_counts(), val.class_counts()).tolist(), strict=True))
+    assert summed == counts and max(counts.values()) == 6000 and min(counts.values()) == 60
+    assert train.mean_rgb is not None and len(train.class_names) == 10
+    assert train.preprocessing == {"image_size": 32, "resize": "stretch", "clahe": False, "white_balance": False}
