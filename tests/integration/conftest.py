@@ -113,3 +113,25 @@ def moto_server(s3_server: str, tmp_path: Path) -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+# A pipeline run in seconds: the demo config shrunk to a tiny model on 16x16 digits, no gate.
+TINY_PIPELINE = ["model.name=small_cnn", "model.args={}", "train.epochs=2", "train.batch_size=32",
+                 "data.image_size=16", "train.lr.schedule=constant", "train.lr.initial=0.003",
+                 "train.optimizer.name=adam", "evaluate.min_macro_f1=0.0"]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """--set overrides that make experiments/demo.yaml a seconds-long pipeline run."""
+    return list(TINY_PIPELINE)
+
+
+@pytest.fixture(scope="session")
+def digits_lt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real long-tailed dataset (scikit-learn's digits, imbalance 10): train/, test/, test_labels.csv."""
+    from longtail.datasets import make_digits_lt
+
+    root = tmp_path_factory.mktemp("digits-lt")
+    make_digits_lt(root, imbalance=10)
+    return root

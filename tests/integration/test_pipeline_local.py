@@ -5,28 +5,23 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import TINY_PIPELINE
 
-from longtail.datasets import make_digits_lt
 from longtail.pipelines.local import run_local
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.name=small_cnn", "model.args={}", "train.epochs=2", "train.batch_size=32", "data.image_size=16",
-        "train.lr.schedule=constant", "train.lr.initial=0.003", "train.optimizer.name=adam",
-        "evaluate.min_macro_f1=0.0"]
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits-lt")
-    make_digits_lt(root, imbalance=10)
-    return root
+def digits(digits_lt):
+    return digits_lt
 
 
 def run(digits, home, extra=()):
     return run_local(REPO / "experiments" / "demo.yaml", str(digits / "train"), str(digits / "test"),
-                     labels=digits / "test_labels.csv", overrides=TINY + list(extra), home=home)
+                     labels=digits / "test_labels.csv", overrides=TINY_PIPELINE + list(extra), home=home)
 
 
 @pytest.fixture(scope="module")

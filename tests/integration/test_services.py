@@ -15,14 +15,12 @@ from pathlib import Path
 import boto3
 import mlflow
 import pytest
+from conftest import TINY_PIPELINE
 
-from longtail.datasets import make_digits_lt
 from longtail.pipelines.local import run_local
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.name=small_cnn", "model.args={}", "train.epochs=2", "train.batch_size=32", "data.image_size=16",
-        "train.lr.schedule=constant", "train.lr.initial=0.003", "train.optimizer.name=adam",
-        "evaluate.min_macro_f1=0.0", "train.deterministic=true"]
+TINY = TINY_PIPELINE + ["train.deterministic=true"]
 
 pytestmark = pytest.mark.slow
 
@@ -74,10 +72,8 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits-lt")
-    make_digits_lt(root, imbalance=10)
-    return root
+def digits(digits_lt):
+    return digits_lt
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,21 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import TINY_PIPELINE
 
-from longtail.datasets import make_digits_lt
 from longtail.pipelines.local import run_sweep_local
 from longtail.sweep_plan import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.name=small_cnn", "model.args={}", "train.epochs=1", "train.batch_size=32", "data.image_size=16",
-        "train.lr.schedule=constant", "train.lr.initial=0.003", "train.optimizer.name=adam",
-        "evaluate.min_macro_f1=0.0"]
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    digits = tmp_path_factory.mktemp("digits-lt")
-    make_digits_lt(digits, imbalance=10)
-    configs = load_sweep([REPO / "experiments" / "demo.yaml"], ["train.label_smoothing.factor=0.2,0.1,0.01"], TINY)
+def sweep(digits_lt, tmp_path_factory):
+    digits = digits_lt
+    configs = load_sweep([REPO / "experiments" / "demo.yaml"], ["train.label_smoothing.factor=0.2,0.1,0.01"],
+                         TINY_PIPELINE + ["train.epochs=1"])
     result = run_sweep_local(configs, str(digits / "train"), str(digits / "test"), labels=digits / "test_labels.csv",
                              home=tmp_path_factory.mktemp("home"), parallelism=2, register_as="digits-best")
     return result
