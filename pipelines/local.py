@@ -13,6 +13,17 @@ from longtail.tracking import RunInfo, default_tracking_uri
 
 log = logging.getLogger(__name__)
 
+# kfp.local warns, for every task, that resources/accelerators/display names do nothing locally and
+# that the step images are not used; both are the point of a local run (this venv stands in for them).
+LOCAL_NOOP_WARNINGS = (r".*have no effect in the current local runner.*", r".*custom or non-Python base image.*")
+
+
+def _quiet_local_warnings() -> None:
+    import warnings
+
+    for message in LOCAL_NOOP_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
 
 @dataclass
 class LocalRunResult:
@@ -78,6 +89,7 @@ def run_local(
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     _check_tracking(tracking_uri)
 
+    _quiet_local_warnings()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
                raise_on_error=True)
     pipeline = create_pipeline(cfg)
@@ -175,6 +187,7 @@ def run_sweep_local(
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
                              [config_to_dict(c) for c in configs])
+    _quiet_local_warnings()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
                raise_on_error=True)
     groups = group_by_data(configs)
