@@ -171,11 +171,15 @@ _settings: PixelSettings | None = None
 _s3: S3Settings | None = None
 
 
-def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool) -> None:
+def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
+                 aws_environ: dict[str, str] | None = None) -> None:
     global _settings, _s3
     import cv2
 
     _settings, _s3 = settings, s3
+    # A forkserver keeps the environment of the moment it started, which may predate the caller's
+    # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
+    os.environ.update(aws_environ or {})
     # Errors only: a broken file is reported in ingest.json, not as libpng/libjpeg warnings on stderr.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if single_thread:
@@ -236,7 +240,8 @@ def _decoded(
         ctx.set_forkserver_preload(["longtail.ingest"])
     else:
         ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True)) as pool:
+    aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True, aws_environ)) as pool:
         windows = (batches[i : i + WINDOW_BATCHES] for i in range(0, len(batches), WINDOW_BATCHES))
         pending = deque(pool.imap(_load_batch, w) for w in islice(windows, 2))
         while pending:
