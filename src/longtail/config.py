@@ -178,7 +178,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
-        return dict(value)
+        return {k: _integral_floats_to_int(v) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -198,6 +198,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"config field {where} must be a string, got {value!r}")
+    return value
+
+
+def _integral_floats_to_int(value: Any) -> Any:
+    """3.0 -> 3 inside free-form mappings (model.args): a KFP dict parameter travels as a protobuf
+    Struct, where every number is a double, and Keras refuses float layer sizes."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_to_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_to_int(v) for k, v in value.items()}
     return value
 
 

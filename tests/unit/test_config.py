@@ -95,3 +95,13 @@ def test_knobs_round_trip_and_validate():
         apply_knobs({}, {"lr_power": 0.0})
     with pytest.raises(ConfigError, match="unknown pipeline parameter 'epoch'"):
         apply_knobs({}, {"epoch": 1})
+
+
+def test_numbers_that_crossed_kfp_as_doubles_come_back_as_integers():
+    cfg = config_from_dict({"train": {"epochs": 3.0, "lr": {"boundaries": [2.0]}, },
+                            "model": {"args": {"filters": [16.0, 32.0], "dropout": 0.5}}})
+    assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
+    assert cfg.model.args == {"filters": [16, 32], "dropout": 0.5}
+    assert all(isinstance(f, int) for f in cfg.model.args["filters"])
+    with pytest.raises(ConfigError, match="train.epochs must be an integer, got 2.5"):
+        config_from_dict({"train": {"epochs": 2.5}})
