@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/fashion-mnist-lt
 
-.PHONY: demo test install lint benchmarks clean services services-down
+.PHONY: demo test install lint benchmarks clean services services-down fashion-mnist
 
 $(BIN)/longtail: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,19 @@ $(BIN)/longtail: pyproject.toml
 
 install: $(BIN)/longtail
 
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+## fashion-mnist: Debian's dataset-fashion-mnist when it is missing (as root), else say what happens instead
+fashion-mnist:
+	@if [ -n "$$LONGTAIL_DATA" ] || [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -qq dataset-fashion-mnist >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null); \
+	else echo "Fashion-MNIST is not in $(FASHION_MNIST): install Debian's dataset-fashion-mnist, set LONGTAIL_DATA," \
+	  "or let longtail download it (checksum-verified)"; fi
+
 ## demo: build Fashion-MNIST-LT, run experiments/demo.yaml through kfp.local, score the submission
-demo: install
+demo: install fashion-mnist
 	$(BIN)/longtail data fashion-mnist-lt $(DATA)
 	$(BIN)/longtail run experiments/demo.yaml --data $(DATA)/train --test $(DATA)/test --labels $(DATA)/test_labels.csv
 
