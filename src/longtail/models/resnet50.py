@@ -14,7 +14,7 @@ from keras import layers, regularizers
 
 from longtail.errors import ConfigError
 from longtail.models.registry import register_model
-from longtail.models.resnet_cifar import residual_module
+from longtail.models.resnet_cifar import stages_and_head
 
 
 @register_model("resnet50")
@@ -52,14 +52,5 @@ def make_model(
     x = layers.Activation("relu")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon)(x)
     x = layers.MaxPooling2D(3, strides=stem_stride, padding="same")(x)
-    for i, n_modules in enumerate(stages):
-        stride = 1 if i == 0 else 2
-        x = residual_module(x, filters[i + 1], stride, reduce=True, **opts)
-        for _ in range(n_modules - 1):
-            x = residual_module(x, filters[i + 1], 1, reduce=False, **opts)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon)(x)
-    x = layers.Activation("relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(num_classes, kernel_regularizer=l2)(x)
-    outputs = layers.Activation("softmax", dtype="float32")(x)
+    outputs = stages_and_head(x, stages, filters, num_classes, l2=l2, **opts)
     return keras.Model(inputs, outputs, name="resnet50")

@@ -85,15 +85,23 @@ def make_model(
     inputs = keras.Input(shape=input_shape)
     x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon)(inputs)
     x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False, kernel_regularizer=l2)(x)
+    outputs = stages_and_head(x, stages, filters, num_classes, l2=l2, **opts)
+    return keras.Model(inputs, outputs, name="resnet_cifar")
+
+
+def stages_and_head(x, stages: Sequence[int], filters: Sequence[int], num_classes: int, *, l2, **opts):
+    """Residual stages (stride 2 from the second on), then BN → ReLU → pool → softmax classifier.
+
+    Shared by every ResNet in the registry; `opts` are residual_module's keyword arguments.
+    """
     for i, n_modules in enumerate(stages):
         stride = 1 if i == 0 else 2
         x = residual_module(x, filters[i + 1], stride, reduce=True, **opts)
         for _ in range(n_modules - 1):
             x = residual_module(x, filters[i + 1], 1, reduce=False, **opts)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon)(x)
+    x = layers.BatchNormalization(momentum=opts["bn_momentum"], epsilon=opts["bn_epsilon"])(x)
     x = layers.Activation("relu")(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(num_classes, kernel_regularizer=l2)(x)
     # float32 softmax keeps mixed-precision training numerically safe.
-    outputs = layers.Activation("softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="resnet_cifar")
+    return layers.Activation("softmax", dtype="float32")(x)
