@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
@@ -174,7 +175,6 @@ def run_sweep_local(
 
     from longtail.comparison import start_sweep_run
     from longtail.config import config_to_dict
-    from longtail.pipelines.sweep import create_sweep_pipeline
     from longtail.sweep_plan import group_by_data
 
     check_source(data, "training data")
@@ -193,17 +193,13 @@ def run_sweep_local(
     groups = group_by_data(configs)
     start = time.perf_counter()
     task = None
-    for i, group in enumerate(groups):
-        if len(groups) > 1:
-            print(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
-        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
-                                         parent_from_parameter=True)
-        last = i == len(groups) - 1
-        try:
-            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
-                            register_as=register_as if last else "", sweep_name=sweep_name)
-        except RuntimeError as e:
-            raise LongtailError(f"sweep pipeline failed: {e} (the failing step's log is printed above)") from e
+    # kfp.local indents task output by swapping builtins.print; parallel loop tasks restore each
+    # other's swapped version, which would indent everything printed after the sweep.
+    original_print = builtins.print
+    try:
+        task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name)
+    finally:
+        builtins.print = original_print
     seconds = time.perf_counter() - start
     board_path = Path(task.output.path)
     run_dir = board_path.parents[1]
@@ -221,3 +217,23 @@ def run_sweep_local(
     return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
                             best_run_id=best, submission=submission if submission.is_file() else None,
                             test_macro_f1=test_f1, seconds=seconds)
+
+
+def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
+                sweep_name: str):
+    """One sweep pipeline per data setting, all under the same parent run; returns the last task."""
+    from longtail.pipelines.sweep import create_sweep_pipeline
+
+    task = None
+    for i, group in enumerate(groups):
+        if len(groups) > 1:
+            print(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
+        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
+                                         parent_from_parameter=True)
+        last = i == len(groups) - 1
+        try:
+            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
+                            register_as=register_as if last else "", sweep_name=sweep_name)
+        except RuntimeError as e:
+            raise LongtailError(f"sweep pipeline failed: {e} (the failing step's log is printed above)") from e
+    return task

@@ -76,9 +76,16 @@ def _f(v: float | None, signed: bool = False) -> str:
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
+def is_config_key(key: str) -> bool:
+    """A dotted key of the experiment config (a knob), not a fact a run logged (data.classes, weights.max)."""
+    from longtail.config import config_from_dict, config_to_dict, flatten
+
+    return key.startswith("model.args.") or key in flatten(config_to_dict(config_from_dict({})))
+
+
 def differing_knobs(params: list[dict[str, str]]) -> list[str]:
     """Dotted config keys whose value is not the same in every experiment (sorted)."""
-    keys = sorted({k for p in params for k in p} - NOT_KNOBS)
+    keys = sorted(k for k in {k for p in params for k in p} - NOT_KNOBS if is_config_key(k))
     return [k for k in keys if len({p.get(k) for p in params}) > 1]
 
 

@@ -62,13 +62,13 @@ def entry(name, f1, **params):
 
 
 def test_leaderboard_ranks_by_macro_f1_and_finds_the_largest_effect():
-    entries = [entry("a", 0.70, **{"weights.scheme": "none", "train.epochs": "3"}),
-               entry("b", 0.81, **{"weights.scheme": "effective-number", "train.epochs": "3"}),
+    entries = [entry("a", 0.70, **{"weights.scheme": "none", "train.epochs": "3", "weights.max": "1.0"}),
+               entry("b", 0.81, **{"weights.scheme": "effective-number", "train.epochs": "3", "weights.max": "3.7"}),
                entry("c", 0.75, **{"weights.scheme": "none", "train.epochs": "4"}),
                entry("d", None, **{"weights.scheme": "none", "train.epochs": "4"})]
     board = rank(entries)
     assert [e.name for e in board.entries] == ["b", "c", "a", "d"]
-    assert board.knobs == ["train.epochs", "weights.scheme"]
+    assert board.knobs == ["train.epochs", "weights.scheme"], "logged facts (weights.max) are not knobs"
     knob, spread = board.largest_effect
     assert knob == "weights.scheme" and spread == pytest.approx(0.81 - (0.70 + 0.75) / 2)
     md = board.markdown()
