@@ -72,12 +72,31 @@ def run_local(
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
     """
-    from kfp import local
 
     from longtail.config import load_config
     from longtail.pipelines.training import create_pipeline
 
     cfg = load_config(config_path, overrides)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
+    pipeline = create_pipeline(cfg)
+    start = time.perf_counter()
+    try:
+        task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
+    except RuntimeError as e:
+        raise LongtailError(f"pipeline run failed: {e} (the failing step's log is printed above)") from e
+    seconds = time.perf_counter() - start
+    model_dir = Path(task.output.path)
+    return _summarise(model_dir, tracking_uri, labels, seconds)
+
+
+def _start_local(data: str, test: str, labels: str | Path | None, home: str | Path,
+                 tracking_uri: str | None) -> str:
+    """Check the inputs and the tracking store, then point kfp.local at `home`; returns the tracking URI.
+
+    Everything that can fail here fails before any pipeline step runs.
+    """
+    from kfp import local
+
     check_source(data, "training data")
     check_source(test, "test data")
     if labels is not None and not Path(labels).is_file():
@@ -89,19 +108,10 @@ def run_local(
     # as the ConfigMap does on a cluster.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     _check_tracking(tracking_uri)
-
     _quiet_local_warnings()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
                raise_on_error=True)
-    pipeline = create_pipeline(cfg)
-    start = time.perf_counter()
-    try:
-        task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
-    except RuntimeError as e:
-        raise LongtailError(f"pipeline run failed: {e} (the failing step's log is printed above)") from e
-    seconds = time.perf_counter() - start
-    model_dir = Path(task.output.path)
-    return _summarise(model_dir, tracking_uri, labels, seconds)
+    return tracking_uri
 
 
 def _check_tracking(tracking_uri: str) -> None:
@@ -171,25 +181,15 @@ def run_sweep_local(
         parallelism: train+evaluate branches at once.
         register_as: MLflow registered-model name for the best model ("" to skip).
     """
-    from kfp import local
 
     from longtail.comparison import start_sweep_run
     from longtail.config import config_to_dict
     from longtail.sweep_plan import group_by_data
 
-    check_source(data, "training data")
-    check_source(test, "test data")
-    home = Path(home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    tracking_uri = tracking_uri or default_tracking_uri(home)
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    _check_tracking(tracking_uri)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
                              [config_to_dict(c) for c in configs])
-    _quiet_local_warnings()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
-               raise_on_error=True)
     groups = group_by_data(configs)
     start = time.perf_counter()
     task = None
