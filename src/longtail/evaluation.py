@@ -16,7 +16,7 @@ from longtail.errors import ConfigError, DataError
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
 from longtail.model_run import log_to_model_run
 from longtail.prediction import open_split_for_model, predict_probabilities
-from longtail.preprocessing import load_model
+from longtail.preprocessing import CONFIG_FILE, load_model
 from longtail.scoring import (
     ClassificationScores,
     classification_scores,
@@ -84,6 +84,21 @@ class EvaluationResult:
     n: int = 0
     min_macro_f1: float = 0.0
     mlflow_run_id: str | None = None
+
+
+def model_name(model_dir: str | Path) -> str:
+    """The experiment name saved with the model (config.yaml), else the folder's name.
+
+    In a pipeline every model folder is called "model"; the experiment name says which one it is.
+    """
+    config = Path(model_dir) / CONFIG_FILE
+    if config.is_file():
+        import yaml
+
+        name = (yaml.safe_load(config.read_text()) or {}).get("name")
+        if name:
+            return str(name)
+    return Path(model_dir).name
 
 
 def gate(macro_f1: float, min_macro_f1: float) -> tuple[bool, str]:
@@ -233,7 +248,7 @@ def evaluate(
     metrics = kfp_scalar_metrics(scores, min_macro_f1=min_macro_f1, passed=passed)
     confusion = kfp_confusion_matrix(scores.confusion, class_names)
     confusions = top_confusions(scores.confusion, class_names)
-    title = f"{Path(model_dir).name} on {Path(val_h5).name}"
+    title = f"{model_name(model_dir)} on {Path(val_h5).name}"
 
     _write_text(paths["report_txt"], scores.report_text)
     plot_confusion_matrix(scores.confusion, class_names, paths["confusion_png"], title=title)
