@@ -11,13 +11,20 @@ def train(
     class_weights: dsl.Input[dsl.Artifact],
     config: dict,
     parent_run_id: str,
+    checkpoint_root: str,
+    checkpoint_key: str,
     model: dsl.Output[dsl.Model],
 ) -> str:
-    """Returns the MLflow run id; the model directory carries it on to evaluate and submit."""
+    """Returns the MLflow run id; the model directory carries it on to evaluate and submit.
+
+    checkpoint_root/checkpoint_key: a mounted volume and the pipeline run id, so a retried pod
+    resumes at the epoch the killed one reached ("" keeps checkpoints inside the model folder).
+    """
     import os
 
     from longtail.config import config_from_dict
     from longtail.tracking import resolve_tracking_uri
+    from longtail.training import checkpoint_dir_for
     from longtail.training import train as train_model
 
     result = train_model(
@@ -28,6 +35,7 @@ def train(
         weights_json=class_weights.path,
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
         parent_run_id=parent_run_id or None,
+        checkpoint_dir=checkpoint_dir_for(checkpoint_root, checkpoint_key),
         progress=False,
     )
     model.metadata.update({"run_id": result.run_id, "epochs": result.epochs_run,

@@ -14,13 +14,19 @@ DEFAULT_CONFIG = REPO / "experiments" / "demo.yaml"
 DEFAULT_OUT = REPO / "build" / "pipelines"
 
 
+DEFAULT_CHECKPOINT_PVC = "longtail-checkpoints"
+
+
 def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAULT_CONFIG,
-                registry: str | None = None, tag: str | None = None) -> list[Path]:
+                registry: str | None = None, tag: str | None = None,
+                checkpoint_pvc: str = DEFAULT_CHECKPOINT_PVC) -> list[Path]:
     """Write one YAML per pipeline into out_dir.
 
     Args:
         config: the experiment whose knobs become the parameter defaults shown in the KFP UI.
         registry, tag: image registry and tag of the step images (defaults: components/images.py).
+        checkpoint_pvc: the PVC (manifests/base/kfp-wiring) that keeps train checkpoints across
+            pod retries; "" compiles without it.
 
     Returns:
         The written paths.
@@ -33,7 +39,7 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
     registry, tag = registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipelines = {"training": create_pipeline(defaults, registry=registry, tag=tag)}
+    pipelines = {"training": create_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)}
     try:
         from longtail.pipelines.sweep import create_sweep_pipeline
     except ImportError:
@@ -58,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="registry of the step images (env LONGTAIL_IMAGE_REGISTRY; default: longtail)")
     parser.add_argument("--image-tag", default=os.environ.get("LONGTAIL_IMAGE_TAG"),
                         help="tag of the step images (env LONGTAIL_IMAGE_TAG; default: the package version)")
+    parser.add_argument("--checkpoint-pvc", default=DEFAULT_CHECKPOINT_PVC,
+                        help="PVC for train checkpoints, so a retried train pod resumes "
+                             f"(default: {DEFAULT_CHECKPOINT_PVC}; '' to compile without)")
     args = parser.parse_args(argv)
     from longtail.errors import LongtailError
 
     try:
-        paths = compile_all(args.out, config=args.config, registry=args.image_registry, tag=args.image_tag)
+        paths = compile_all(args.out, config=args.config, registry=args.image_registry, tag=args.image_tag,
+                            checkpoint_pvc=args.checkpoint_pvc)
     except LongtailError as e:
         print(f"compile: error: {e}", file=sys.stderr)
         return 2

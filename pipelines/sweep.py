@@ -65,7 +65,8 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
             class_weights = wire(weights(data=train_data.outputs["data"], config=resolved.output),
                                  ingest_image, "500m", "1Gi", retries=2)
             trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
-                                 config=resolved.output, parent_run_id=loop_parent),
+                                 config=resolved.output, parent_run_id=loop_parent,
+                                 checkpoint_root="", checkpoint_key=""),
                            train_image, "4", "16Gi")
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
             evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],

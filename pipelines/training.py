@@ -37,13 +37,20 @@ def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: 
     return task
 
 
-def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG):
+CHECKPOINT_MOUNT = "/checkpoints"
+
+
+def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG,
+                    checkpoint_pvc: str = ""):
     """Build the training pipeline with parameter defaults from an experiment config.
 
     Args:
         defaults: the experiment whose knobs become the pipeline's parameter defaults
             (experiments/demo.yaml for the uploaded YAML; the user's config for `longtail run`).
         registry, tag: where the step images live, set at compile time.
+        checkpoint_pvc: a PersistentVolumeClaim mounted on the train step for its checkpoints, keyed
+            by the pipeline run id, so a killed train pod is retried and resumes where it stopped.
+            "" (local runs) keeps checkpoints in the model folder and does not retry training.
 
     Returns:
         The @dsl.pipeline function, ready for kfp.local or the compiler.
@@ -103,9 +110,13 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
                              image_ref("ingest", registry, tag), "500m", "1Gi", retries=2)
         # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
         trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
-                             config=config, parent_run_id=parent_run_id),
-                       image_ref("train", registry, tag), "4", "16Gi")
+                             config=config, parent_run_id=parent_run_id,
+                             checkpoint_root=CHECKPOINT_MOUNT if checkpoint_pvc else "",
+                             checkpoint_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER if checkpoint_pvc else ""),
+                       image_ref("train", registry, tag), "4", "16Gi", retries=2 if checkpoint_pvc else 0)
         trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        if checkpoint_pvc:
+            kubernetes.mount_pvc(trained, pvc_name=checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
         # Evaluate on the validation split; the result gates the submission.
         evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
                                   class_weights=class_weights.output, config=config),

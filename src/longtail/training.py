@@ -509,3 +509,16 @@ def _remove_checkpoints(checkpoint_dir: Path) -> None:
         checkpoint_dir.rmdir()
     except OSError:
         pass
+
+
+def checkpoint_dir_for(root: str, key: str) -> Path | None:
+    """`root/key` when a checkpoint root is given (a volume that outlives the pod), else None (the default).
+
+    On a cluster the root is a mounted PersistentVolumeClaim and the key the pipeline run's id, so a
+    retried train task finds the state its killed predecessor left and resumes from that epoch.
+    """
+    if not root:
+        return None
+    if not key or "/" in key or key in (".", ".."):
+        raise ConfigError(f"checkpoint key must be a plain name (the pipeline run id), got {key!r}")
+    return Path(root) / key

@@ -87,7 +87,19 @@ def test_io_steps_retry_with_backoff(compiled):
     for name in ("ingest", "ingest-2", "weights", "submit"):
         policy = tasks[name].get("retryPolicy")
         assert policy and policy["maxRetryCount"] >= 2 and policy.get("backoffFactor", 0) >= 2, name
-    assert "retryPolicy" not in tasks["train"], "training is not retried blindly (it resumes from checkpoints)"
+    # Training is retried because it resumes: its checkpoints live on a PVC keyed by the run id.
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] >= 1
+
+
+def test_train_checkpoints_on_a_pvc_keyed_by_the_run_id(compiled):
+    spec, platform = documents(compiled["training"])
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    (mount,) = train["pvcMount"]
+    assert mount["mountPath"] == "/checkpoints"
+    assert "longtail-checkpoints" in str(mount)
+    inputs = dict(all_tasks(spec))["train"]["inputs"]["parameters"]
+    assert inputs["checkpoint_root"]["runtimeValue"]["constant"] == "/checkpoints"
+    assert inputs["checkpoint_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
 def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):

@@ -215,3 +215,13 @@ def test_unreachable_tracking_server_fails_before_training(digits, tmp_path: Pat
         train(tiny_config(), digits.train_h5, digits.val_h5, tmp_path / "m", tracking_uri=f"http://127.0.0.1:{port}",
               progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_checkpoint_dir_for_a_mounted_volume_is_keyed_by_run():
+    from longtail.errors import ConfigError
+    from longtail.training import checkpoint_dir_for
+
+    assert checkpoint_dir_for("", "") is None
+    assert checkpoint_dir_for("/checkpoints", "3f2a-run") == Path("/checkpoints/3f2a-run")
+    with pytest.raises(ConfigError, match="plain name"):
+        checkpoint_dir_for("/checkpoints", "../other")
