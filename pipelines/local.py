@@ -72,7 +72,6 @@ def run_local(
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
     """
-
     from longtail.config import load_config
     from longtail.pipelines.training import create_pipeline
 
@@ -118,6 +117,9 @@ def _check_tracking(tracking_uri: str) -> None:
     """Reach the tracking store now, so an unreachable server fails before any step runs."""
     import mlflow
 
+    from longtail.experiment_run import check_tracking_reachable
+
+    check_tracking_reachable(tracking_uri)  # seconds, not the MLflow client's minutes of retries
     try:
         mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store

@@ -113,15 +113,14 @@ def test_s3_data_and_proxied_artifacts_give_the_local_result(services, digits, t
 
 def test_mlflow_server_down_fails_before_any_training(digits, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": dead, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": dead}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "longtail.cli", "run", str(REPO / "experiments" / "demo.yaml"),
                            "--data", str(digits / "train"), "--test", str(digits / "test"),
                            "--home", str(tmp_path / "home"), *sum((["--set", s] for s in TINY), [])],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert f"MLflow tracking store {dead} is not reachable" in proc.stderr
+    assert f"MLflow tracking server {dead} is unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < 60, "a dead server is found in seconds, not after minutes of retries"
     assert not (tmp_path / "home" / "pipeline-root").exists(), "no pipeline step may start"
