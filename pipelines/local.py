@@ -194,14 +194,7 @@ def run_sweep_local(
                              [config_to_dict(c) for c in configs])
     groups = group_by_data(configs)
     start = time.perf_counter()
-    task = None
-    # kfp.local indents task output by swapping builtins.print; parallel loop tasks restore each
-    # other's swapped version, which would indent everything printed after the sweep.
-    original_print = builtins.print
-    try:
-        task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name)
-    finally:
-        builtins.print = original_print
+    task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name)
     seconds = time.perf_counter() - start
     board_path = Path(task.output.path)
     run_dir = board_path.parents[1]
@@ -233,9 +226,14 @@ def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: in
         pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
                                          parent_from_parameter=True)
         last = i == len(groups) - 1
+        # kfp.local indents task output by swapping builtins.print; parallel loop tasks restore each
+        # other's swapped version, which would indent everything printed after the pipeline.
+        original_print = builtins.print
         try:
             task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
                             register_as=register_as if last else "", sweep_name=sweep_name)
         except RuntimeError as e:
             raise LongtailError(f"sweep pipeline failed: {e} (the failing step's log is printed above)") from e
+        finally:
+            builtins.print = original_print
     return task

@@ -27,6 +27,7 @@ class Entry:
     epochs: int | None
     seconds: float | None
     lb_score: float | None = None
+    gate: str | None = None
 
 
 @dataclass
@@ -90,19 +91,25 @@ def differing_knobs(params: list[dict[str, str]]) -> list[str]:
 
 
 def largest_effect(entries: list[Entry], knobs: list[str]) -> tuple[str, float] | None:
-    """The knob whose per-value mean macro-F1 spans the widest range (max mean − min mean)."""
-    best: tuple[str, float] | None = None
+    """The knob whose per-value mean macro-F1 spans the widest range (max mean − min mean).
+
+    Knobs that always change together (a step schedule's boundaries, values and name) split the
+    experiments the same way and are named together, "a + b + c".
+    """
+    scored = [e for e in entries if e.macro_f1 is not None]
+    by_partition: dict[frozenset, list[str]] = {}
     for knob in knobs:
-        groups: dict[str, list[float]] = {}
-        for e in entries:
-            if e.macro_f1 is not None:
-                groups.setdefault(e.params.get(knob, ""), []).append(e.macro_f1)
-        if len(groups) < 2:
-            continue
-        means = [sum(v) / len(v) for v in groups.values()]
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(scored):
+            groups.setdefault(e.params.get(knob, ""), []).append(i)
+        if len(groups) >= 2:
+            by_partition.setdefault(frozenset(frozenset(g) for g in groups.values()), []).append(knob)
+    best: tuple[str, float] | None = None
+    for partition, names in by_partition.items():
+        means = [sum(scored[i].macro_f1 for i in g) / len(g) for g in partition]
         spread = max(means) - min(means)
         if best is None or spread > best[1]:
-            best = (knob, spread)
+            best = (" + ".join(sorted(names)), spread)
     return best
 
 
@@ -126,6 +133,7 @@ def _entry(run: Any) -> Entry:
         params=dict(p), macro_f1=m.get("eval_macro_f1"), accuracy=m.get("eval_accuracy"),
         weighted_f1=m.get("eval_weighted_f1"), epochs=int(epochs) if epochs and epochs.isdigit() else None,
         seconds=(end - start) / 1000.0 if end and start else None, lb_score=m.get("lb_score"),
+        gate=run.data.tags.get("eval_gate"),
     )
 
 
@@ -189,7 +197,10 @@ def finish_sweep_run(tracking_uri: str, parent_run_id: str, out_dir: str | Path,
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     board = leaderboard_from_mlflow(tracking_uri, parent_run_id=parent_run_id)
-    if gates is not None:
+    recorded = [e.gate for e in board.entries if e.gate is not None]
+    if recorded:  # every experiment of the sweep, including those of earlier data settings
+        board.notes.append(f"{recorded.count('passed')} of {len(recorded)} experiments passed the evaluation gate")
+    elif gates is not None:
         board.notes.append(f"{sum(map(bool, gates))} of {len(gates)} experiments passed the evaluation gate")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

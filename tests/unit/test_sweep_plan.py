@@ -79,3 +79,14 @@ def test_differing_knobs_ignore_names():
     assert differing_knobs([{"name": "a", "x": "1"}, {"name": "b", "x": "1"}]) == []
     assert largest_effect([], ["x"]) is None
     assert config_to_dict(load_sweep([REPO / "experiments" / "demo.yaml"])[0])["name"] == "demo"
+
+
+def test_knobs_that_change_together_are_named_together():
+    step = {"train.lr.schedule": "step", "train.lr.values": "[0.1, 0.01]"}
+    poly = {"train.lr.schedule": "poly", "train.lr.values": "[]"}
+    board = rank([entry("a", 0.70, **step, **{"weights.scheme": "none"}),
+                  entry("b", 0.80, **poly, **{"weights.scheme": "none"}),
+                  entry("c", 0.82, **poly, **{"weights.scheme": "effective-number"})])
+    knob, spread = board.largest_effect
+    assert knob == "train.lr.schedule + train.lr.values"
+    assert spread == pytest.approx(0.81 - 0.70)
