@@ -141,11 +141,9 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
     submission = submission if submission.is_file() else None
     test_f1 = None
     if submission is not None and labels is not None:
-        from longtail.scoring import score
+        from longtail.scoring import score_into_run
 
-        result = score(submission, labels)
-        test_f1 = result.macro_f1
-        client.log_metric(info.run_id, "test_macro_f1", test_f1)
+        test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=info.run_id).macro_f1
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
                           macro_f1=macro_f1, passed=passed and submission is not None,
                           submission=submission, test_macro_f1=test_f1, seconds=seconds)
@@ -205,10 +203,10 @@ def run_sweep_local(
     best = client.get_run(parent).data.tags.get("best_run_id", "")
     test_f1 = None
     if labels is not None and submission.is_file():
-        from longtail.scoring import score
+        from longtail.scoring import score_into_run
 
-        test_f1 = score(submission, labels).macro_f1
-        client.log_metric(parent, "best_test_macro_f1", test_f1)
+        test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=parent,
+                                 metric="best_test_macro_f1").macro_f1
     return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
                             best_run_id=best, submission=submission if submission.is_file() else None,
                             test_macro_f1=test_f1, seconds=seconds)

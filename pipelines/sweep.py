@@ -12,7 +12,7 @@ from longtail.components.ingest import ingest
 from longtail.components.train import train
 from longtail.components.weights import weights
 from longtail.config import ExperimentConfig, config_to_dict
-from longtail.knobs import without_nulls
+from longtail.knobs import config_to_params
 from longtail.pipelines.training import wire
 from longtail.sweep_plan import expand_grid
 
@@ -35,7 +35,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
             itself and builds the pipeline this way; the compiled YAML uses start_sweep's output.
     """
     configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
-    default_configs = [without_nulls(config_to_dict(c)) for c in configs]
+    default_configs = [config_to_params(c) for c in configs]
     ingest_image, train_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "train", "evaluate"))
 
     @dsl.pipeline(name="longtail-sweep",

@@ -12,8 +12,8 @@ from longtail.components.ingest import ingest
 from longtail.components.submit import skip_submission, submit
 from longtail.components.train import train
 from longtail.components.weights import weights
-from longtail.config import ExperimentConfig, config_to_dict
-from longtail.knobs import knob_values, without_nulls
+from longtail.config import ExperimentConfig
+from longtail.knobs import config_to_params, knob_values
 
 # Cluster wiring (manifests/base): tracking URI and S3 endpoint from a ConfigMap, S3 keys from a
 # Secret. Only the steps that read raw data from object storage get the keys; the others reach
@@ -56,7 +56,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         The @dsl.pipeline function, ready for kfp.local or the compiler.
     """
     k = knob_values(defaults)
-    base = without_nulls(config_to_dict(defaults))
+    base = config_to_params(defaults)
 
     @dsl.pipeline(name="longtail-training",
                   description="One long-tailed classification experiment, tracked in MLflow.")

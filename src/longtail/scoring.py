@@ -205,6 +205,16 @@ def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
     return {"run_id": run_id, LB_SCORE: float(score), EVAL_MACRO_F1: local, LB_MINUS_LOCAL: diff}
 
 
+def score_into_run(submission_csv: str | Path, labels_csv: str | Path, *, tracking_uri: str, run_id: str,
+                   metric: str = "test_macro_f1") -> ScoreResult:
+    """Score a submission against held-out labels and log its macro-F1 on an MLflow run as `metric`."""
+    import mlflow
+
+    result = score(submission_csv, labels_csv)
+    mlflow.MlflowClient(tracking_uri=tracking_uri).log_metric(run_id, metric, result.macro_f1)
+    return result
+
+
 def most_confused_classes(confusion: np.ndarray, k: int) -> np.ndarray:
     """Indices (ascending) of the k classes most involved in errors, as truth or as prediction.
 
