@@ -15,6 +15,10 @@ import yaml
 from longtail.errors import ConfigError
 
 
+# Bounds shared by the config and the `longtail ingest` options.
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
+
+
 @dataclass
 class DataConfig:
     """How raw images become HDF5 splits (the ingest step)."""
@@ -233,7 +237,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config field {where} must be {rule}, got {got!r}")
 
     d, t = cfg.data, cfg.train
-    need(8 <= d.image_size <= 1024, "data.image_size", "between 8 and 1024", d.image_size)
+    need(IMAGE_SIZE_MIN <= d.image_size <= IMAGE_SIZE_MAX, "data.image_size",
+         f"between {IMAGE_SIZE_MIN} and {IMAGE_SIZE_MAX}", d.image_size)
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", "> 0 and < 1", d.val_fraction)
     need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
     need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)

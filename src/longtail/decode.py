@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -10,6 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from longtail.config import IMAGE_SIZE_MAX
 from longtail.errors import DataError
 
 # Extensions treated as images: a file with one of these that fails to decode is *rejected*
@@ -19,7 +22,17 @@ IMAGE_EXTENSIONS = frozenset(
 )
 RESIZE_MODES = ("stretch", "aspect")
 
-# Pillow's default guard (~179 MP) stays on: a decompression bomb is rejected, not decoded.
+# One limit for every format and both decoders, checked from the header before any decoder
+# allocates: 40 megapixels (a 7300x5500 photo) passes, a decompression bomb (a few KB on disk that
+# claims 30000x30000) is rejected. Pillow's own, looser guard (~179 MP) stays on behind it.
+MAX_IMAGE_PIXELS = 40_000_000
+# The per-image memory bound: the decoder's own buffer (width x height x channels x bytes per
+# sample, read from the header) may not exceed this. Conversion to RGB uint8 adds about as much
+# again, so one worker's peak stays under ~2 x this whatever the file claims.
+MAX_DECODE_BYTES = 256 * 2**20
+# The containers Pillow may identify a file as (whatever its extension): the ones ingest accepts.
+# (A camera's multi-picture JPEG opens as JPEG too, as MPO.)
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "TIFF", "GIF")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -44,6 +57,8 @@ class PixelSettings:
     def __post_init__(self) -> None:
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
             raise DataError(f"image size must be a positive int, got {self.image_size!r}")
+        if self.image_size > IMAGE_SIZE_MAX:
+            raise DataError(f"image size must be at most {IMAGE_SIZE_MAX}, got {self.image_size}")
         if self.resize not in RESIZE_MODES:
             raise DataError(f"resize must be 'stretch' or 'aspect', got {self.resize!r}")
 
@@ -120,6 +135,7 @@ def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    check_size(data)
     buf = np.frombuffer(data, dtype=np.uint8)
     header = jpeg_header(data)
     # A JPEG without its end-of-image marker is truncated; Pillow decides (and names the failure).
@@ -135,28 +151,122 @@ def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
     return _decode_pillow(data)
 
 
+def image_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, decoded bytes per pixel) from a file's header alone, or None if unknown.
+
+    JPEG, PNG, WebP, GIF and BMP headers are parsed here (a few bytes each); anything else is
+    opened lazily by Pillow, which reads the header and allocates nothing. WebP is parsed here
+    because Pillow's WebP opener allocates the whole canvas before its own size check.
+
+    Raises:
+        DecodeError: Pillow refuses the header as a decompression bomb.
+    """
+    jpeg = jpeg_header(data)
+    if jpeg is not None:
+        return jpeg[1], jpeg[0], max(3, jpeg[2])
+    if data.startswith(_PNG_MAGIC) and len(data) >= 26 and data[12:16] == b"IHDR":
+        bit_depth, color_type = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color_type, 4)
+        return _u32be(data, 16), _u32be(data, 20), max(3, channels * max(1, bit_depth // 8))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        webp = _webp_size(data)
+        if webp is not None:
+            return webp[0], webp[1], 4
+    if data[:4] in (b"GIF8",) and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little"), 4
+    if data[:2] == b"BM" and len(data) >= 30 and int.from_bytes(data[14:18], "little") >= 40:
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        return abs(width), abs(height), 4
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is checked below
+            img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        with img:
+            bands = len(img.getbands())
+            sample = 4 if img.mode in ("I", "F") else 2 if img.mode.startswith("I;16") else 1
+            return img.width, img.height, max(3, bands * sample)
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"image too large to decode safely: {e}") from None
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to name, below
+        return None
+
+
+def _u32be(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 4], "big")
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a WebP from its first chunk: VP8X canvas, VP8L or VP8 frame header."""
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
+
+
+def check_size(data: bytes) -> None:
+    """Refuse an image whose header claims more than MAX_IMAGE_PIXELS or MAX_DECODE_BYTES.
+
+    Runs before any decoder allocates, so a decompression bomb costs only its header's parsing.
+
+    Raises:
+        DecodeError: naming the claimed size and the limit.
+    """
+    header = image_header(data)
+    if header is None:
+        return
+    width, height, bytes_per_pixel = header
+    pixels = width * height
+    if pixels > MAX_IMAGE_PIXELS:
+        raise DecodeError(
+            f"image too large to decode safely: the header claims {width}x{height} = {pixels / 1e6:.0f} MP, "
+            f"over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"
+        )
+    if pixels * bytes_per_pixel > MAX_DECODE_BYTES:
+        raise DecodeError(
+            f"image too large to decode safely: {width}x{height} at {bytes_per_pixel} bytes per pixel needs "
+            f"{pixels * bytes_per_pixel / 2**20:.0f} MiB, over the {MAX_DECODE_BYTES // 2**20} MiB per-image limit"
+        )
+
+
 def _decode_pillow(data: bytes) -> np.ndarray:
     """Pillow's decoder, with each failure mapped to a one-line reason."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
     except UnidentifiedImageError:
-        raise DecodeError(f"not an image: no known image format in the first bytes {data[:8]!r}") from None
+        raise DecodeError(f"not an image: the content is none of {', '.join(PILLOW_FORMATS)}") from None
     except Image.DecompressionBombError as e:
         raise DecodeError(f"image too large to decode safely: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DecodeError(f"corrupt or truncated {_sniff(data)} data: {e or type(e).__name__}") from None
+        raise DecodeError(f"corrupt or truncated {_sniff(data)} data: {_reason(e)}") from None
     fmt = img.format or "image"
     try:
         with img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DecodeError(
+                    f"image too large to decode safely: {img.width}x{img.height} is over the "
+                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"
+                )
             img.load()
             return _pil_to_rgb8(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError as e:
         raise DecodeError(f"image too large to decode safely: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e) or type(e).__name__
+        msg = _reason(e)
         if "truncated" in msg or isinstance(e, EOFError):
             raise DecodeError(f"truncated {fmt} data ({msg})") from None
         raise DecodeError(f"corrupt {fmt} data: {msg}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """A decoder's message without any bytes it quotes from the file (a reason, never content)."""
+    msg = re.sub(r"""b(['"]).*?(?<!\\)\1""", "<bytes>", str(e) or type(e).__name__)
+    return msg[:200]
 
 
 def _sniff(data: bytes) -> str:

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import multiprocessing
 import os
 import posixpath
@@ -25,8 +26,10 @@ import numpy as np
 from longtail import storage
 from longtail.decode import DecodeError, PixelSettings, is_image_name, to_pixels
 from longtail.errors import DataError
-from longtail.splits import SplitWriter
+from longtail.splits import SplitWriter, remove_stale_temps
 from longtail.storage import ObjectNotFound, S3Settings
+
+log = logging.getLogger(__name__)
 
 INGEST_FILE = "ingest.json"
 # Rows gathered before each HDF5 write: 16 chunks of 64, so every write fills whole chunks.
@@ -55,6 +58,7 @@ class Listing:
     ignored: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
     loose_images: int = 0  # images directly in a labelled folder's root (no class folder)
+    duplicates: int = 0  # manifest rows repeating an earlier row (same path, same label)
 
 
 def _hidden(relative: str) -> bool:
@@ -80,6 +84,9 @@ def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None 
     for f in storage.list_files(source, s3):
         if _hidden(f.relative) or not is_image_name(f.relative):
             listing.ignored += 1
+            continue
+        if f.refused:
+            listing.rejected.append({"path": f.relative, "reason": f.refused})
             continue
         parts = f.relative.split("/")
         if unlabelled:
@@ -108,21 +115,38 @@ def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> L
     if not unlabelled and "label" not in columns:
         raise DataError(f"manifest {source} has no 'label' column; add path,label or pass --unlabelled")
     base = source.rsplit("/", 1)[0] if storage.is_s3(source) else str(Path(source).parent)
-    present = {f.relative: f for f in storage.list_files(base, s3)}
+    # S3: one listing of the prefix. Local: only the files the rows name are looked at, so a
+    # manifest beside unrelated trees (or a symlink loop) costs nothing.
+    present = {f.relative: f for f in storage.list_files(base, s3)} if storage.is_s3(source) else None
     listing = Listing(files=[])
+    first_row: dict[str, tuple[int, str | None]] = {}  # normalised path -> (line, label) of its first row
     for line, row in enumerate(reader, start=2):
         relative = posixpath.normpath((row.get("path") or "").strip().replace("\\", "/"))
-        if relative in ("", ".") or relative.startswith("../") or relative.startswith("/"):
+        if relative in ("", ".") or relative == ".." or relative.startswith("../") or relative.startswith("/"):
             raise DataError(f"manifest {source} line {line}: path {row.get('path')!r} must be relative to the CSV's folder")
         label = None if unlabelled else (row.get("label") or "").strip()
         if label == "":
             raise DataError(f"manifest {source} line {line}: {relative} has no label")
+        if relative in first_row:
+            first_line, first_label = first_row[relative]
+            if first_label != label:
+                raise DataError(
+                    f"manifest {source} lines {first_line} and {line} give {relative} two labels "
+                    f"({first_label!r} and {label!r}); keep one row per file"
+                )
+            log.warning("manifest %s line %d repeats %s from line %d; counted once", source, line, relative, first_line)
+            listing.duplicates += 1
+            continue
+        first_row[relative] = (line, label)
         if _hidden(relative) or not is_image_name(relative):
             listing.ignored += 1
             continue
-        found = present.get(relative)
+        found = present.get(relative) if present is not None else storage.find_file(base, relative)
         if found is None:
             listing.rejected.append({"path": relative, "reason": "listed in the manifest but not found"})
+            continue
+        if found.refused:
+            listing.rejected.append({"path": relative, "reason": found.refused})
             continue
         listing.files.append(SourceFile(found.uri, relative, label, found.size))
     return listing
@@ -346,6 +370,8 @@ def ingest(
         return result
 
     started = time.perf_counter()
+    # Temporary files of an ingest killed outright (SIGKILL) are older than this one: remove them.
+    remove_stale_temps(out_dir, older_than=time.time())
     settings = PixelSettings(image_size=image_size, resize=resize, clahe=clahe, white_balance=white_balance)  # type: ignore[arg-type]
     if workers is not None and workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
@@ -448,6 +474,7 @@ def ingest(
         "splits": split_counts,
         "rejected": sorted(rejected, key=lambda r: r["path"]),
         "ignored": listing.ignored,
+        "duplicate_rows": listing.duplicates,
         "filtered": filtered,
         "source_fingerprint": fingerprint,
         "preprocessing": settings.as_dict(),

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from longtail.errors import DataError
+from longtail.storage import TEMP_SUFFIX
 
 SCHEMA_VERSION = 1
 # Rows per chunk: a training batch of 64-256 reads one or a few chunks, never a whole-file scan.
@@ -121,10 +122,26 @@ class SplitWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> SplitWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=TEMP_SUFFIX, dir=self.path.parent)
+        except OSError as e:
+            raise DataError(f"cannot write {self.path}: {e.strerror or e}; pass an output folder you can write") from None
         os.close(fd)
         self._tmp = Path(tmp)
+        try:
+            self._create()
+        except BaseException:
+            # __exit__ never runs when __enter__ fails: the temporary file goes here.
+            if self._file is not None:
+                self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def _create(self) -> None:
+        """Create the datasets and attributes in the temporary file."""
+        assert self._tmp is not None
         f = h5py.File(self._tmp, "w")
         self._file = f
         chunk = (max(1, min(CHUNK_ROWS, self.n)), self.height, self.width, 3)
@@ -139,7 +156,6 @@ class SplitWriter:
         f.attrs["preprocessing"] = json.dumps(self.preprocessing, sort_keys=True)
         f.attrs["source_fingerprint"] = self.source_fingerprint
         f.attrs["schema_version"] = SCHEMA_VERSION
-        return self
 
     def write(self, start: int, images: np.ndarray, ids: list[str], labels: np.ndarray | None = None) -> None:
         """Write rows [start, start + len(images))."""
@@ -182,6 +198,29 @@ class SplitWriter:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
+    """Delete `.NAME.<random>.tmp` files last modified before `older_than` (a time.time() value).
+
+    A writer killed outright (SIGKILL, power loss) cannot remove its temporary file; the next
+    ingest into the folder does, sparing any written after it started (a writer still at work).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < older_than:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
 
 
 def read_info(path: str | Path, *, with_labels: bool = True) -> SplitInfo:

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +27,8 @@ T = TypeVar("T")
 SINGLE_PUT_MAX = 64 * 1024 * 1024
 # Endpoint variables, first set wins. AWS_ENDPOINT_URL is the SDK-standard one; MinIO setups and
 # MLflow use the other two.
+# Atomic writes go through `.NAME.<random>.tmp` beside their target (splits, ingest.json, models).
+TEMP_SUFFIX = ".tmp"
 ENDPOINT_VARIABLES = ("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 
 
@@ -67,6 +70,7 @@ class StoredFile:
     uri: str  # full local path or s3://bucket/key
     relative: str  # path under the listed root, '/'-separated
     size: int
+    refused: str = ""  # why it must not be read, e.g. a symbolic link leading out of the root
 
 
 def is_s3(uri: str | os.PathLike[str]) -> bool:
@@ -195,23 +199,69 @@ def list_files(root: str, s3: S3Settings | None = None) -> list[StoredFile]:
     if not Path(root).is_dir():
         raise StorageError(f"folder not found: {root}")
     out: list[StoredFile] = []
-    _scan(str(root), "", out)
+    real_root = os.path.realpath(root)
+    _scan(str(root), "", out, real_root, (real_root,))
     return sorted(out, key=lambda f: f.relative)
 
 
-def _scan(folder: str, prefix: str, out: list[StoredFile]) -> None:
-    """Recursive os.scandir (strings, not pathlib: listing 100k files is then a fraction of a second)."""
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            relative = prefix + entry.name
-            if entry.is_dir():
-                _scan(entry.path, relative + "/", out)
-                continue
-            try:
-                size = entry.stat().st_size
-            except OSError:  # a dangling symlink: listed with size 0, rejected when read
-                size = 0
-            out.append(StoredFile(entry.path, relative, size))
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _scan(folder: str, prefix: str, out: list[StoredFile], root: str, ancestors: tuple[str, ...]) -> None:
+    """Recursive os.scandir (strings, not pathlib: listing 100k files is then a fraction of a second).
+
+    A symbolic link is followed only while it stays inside the root (real paths compared); one that
+    leads out is listed as refused, never read. A folder link back to one of its own ancestors is a
+    loop and stops the listing with the link's name.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as e:
+        raise StorageError(f"cannot list {folder}: {e.strerror or e}") from None
+    for entry in entries:
+        relative = prefix + entry.name
+        target = os.path.realpath(entry.path) if entry.is_symlink() else None
+        if target is not None and not _inside(target, root):
+            out.append(StoredFile(entry.path, relative, 0, "symbolic link to outside the source folder (not followed)"))
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            real = target or os.path.realpath(entry.path)
+            if real in ancestors:
+                raise StorageError(
+                    f"symbolic link loop in the source folder: {entry.path} points back to {real}; "
+                    "remove the link or replace it with a copy"
+                )
+            _scan(entry.path, relative + "/", out, root, (*ancestors, real))
+            continue
+        try:
+            size = entry.stat().st_size
+        except OSError:  # a dangling symlink: listed with size 0, rejected when read
+            size = 0
+        out.append(StoredFile(entry.path, relative, size))
+
+
+def find_file(root: str, relative: str) -> StoredFile | None:
+    """One named file under a local folder, or None if absent (or not a file): no listing.
+
+    A path whose real location (symbolic links resolved) lies outside the root is returned as
+    refused, never to be read.
+    """
+    path = os.path.join(root, *relative.split("/"))
+    real_root = os.path.realpath(root)
+    if not _inside(os.path.realpath(path), real_root):
+        return StoredFile(path, relative, 0, "symbolic link to outside the source folder (not followed)")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return StoredFile(path, relative, st.st_size)
 
 
 def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
@@ -336,7 +386,7 @@ def _local_atomic(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that replaces it on success and vanishes on failure."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     except OSError as e:
         raise StorageError(f"cannot write {target}: {e.strerror or e}") from None
     os.close(fd)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import cv2
 import numpy as np
 import pytest
+from bombs import BOMB_SIDE, BOMBS, png_bomb
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
@@ -16,6 +18,7 @@ from longtail.decode import (
     clahe,
     decode,
     gray_world,
+    image_header,
     is_image_name,
     jpeg_header,
     resize,
@@ -211,3 +214,34 @@ def test_pixel_settings_are_the_preprocessing_keys_and_are_checked():
         PixelSettings(resize="crop")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="image size"):
         PixelSettings(image_size=0)
+
+
+@pytest.mark.parametrize("ext", sorted(BOMBS))
+def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(ext):
+    data = BOMBS[ext]()
+    assert len(data) < 4096  # tiny on disk ...
+    assert image_header(data)[:2] == (BOMB_SIDE, BOMB_SIDE)  # ... claiming 144 MP, read from the header
+    with pytest.raises(DecodeError, match=f"too large to decode safely: the header claims {BOMB_SIDE}x{BOMB_SIDE}"):
+        decode(data)
+
+
+def test_a_valid_png_bomb_is_refused_before_opencv_inflates_it():
+    data = png_bomb(20_000)  # 400 MP of zeros in well under 1 MB
+    assert len(data) < 1_000_000
+    with pytest.raises(DecodeError, match="20000x20000 = 400 MP, over the 40 MP limit"):
+        decode(data)
+
+
+def test_the_per_image_memory_bound_counts_channels_and_bit_depth():
+    data = bytearray(encode(np.zeros((8, 8, 4), np.uint8), "PNG"))
+    data[16:26] = struct.pack(">IIBB", 6000, 6000, 16, 6)  # 36 MP (under the pixel limit) of 16-bit RGBA
+    with pytest.raises(DecodeError, match=r"6000x6000 at 8 bytes per pixel needs 275 MiB, over the 256 MiB"):
+        decode(bytes(data))
+
+
+def test_a_rejection_reason_never_quotes_the_file():
+    secret = b"root:x:0:0:root:/root:/bin/bash\n"
+    for data in (secret, b"\x89PNG\r\n\x1a\n" + secret * 4, b"GIF89a" + secret):
+        with pytest.raises(DecodeError) as info:
+            decode(data)
+        assert "root" not in str(info.value) and "\\x" not in str(info.value)

@@ -14,6 +14,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _image_size(text: str) -> int:
+    from longtail.config import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
+
+    value = int(text)
+    if not IMAGE_SIZE_MIN <= value <= IMAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"must be between {IMAGE_SIZE_MIN} and {IMAGE_SIZE_MAX}, got {value}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `longtail ingest SOURCE OUT [options]`."""
     parser = subparsers.add_parser(
@@ -26,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SOURCE")
     parser.add_argument("out", metavar="OUT", help="output folder or s3:// prefix")
-    parser.add_argument("--image-size", type=_positive_int, default=32, help="square side in pixels (default 32)")
+    parser.add_argument("--image-size", type=_image_size, default=32, help="square side in pixels, 8 to 1024 (default 32)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each class for val (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     parser.add_argument("--min-per-class", type=int, default=0, help="drop classes with fewer images")
