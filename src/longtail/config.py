@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,9 +15,34 @@ import yaml
 
 from longtail.errors import ConfigError
 
-
 # Bounds shared by the config and the `longtail ingest` options.
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
+# Upper bounds that catch a typo (an extra zero) before it costs days of compute or all memory.
+EPOCHS_MAX, BATCH_SIZE_MAX = 10_000, 65_536
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases: a config has no need for them, and an alias bomb
+    (a few hundred bytes naming each other) expands into gigabytes in any walk over the tree."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"YAML alias *{event.anchor} at line {event.start_mark.line + 1} is not allowed in a config; "
+                "write the value out in full"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse config YAML (aliases refused) with any failure as a one-line ConfigError naming `where`."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config") from None
 
 
 @dataclass
@@ -182,6 +208,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
+        _refuse_non_finite(value, where)
         return {k: _integral_floats_to_int(v) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -196,6 +223,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"config field {where} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config field {where} must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"config field {where} must be a number, got {value!r}")
     if tp is str:
@@ -215,6 +244,34 @@ def _integral_floats_to_int(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _integral_floats_to_int(v) for k, v in value.items()}
     return value
+
+
+def _refuse_non_finite(value: Any, where: str) -> None:
+    """Free-form values (model.args) hold no .inf or .nan either."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config field {where} must be a finite number, got {value!r}")
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_non_finite(v, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_non_finite(v, f"{where}.{k}")
+
+
+def _refuse_shared(value: Any, where: str, seen: set[int]) -> None:
+    """Refuse a mapping whose tree reaches one list or dict twice: what YAML aliases make (from a
+    loader other than load_yaml's), and what turns a walk over a few hundred bytes into gigabytes."""
+    if not isinstance(value, dict | list) or not value:  # a shared empty container costs nothing
+        return
+    if id(value) in seen:
+        raise ConfigError(f"config field {where} repeats a shared value (a YAML alias?); write each value out in full")
+    seen.add(id(value))
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_shared(v, f"{where}[{i}]", seen)
+    else:
+        for k, v in value.items():
+            _refuse_shared(v, f"{where}.{k}" if where else str(k), seen)
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
@@ -243,8 +300,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
     need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)
     need(0.0 < cfg.weights.beta < 1.0, "weights.beta", "> 0 and < 1", cfg.weights.beta)
-    need(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
-    need(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    need(1 <= t.epochs <= EPOCHS_MAX, "train.epochs", f"between 1 and {EPOCHS_MAX}", t.epochs)
+    need(1 <= t.batch_size <= BATCH_SIZE_MAX, "train.batch_size", f"between 1 and {BATCH_SIZE_MAX}", t.batch_size)
     need(t.gpus >= 0, "train.gpus", ">= 0 (0 means every visible GPU)", t.gpus)
     need(t.memory_budget_mb >= 0, "train.memory_budget_mb", ">= 0", t.memory_budget_mb)
     need(0.0 <= t.optimizer.momentum < 1.0, "train.optimizer.momentum", ">= 0 and < 1", t.optimizer.momentum)
@@ -274,6 +331,7 @@ def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:
     Raises:
         ConfigError: naming the first bad field and what it must be.
     """
+    _refuse_shared(raw or {}, "", set())
     cfg = _build(ExperimentConfig, raw or {})
     _check_ranges(cfg)
     return cfg
@@ -287,7 +345,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override {text!r} has an empty key")
-    return parts, yaml.safe_load(value) if value.strip() else ""
+    return parts, load_yaml(value, f"override {text!r}: the value") if value.strip() else ""
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -313,9 +371,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    raw = load_yaml(text, f"config file {path}") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])

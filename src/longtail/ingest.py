@@ -400,6 +400,11 @@ def ingest(
             raise DataError(
                 f"no class of {source} has --min-per-class {min_per_class} images (largest has {max(counts.values())})"
             )
+        if len(class_names) == 1:
+            raise DataError(
+                f"only one class ({class_names[0]!r}) of {source} is kept, and a classifier needs at least two "
+                "(one class trains to a meaningless macro-F1 of 1.0); add class folders or lower --min-per-class"
+            )
         index = {name: i for i, name in enumerate(class_names)}
         files = [f for f in listing.files if f.label in index]
         labels = [index[f.label] for f in files]  # type: ignore[index]

@@ -105,3 +105,89 @@ def test_numbers_that_crossed_kfp_as_doubles_come_back_as_integers():
     assert all(isinstance(f, int) for f in cfg.model.args["filters"])
     with pytest.raises(ConfigError, match="train.epochs must be an integer, got 2.5"):
         config_from_dict({"train": {"epochs": 2.5}})
+
+
+SECTIONS = {
+    "name": "name: *a",
+    "experiment": "experiment: *a",
+    "data": "data: {resize: *a}",
+    "preprocess": "preprocess: {scale: *a}",
+    "weights": "weights: {scheme: *a}",
+    "model": "model: {name: resnet_cifar, args: {widths: *a}}",
+    "train": "train: {lr: {values: *a}}",
+    "evaluate": "evaluate: {tta: *a}",
+}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_an_alias_in_any_section_is_refused_before_anything_expands(tmp_path, section):
+    path = tmp_path / "alias.yaml"
+    path.write_text("anchors: &a [1]\n" + SECTIONS[section] + "\n")
+    with pytest.raises(ConfigError, match=r"YAML alias \*a at line 2 is not allowed in a config; write the value out"):
+        load_config(path)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    # The classic bomb: each line names the previous one nine times (9^9 leaves from ~540 bytes).
+    lines = ["l0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model:\n  name: resnet_cifar\n  args:\n" + "".join(f"    {line}\n" for line in lines))
+    assert path.stat().st_size < 600
+    with pytest.raises(ConfigError, match=r"YAML alias \*a0 at line 5 is not allowed"):
+        load_config(path)
+    path.write_text("train: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"YAML alias \*a at line 1 is not allowed"):
+        load_config(path, ["model.args.x=*a"])
+
+
+def test_shared_values_from_a_mapping_are_refused_too():
+    leaf = [1.0] * 9
+    for _ in range(8):
+        leaf = [leaf] * 9  # what yaml.safe_load makes of the bomb: 9^9 leaves through shared lists
+    with pytest.raises(ConfigError, match=r"config field model.args.widths\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]\[1\] repeats a shared"):
+        config_from_dict({"model": {"args": {"widths": leaf}}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr.initial=.inf", "config field train.lr.initial must be a finite number, got inf"),
+        ("train.optimizer.weight_decay=.inf", "config field train.optimizer.weight_decay must be a finite number"),
+        ("weights.beta=.nan", "config field weights.beta must be a finite number, got nan"),
+        ("train.lr.values=[0.1, .inf]", r"config field train.lr.values\[1\] must be a finite number"),
+        ("model.args.dropout=-.inf", "config field model.args.dropout must be a finite number, got -inf"),
+        ("train.epochs=1000000", "config field train.epochs must be between 1 and 10000, got 1000000"),
+        ("train.batch_size=10000000", "config field train.batch_size must be between 1 and 65536"),
+        ("data.image_size=100000", "config field data.image_size must be between 8 and 1024, got 100000"),
+        ("train.epochs=[1, 2", r"override 'train.epochs=\[1, 2': the value is not valid YAML: "),
+    ],
+)
+def test_values_that_validate_but_make_no_sense_are_refused(tmp_path, override, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(path, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_a_non_utf8_config_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file .*latin1.yaml is not UTF-8 text \(byte 9\); save it as UTF-8"):
+        load_config(path)
+
+
+def test_cli_errors_for_bad_configs_are_one_line_exit_2(tmp_path, capsys):
+    from longtail.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(b"train: {epochs: \xff}\n")
+    split = ["--train", str(tmp_path / "train.h5"), "--val", str(tmp_path / "val.h5"), "--out", str(tmp_path / "m")]
+    assert main(["train", str(path), *split]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("longtail train: error: config file") and "not UTF-8" in err and len(err.splitlines()) == 1
+    path.write_text("train: {epochs: 2}\n")
+    assert main(["train", str(path), *split, "--set", "train.epochs=[1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the value is not valid YAML" in err and len(err.splitlines()) == 1

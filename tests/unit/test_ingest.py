@@ -158,7 +158,9 @@ def test_errors_are_clear(digits, tmp_path):
     (tmp_path / "bad" / "cls").mkdir(parents=True)
     (tmp_path / "bad" / "cls" / "a.png").write_bytes(b"")
     (tmp_path / "bad" / "cls" / "b.jpg").write_bytes(b"not really")
-    with pytest.raises(DataError, match=r"no image in .* could be decoded \(2 rejected, e.g. cls/a.png: empty file"):
+    (tmp_path / "bad" / "cls2").mkdir()
+    (tmp_path / "bad" / "cls2" / "c.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no image in .* could be decoded \(3 rejected, e.g. cls2/c.png: empty file"):
         ingest(str(tmp_path / "bad"), tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -196,3 +196,14 @@ def test_a_new_ingest_removes_stale_temporary_files(tmp_path):
     ingest(str(source), out, workers=1)
     assert sorted(p.name for p in out.iterdir()) == ["ingest.json", "notes.tmp", "train.h5", "val.h5"]
     assert read_info(out / "train.h5").n > 0
+
+
+def test_a_single_class_dataset_is_an_error_with_the_reason(tmp_path, capsys):
+    source = make_classes(tmp_path / "src", classes="a")
+    assert main(["ingest", str(source), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "only one class ('a')" in err and "a classifier needs at least two" in err
+    make_classes(source, per_class=2, classes="b")  # two classes, but --min-per-class keeps one
+    with pytest.raises(DataError, match="only one class"):
+        ingest(str(source), tmp_path / "out", min_per_class=3)
