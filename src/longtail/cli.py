@@ -51,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     except LongtailError as e:
         print(f"longtail {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The last net under "bad input is one line": a path that cannot be used (a file where a
+        # folder belongs, /proc, no permission, a full disk) in code that does not check it itself.
+        if args.verbose:
+            raise
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"longtail {args.command}: error: cannot use{where}: {e.strerror or e}; check the path "
+              "(a folder where a file belongs, or the reverse?) and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"longtail {args.command}: interrupted", file=sys.stderr)
         return 130

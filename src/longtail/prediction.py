@@ -17,6 +17,7 @@ from longtail.errors import DataError
 from longtail.model_run import log_to_model_run
 from longtail.preprocessing import Preprocessing, load_model
 from longtail.splits import SplitInfo, read_info
+from longtail.storage import check_output_file
 from longtail.submission import submission_id, write_submission
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def predict(
         The CSV path (rows sorted by id, written atomically), its row count and the predicted
         class distribution; the CSV is logged to the model's MLflow run under `submission/`.
     """
+    check_output_file(submission_csv, "submission CSV")  # before minutes of prediction, not after
     preprocessing, info = open_split_for_model(model_dir, test_h5)
     with h5py.File(test_h5, "r") as f:
         raw_ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]

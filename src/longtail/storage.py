@@ -381,14 +381,57 @@ def write_file(local_path: str | os.PathLike[str], uri: str, s3: S3Settings | No
     return uri
 
 
+def check_output_file(target: str | os.PathLike[str], what: str = "output file") -> Path:
+    """Make sure a local path can become a file, before any work is spent on its content.
+
+    Creates the parent folder if needed.
+
+    Raises:
+        StorageError: the path is a folder, or its folder cannot be made or written (a file in the
+            way, /proc, no permission), naming the path and the fix.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise StorageError(f"{what} {target} is a folder; name a file inside it instead")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"cannot write {what} {target}: {e.strerror or e} ({e.filename}); pass a path in a folder you can write"
+        ) from None
+    if not os.access(target.parent, os.W_OK):
+        raise StorageError(f"cannot write {what} {target}: its folder is not writable; pass a path you can write")
+    return target
+
+
+def check_output_folder(folder: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Make sure a local folder exists (created if needed) and can be written, before any work.
+
+    Raises:
+        StorageError: a file is in the way, or the folder cannot be made or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"{what} {folder} is a file; name a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"cannot create {what} {folder}: {e.strerror or e} ({e.filename}); pass a folder you can write"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"cannot write {what} {folder}: permission denied; pass a folder you can write")
+    return folder
+
+
 @contextmanager
 def _local_atomic(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that replaces it on success and vanishes on failure."""
+    check_output_file(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     except OSError as e:
-        raise StorageError(f"cannot write {target}: {e.strerror or e}") from None
+        raise StorageError(f"cannot write {target}: {e.strerror or e}; pass a path in a folder you can write") from None
     os.close(fd)
     tmp = Path(name)
     try:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from longtail.errors import DataError
+from longtail.storage import TEMP_SUFFIX, check_output_file
 
 # Extensions stripped from ids; anything else after a dot stays part of the id ("img.v2" keeps its dot).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -72,8 +73,11 @@ def write_submission(
         )
     key = id_sort_key(ids)
     rows = sorted(zip(ids, labels, strict=True), key=lambda r: key(r[0]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_file(path, "submission CSV")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise DataError(f"cannot write submission CSV {path}: {e.strerror or e}; pass a path you can write") from None
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; a submission is read by other steps and users
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
@@ -101,6 +105,23 @@ def read_submission(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} CSV not found: {path}")
+    try:
+        return _read_rows(path, id_column, label_column, what)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            found = "it is UTF-16 text"
+        else:
+            try:
+                raw.decode("utf-8")
+                found = "undecodable"
+            except UnicodeDecodeError as e:  # the offset in the whole file, not in a read buffer
+                found = f"byte {e.start} is not UTF-8"
+        raise DataError(f"{what} CSV {path} is not UTF-8 text ({found}); save it as UTF-8 (CSV UTF-8)") from None
+
+
+def _read_rows(path: Path, id_column: str, label_column: str, what: str) -> dict[str, str]:
+    """read_submission's parsing, once the file is known to exist."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,25 @@ def test_cli_predict_writes_the_csv(world, tmp_path, capsys):
     assert code == 0
     assert f"wrote {len(data.test_ids)} rows to {out} (flip TTA)" in capsys.readouterr().out
     assert read_csv(out)[0] == ["ImageId", "label"]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (lambda tmp: tmp, "is a folder; name a file inside it instead"),
+        (lambda tmp: Path("/proc/longtail/sub.csv"), "cannot write submission CSV /proc/longtail/sub.csv"),
+        (lambda tmp: tmp / "file" / "sub.csv", "cannot write submission CSV"),
+    ],
+)
+def test_a_submission_path_that_cannot_be_a_file_is_one_line_before_predicting(world, tmp_path, capsys, monkeypatch,
+                                                                               target, message):
+    from longtail import prediction
+    from longtail.cli import main
+
+    data, models = world
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setattr(prediction, "load_model", lambda *a: pytest.fail("the model was loaded before the check"))
+    assert main(["predict", str(models["scale"]), str(data.test_h5), str(target(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("longtail predict: error: ") and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -177,3 +177,16 @@ def test_cli_score_names_the_problem_in_one_line(tmp_path, labels_csv, capsys):
     assert main(["score", str(sub), str(labels_csv)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("longtail score: error: submission") and "'4'" in err and "\n" not in err
+
+
+def test_a_utf16_submission_is_a_one_line_error(tmp_path, labels_csv, capsys):
+    from longtail.cli import main
+
+    sub = tmp_path / "sub.csv"
+    sub.write_text("id,label\n1,cat\n2,dog\n3,eel\n4,fox\n5,cat\n", encoding="utf-16")  # Excel's "Unicode text"
+    assert main(["score", str(sub), str(labels_csv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"longtail score: error: submission CSV {sub} is not UTF-8 text (it is UTF-16 text); save it as UTF-8 (CSV UTF-8)"
+    sub.write_bytes("id,label\n1,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 14 is not UTF-8\)"):
+        score(sub, labels_csv)

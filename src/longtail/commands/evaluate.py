@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gate result."""
+    from longtail.storage import check_output_folder, is_s3
+
+    if not is_s3(args.out_dir):
+        check_output_folder(args.out_dir, "report folder")
     from longtail.evaluation import evaluate
 
     r = evaluate(

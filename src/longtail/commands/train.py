@@ -30,10 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model went."""
     from longtail.config import load_config
+    from longtail.storage import check_output_folder, is_s3
     from longtail.tracking import resolve_tracking_uri
     from longtail.training import train
 
     config = load_config(args.config, args.overrides)
+    if not is_s3(args.out):
+        check_output_folder(args.out, "model directory")
     tracking_uri = None if args.no_tracking else resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     result = train(
         config, args.train_h5, args.val_h5, args.out,
