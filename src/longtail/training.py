@@ -259,17 +259,63 @@ def config_fingerprint(config: ExperimentConfig, train: SplitInfo, val: SplitInf
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _read_resume(checkpoint_dir: Path, fingerprint: str) -> dict[str, Any]:
+def _read_resume(checkpoint_dir: Path, fingerprint: str, config: ExperimentConfig | None = None,
+                 fresh: bool = False) -> dict[str, Any]:
+    """The resume state to continue from, or {} to start afresh.
+
+    State without a finished epoch (a run that failed while starting) resumes nothing, so it is
+    discarded whatever config wrote it. State with epochs from another config or data is kept, and
+    the error says how to go on: the original config resumes it, `fresh` discards it.
+    """
     path = checkpoint_dir / RESUME_FILE
     if not path.is_file():
         return {}
-    state = json.loads(path.read_text())
-    if state.get("fingerprint") != fingerprint:
-        raise ConfigError(
-            f"checkpoint directory {checkpoint_dir} holds a training of another config or data; "
-            "delete it to start afresh, or pass another --checkpoint-dir"
-        )
-    return state
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        state = {}
+    if state.get("fingerprint") == fingerprint and not fresh:
+        return state
+    epochs = _epochs_done(checkpoint_dir)
+    if fresh or epochs == 0:
+        log.info("discarding the resume state in %s (%s)", checkpoint_dir,
+                 "--fresh" if fresh else "no finished epoch to resume")
+        _remove_checkpoints(checkpoint_dir)
+        return {}
+    changed = _changed_fields(state.get("config") or {}, config)
+    what = f"config ({changed})" if changed else "config or data"
+    raise ConfigError(
+        f"checkpoint directory {checkpoint_dir} holds {epochs} finished epochs of a training with another {what}; "
+        "to resume it, run again with that config and those splits; to start afresh, pass --fresh "
+        "(or another --checkpoint-dir)"
+    )
+
+
+def _epochs_done(checkpoint_dir: Path) -> int:
+    """Finished epochs saved in a checkpoint directory (0 when Keras saved no state to restore)."""
+    backup = checkpoint_dir / BACKUP_SUBDIR
+    if not backup.is_dir() or not any(backup.iterdir()):
+        return 0
+    try:
+        history = json.loads((checkpoint_dir / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return 1
+    return max([len(v) for v in history.values()] or [1])
+
+
+def _flat_config(config: ExperimentConfig) -> dict[str, str]:
+    """Every config field as 'section.field' -> str(value): what resume.json keeps to name a change."""
+    return {k: str(v) for k, v in flatten(config_to_dict(config)).items()}
+
+
+def _changed_fields(saved: dict[str, Any], config: ExperimentConfig | None, limit: int = 3) -> str:
+    """'train.epochs 3 -> 5, ...': the flat config fields that differ from the saved ones."""
+    if config is None or not saved:
+        return ""
+    now = _flat_config(config)
+    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    shown = ", ".join(f"{k} {saved.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def train(
@@ -285,6 +331,7 @@ def train(
     progress: bool = True,
     devices: Sequence[str] | None = None,
     extra_callbacks: Sequence[Any] = (),
+    fresh: bool = False,
 ) -> TrainResult:
     """Train `config` on the train split, validating macro-F1 on the val split every epoch.
 
@@ -299,6 +346,7 @@ def train(
         progress: Keras progress output (a bar on a terminal, one line per epoch otherwise).
         devices: explicit devices for MirroredStrategy (tests); default: train.gpus GPUs.
         extra_callbacks: more Keras callbacks, run after checkpointing (e.g. fault injection in tests).
+        fresh: discard resume state of another config or data instead of refusing it.
 
     Returns:
         TrainResult; out_dir holds model.keras, preprocessing.json, config.yaml, history.json,
@@ -324,7 +372,7 @@ def train(
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
     fingerprint = config_fingerprint(config, train_info, val_info)
-    resume = _read_resume(checkpoint_dir, fingerprint)
+    resume = _read_resume(checkpoint_dir, fingerprint, config, fresh)
 
     run = None
     if tracking_uri:
@@ -336,7 +384,8 @@ def train(
             _log_run_facts(run, config, train_info, val_info, class_weights)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     (checkpoint_dir / RESUME_FILE).write_text(json.dumps(
-        {"fingerprint": fingerprint, "run_id": run.run_id if run else None}))
+        {"fingerprint": fingerprint, "run_id": run.run_id if run else None,
+         "config": _flat_config(config)}))
 
     try:
         result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
@@ -344,6 +393,8 @@ def train(
     except BaseException:
         if run is not None:
             run.finish("FAILED")
+        if _epochs_done(checkpoint_dir) == 0:  # nothing to resume: a corrected re-run starts clean
+            _remove_checkpoints(checkpoint_dir)
         raise
     result.seconds = time.perf_counter() - started
     _remove_checkpoints(checkpoint_dir)

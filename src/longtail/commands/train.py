@@ -23,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--checkpoint-dir", help="resume state (default OUT/checkpoints); removed on success")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard resume state left by a training of another config or data, and start afresh")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=run)
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=tracking_uri,
         checkpoint_dir=args.checkpoint_dir,
         progress=True,
+        fresh=args.fresh,
     )
     print(
         f"trained {config.name}: {result.epochs_run} epochs, val macro-F1 final {result.final_val_macro_f1:.4f} "
