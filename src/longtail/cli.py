@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from longtail import __version__
 from longtail.errors import LongtailError
+from longtail.tracking import bound_client_retries, redact_credentials
 
 # Each module in longtail.commands has add_parser(subparsers) and run(args) -> int.
 # Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
@@ -46,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Every MLflow call of this command gets one bounded timeout and retry budget (unless set).
+    bound_client_retries(os.environ)
     try:
         return int(args.func(args) or 0)
     except LongtailError as e:
-        print(f"longtail {args.command}: error: {e}", file=sys.stderr)
+        print(f"longtail {args.command}: error: {redact_credentials(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
         # The last net under "bad input is one line": a path that cannot be used (a file where a

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from longtail.errors import LongtailError
-from longtail.tracking import ensure_experiment
+from longtail.tracking import ensure_experiment, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,28 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    url = tracking_uri.rstrip("/") + "/health"
+    shown = redact_credentials(tracking_uri)
+    # user:password@ is the MLflow client's business (basic auth); /health needs none, and urllib
+    # would take the password for part of the host name.
+    scheme, netloc, path, _, _ = urllib.parse.urlsplit(tracking_uri)
+    url = urllib.parse.urlunsplit((scheme, netloc.rpartition("@")[2], path.rstrip("/") + "/health", "", ""))
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
-            return
-    except urllib.error.HTTPError:
-        return  # something answered (a proxy, an auth wall): the MLflow client will say more
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status, body = response.status, response.read(64)
+    except urllib.error.HTTPError as e:
+        status, body = e.code, b""
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = redact_credentials(str(getattr(e, "reason", e)))
         raise LongtailError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({reason}); start it, fix "
+            f"MLflow tracking server {shown} is unreachable ({reason}); start it, fix "
             "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store under .longtail/"
-        ) from e
+        ) from None
+    if status != 200 or body.strip() != b"OK":
+        detail = " without MLflow's OK" if status == 200 else ""
+        raise LongtailError(
+            f"MLflow tracking server {shown} is not healthy: GET /health answered HTTP {status}{detail}; "
+            "check the server's log, or fix MLFLOW_TRACKING_URI if another service answers there"
+        )
 
 
 class TrainingRun:
@@ -160,7 +171,9 @@ def start_training_run(
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         return TrainingRun(tracking_uri, experiment, run.info.run_id), False
     except MlflowException as e:
-        raise LongtailError(f"MLflow at {tracking_uri} refused to start a run: {e.message}") from e
+        raise LongtailError(
+            f"MLflow at {redact_credentials(tracking_uri)} refused to start a run: {redact_credentials(e.message)}"
+        ) from None
 
 
 def epoch_logger(run: TrainingRun) -> Any:

@@ -13,12 +13,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from longtail.errors import DataError
+from longtail.errors import DataError, LongtailError
+from longtail.experiment_run import check_tracking_reachable
 from longtail.model_run import log_to_model_run
 from longtail.preprocessing import Preprocessing, load_model
 from longtail.splits import SplitInfo, read_info
 from longtail.storage import check_output_file
 from longtail.submission import submission_id, write_submission
+from longtail.tracking import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,9 @@ def predict(
         class distribution; the CSV is logged to the model's MLflow run under `submission/`.
     """
     check_output_file(submission_csv, "submission CSV")  # before minutes of prediction, not after
+    run_info = RunInfo.load(model_dir)
+    if run_info is not None:  # a dead tracking server stops predict before it writes anything
+        check_tracking_reachable(tracking_uri or run_info.tracking_uri)
     preprocessing, info = open_split_for_model(model_dir, test_h5)
     with h5py.File(test_h5, "r") as f:
         raw_ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
@@ -152,11 +157,14 @@ def predict(
     with tempfile.TemporaryDirectory() as tmp:
         # A KFP output path has no extension; in MLflow the file is always submission/<name>.csv.
         logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / "submission.csv"))
-        run_id = log_to_model_run(
-            model_dir,
-            metrics={"predict_n_rows": float(len(ids))},
-            tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
-            artifacts=[(logged, "submission")],
-            tracking_uri=tracking_uri,
-        )
+        try:
+            run_id = log_to_model_run(
+                model_dir,
+                metrics={"predict_n_rows": float(len(ids))},
+                tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
+                artifacts=[(logged, "submission")],
+                tracking_uri=tracking_uri,
+            )
+        except LongtailError as e:
+            raise LongtailError(f"wrote {len(ids)} rows to {path}, but did not log them to MLflow: {e}") from None
     return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id)

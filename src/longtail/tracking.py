@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from longtail.preprocessing import RUN_FILE
 
 DEFAULT_HOME = Path(".longtail")
+# One bounded budget for every MLflow HTTP call: 3 tries of at most 20 s each, 1-2 s apart (about
+# a minute at worst), instead of MLflow's default of 8 tries of up to 120 s with 2-128 s backoff.
+CLIENT_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+_USERINFO = re.compile(r"(?<=://)([^/@:\s]+):([^/@\s]+)@")
+
+
+def bound_client_retries(environ: MutableMapping[str, str]) -> None:
+    """Set CLIENT_LIMITS in `environ` where not set already (call once, at the CLI or component edge)."""
+    for name, value in CLIENT_LIMITS.items():
+        environ.setdefault(name, value)
+
+
+def redact_credentials(text: str) -> str:
+    """'http://user:pass@host' -> 'http://user:***@host', wherever a URI appears in `text`."""
+    return _USERINFO.sub(r"\1:***@", text)
 
 
 def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
