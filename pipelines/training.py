@@ -22,13 +22,18 @@ CONFIG_MAP = "longtail-config"
 CONFIG_MAP_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL": "S3_ENDPOINT_URL"}
 S3_SECRET = "longtail-s3"
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+# MLflow's basic-auth user, which the MLflow client reads from these variables; every step logs.
+MLFLOW_SECRET = "longtail-mlflow"
+MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 
 def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: bool = False,
          retries: int = 0) -> dsl.PipelineTask:
-    """Image, resource requests, the shared ConfigMap, optionally the S3 Secret and I/O retries."""
+    """Image, resource requests, the shared ConfigMap and MLflow Secret, optionally the S3 Secret and I/O retries."""
     task.set_container_image(image).set_cpu_request(cpu).set_memory_request(memory)
     kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP, config_map_key_to_env=CONFIG_MAP_ENV)
+    kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env=MLFLOW_SECRET_ENV)
     if s3_keys:
         kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_ENV)
     if retries:

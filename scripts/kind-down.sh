@@ -21,5 +21,6 @@ else
 fi
 
 if [ "${PURGE_CREDENTIALS:-0}" = "1" ]; then
-  rm -f manifests/base/minio.env manifests/base/s3.env && log "removed generated credentials"
+  rm -f manifests/base/minio.env manifests/base/s3.env manifests/base/mlflow.env manifests/base/mlflow-server.env \
+    && log "removed generated credentials"
 fi

@@ -14,6 +14,7 @@ need curl "install curl"
 [ -x .venv/bin/python ] || die ".venv missing; run \`make install\` first"
 cluster_exists || die "no kind cluster ${KIND_CLUSTER}; run scripts/kind-up.sh first"
 [ -s manifests/base/s3.env ] || die "manifests/base/s3.env missing; run scripts/kind-up.sh first"
+[ -s manifests/base/mlflow.env ] || die "manifests/base/mlflow.env missing; run scripts/kind-up.sh first"
 for url in "http://localhost:${KFP_PORT}/apis/v2beta1/healthz" "http://localhost:${MLFLOW_PORT}/health" \
            "http://localhost:${MINIO_PORT}/minio/health/ready"; do
   curl -fsS -o /dev/null "${url}" || die "${url} does not answer; re-run scripts/kind-up.sh (port-forwards)"
@@ -21,11 +22,13 @@ done
 
 work="$(mktemp -d)"
 trap 'rm -rf "${work}"' EXIT
-# The S3 keys go to the Python process's environment only; they are never echoed.
+# The S3 keys and the MLflow user go to the Python process's environment only; never echoed.
 (
   set -a
   # shellcheck disable=SC1091
   source manifests/base/s3.env
+  # shellcheck disable=SC1091
+  source manifests/base/mlflow.env
   set +a
   .venv/bin/python scripts/kind_e2e.py \
     --kfp "http://localhost:${KFP_PORT}" --mlflow "http://localhost:${MLFLOW_PORT}" \

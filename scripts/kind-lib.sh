@@ -16,7 +16,6 @@ STATE_DIR="${STATE_DIR:-.longtail/kind}"
 KFP_PORT="${KFP_PORT:-8080}"
 MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 MINIO_PORT="${MINIO_PORT:-9000}"
-MINIO_CONSOLE_PORT="${MINIO_CONSOLE_PORT:-9001}"
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*"; }
 die() { printf '[%s] ERROR: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }

@@ -27,6 +27,15 @@ write_env() {  # write_env FILE USER_KEY SECRET_KEY
 }
 write_env manifests/base/minio.env MINIO_ROOT_USER MINIO_ROOT_PASSWORD
 write_env manifests/base/s3.env AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+write_env manifests/base/mlflow.env MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD
+if [ ! -s manifests/base/mlflow-server.env ]; then
+  (
+    umask 077
+    printf 'MLFLOW_FLASK_SERVER_SECRET_KEY=%s\n' "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')" \
+      > manifests/base/mlflow-server.env
+  )
+  log "wrote a random key to manifests/base/mlflow-server.env"
+fi
 
 # 2. Cluster (kind quick start: `kind create cluster --config`).
 if cluster_exists; then
@@ -73,7 +82,6 @@ forward() {  # forward NAME NAMESPACE TARGET LOCAL:REMOTE
 forward kfp kubeflow svc/ml-pipeline-ui "${KFP_PORT}:80"
 forward mlflow longtail svc/mlflow "${MLFLOW_PORT}:5000"
 forward minio longtail svc/minio "${MINIO_PORT}:9000"
-forward minio-console longtail svc/minio "${MINIO_CONSOLE_PORT}:9001"
 
 for url in "http://localhost:${KFP_PORT}/apis/v2beta1/healthz" "http://localhost:${MLFLOW_PORT}/health" \
            "http://localhost:${MINIO_PORT}/minio/health/ready"; do
@@ -89,8 +97,7 @@ cat <<MSG
 
 longtail is up on kind cluster ${KIND_CLUSTER} (context ${KUBE_CONTEXT}):
   Kubeflow Pipelines UI/API  http://localhost:${KFP_PORT}
-  MLflow                     http://localhost:${MLFLOW_PORT}
+  MLflow                     http://localhost:${MLFLOW_PORT}   (user: manifests/base/mlflow.env; export both lines)
   MinIO S3 API               http://localhost:${MINIO_PORT}   (keys: manifests/base/s3.env)
-  MinIO console              http://localhost:${MINIO_CONSOLE_PORT}   (root: manifests/base/minio.env)
 Next: scripts/kind-e2e.sh   Tear down: scripts/kind-down.sh
 MSG

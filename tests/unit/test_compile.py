@@ -108,10 +108,14 @@ def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
     spec, _ = documents(compiled["training"])
     for name in executors(spec):
         assert execs[name]["configMapAsEnv"][0]["configMapName"] == "longtail-config", name
-    with_secret = {n for n, e in execs.items() if e.get("secretAsEnv")}
+    with_secret = {n for n, e in execs.items() if any(s["secretName"] == "longtail-s3" for s in e.get("secretAsEnv", []))}
     assert with_secret == {"exec-ingest", "exec-ingest-2"}
-    keys = {k["envVar"] for k in execs["exec-ingest"]["secretAsEnv"][0]["keyToEnv"]}
+    keys = {k["envVar"] for s in execs["exec-ingest"]["secretAsEnv"] if s["secretName"] == "longtail-s3"
+            for k in s["keyToEnv"]}
     assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for name in executors(spec):  # MLflow's basic-auth user on every step: each one logs
+        mlflow = [s for s in execs[name]["secretAsEnv"] if s["secretName"] == "longtail-mlflow"]
+        assert {k["envVar"] for k in mlflow[0]["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
 
 
 def test_images_come_from_the_compile_flags(compiled):

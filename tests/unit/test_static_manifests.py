@@ -198,3 +198,94 @@ def test_kind_cluster_pins_its_node_image_by_digest():
         minor = re.search(r":v(\d+\.\d+)", image).group(1)
         assert KUBERNETES_VERSION.startswith(minor + "."), (
             f"kind runs Kubernetes {minor} but manifests are validated against {KUBERNETES_VERSION}")
+
+
+def policies(objects, namespace="longtail"):
+    return {o["metadata"]["name"]: o["spec"] for o in objects
+            if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == namespace}
+
+
+def selects(policy_spec, pod_labels) -> bool:
+    wanted = policy_spec["podSelector"].get("matchLabels", {})
+    return all(pod_labels.get(k) == v for k, v in wanted.items())
+
+
+def test_longtail_denies_all_traffic_but_the_flows_it_needs(kind):
+    nps = policies(kind)
+    assert nps["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    steps = {"namespaceSelector": {"matchLabels": {"longtail.kubeflow.org/steps": "true"}}}
+    pod = {name: {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+           for name in ("minio", "mlflow", "minio-buckets")}
+    tcp = [{"protocol": "TCP", "port": 9000}]
+    # Who may reach MinIO and MLflow, and where MLflow and the bucket Job may go: nothing else.
+    assert nps["minio"]["ingress"] == [{"from": [steps, pod["mlflow"], pod["minio-buckets"]], "ports": tcp}]
+    assert nps["minio"]["egress"] == []
+    assert nps["mlflow"]["ingress"] == [{"from": [steps], "ports": [{"protocol": "TCP", "port": 5000}]}]
+    assert nps["mlflow"]["egress"] == [{"to": [pod["minio"]], "ports": tcp}]
+    assert nps["minio-buckets"]["egress"] == [{"to": [pod["minio"]], "ports": tcp}]
+    assert nps["minio-buckets"]["ingress"] == []
+    dns = nps["dns-egress"]["egress"][0]
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    # Every workload in longtail is selected by a policy of its own, beyond the default deny.
+    for obj, _ in pod_specs(kind):
+        if obj["metadata"]["namespace"] == "longtail":
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            own = [n for n, spec in nps.items() if spec["podSelector"] and selects(spec, labels)]
+            assert own, f"{obj['kind']} {obj['metadata']['name']} has no NetworkPolicy of its own"
+    # The policies' ports are the Services' ports.
+    assert [p["port"] for p in find(kind, "Service", "minio", "longtail")["spec"]["ports"]] == [9000]
+    assert [p["port"] for p in find(kind, "Service", "mlflow", "longtail")["spec"]["ports"]] == [5000]
+
+
+def test_the_step_namespace_is_labelled_for_the_policies_and_pod_security(kind):
+    labels = find(kind, "Namespace", "kubeflow")["metadata"]["labels"]
+    assert labels["longtail.kubeflow.org/steps"] == "true"
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    namespace = find(kind, "ConfigMap", "kfp-launcher")["metadata"]["namespace"]
+    assert namespace == "kubeflow"
+
+
+def test_minio_console_is_not_exposed(kind):
+    minio = find(kind, "StatefulSet", "minio", "longtail")["spec"]["template"]["spec"]["containers"][0]
+    assert "--console-address" not in minio["args"]
+    assert [p["containerPort"] for p in minio["ports"]] == [9000]
+    assert {"name": "MINIO_BROWSER", "value": "off"} in minio["env"]
+
+
+def test_mlflow_requires_basic_auth_with_credentials_from_secrets(kind):
+    mlflow = find(kind, "Deployment", "mlflow", "longtail")["spec"]["template"]["spec"]["containers"][0]
+    command = mlflow["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    env = {e["name"]: e for e in mlflow["env"]}
+    for name, secret in (("MLFLOW_AUTH_ADMIN_USERNAME", "longtail-mlflow"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "longtail-mlflow"),
+                         ("MLFLOW_FLASK_SERVER_SECRET_KEY", "mlflow-server")):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret and ref["key"] in find(kind, "Secret", secret, "longtail")["data"]
+    ini = find(kind, "ConfigMap", "mlflow-auth", "longtail")["data"]["basic_auth.ini"]
+    assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini and "admin_password" not in ini
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    # The steps log in with the same user, from the Secret beside kfp-launcher.
+    steps = find(kind, "Secret", "longtail-mlflow", "kubeflow")["data"]
+    assert set(steps) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    try:
+        from longtail.pipelines import training
+    except ImportError:
+        return
+    assert training.MLFLOW_SECRET == "longtail-mlflow" and set(training.MLFLOW_SECRET_ENV) == set(steps)
+
+
+def test_every_image_is_pinned_by_digest_or_listed_with_its_reason(rendered):
+    listed = {}
+    for line in (MANIFESTS / "IMAGES.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            listed[cells[0].strip("`")] = cells
+    for objects in rendered.values():
+        for _obj, spec in pod_specs(objects):
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                if "@sha256:" in c["image"]:
+                    continue
+                assert c["image"] in listed, f"{c['image']}: neither pinned by digest nor listed in manifests/IMAGES.md"
+                _, _, pinned, reason = listed[c["image"]]
+                assert pinned == "tag only" and len(reason) > 40, f"{c['image']}: no reason given"
