@@ -365,8 +365,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment YAML file."""
+def read_yaml_file(path: str | Path) -> Any:
+    """A config or sweep YAML file's content, with each way it can be unreadable a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -374,7 +374,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    raw = load_yaml(text, f"config file {path}") or {}
+    return load_yaml(text, f"config file {path}")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML file."""
+    path = Path(path)
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     raw = apply_overrides(raw, overrides or [])

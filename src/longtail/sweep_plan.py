@@ -14,7 +14,9 @@ from longtail.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    load_yaml,
     parse_override,
+    read_yaml_file,
 )
 from longtail.errors import ConfigError
 
@@ -25,7 +27,7 @@ def parse_grid(grid: list[str]) -> list[tuple[str, list[Any]]]:
     for text in grid:
         parts, _ = parse_override(text)
         raw_values = text.split("=", 1)[1]
-        values = [yaml.safe_load(v) for v in raw_values.split(",") if v.strip()]
+        values = [load_yaml(v, f"grid axis {text!r}: value {v.strip()!r}") for v in raw_values.split(",") if v.strip()]
         if len(values) < 2:
             raise ConfigError(f"grid axis {text!r} needs at least two comma-separated values")
         axes.append((".".join(parts), values))
@@ -60,7 +62,7 @@ def load_sweep(paths: list[str | Path], grid: list[str] | None = None,
     for path in map(Path, paths):
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml_file(path) or {}
         if isinstance(raw, dict) and "experiments" in raw:
             configs += _sweep_file(path, raw, overrides or [])
         else:

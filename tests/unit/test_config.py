@@ -191,3 +191,20 @@ def test_cli_errors_for_bad_configs_are_one_line_exit_2(tmp_path, capsys):
     assert main(["train", str(path), *split, "--set", "train.epochs=[1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "the value is not valid YAML" in err and len(err.splitlines()) == 1
+
+
+def test_sweep_files_and_grids_get_the_same_one_line_errors(tmp_path):
+    from longtail.sweep_plan import load_sweep
+
+    latin1 = tmp_path / "sweep.yaml"
+    latin1.write_bytes("experiments: [{name: caf\u00e9}]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config file .*sweep.yaml is not UTF-8 text"):
+        load_sweep([latin1])
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("base: &b exp.yaml\nexperiments: [{name: a, set: *b}]\n")
+    with pytest.raises(ConfigError, match=r"YAML alias \*b at line 2 is not allowed"):
+        load_sweep([bomb])
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("train: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"grid axis 'train.epochs=1,\[2': value '\[2' is not valid YAML"):
+        load_sweep([exp], grid=["train.epochs=1,[2"])

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
     from longtail.errors import DataError
     from longtail.pipelines.local import run_local
+    from longtail.tracking import redact_credentials
 
     data, test, labels = args.data, args.test, args.labels
     if data is None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
-    print(f"  MLflow run:      {result.run_id}  ({result.tracking_uri})")
+    print(f"  MLflow run:      {result.run_id}  ({redact_credentials(result.tracking_uri)})")
     if result.macro_f1 is not None:
         print(f"  val macro-F1:    {result.macro_f1:.4f}")
     if result.submission is not None:
@@ -59,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     if result.test_macro_f1 is not None:
         print(f"  test macro-F1:   {result.test_macro_f1:.4f}  (scored against {labels})")
     print(f"  model:           {result.model_dir}")
-    print(f"  compare runs:    mlflow ui --backend-store-uri {result.tracking_uri}  → http://127.0.0.1:5000")
+    print(f"  compare runs:    mlflow ui --backend-store-uri {redact_credentials(result.tracking_uri)}  → http://127.0.0.1:5000")
     return 0

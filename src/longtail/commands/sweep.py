@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from longtail.config import config_to_dict, flatten
     from longtail.errors import ConfigError
     from longtail.sweep_plan import group_by_data, load_sweep
+    from longtail.tracking import redact_credentials
 
     if args.parallelism < 1:
         raise ConfigError(f"--parallelism must be >= 1, got {args.parallelism}")
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
                              register_as=args.register_as, sweep_name=args.name)
     print()
     print(result.leaderboard)
-    print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} ({result.tracking_uri})")
+    print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} "
+          f"({redact_credentials(result.tracking_uri)})")
     if result.submission:
         print(f"best model's submission: {result.submission}")
     if result.test_macro_f1 is not None:
