@@ -115,6 +115,12 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
             f"val split {val.path} has other class_names than train split {train.path} ({detail}); "
             "ingest both from one source in one `longtail ingest` run"
         )
+    present = len(set(train.labels.tolist())) if train.labels is not None else len(train.class_names)
+    if min(present, len(train.class_names)) < 2:
+        raise DataError(
+            f"the train split {train.path} holds one class, and a classifier needs at least two (one class "
+            "trains to a meaningless macro-F1 of 1.0); ingest a source with two or more class folders"
+        )
     pre = Preprocessing.from_split(train, "scale")
     pre.check_split(val.preprocessing, val.image_size, f"val split {val.path}")
     return pre

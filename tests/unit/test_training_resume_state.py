@@ -10,7 +10,7 @@ import pytest
 from digits_training_data import write_digits_splits
 
 from longtail.config import config_from_dict
-from longtail.errors import ConfigError
+from longtail.errors import ConfigError, DataError
 
 TINY = {
     "name": "tiny",
@@ -95,3 +95,19 @@ def test_a_changed_config_meeting_saved_epochs_says_how_to_go_on(digits, tmp_pat
     assert main(["train", str(config), *split, "--fresh", "--set", "train.epochs=1"]) == 0
     assert len(json.loads((out / "history.json").read_text())["val_macro_f1"]) == 1
     assert not (out / "checkpoints").exists()
+
+
+def test_a_single_class_train_split_is_refused_with_the_reason(tmp_path: Path) -> None:
+    import numpy as np
+
+    from longtail.splits import write_split
+    from longtail.training import train
+
+    common = dict(class_names=["a", "b"], image_size=8, source_fingerprint="x",
+                  preprocessing={"image_size": 8, "resize": "stretch", "clahe": False, "white_balance": False})
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    train_h5 = write_split(tmp_path / "train.h5", images, list("pqrs"), labels=np.zeros(4, np.int32), **common)
+    val_h5 = write_split(tmp_path / "val.h5", images, list("tuvw"), labels=np.array([0, 1, 0, 1]), **common)
+    with pytest.raises(DataError, match="holds one class, and a classifier needs at least two"):
+        train(tiny(epochs=1), train_h5, val_h5, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model").exists()
