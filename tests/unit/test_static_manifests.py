@@ -56,10 +56,12 @@ def normalised(objects) -> str:
 
 
 def test_every_kustomization_renders(rendered):
-    assert set(rendered) >= {"base", "overlays/kind"}
+    assert set(rendered) >= {"base", "overlays/kind", "overlays/kind-seaweedfs"}
     for name, objects in rendered.items():
         kinds = {o["kind"] for o in objects}
-        assert {"Namespace", "StatefulSet", "Deployment", "Job", "ConfigMap", "Secret"} <= kinds, name
+        assert {"Namespace", "StatefulSet", "Deployment", "ConfigMap", "Secret", "NetworkPolicy"} <= kinds, name
+        # MinIO's buckets come from a Job; SeaweedFS's pod makes its own.
+        assert ("Job" in kinds) == (name != "overlays/kind-seaweedfs"), name
 
 
 def test_kind_render_matches_golden_file(kind):
@@ -185,7 +187,7 @@ def test_credentials_come_only_from_uncommitted_env_files():
         assert env_example_keys(example)
     for source in MANIFESTS.rglob("*.yaml"):
         for doc in yaml.safe_load_all(source.read_text()):
-            if doc and doc.get("kind") == "Secret":
+            if doc and doc.get("kind") == "Secret" and doc.get("$patch") != "delete":  # a delete holds no data
                 pytest.fail(f"{source.relative_to(REPO)}: Secret written in YAML; use the secretGenerator")
 
 
@@ -289,3 +291,26 @@ def test_every_image_is_pinned_by_digest_or_listed_with_its_reason(rendered):
                 assert c["image"] in listed, f"{c['image']}: neither pinned by digest nor listed in manifests/IMAGES.md"
                 _, _, pinned, reason = listed[c["image"]]
                 assert pinned == "tag only" and len(reason) > 40, f"{c['image']}: no reason given"
+
+
+def test_the_seaweedfs_overlay_answers_where_minio_did(rendered):
+    objects = rendered["overlays/kind-seaweedfs"]
+    assert not [o for o in objects if "minio" in o["metadata"]["name"] and o["kind"] != "Service"]
+    service = find(objects, "Service", "minio", "longtail")["spec"]
+    assert service["selector"] == {"app.kubernetes.io/name": "seaweedfs"}
+    assert service["ports"] == [{"name": "s3", "port": 9000, "targetPort": "s3"}]
+    pod = find(objects, "StatefulSet", "seaweedfs", "longtail")["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "s3"] == [8333]
+    hook = container["lifecycle"]["postStart"]["exec"]["command"][-1]
+    buckets = {e["name"]: e.get("value") for e in container["env"]}["BUCKETS"].split()
+    root = find(objects, "ConfigMap", "kfp-launcher")["data"]["defaultPipelineRoot"]
+    mlflow = find(objects, "Deployment", "mlflow", "longtail")["spec"]["template"]["spec"]["containers"][0]
+    dest = mlflow["command"][mlflow["command"].index("--artifacts-destination") + 1]
+    assert {root.removeprefix("s3://").split("/")[0], dest.removeprefix("s3://").strip("/"), "longtail-data"} <= set(buckets)
+    assert "s3.bucket.create" in hook and "s3.configure -user longtail" in hook
+    nps = policies(objects)
+    assert "minio" not in nps and nps["seaweedfs"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8333}]
+    assert selects(nps["seaweedfs"], pod["metadata"]["labels"])
+    assert nps["mlflow"]["egress"] == [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "seaweedfs"}}}],
+                                        "ports": [{"protocol": "TCP", "port": 8333}]}]
