@@ -55,11 +55,16 @@ def test_smoothing_in_loss_equals_smoothing_in_labels(digits) -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    # An untrained model is near-uniform, where smoothing hardly matters: sharpen its predictions.
-    probs = keras.ops.softmax(30.0 * keras.ops.log(build_model("small_cnn", (16, 16, 3), 10, width=4)(x)))
-    in_loss = float(make_loss(by_loss)(y_loss, probs))
-    in_labels = float(make_loss(by_labels)(y_labels, probs))
-    unsmoothed = float(make_loss(LabelSmoothingConfig())(np.argmax(y_loss, axis=1), probs))
+    # An untrained model is near-uniform, where smoothing hardly matters: sharpen its logits.
+    logits = 30.0 * build_model("small_cnn", (16, 16, 3), 10, width=4)(x)
+    counts = [1] * 10
+
+    def loss_of(ls: LabelSmoothingConfig):
+        return make_loss(tiny_config(label_smoothing={"factor": ls.factor, "mode": ls.mode}).train, counts)
+
+    in_loss = float(loss_of(by_loss)(y_loss, logits))
+    in_labels = float(loss_of(by_labels)(y_labels, logits))
+    unsmoothed = float(loss_of(LabelSmoothingConfig())(np.argmax(y_loss, axis=1), logits))
     assert in_loss == pytest.approx(in_labels, rel=1e-5)
     assert abs(in_loss - unsmoothed) > 1e-3  # smoothing did something
 
@@ -75,8 +80,9 @@ def test_class_weights_scale_each_sample_loss(digits) -> None:
     x, y, w = first_batch(digits.train_h5, class_weights=weights)
     keras.utils.set_random_seed(0)
     model = build_model("small_cnn", (16, 16, 3), 10, width=4)
-    model.compile(loss=make_loss(ls), metrics=[make_accuracy(ls)])
-    probs = model.predict(x, verbose=0).astype(np.float64)
+    model.compile(loss=make_loss(tiny_config().train, [1] * 10), metrics=[make_accuracy(ls)])
+    logits = model.predict(x, verbose=0).astype(np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     labels = y.numpy()
     by_hand = np.mean(np.asarray(weights)[labels] * -np.log(probs[np.arange(len(labels)), labels]))
     unweighted = np.mean(-np.log(probs[np.arange(len(labels)), labels]))

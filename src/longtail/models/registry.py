@@ -33,7 +33,7 @@ def available_models() -> list[str]:
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **args: Any) -> Any:
-    """Build the registered model `name` (a keras.Model that outputs float32 softmax probabilities).
+    """Build the registered model `name`: a keras.Model that outputs float32 logits (softmax is in the loss and in prediction).
 
     Raises:
         ConfigError: for an unknown name (listing the known ones) or an argument the builder lacks.
