@@ -231,3 +231,24 @@ def test_checkpoint_dir_for_a_mounted_volume_is_keyed_by_run():
     assert checkpoint_dir_for("/checkpoints", "3f2a-run") == Path("/checkpoints/3f2a-run")
     with pytest.raises(ConfigError, match="plain name"):
         checkpoint_dir_for("/checkpoints", "../other")
+
+
+@pytest.mark.slow
+def test_long_tail_methods_train_together_and_store_the_tuned_tau(digits, tmp_path: Path) -> None:
+    from longtail.logit_adjustment import TAU_GRID, LogitAdjustment
+    from longtail.training import train
+
+    cfg = tiny_config(loss={"name": "logit_adjusted", "args": {"tau": 1.0}},
+                      augmentation={"mixup": 0.2, "cutmix": 1.0, "mix_off_last_epochs": 1})
+    cfg.weights.start_epoch = 1
+    cfg.evaluate.posthoc_tau = "tune"
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"weights": [1.0 + c / 10 for c in range(10)]}))
+    result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", weights_json=weights, progress=False)
+    assert result.epochs_run == 2 and np.isfinite(result.history["loss"]).all()
+    stored = LogitAdjustment.load(tmp_path / "model")
+    assert stored is not None and stored.tau == result.posthoc_tau and stored.tau in TAU_GRID
+    counts = np.asarray(read_info(digits.train_h5).class_counts(), dtype=np.float64)
+    np.testing.assert_allclose(stored.log_prior, np.log(counts / counts.sum()))
+    saved = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())
+    assert saved["train"]["loss"] == {"name": "logit_adjusted", "args": {"tau": 1.0}}
