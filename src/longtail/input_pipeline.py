@@ -412,6 +412,6 @@ def _mix_if_on(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor | None, mixing: Mixing, 
         return (x, y) if w is None else (x, y, w)
 
     out = tf.cond(epoch < mixing.until_epoch, mixed, plain)
-    for after, before in zip(out, (x, y, w)):
+    for after, before in zip(out, (x, y, w)[: len(out)], strict=True):
         after.set_shape(before.shape)
     return out[0], out[1], (out[2] if w is not None else None)

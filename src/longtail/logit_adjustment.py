@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +100,23 @@ def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarra
     adjustment = LogitAdjustment.from_counts(tau, class_counts)
     before = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, class_counts))
     return PosthocChoice(adjustment, before, macro_f1_at(probs, labels, adjustment), tuned)
+
+
+def probability_model(model: Any, adjustment: LogitAdjustment | None) -> Any:
+    """The model as MLflow serves it: softmax(logits - tau * log prior), the probabilities predict computes.
+
+    The registry's models output logits; this wraps one (sharing its layers) with the post-hoc
+    shift as a frozen identity Dense layer (plain Keras layers, so it saves and loads anywhere)
+    and a float32 softmax.
+    """
+    import keras
+
+    x = model.output
+    if adjustment is not None and adjustment.tau:
+        n = len(adjustment.log_prior)
+        shift = keras.layers.Dense(n, trainable=False, dtype="float32", name="posthoc_logit_adjustment")
+        x = shift(x)
+        shift.set_weights([np.eye(n, dtype=np.float32),
+                           (-adjustment.tau * np.asarray(adjustment.log_prior)).astype(np.float32)])
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(model.inputs, outputs, name=model.name)

@@ -535,10 +535,13 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
         run.log_artifact(out_dir / CONFIG_FILE)
         size = train_info.image_size
         example = np.zeros((1, size, size, 3), dtype=np.float32)
-        from longtail.logit_adjustment import ADJUSTMENT_FILE
+        from longtail.logit_adjustment import ADJUSTMENT_FILE, LogitAdjustment, probability_model
 
-        adjustment = out_dir / ADJUSTMENT_FILE
-        run.log_keras_model(model, example, [pre_path] + ([adjustment] if adjustment.is_file() else []))
+        # MLflow serves probabilities, the post-hoc adjustment included: what `longtail predict` computes.
+        adjustment = LogitAdjustment.load(out_dir)
+        run.log_keras_model(probability_model(model, adjustment), example, [pre_path])
+        if adjustment is not None:
+            run.log_artifact(out_dir / ADJUSTMENT_FILE)
     return result
 
 

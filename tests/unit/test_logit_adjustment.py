@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from longtail.errors import DataError
-from longtail.logit_adjustment import TAU_GRID, LogitAdjustment, choose_adjustment
+from longtail.logit_adjustment import TAU_GRID, LogitAdjustment, choose_adjustment, probability_model
 
 # Train prior 90:10, so tau * (log 0.9 - log 0.1) = tau * 2.197 is taken off class 0's logit lead d.
 COUNTS = [90, 10]
@@ -60,3 +60,18 @@ def test_saved_adjustment_round_trips_and_a_broken_file_is_refused(tmp_path) -> 
     (tmp_path / "logit_adjustment.json").write_text('{"tau": 1}')
     with pytest.raises(DataError, match="logit_adjustment.json is not a valid logit adjustment"):
         LogitAdjustment.load(tmp_path)
+
+
+def test_probability_model_gives_what_predict_computes() -> None:
+    import keras
+
+    from longtail.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("small_cnn", (8, 8, 3), 3, width=2)
+    x = np.random.default_rng(0).random((5, 8, 8, 3)).astype(np.float32)
+    logits = np.asarray(model(x), dtype=np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    adj = LogitAdjustment.from_counts(1.0, [80, 15, 5])
+    np.testing.assert_allclose(probability_model(model, None)(x), probs, rtol=1e-5)
+    np.testing.assert_allclose(probability_model(model, adj)(x), adj.apply(probs), rtol=1e-4, atol=1e-6)
