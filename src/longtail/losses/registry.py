@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import ConfigError
+from longtail.registry import Registry
 
 LossFn = Callable[[Any, Any], Any]
 LossBuilder = Callable[..., LossFn]
 
-_REGISTRY: dict[str, LossBuilder] = {}
+_LOSSES = Registry("loss", "train.loss.name")
 
 
 def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
@@ -27,19 +28,12 @@ def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
 
     Adding a loss is one file with one decorated builder, imported in longtail.losses.
     """
-
-    def decorate(builder: LossBuilder) -> LossBuilder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
-            raise ValueError(f"loss {name!r} is registered twice")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorate
+    return _LOSSES.register(name)
 
 
 def available_losses() -> list[str]:
     """Names of every registered loss, sorted."""
-    return sorted(_REGISTRY)
+    return _LOSSES.names()
 
 
 def build_loss(name: str, class_counts: Sequence[int], **args: Any) -> LossFn:
@@ -49,11 +43,7 @@ def build_loss(name: str, class_counts: Sequence[int], **args: Any) -> LossFn:
         ConfigError: an unknown name (listing the known ones), an argument the builder lacks, or a
             value out of range (each naming its config field).
     """
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"config field train.loss.name: unknown loss {name!r}; known losses: {', '.join(available_losses())}"
-        )
-    builder = _REGISTRY[name]
+    builder = _LOSSES.get(name)
     known = list(inspect.signature(builder).parameters)[1:]
     unknown = sorted(set(args) - set(known))
     if unknown:
