@@ -3,10 +3,11 @@
 Both train the model of CONFIG (default experiments/demo.yaml) for a few epochs on a Fashion-MNIST
 split; images/s is the median over epochs after the first (tracing), training phase only (longtail's
 per-epoch validation is timed apart, as TrainResult.images_per_second does). Augmentation and class
-weights are off in the comparable run, then longtail is timed again with the config's augmentation.
+weights are off in the comparable run, then longtail is timed again with mixup on (alpha 0.2, the batch
+mixing of the long-tail methods) and with the config's augmentation.
 Runs alternate (plain, longtail, plain, longtail, ...) so a shared machine's load hits both alike.
 Run: python benchmarks/train.py [--config experiments/demo.yaml] [--images 6000] [--epochs 3] [--repeats 2]
-Target (issue 3): longtail >= 0.9x plain fit.
+Target: longtail >= 0.9x plain fit, also with mixup on.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
     keras.utils.set_random_seed(config.train.seed)
     t = config.train
     model = build_model(config.model.name, x.shape[1:], len(info.class_names), **config.model.args)
-    model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t.label_smoothing),
+    model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t, info.class_counts()),
                   metrics=["accuracy"], jit_compile=False)
     timer = epoch_timer()
     model.fit(x, labels, batch_size=t.batch_size, epochs=t.epochs, shuffle=True, verbose=0, callbacks=[timer])
@@ -76,9 +77,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     common = [f"train.epochs={args.epochs}", "weights.scheme=none"]
-    same = load_config(args.config, common + ["train.augmentation.flip=false", "train.augmentation.shift=0"])
+    no_aug = ["train.augmentation.flip=false", "train.augmentation.shift=0", "train.augmentation.cutmix=0"]
+    same = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0"])
+    mixed = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0.2"])
     augmented = load_config(args.config, common)
-    rates: dict[str, list[float]] = {"plain model.fit": [], "longtail train": [], "longtail train + augmentation": []}
+    rates: dict[str, list[float]] = {"plain model.fit": [], "longtail train": [], "longtail train + mixup": [],
+                                     "longtail train + augmentation": []}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         train_h5, val_h5 = fashion_mnist_splits(Path(tmp), args.images)
@@ -88,6 +92,7 @@ def main() -> None:
         for r in range(args.repeats):
             rates["plain model.fit"].append(plain_fit(same, train_h5))
             rates["longtail train"].append(longtail_fit(same, train_h5, val_h5, Path(tmp) / f"m{r}"))
+            rates["longtail train + mixup"].append(longtail_fit(mixed, train_h5, val_h5, Path(tmp) / f"x{r}"))
             rates["longtail train + augmentation"].append(
                 longtail_fit(augmented, train_h5, val_h5, Path(tmp) / f"a{r}"))
     best = {name: max(values) for name, values in rates.items()}
@@ -95,6 +100,7 @@ def main() -> None:
         print(f"{name:32s} {best[name]:8.1f} images/s (runs: {', '.join(f'{v:.1f}' for v in values)})")
     plain = best["plain model.fit"]
     print(f"longtail train / plain fit:                {best['longtail train'] / plain:5.2f}x (target >= 0.9)")
+    print(f"longtail train + mixup / plain fit:        {best['longtail train + mixup'] / plain:5.2f}x (target >= 0.9)")
     print(f"longtail train + augmentation / plain fit: {best['longtail train + augmentation'] / plain:5.2f}x")
     print(f"({time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end)")
 

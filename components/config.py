@@ -29,6 +29,14 @@ def resolve_config(
     gpus: int,
     seed: int,
     min_macro_f1: float,
+    loss: str,
+    loss_args: dict,
+    weight_start_epoch: int,
+    mixup: float,
+    cutmix: float,
+    mix_off_last_epochs: int,
+    weight_decay: float,
+    posthoc_tau: str,
 ) -> dict:
     """Validate once, before any work: a bad knob fails here, naming its config field.
 

@@ -90,6 +90,14 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         gpus: int = max(1, k["gpus"]),
         seed: int = k["seed"],
         min_macro_f1: float = k["min_macro_f1"],
+        loss: str = k["loss"],
+        loss_args: dict = k["loss_args"],
+        weight_start_epoch: int = k["weight_start_epoch"],
+        mixup: float = k["mixup"],
+        cutmix: float = k["cutmix"],
+        mix_off_last_epochs: int = k["mix_off_last_epochs"],
+        weight_decay: float = k["weight_decay"],
+        posthoc_tau: str = k["posthoc_tau"],
         parent_run_id: str = "",
     ) -> dsl.Model:
         # Validate every knob before any work is done.
@@ -99,7 +107,9 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
             weight_beta=weight_beta, model_name=model_name, epochs=epochs, batch_size=batch_size,
             optimizer=optimizer, lr_schedule=lr_schedule, lr_initial=lr_initial, lr_power=lr_power,
             label_smoothing=label_smoothing, smoothing_mode=smoothing_mode, gpus=gpus, seed=seed,
-            min_macro_f1=min_macro_f1,
+            min_macro_f1=min_macro_f1, loss=loss, loss_args=loss_args, weight_start_epoch=weight_start_epoch,
+            mixup=mixup, cutmix=cutmix, mix_off_last_epochs=mix_off_last_epochs, weight_decay=weight_decay,
+            posthoc_tau=posthoc_tau,
         ), image_ref("ingest", registry, tag), "500m", "512Mi")
         resolved.set_display_name("resolve config")
         config = resolved.output

@@ -71,6 +71,8 @@ class WeightsConfig:
 
     scheme: Literal["none", "inverse-frequency", "effective-number"] = "effective-number"
     beta: float = 0.999
+    # Deferred re-weighting (Cao et al. 2019): weights are 1 before this epoch, the scheme's from it on.
+    start_epoch: int = 0
 
 
 @dataclass
@@ -122,6 +124,19 @@ class AugmentationConfig:
 
     flip: bool = True
     shift: float = 0.1
+    # Batch mixing: Beta(alpha, alpha) mixing weights; 0 is off. With both on, each batch uses one of them.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # Switch mixup/cutmix off for the last k epochs (train on clean images at the end).
+    mix_off_last_epochs: int = 0
+
+
+@dataclass
+class LossConfig:
+    """The training loss on logits: a name from longtail.losses, with builder keyword arguments."""
+
+    name: str = "cross_entropy"
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,6 +154,7 @@ class TrainConfig:
     mixed_precision: bool = False
     memory_budget_mb: int = 2048
     deterministic: bool = False
+    loss: LossConfig = field(default_factory=LossConfig)
 
 
 @dataclass
@@ -147,6 +163,8 @@ class EvaluateConfig:
 
     min_macro_f1: float = 0.0
     tta: bool = False
+    # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val.
+    posthoc_tau: float | Literal["tune"] = 0.0
 
 
 @dataclass
@@ -323,6 +341,23 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(0.0 <= cfg.evaluate.min_macro_f1 <= 1.0, "evaluate.min_macro_f1", "between 0 and 1",
          cfg.evaluate.min_macro_f1)
     need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
+    _check_long_tail_methods(cfg, need)
+
+
+def _check_long_tail_methods(cfg: ExperimentConfig, need: Any) -> None:
+    """Deferred re-weighting, batch mixing, the loss and post-hoc logit adjustment."""
+    from longtail.losses import check_loss
+
+    t, aug = cfg.train, cfg.train.augmentation
+    need(0 <= cfg.weights.start_epoch < t.epochs, "weights.start_epoch", f">= 0 and < train.epochs ({t.epochs})",
+         cfg.weights.start_epoch)
+    need(0.0 <= aug.mixup <= 10.0, "train.augmentation.mixup", "between 0 (off) and 10", aug.mixup)
+    need(0.0 <= aug.cutmix <= 10.0, "train.augmentation.cutmix", "between 0 (off) and 10", aug.cutmix)
+    need(0 <= aug.mix_off_last_epochs <= t.epochs, "train.augmentation.mix_off_last_epochs",
+         f">= 0 and <= train.epochs ({t.epochs})", aug.mix_off_last_epochs)
+    check_loss(t.loss.name, t.loss.args)
+    tau = cfg.evaluate.posthoc_tau
+    need(tau == "tune" or 0.0 <= tau <= 10.0, "evaluate.posthoc_tau", "between 0 and 10, or tune", tau)
 
 
 def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:

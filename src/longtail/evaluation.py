@@ -14,6 +14,7 @@ import numpy as np
 
 from longtail.errors import ConfigError, DataError
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
+from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_run import log_to_model_run
 from longtail.prediction import open_split_for_model, predict_probabilities
 from longtail.preprocessing import CONFIG_FILE, load_model
@@ -202,7 +203,7 @@ def evaluate(
     """Evaluate a model directory on a labelled split and write the report a person reads.
 
     Predictions go through the model's own preprocessing.json, after checking the split was
-    ingested the same way. Writes metrics.json, report.txt (sklearn's classification_report),
+    ingested the same way, and its post-hoc logit adjustment when it has one, as predict does. Writes metrics.json, report.txt (sklearn's classification_report),
     report.md (for KFP's Markdown artifact), confusion_matrix.png and per_class_f1.png into
     `out_dir`, and logs them with the eval_* metrics into the model's MLflow run.
 
@@ -225,7 +226,8 @@ def evaluate(
         )
     class_names = preprocessing.class_names
     model = load_model(model_dir)
-    probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta)
+    probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
+                                  adjustment=LogitAdjustment.load(model_dir))
     scores = classification_scores(info.labels, probs.argmax(axis=1), class_names)
     passed, reason = gate(scores.macro_f1, min_macro_f1)
 

@@ -47,6 +47,30 @@ class Augmentation:
         return cls(flip=bool(cfg.flip), shift=float(cfg.shift))
 
 
+@dataclass(frozen=True)
+class Mixing:
+    """Batch mixing: mixup and/or cutmix with Beta(alpha, alpha) weights, in epochs before `until_epoch`.
+
+    Each batch is mixed with itself reversed (row i with row B-1-i). With both alphas > 0, a
+    batch uses one of the two, by a fair coin. Targets become the same convex combination of
+    one-hot labels as the images are of pixels.
+    """
+
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    until_epoch: int = 2**31 - 1
+
+    @property
+    def active(self) -> bool:
+        return (self.mixup > 0 or self.cutmix > 0) and self.until_epoch > 0
+
+    @classmethod
+    def from_config(cls, cfg: Any, epochs: int) -> Mixing:
+        """From longtail.config.AugmentationConfig and train.epochs."""
+        return cls(mixup=float(cfg.mixup), cutmix=float(cfg.cutmix),
+                   until_epoch=int(epochs) - int(cfg.mix_off_last_epochs))
+
+
 class EpochPlan:
     """Which rows form each group, as a function of (seed, epoch).
 
@@ -208,6 +232,57 @@ def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
     return images
 
 
+def beta_sample(alpha: float, seed: tf.Tensor) -> tf.Tensor:
+    """One Beta(alpha, alpha) draw from a stateless (2,) seed (a ratio of two gamma draws)."""
+    a = tf.random.stateless_gamma([], seed=seed, alpha=alpha)
+    b = tf.random.stateless_gamma([], seed=seed + tf.constant([0, 1], tf.int64), alpha=alpha)
+    return a / tf.maximum(a + b, 1e-12)
+
+
+def mixup(images: tf.Tensor, targets: tf.Tensor, lam: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """lam * batch + (1 - lam) * reversed batch, for images and targets alike; returns lam too."""
+    return (lam * images + (1.0 - lam) * tf.reverse(images, axis=[0]),
+            lam * targets + (1.0 - lam) * tf.reverse(targets, axis=[0]), lam)
+
+
+def cutmix(images: tf.Tensor, targets: tf.Tensor, lam: tf.Tensor,
+           seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Paste a box of area ~(1 - lam) from the reversed batch into each image (Yun et al. 2019).
+
+    The box is clipped at the border, so the targets use the kept fraction actually left,
+    lam' = 1 - box area / image area, which is returned.
+    """
+    h, w = images.shape[1], images.shape[2]
+    ratio = tf.sqrt(1.0 - lam)
+    cut_h = tf.cast(tf.round(ratio * h), tf.int32)
+    cut_w = tf.cast(tf.round(ratio * w), tf.int32)
+    centre = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=1)
+    cy = tf.cast(centre[0] * h, tf.int32)
+    cx = tf.cast(centre[1] * w, tf.int32)
+    y0, y1 = tf.clip_by_value(cy - cut_h // 2, 0, h), tf.clip_by_value(cy - cut_h // 2 + cut_h, 0, h)
+    x0, x1 = tf.clip_by_value(cx - cut_w // 2, 0, w), tf.clip_by_value(cx - cut_w // 2 + cut_w, 0, w)
+    rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
+    cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
+    box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), images.dtype)[None, :, :, None]
+    kept = 1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / float(h * w)
+    mixed = images * (1.0 - box) + tf.reverse(images, axis=[0]) * box
+    return mixed, kept * targets + (1.0 - kept) * tf.reverse(targets, axis=[0]), kept
+
+
+def mix_batch(images: tf.Tensor, targets: tf.Tensor, mixing: Mixing,
+              seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mixup or cutmix one batch (targets one-hot/soft, float32); returns (images, targets, lam)."""
+    cut_seed = seed + tf.constant([0, 3], tf.int64)
+    if mixing.mixup > 0 and mixing.cutmix > 0:
+        use_cutmix = tf.random.stateless_uniform([], seed=seed + tf.constant([0, 2], tf.int64)) < 0.5
+        lam_mix, lam_cut = beta_sample(mixing.mixup, seed), beta_sample(mixing.cutmix, seed)
+        return tf.cond(use_cutmix, lambda: cutmix(images, targets, lam_cut, cut_seed),
+                       lambda: mixup(images, targets, lam_mix))
+    if mixing.cutmix > 0:
+        return cutmix(images, targets, beta_sample(mixing.cutmix, seed), cut_seed)
+    return mixup(images, targets, beta_sample(mixing.mixup, seed))
+
+
 def make_dataset(
     path: str | Path,
     preprocessing: Preprocessing,
@@ -222,6 +297,8 @@ def make_dataset(
     memory_budget_mb: float = 2048,
     stream_chunks: int = DEFAULT_STREAM_CHUNKS,
     with_labels: bool = True,
+    weights_start_epoch: int = 0,
+    mixing: Mixing | None = None,
 ) -> SplitDataset:
     """Build the tf.data pipeline for one split.
 
@@ -235,6 +312,9 @@ def make_dataset(
         memory_budget_mb: load the split into memory when its pixels fit, else stream from h5py.
         stream_chunks: HDF5 chunks shuffled together per group when streaming.
         with_labels: False yields images only (prediction).
+        weights_start_epoch: deferred re-weighting: sample weights are 1 in epochs before this one.
+        mixing: mixup/cutmix on each training batch (needs one_hot); sample weights are mixed
+            like the targets.
 
     Returns:
         A SplitDataset whose `dataset` yields (x, y), (x, y, w) or x batches of float32 images.
@@ -249,6 +329,9 @@ def make_dataset(
     if with_labels and not info.has_labels:
         raise DataError(f"{path} has no labels (a test split?): train and validate on labelled splits")
     num_classes = len(info.class_names)
+    mixing = mixing if training and mixing is not None and mixing.active else None
+    if mixing is not None and not one_hot:
+        raise ValueError("mixup/cutmix need one-hot targets (one_hot=True)")
     if class_weights is not None and len(class_weights) != num_classes:
         raise DataError(f"{len(class_weights)} class weights for {num_classes} classes in {path}")
     in_memory = fits_in_memory(info, memory_budget_mb)
@@ -262,18 +345,20 @@ def make_dataset(
     size = info.image_size
     weights = tf.constant(class_weights or [1.0], tf.float32)
 
-    def read(gid: tf.Tensor, group: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def read(gid: tf.Tensor, group: tf.Tensor, epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
         images, labels = tf.numpy_function(reader, [group], [tf.uint8, tf.int32], stateful=False)
         images.set_shape([None, size, size, 3])
         labels.set_shape([None])
         # Each row carries an id unique over epochs through rebatch(); a batch's first one seeds its augmentation.
         row_ids = gid * group_rows + tf.range(tf.shape(labels, out_type=tf.int64)[0])
-        return images, labels, row_ids
+        # ...and its epoch, which decides deferred re-weighting and whether batches are mixed.
+        return images, labels, row_ids, tf.zeros_like(row_ids) + epoch
 
-    def to_model_inputs(images: tf.Tensor, labels: tf.Tensor, row_ids: tf.Tensor) -> Any:
+    def to_model_inputs(images: tf.Tensor, labels: tf.Tensor, row_ids: tf.Tensor, epochs: tf.Tensor) -> Any:
         x = preprocessing.to_float(images)
+        batch_seed = tf.stack([tf.cast(seed, tf.int64), row_ids[0]])
         if training and augmentation is not None:
-            x = augment(x, augmentation, tf.stack([tf.cast(seed, tf.int64), row_ids[0]]))
+            x = augment(x, augmentation, batch_seed)
         if not with_labels:
             return x
         y: tf.Tensor = labels
@@ -281,16 +366,22 @@ def make_dataset(
             y = tf.one_hot(labels, num_classes, dtype=tf.float32)
             if smoothing:
                 y = y * (1.0 - smoothing) + smoothing / num_classes
+        w = None
         if class_weights is not None:
-            return x, y, tf.gather(weights, labels)
-        return x, y
+            w = tf.gather(weights, labels)
+            if weights_start_epoch > 0:
+                w = tf.where(epochs >= weights_start_epoch, w, tf.ones_like(w))
+        if mixing is not None:
+            x, y, w = _mix_if_on(x, y, w, mixing, epochs[0], batch_seed + tf.constant([0, 7], tf.int64))
+        return (x, y) if w is None else (x, y, w)
 
     def epoch_groups(_: tf.Tensor) -> tf.data.Dataset:
         groups, epoch = tf.numpy_function(plan.rows, [], [tf.int64, tf.int64], stateful=True)
         groups.set_shape([None, group_rows])
+        epoch.set_shape([])
         n_groups = tf.cast(tf.shape(groups)[0], tf.int64)
         ids = tf.range(n_groups, dtype=tf.int64) + epoch * n_groups  # unique over epochs
-        return tf.data.Dataset.from_tensor_slices((ids, groups))
+        return tf.data.Dataset.from_tensor_slices((ids, groups, tf.fill([n_groups], epoch)))
 
     # Read ~2048 uint8 rows per call, re-cut them into batches, then scale and augment per batch
     # (cutting uint8 moves a quarter of the bytes that cutting float32 would).
@@ -307,3 +398,20 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     ds = ds.with_options(options)
     return SplitDataset(ds, info, steps, batch_size, in_memory, plan)
+
+
+def _mix_if_on(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor | None, mixing: Mixing, epoch: tf.Tensor,
+               seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """mix_batch in epochs before mixing.until_epoch; sample weights mixed with the same lam."""
+
+    def mixed() -> tuple[tf.Tensor, ...]:
+        mx, my, lam = mix_batch(x, y, mixing, seed)
+        return (mx, my) if w is None else (mx, my, lam * w + (1.0 - lam) * tf.reverse(w, axis=[0]))
+
+    def plain() -> tuple[tf.Tensor, ...]:
+        return (x, y) if w is None else (x, y, w)
+
+    out = tf.cond(epoch < mixing.until_epoch, mixed, plain)
+    for after, before in zip(out, (x, y, w)[: len(out)], strict=True):
+        after.set_shape(before.shape)
+    return out[0], out[1], (out[2] if w is not None else None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import yaml
+
 from longtail.config import ExperimentConfig, config_from_dict, config_to_dict
 
 # Pipeline parameter name -> dotted config field. The pipeline exposes exactly these as typed
@@ -32,7 +34,19 @@ KNOBS: dict[str, str] = {
     "gpus": "train.gpus",
     "seed": "train.seed",
     "min_macro_f1": "evaluate.min_macro_f1",
+    # The long-tail methods (see experiments/long-tail-methods.yaml).
+    "loss": "train.loss.name",
+    "loss_args": "train.loss.args",
+    "weight_start_epoch": "weights.start_epoch",
+    "mixup": "train.augmentation.mixup",
+    "cutmix": "train.augmentation.cutmix",
+    "mix_off_last_epochs": "train.augmentation.mix_off_last_epochs",
+    "weight_decay": "train.optimizer.weight_decay",
+    "posthoc_tau": "evaluate.posthoc_tau",
 }
+# Knobs whose field takes a number or a word (posthoc_tau: 1.0 or tune): a string parameter in the
+# pipeline, read as YAML like a `--set` value.
+TEXT_KNOBS = {"posthoc_tau"}
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -51,7 +65,7 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
 def knob_values(cfg: ExperimentConfig) -> dict[str, Any]:
     """The knob values of a config: the pipeline's parameter defaults, or a run's arguments."""
     raw = config_to_dict(cfg)
-    return {knob: _get(raw, path) for knob, path in KNOBS.items()}
+    return {knob: str(_get(raw, path)) if knob in TEXT_KNOBS else _get(raw, path) for knob, path in KNOBS.items()}
 
 
 def apply_knobs(base_config: dict[str, Any], knobs: dict[str, Any]) -> ExperimentConfig:
@@ -70,6 +84,8 @@ def apply_knobs(base_config: dict[str, Any], knobs: dict[str, Any]) -> Experimen
     for knob, value in knobs.items():
         if knob not in KNOBS:
             raise ConfigError(f"unknown pipeline parameter {knob!r}; known: {', '.join(KNOBS)}")
+        if knob in TEXT_KNOBS and isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else value
         _set(raw, KNOBS[knob], value)
     return config_from_dict(raw)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from longtail.errors import DataError, LongtailError
 from longtail.experiment_run import check_tracking_reachable
+from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_run import log_to_model_run
 from longtail.preprocessing import Preprocessing, load_model
 from longtail.splits import SplitInfo, read_info
@@ -81,16 +82,23 @@ def predict_probabilities(
     *,
     batch_size: int = 256,
     tta: bool = False,
+    adjustment: LogitAdjustment | None = None,
 ) -> np.ndarray:
     """Class probabilities (N, C) for every row of a split, read and predicted batch by batch.
 
     Args:
         model: a Keras model taking float32 (B, H, W, 3) made by `preprocessing.to_float`.
         tta: also predict each image flipped left-right and average the two softmax outputs.
+        adjustment: post-hoc logit adjustment to apply (the model directory's, LogitAdjustment.load).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     n_classes = len(preprocessing.class_names)
+    if adjustment is not None and len(adjustment.log_prior) != n_classes:
+        raise DataError(
+            f"the logit adjustment has {len(adjustment.log_prior)} classes but preprocessing.json names "
+            f"{n_classes}: the model directory is inconsistent, re-run training"
+        )
     chunks = []
     with h5py.File(split_h5, "r") as f:
         images = f["images"]
@@ -104,6 +112,8 @@ def predict_probabilities(
                     f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
                     "the model directory is inconsistent, re-run training"
                 )
+            if adjustment is not None:
+                probs = adjustment.apply(probs)
             chunks.append(probs)
     if not chunks:
         return np.zeros((0, n_classes), dtype=np.float32)
@@ -127,7 +137,8 @@ def predict(
 ) -> PredictionResult:
     """Predict every image of a split and write the submission CSV.
 
-    The preprocessing is read from the model directory and checked against the split, so no
+    The preprocessing and any post-hoc logit adjustment (`evaluate.posthoc_tau`) are read from the
+    model directory; the preprocessing is checked against the split, so no
     caller can pass (or forget) scaling, mean subtraction, CLAHE or a size: the log's
     "need to modify preprocessors for predict_v2.py!" cannot happen.
 
@@ -149,7 +160,9 @@ def predict(
         raw_ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
     ids = [submission_id(i) for i in raw_ids]
     model = load_model(model_dir)
-    probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta)
+    adjustment = LogitAdjustment.load(model_dir)
+    probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta,
+                                  adjustment=adjustment)
     names = [preprocessing.class_names[i] for i in probs.argmax(axis=1)]
     path = write_submission(submission_csv, ids, names, id_column=id_column, label_column=label_column)
     counts = dict(sorted(Counter(names).items()))
@@ -161,7 +174,8 @@ def predict(
             run_id = log_to_model_run(
                 model_dir,
                 metrics={"predict_n_rows": float(len(ids))},
-                tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name},
+                tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name,
+                      "predict_posthoc_tau": str(adjustment.tau if adjustment else 0.0)},
                 artifacts=[(logged, "submission")],
                 tracking_uri=tracking_uri,
             )

@@ -25,6 +25,7 @@ from longtail.config import (
     ExperimentConfig,
     LabelSmoothingConfig,
     OptimizerConfig,
+    TrainConfig,
     config_to_dict,
     flatten,
     save_config,
@@ -63,6 +64,7 @@ class TrainResult:
     global_batch_size: int = 0
     steps_per_epoch: int = 0
     resumed_from_epoch: int = 0
+    posthoc_tau: float = 0.0
 
 
 def load_class_weights(path: str | Path, class_names: list[str]) -> list[float]:
@@ -126,30 +128,31 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
     return pre
 
 
-def target_encoding(ls: LabelSmoothingConfig) -> tuple[bool, float]:
-    """(one_hot, smoothing applied to the targets) for a label smoothing config."""
+def target_encoding(ls: LabelSmoothingConfig, mixing: bool = False) -> tuple[bool, float]:
+    """(one_hot, smoothing applied to the targets) for a label smoothing config; mixup/cutmix need one-hot."""
     if ls.factor == 0:
-        return False, 0.0
+        return mixing, 0.0
     return True, ls.factor if ls.mode == "labels" else 0.0
 
 
-def make_loss(ls: LabelSmoothingConfig) -> Any:
-    """The loss matching target_encoding: sparse CE, CE with label_smoothing (mode loss) or plain CE
-    on smoothed targets (mode labels). Both modes give the same value on the same batch."""
-    import keras
+def make_loss(t: TrainConfig, class_counts: Sequence[int]) -> Any:
+    """The keras loss of `train.loss` (longtail.losses) on logits, for targets as target_encoding makes them.
 
-    if ls.factor == 0:
-        return keras.losses.SparseCategoricalCrossentropy()
-    if ls.mode == "loss":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=ls.factor)
-    return keras.losses.CategoricalCrossentropy()
+    Label smoothing mode loss smooths inside the loss, mode labels in the data; both modes give the
+    same value on the same batch. Class weights arrive as sample weights from the data.
+    """
+    from longtail.losses import build_loss, keras_loss
+
+    ls = t.label_smoothing
+    loss_fn = build_loss(t.loss.name, class_counts, **t.loss.args)
+    return keras_loss(loss_fn, len(class_counts), ls.factor if ls.mode == "loss" else 0.0)
 
 
-def make_accuracy(ls: LabelSmoothingConfig) -> Any:
+def make_accuracy(ls: LabelSmoothingConfig, mixing: bool = False) -> Any:
     """Train accuracy named 'accuracy' whatever the target encoding (history.json reads it by name)."""
     import keras
 
-    if ls.factor == 0:
+    if not target_encoding(ls, mixing)[0]:
         return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     return keras.metrics.CategoricalAccuracy(name="accuracy")
 
@@ -220,7 +223,7 @@ def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
 
     class MacroF1(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            probs = np.asarray(self.model.predict(model_inputs, verbose=0), dtype=np.float64)
+            probs = softmax(self.model.predict(model_inputs, verbose=0))
             pred = probs.argmax(axis=1)
             p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
             if logs is not None:
@@ -229,6 +232,13 @@ def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
                 logs["val_macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
 
     return MacroF1()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (the models output logits)."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def history_callback(path: Path) -> Any:
@@ -445,7 +455,7 @@ def _fit(
     import keras
     import tensorflow as tf
 
-    from longtail.input_pipeline import Augmentation, make_dataset
+    from longtail.input_pipeline import Augmentation, Mixing, make_dataset
     from longtail.models import build_model
     from longtail.schedules import initial_learning_rate, schedule_callback
 
@@ -463,11 +473,13 @@ def _fit(
     if t.mixed_precision and on_gpu:
         keras.config.set_dtype_policy("mixed_float16")
 
-    one_hot, smoothing = target_encoding(t.label_smoothing)
+    mixing = Mixing.from_config(t.augmentation, t.epochs)
+    one_hot, smoothing = target_encoding(t.label_smoothing, mixing.active)
     train_data = make_dataset(
         train_info.path, preprocessing, batch_size=global_batch, training=True,
         augmentation=Augmentation.from_config(t.augmentation), one_hot=one_hot, smoothing=smoothing,
         class_weights=class_weights, seed=t.seed, memory_budget_mb=t.memory_budget_mb,
+        weights_start_epoch=config.weights.start_epoch, mixing=mixing,
     )
     val_data = make_dataset(val_info.path, preprocessing, batch_size=global_batch, training=False,
                             memory_budget_mb=t.memory_budget_mb, with_labels=False)
@@ -482,8 +494,8 @@ def _fit(
                                 **config.model.args)
             model.compile(
                 optimizer=make_optimizer(t.optimizer, initial_learning_rate(t.lr, t.epochs)),
-                loss=make_loss(t.label_smoothing),
-                metrics=[make_accuracy(t.label_smoothing)],
+                loss=make_loss(t, train_info.class_counts()),
+                metrics=[make_accuracy(t.label_smoothing, mixing.active)],
                 jit_compile=False,
             )
         timer = epoch_timer()
@@ -508,6 +520,7 @@ def _fit(
         keras.config.set_dtype_policy(previous_policy)
 
     history = history_cb.history
+    posthoc_tau = _choose_posthoc(config, model, val_data.dataset, val_info, train_info, out_dir, run)
     return _write_model_dir(
         model, config, preprocessing, history, out_dir, run, train_info,
         TrainResult(
@@ -523,8 +536,34 @@ def _fit(
             global_batch_size=global_batch,
             steps_per_epoch=train_data.steps,
             resumed_from_epoch=t.epochs if history_cb.first_epoch is None else history_cb.first_epoch,
+            posthoc_tau=posthoc_tau,
         ),
     )
+
+
+def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_info: SplitInfo,
+                    train_info: SplitInfo, out_dir: Path, run: Any) -> float:
+    """Resolve evaluate.posthoc_tau on the val split; write it into the model directory and MLflow.
+
+    Returns the tau predict will apply (0: none, and no file is written).
+    """
+    from longtail.logit_adjustment import ADJUSTMENT_FILE, choose_adjustment
+
+    setting = config.evaluate.posthoc_tau
+    (out_dir / ADJUSTMENT_FILE).unlink(missing_ok=True)
+    if setting == 0:
+        return 0.0
+    probs = softmax(model.predict(val_inputs, verbose=0))
+    choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    choice.adjustment.save(out_dir)
+    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f", choice.adjustment.tau,
+             " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after)
+    if run is not None:
+        run.log_metrics({"posthoc_tau": choice.adjustment.tau,
+                         "val_macro_f1_before_posthoc": choice.val_macro_f1_before,
+                         "val_macro_f1_after_posthoc": choice.val_macro_f1_after}, step=config.train.epochs)
+    return choice.adjustment.tau
 
 
 def _images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float:
@@ -553,7 +592,13 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
         run.log_artifact(out_dir / CONFIG_FILE)
         size = train_info.image_size
         example = np.zeros((1, size, size, 3), dtype=np.float32)
-        run.log_keras_model(model, example, [pre_path])
+        from longtail.logit_adjustment import ADJUSTMENT_FILE, LogitAdjustment, probability_model
+
+        # MLflow serves probabilities, the post-hoc adjustment included: what `longtail predict` computes.
+        adjustment = LogitAdjustment.load(out_dir)
+        run.log_keras_model(probability_model(model, adjustment), example, [pre_path])
+        if adjustment is not None:
+            run.log_artifact(out_dir / ADJUSTMENT_FILE)
     return result
 
 

@@ -149,6 +149,17 @@ def test_shared_values_from_a_mapping_are_refused_too():
         config_from_dict({"model": {"args": {"widths": leaf}}})
 
 
+def test_long_tail_fields_default_to_plain_training_and_are_params():
+    cfg = config_from_dict({})
+    assert (cfg.train.loss.name, cfg.train.loss.args) == ("cross_entropy", {})
+    assert cfg.weights.start_epoch == 0 and cfg.evaluate.posthoc_tau == 0.0
+    assert (cfg.train.augmentation.mixup, cfg.train.augmentation.cutmix) == (0.0, 0.0)
+    flat = flatten(config_to_dict(config_from_dict({"train": {"loss": {"name": "ldam", "args": {"scale": 2.0}}}})))
+    assert flat["train.loss.name"] == "ldam" and flat["train.loss.args.scale"] == 2.0
+    assert {"weights.start_epoch", "train.augmentation.mixup", "train.augmentation.cutmix",
+            "train.augmentation.mix_off_last_epochs", "train.optimizer.weight_decay", "evaluate.posthoc_tau"} <= set(flat)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -208,3 +219,40 @@ def test_sweep_files_and_grids_get_the_same_one_line_errors(tmp_path):
     exp.write_text("train: {epochs: 2}\n")
     with pytest.raises(ConfigError, match=r"grid axis 'train.epochs=1,\[2': value '\[2' is not valid YAML"):
         load_sweep([exp], grid=["train.epochs=1,[2"])
+
+
+        ("weights.start_epoch=12", "config field weights.start_epoch must be >= 0 and < train.epochs (12), got 12"),
+        ("train.augmentation.mixup=-0.2", "config field train.augmentation.mixup must be between 0 (off) and 10, got -0.2"),
+        ("train.augmentation.cutmix=lots", "config field train.augmentation.cutmix must be a number, got 'lots'"),
+        ("train.augmentation.mix_off_last_epochs=13", "mix_off_last_epochs must be >= 0 and <= train.epochs (12)"),
+        ("evaluate.posthoc_tau=tuned", "config field evaluate.posthoc_tau must be float or 'tune', got 'tuned'"),
+        ("evaluate.posthoc_tau=-1", "config field evaluate.posthoc_tau must be between 0 and 10, or tune, got -1.0"),
+        ("train.loss.name=balanced", "config field train.loss.name: unknown loss 'balanced'"),
+        ("train.loss.args.tau=-1", "config field train.loss.args.tau: loss 'cross_entropy' has no such argument"),
+        ("train.optimizer.weight_decay=-1", "config field train.optimizer.weight_decay must be >= 0"),
+    ],
+)
+def test_long_tail_fields_are_checked_with_one_line_errors(tmp_path, override, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_long_tail_fields_set_from_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\n")
+    cfg = load_config(path, ["train.loss.name=logit_adjusted", "train.loss.args.tau=1.5", "evaluate.posthoc_tau=tune",
+                             "weights.start_epoch=8", "train.augmentation.mixup=0.2"])
+    assert cfg.train.loss.args == {"tau": 1.5} and cfg.evaluate.posthoc_tau == "tune"
+    assert cfg.weights.start_epoch == 8 and cfg.train.augmentation.mixup == 0.2
+
+
+def test_posthoc_tau_knob_is_a_string_parameter_read_as_yaml():
+    knobs = knob_values(config_from_dict({"evaluate": {"posthoc_tau": "tune"}}))
+    assert knobs["posthoc_tau"] == "tune" and knobs["loss"] == "cross_entropy"
+    assert apply_knobs({}, {"posthoc_tau": "1.5"}).evaluate.posthoc_tau == 1.5
+    assert apply_knobs({}, {"posthoc_tau": "tune", "loss": "focal", "loss_args": {"gamma": 1.0}}).train.loss.args == {"gamma": 1}
+    with pytest.raises(ConfigError, match="evaluate.posthoc_tau"):
+        apply_knobs({}, {"posthoc_tau": "always"})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from digits_training_data import write_digits_splits
 
-from longtail.input_pipeline import Augmentation, make_dataset
+from longtail.input_pipeline import Augmentation, Mixing, make_dataset
 from longtail.preprocessing import Preprocessing
 from longtail.splits import read_info
 
@@ -137,3 +137,60 @@ def test_empty_and_unlabelled_splits_are_refused(tmp_path: Path) -> None:
         make_dataset(empty, pre, batch_size=4, training=True)
     with pytest.raises(DataError, match="no labels"):
         make_dataset(test, pre, batch_size=4, training=True)
+
+
+def test_deferred_reweighting_switches_class_weights_on_at_start_epoch(digits) -> None:
+    weights = [0.5 + c for c in range(10)]
+    ds = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=100, training=True,
+                      class_weights=weights, weights_start_epoch=2)
+    for epoch in range(4):
+        ds.plan.set_epoch(epoch)
+        for _, y, w in ds.dataset:
+            expected = np.asarray(weights, np.float32)[y.numpy()] if epoch >= 2 else np.ones(len(y), np.float32)
+            np.testing.assert_array_equal(w.numpy(), expected, err_msg=f"epoch {epoch}")
+
+
+def constant_rows(tmp_path: Path) -> Path:
+    """Ten 8x8 images, image i filled with 20 * (i + 1) and labelled i: a pixel tells which row it came from."""
+    from longtail.splits import write_split
+
+    images = np.stack([np.full((8, 8, 3), 20 * (i + 1), np.uint8) for i in range(10)])
+    return write_split(tmp_path / "rows.h5", images, [f"{i}.png" for i in range(10)], labels=np.arange(10),
+                       class_names=[str(i) for i in range(10)], image_size=8,
+                       preprocessing={"image_size": 8}, source_fingerprint="rows")
+
+
+@pytest.mark.parametrize("mixing", [Mixing(mixup=1.0), Mixing(cutmix=1.0), Mixing(mixup=0.4, cutmix=1.0)],
+                         ids=["mixup", "cutmix", "both"])
+def test_mixed_targets_and_weights_are_the_same_convex_combination_as_the_images(tmp_path: Path,
+                                                                               mixing: Mixing) -> None:
+    path = constant_rows(tmp_path)
+    weights = [1.0 + c for c in range(10)]
+    ds = make_dataset(path, preprocessing_for(path), batch_size=10, training=True, one_hot=True,
+                      class_weights=weights, mixing=mixing, seed=3)
+    lams = []
+    for epoch in range(6):
+        ds.plan.set_epoch(epoch)
+        x, y, w = next(iter(ds.dataset))
+        x, y, w = x.numpy().astype(np.float64), y.numpy().astype(np.float64), w.numpy()
+        for i in range(10):
+            # Row i is mixed with one other row: its pixels are lam * own + (1 - lam) * other, where
+            # the row's two target classes tell which rows (image c is filled with 20 * (c + 1)).
+            own, other = np.argsort(y[i])[::-1][:2]
+            value_own, value_other = 20 * (own + 1) / 255.0, 20 * (other + 1) / 255.0
+            lam_pixels = (x[i].mean() - value_other) / (value_own - value_other)
+            assert y[i, own] == pytest.approx(lam_pixels, abs=1e-5), (epoch, i)
+            assert y[i].sum() == pytest.approx(1.0, abs=1e-6)
+            assert w[i] == pytest.approx(lam_pixels * weights[own] + (1 - lam_pixels) * weights[other], rel=1e-5)
+            lams.append(y[i, own])
+    assert len({round(v, 4) for v in lams}) > 2  # a fresh mixing weight per batch
+
+
+def test_mixing_is_off_in_the_last_epochs(tmp_path: Path) -> None:
+    path = constant_rows(tmp_path)
+    ds = make_dataset(path, preprocessing_for(path), batch_size=10, training=True, one_hot=True,
+                      mixing=Mixing(mixup=1.0, until_epoch=2))
+    for epoch, mixed in [(0, True), (1, True), (2, False), (3, False)]:
+        ds.plan.set_epoch(epoch)
+        _, y = next(iter(ds.dataset))
+        assert (y.numpy().max() < 1.0) == mixed, epoch

@@ -214,3 +214,22 @@ def test_a_submission_path_that_cannot_be_a_file_is_one_line_before_predicting(w
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("longtail predict: error: ") and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_predict_applies_the_stored_posthoc_tau(world, tmp_path):
+    from longtail.logit_adjustment import LogitAdjustment
+
+    data, models = world
+    model_dir = tmp_path / "adjusted"
+    shutil.copytree(models["scale"], model_dir)
+    # A prior that makes "zero" common and "nine" rare: tau 2 moves predictions towards "nine".
+    counts = [1000, 300, 300, 300, 300, 300, 300, 300, 300, 1]
+    LogitAdjustment.from_counts(2.0, counts).save(model_dir)
+    got = dict(read_csv(predict(model_dir, data.test_h5, tmp_path / "sub.csv").path)[1:])
+
+    images, _, ids = read_arrays(data.test_h5)
+    prep = Preprocessing.load(model_dir)
+    probs = as_probabilities(load_model(model_dir).predict(prep.to_float(images), verbose=0))
+    by_hand = (np.log(probs) - 2.0 * np.log(np.asarray(counts) / sum(counts))).argmax(axis=1)
+    assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in by_hand]
+    assert np.mean(by_hand != probs.argmax(axis=1)) > 0.01  # the adjustment changed predictions

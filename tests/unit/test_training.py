@@ -55,11 +55,16 @@ def test_smoothing_in_loss_equals_smoothing_in_labels(digits) -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    # An untrained model is near-uniform, where smoothing hardly matters: sharpen its predictions.
-    probs = keras.ops.softmax(30.0 * keras.ops.log(build_model("small_cnn", (16, 16, 3), 10, width=4)(x)))
-    in_loss = float(make_loss(by_loss)(y_loss, probs))
-    in_labels = float(make_loss(by_labels)(y_labels, probs))
-    unsmoothed = float(make_loss(LabelSmoothingConfig())(np.argmax(y_loss, axis=1), probs))
+    # An untrained model is near-uniform, where smoothing hardly matters: sharpen its logits.
+    logits = 30.0 * build_model("small_cnn", (16, 16, 3), 10, width=4)(x)
+    counts = [1] * 10
+
+    def loss_of(ls: LabelSmoothingConfig):
+        return make_loss(tiny_config(label_smoothing={"factor": ls.factor, "mode": ls.mode}).train, counts)
+
+    in_loss = float(loss_of(by_loss)(y_loss, logits))
+    in_labels = float(loss_of(by_labels)(y_labels, logits))
+    unsmoothed = float(loss_of(LabelSmoothingConfig())(np.argmax(y_loss, axis=1), logits))
     assert in_loss == pytest.approx(in_labels, rel=1e-5)
     assert abs(in_loss - unsmoothed) > 1e-3  # smoothing did something
 
@@ -75,8 +80,9 @@ def test_class_weights_scale_each_sample_loss(digits) -> None:
     x, y, w = first_batch(digits.train_h5, class_weights=weights)
     keras.utils.set_random_seed(0)
     model = build_model("small_cnn", (16, 16, 3), 10, width=4)
-    model.compile(loss=make_loss(ls), metrics=[make_accuracy(ls)])
-    probs = model.predict(x, verbose=0).astype(np.float64)
+    model.compile(loss=make_loss(tiny_config().train, [1] * 10), metrics=[make_accuracy(ls)])
+    logits = model.predict(x, verbose=0).astype(np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     labels = y.numpy()
     by_hand = np.mean(np.asarray(weights)[labels] * -np.log(probs[np.arange(len(labels)), labels]))
     unweighted = np.mean(-np.log(probs[np.arange(len(labels)), labels]))
@@ -225,3 +231,24 @@ def test_checkpoint_dir_for_a_mounted_volume_is_keyed_by_run():
     assert checkpoint_dir_for("/checkpoints", "3f2a-run") == Path("/checkpoints/3f2a-run")
     with pytest.raises(ConfigError, match="plain name"):
         checkpoint_dir_for("/checkpoints", "../other")
+
+
+@pytest.mark.slow
+def test_long_tail_methods_train_together_and_store_the_tuned_tau(digits, tmp_path: Path) -> None:
+    from longtail.logit_adjustment import TAU_GRID, LogitAdjustment
+    from longtail.training import train
+
+    cfg = tiny_config(loss={"name": "logit_adjusted", "args": {"tau": 1.0}},
+                      augmentation={"mixup": 0.2, "cutmix": 1.0, "mix_off_last_epochs": 1})
+    cfg.weights.start_epoch = 1
+    cfg.evaluate.posthoc_tau = "tune"
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"weights": [1.0 + c / 10 for c in range(10)]}))
+    result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", weights_json=weights, progress=False)
+    assert result.epochs_run == 2 and np.isfinite(result.history["loss"]).all()
+    stored = LogitAdjustment.load(tmp_path / "model")
+    assert stored is not None and stored.tau == result.posthoc_tau and stored.tau in TAU_GRID
+    counts = np.asarray(read_info(digits.train_h5).class_counts(), dtype=np.float64)
+    np.testing.assert_allclose(stored.log_prior, np.log(counts / counts.sum()))
+    saved = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())
+    assert saved["train"]["loss"] == {"name": "logit_adjusted", "args": {"tau": 1.0}}

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from longtail.errors import ConfigError
+from longtail.registry import Registry
 
 ModelBuilder = Callable[..., Any]
 
-_REGISTRY: dict[str, ModelBuilder] = {}
+_MODELS = Registry("model", "model.name")
+_REGISTRY = _MODELS.builders
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -17,38 +19,28 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
     Adding a model is one file with one decorated builder, imported in longtail.models.
     """
-
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorate
+    return _MODELS.register(name)
 
 
 def available_models() -> list[str]:
     """Names of every registered model, sorted."""
-    return sorted(_REGISTRY)
+    return _MODELS.names()
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **args: Any) -> Any:
-    """Build the registered model `name` (a keras.Model that outputs float32 softmax probabilities).
+    """Build the registered model `name`: a keras.Model that outputs float32 logits (softmax is in the loss and in prediction).
 
     Raises:
         ConfigError: for an unknown name (listing the known ones) or an argument the builder lacks.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"config field model.name: unknown model {name!r}; known models: {', '.join(available_models())}"
-        )
+    builder = _MODELS.get(name)
     try:
-        return _REGISTRY[name](tuple(input_shape), int(num_classes), **args)
+        return builder(tuple(input_shape), int(num_classes), **args)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             import inspect
 
-            known = [p for p in inspect.signature(_REGISTRY[name]).parameters][2:]
+            known = [p for p in inspect.signature(builder).parameters][2:]
             raise ConfigError(
                 f"config field model.args: {e.args[0].split('() ')[-1]} for model {name!r}; "
                 f"it takes: {', '.join(known)}"

@@ -37,7 +37,7 @@ def make_model(
         stem_stride: stride of the 7x7 conv and of the max pool (2 for ImageNet-sized inputs).
 
     Returns:
-        A functional keras.Model from float images to float32 softmax probabilities.
+        A functional keras.Model from float images to float32 logits (softmax in the loss and in prediction).
     """
     if len(filters) != len(stages) + 1:
         raise ConfigError(

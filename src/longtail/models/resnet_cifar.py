@@ -73,7 +73,7 @@ def make_model(
         bottleneck: 1x1-3x3-1x1 modules at filters/4 inside (the log's); False gives two 3x3 convs.
 
     Returns:
-        A functional keras.Model from float images to float32 softmax probabilities.
+        A functional keras.Model from float images to float32 logits (softmax in the loss and in prediction).
     """
     if len(filters) != len(stages) + 1:
         raise ConfigError(
@@ -90,7 +90,7 @@ def make_model(
 
 
 def stages_and_head(x, stages: Sequence[int], filters: Sequence[int], num_classes: int, *, l2, **opts):
-    """Residual stages (stride 2 from the second on), then BN → ReLU → pool → softmax classifier.
+    """Residual stages (stride 2 from the second on), then BN → ReLU → pool → linear classifier (logits).
 
     Shared by every ResNet in the registry; `opts` are residual_module's keyword arguments.
     """
@@ -103,5 +103,5 @@ def stages_and_head(x, stages: Sequence[int], filters: Sequence[int], num_classe
     x = layers.Activation("relu")(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(num_classes, kernel_regularizer=l2)(x)
-    # float32 softmax keeps mixed-precision training numerically safe.
-    return layers.Activation("softmax", dtype="float32")(x)
+    # Logits, cast to float32 so mixed-precision training computes the loss in float32.
+    return layers.Activation("linear", dtype="float32", name="logits")(x)

@@ -1,0 +1,122 @@
+"""Post-hoc logit adjustment (Menon et al. 2021): predict with logits - tau * log(train class prior).
+
+A model trained on long-tailed data favours frequent classes; subtracting tau * log(prior) from its
+logits moves the decision towards a class-balanced one, which is what a macro-F1 leaderboard on a
+balanced test set rewards. The chosen tau and the prior live in the model directory
+(`logit_adjustment.json`), so evaluate, predict and the submission all apply the same adjustment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longtail.errors import DataError
+
+ADJUSTMENT_FILE = "logit_adjustment.json"
+# The values `evaluate.posthoc_tau: tune` tries on the val split.
+TAU_GRID = tuple(float(t) for t in np.round(np.arange(0.0, 2.01, 0.25), 2))
+
+
+@dataclass(frozen=True)
+class LogitAdjustment:
+    """tau and the train split's log class prior (by class index)."""
+
+    tau: float
+    log_prior: list[float]
+
+    @classmethod
+    def from_counts(cls, tau: float, class_counts: list[int] | np.ndarray) -> LogitAdjustment:
+        """From per-class train counts (a class with no rows counts as one, to keep log finite)."""
+        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
+        return cls(tau=float(tau), log_prior=np.log(counts / counts.sum()).tolist())
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """softmax(logits - tau * log prior), computed from softmax(logits) (same argmax, renormalised)."""
+        log_p = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None))
+        z = log_p - self.tau * np.asarray(self.log_prior)[None, :]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write `model_dir/logit_adjustment.json`."""
+        path = Path(model_dir) / ADJUSTMENT_FILE
+        path.write_text(json.dumps(asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> LogitAdjustment | None:
+        """The model directory's adjustment, or None when it has none (tau 0: plain argmax)."""
+        path = Path(model_dir) / ADJUSTMENT_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(tau=float(data["tau"]), log_prior=[float(v) for v in data["log_prior"]])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path} is not a valid logit adjustment ({e}); re-run training") from e
+
+
+def macro_f1_at(probs: np.ndarray, labels: np.ndarray, adjustment: LogitAdjustment) -> float:
+    """Macro-F1 of the adjusted predictions against the labels."""
+    from sklearn.metrics import f1_score
+
+    pred = adjustment.apply(probs).argmax(axis=1)
+    return float(f1_score(labels, pred, average="macro", zero_division=0))
+
+
+@dataclass(frozen=True)
+class PosthocChoice:
+    """The adjustment chosen on the val split and the val macro-F1 before (tau 0) and after it."""
+
+    adjustment: LogitAdjustment
+    val_macro_f1_before: float
+    val_macro_f1_after: float
+    tuned: bool
+
+
+def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarray,
+                      class_counts: list[int] | np.ndarray,
+                      grid: tuple[float, ...] = TAU_GRID) -> PosthocChoice:
+    """Resolve `evaluate.posthoc_tau` on the val split's predictions.
+
+    Args:
+        setting: a fixed tau, or "tune": the grid value with the highest val macro-F1 (the smallest
+            such tau on a tie, so no adjustment wins when it does not help).
+        probs: the model's val class probabilities (N, C); labels: the val labels.
+        class_counts: the train split's rows per class (the prior).
+    """
+    if setting == "tune":
+        scored = [(macro_f1_at(probs, labels, LogitAdjustment.from_counts(t, class_counts)), -t) for t in grid]
+        tau = -max(scored)[1]
+        tuned = True
+    else:
+        tau, tuned = float(setting), False
+    adjustment = LogitAdjustment.from_counts(tau, class_counts)
+    before = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, class_counts))
+    return PosthocChoice(adjustment, before, macro_f1_at(probs, labels, adjustment), tuned)
+
+
+def probability_model(model: Any, adjustment: LogitAdjustment | None) -> Any:
+    """The model as MLflow serves it: softmax(logits - tau * log prior), the probabilities predict computes.
+
+    The registry's models output logits; this wraps one (sharing its layers) with the post-hoc
+    shift as a frozen identity Dense layer (plain Keras layers, so it saves and loads anywhere)
+    and a float32 softmax.
+    """
+    import keras
+
+    x = model.output
+    if adjustment is not None and adjustment.tau:
+        n = len(adjustment.log_prior)
+        shift = keras.layers.Dense(n, trainable=False, dtype="float32", name="posthoc_logit_adjustment")
+        x = shift(x)
+        shift.set_weights([np.eye(n, dtype=np.float32),
+                           (-adjustment.tau * np.asarray(adjustment.log_prior)).astype(np.float32)])
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(model.inputs, outputs, name=model.name)

@@ -1,0 +1,77 @@
+"""Post-hoc logit adjustment: the tuned tau maximises val macro-F1; the stored tau round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from longtail.errors import DataError
+from longtail.logit_adjustment import TAU_GRID, LogitAdjustment, choose_adjustment, probability_model
+
+# Train prior 90:10, so tau * (log 0.9 - log 0.1) = tau * 2.197 is taken off class 0's logit lead d.
+COUNTS = [90, 10]
+# Val rows as (label, d = logit_0 - logit_1). Class 0 is predicted while d > 2.197 * tau:
+#   class 1 at d = 1.5 becomes right from tau > 0.68; class 0 at d = 2.0 stays right up to tau < 0.91,
+#   class 0 at d = 3.0 up to tau < 1.37. Only tau = 0.75 on the grid gets every row right.
+ROWS = [(0, 3.0), (0, 2.0), (1, 1.5), (1, -1.0)]
+
+
+def val_probs() -> tuple[np.ndarray, np.ndarray]:
+    labels = np.array([y for y, _ in ROWS])
+    logits = np.array([[d, 0.0] for _, d in ROWS])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, labels
+
+
+def test_tuned_tau_maximises_val_macro_f1() -> None:
+    probs, labels = val_probs()
+    choice = choose_adjustment("tune", probs, labels, COUNTS)
+    assert choice.tuned and choice.adjustment.tau == 0.75
+    assert choice.val_macro_f1_after == 1.0
+    # By hand: tau 0 predicts class 0 for the first three rows.
+    assert choice.val_macro_f1_before == pytest.approx(f1_score(labels, [0, 0, 0, 1], average="macro"))
+    for tau in TAU_GRID:
+        if tau != 0.75:
+            pred = LogitAdjustment.from_counts(tau, COUNTS).apply(probs).argmax(axis=1)
+            assert f1_score(labels, pred, average="macro") < 1.0, tau
+
+
+def test_fixed_tau_is_kept_and_scored() -> None:
+    probs, labels = val_probs()
+    choice = choose_adjustment(1.25, probs, labels, COUNTS)
+    assert not choice.tuned and choice.adjustment.tau == 1.25
+    assert choice.val_macro_f1_after == pytest.approx(f1_score(labels, [0, 1, 1, 1], average="macro"))
+
+
+def test_apply_is_softmax_of_logits_minus_tau_log_prior() -> None:
+    logits = np.array([[1.0, 0.2, -0.5]])
+    probs = np.exp(logits) / np.exp(logits).sum()
+    adj = LogitAdjustment.from_counts(1.5, [50, 30, 20])
+    z = logits - 1.5 * np.log(np.array([0.5, 0.3, 0.2]))
+    np.testing.assert_allclose(adj.apply(probs), np.exp(z) / np.exp(z).sum(), rtol=1e-5)
+
+
+def test_saved_adjustment_round_trips_and_a_broken_file_is_refused(tmp_path) -> None:
+    adj = LogitAdjustment.from_counts(0.5, [3, 1])
+    adj.save(tmp_path)
+    assert LogitAdjustment.load(tmp_path) == adj
+    assert LogitAdjustment.load(tmp_path / "nothing") is None
+    (tmp_path / "logit_adjustment.json").write_text('{"tau": 1}')
+    with pytest.raises(DataError, match="logit_adjustment.json is not a valid logit adjustment"):
+        LogitAdjustment.load(tmp_path)
+
+
+def test_probability_model_gives_what_predict_computes() -> None:
+    import keras
+
+    from longtail.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("small_cnn", (8, 8, 3), 3, width=2)
+    x = np.random.default_rng(0).random((5, 8, 8, 3)).astype(np.float32)
+    logits = np.asarray(model(x), dtype=np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    adj = LogitAdjustment.from_counts(1.0, [80, 15, 5])
+    np.testing.assert_allclose(probability_model(model, None)(x), probs, rtol=1e-5)
+    np.testing.assert_allclose(probability_model(model, adj)(x), adj.apply(probs), rtol=1e-4, atol=1e-6)
