@@ -14,7 +14,7 @@ from longtail.errors import LongtailError
 # Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
 COMMANDS = [
     "data", "ingest", "weights", "train", "evaluate", "predict", "score", "lb",
-    "run", "sweep", "report",
+    "run", "sweep", "report", "promote",
 ]
 
 
