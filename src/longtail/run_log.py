@@ -88,7 +88,7 @@ def _train_figure(task_dir: Path) -> str:
     f1 = history.get("val_macro_f1") or []
     if not f1:
         return ""
-    return f"val macro-F1 {f1[-1]:.4f} (best {max(f1):.4f}) after {len(f1)} epochs"
+    return f"val macro-F1 {f1[-1]:.4f} (best {max(f1):.4f}) after {len(f1)} epoch{'s' if len(f1) != 1 else ''}"
 
 
 def _evaluate_figure(task_dir: Path) -> str:
