@@ -378,8 +378,9 @@ def train(
     (checkpoint_dir / RESUME_FILE).write_text(json.dumps(
         {"fingerprint": fingerprint, "run_id": run.run_id if run else None}))
 
-    monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
+    monitor = None
     try:
+        monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
         result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
                       run, progress, devices, extra_callbacks)
     except BaseException:

@@ -52,7 +52,9 @@ def served(digits_lt, tmp_path_factory):
     result = run_local(REPO / "experiments" / "demo.yaml", str(digits_lt / "train"), str(digits_lt / "test"),
                        labels=digits_lt / "test_labels.csv", overrides=TINY_PIPELINE + ["train.epochs=1"],
                        home=home)
-    server = MlflowServer(home, (home / "mlruns").as_uri(), s3_endpoint="")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no job-runner processes: only the UI is needed
+        server = MlflowServer(home, (home / "mlruns").as_uri(), s3_endpoint="")
     url = server.start(timeout=180)
     yield result, url
     server.stop()
