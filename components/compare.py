@@ -27,10 +27,11 @@ def start_sweep(configs: list, experiment: str, sweep_name: str,
     from collections import namedtuple
 
     from longtail.comparison import start_sweep_run
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import resolve_tracking_uri, task_run_from_env
 
     run_id = parent_run_id or start_sweep_run(
-        resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")), experiment, sweep_name, configs)
+        resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")), experiment, sweep_name, configs,
+        task_run_id=task_run_from_env(os.environ))
     return namedtuple("Sweep", ["sweep_run_id"])(run_id)
 
 
@@ -58,4 +59,7 @@ def compare(
     shutil.copyfile(os.path.join(work, "leaderboard.md"), leaderboard.path)
     best_dir = pick_model_dir([m.path for m in models], board.best.run_id)
     predict(str(best_dir), os.path.join(test_data.path, "test.h5"), submission.path, tracking_uri=uri)
+    from longtail.model_run import log_test_dataset
+
+    log_test_dataset(str(best_dir), os.path.join(test_data.path, "test.h5"), tracking_uri=uri)
     return board.best.run_id

@@ -24,6 +24,10 @@ def submit(
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
     )
     submission.metadata.update({"rows": result.n_rows})
+    from longtail.model_run import log_test_dataset
+
+    log_test_dataset(model.path, os.path.join(test_data.path, "test.h5"),
+                     tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
 
 
 @dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)

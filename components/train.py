@@ -23,7 +23,8 @@ def train(
     import os
 
     from longtail.config import config_from_dict
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.experiment_run import system_metrics_enabled
+    from longtail.tracking import resolve_tracking_uri, task_run_from_env
     from longtail.training import checkpoint_dir_for
     from longtail.training import train as train_model
 
@@ -37,6 +38,9 @@ def train(
         parent_run_id=parent_run_id or None,
         checkpoint_dir=checkpoint_dir_for(checkpoint_root, checkpoint_key),
         progress=False,
+        task_run_id=task_run_from_env(os.environ),
+        system_metrics=system_metrics_enabled(os.environ),
+        source="longtail pipeline: train step",
     )
     model.metadata.update({"run_id": result.run_id, "epochs": result.epochs_run,
                            "best_val_macro_f1": result.best_val_macro_f1})

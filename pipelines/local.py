@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from longtail.errors import DataError, LongtailError
-from longtail.tracking import RunInfo, default_tracking_uri
+from longtail.preprocessing import RUN_FILE
+from longtail.run_log import RunConsole, step_figure
+from longtail.tracking import KFP_PIPELINE_TAG, KFP_RUN_ID_TAG, RunInfo, default_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ class LocalRunResult:
     submission: Path | None
     test_macro_f1: float | None
     seconds: float
+    experiment_id: str = ""
+    log_path: Path | None = None
+    registered_version: str | None = None
 
 
 def check_source(uri: str, what: str) -> None:
@@ -58,6 +66,8 @@ def run_local(
     home: str | Path = ".longtail",
     tracking_uri: str | None = None,
     parent_run_id: str = "",
+    verbose: bool = False,
+    register_as: str = "",
 ) -> LocalRunResult:
     """Run the training pipeline through kfp.local.SubprocessRunner in this Python environment.
 
@@ -68,6 +78,8 @@ def run_local(
             score logged to the run as test_macro_f1.
         home: folder for the pipeline root and (by default) the MLflow SQLite store.
         tracking_uri: MLflow tracking URI; default: SQLite under `home`.
+        verbose: show kfp.local's full log on the terminal (it always goes to the log file).
+        register_as: register the model under this name with the alias `candidate` ("" to skip).
 
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
@@ -78,14 +90,96 @@ def run_local(
     cfg = load_config(config_path, overrides)
     tracking_uri = _start_local(data, test, labels, home, tracking_uri)
     pipeline = create_pipeline(cfg)
+    root = Path(home).resolve() / "pipeline-root"
+    before = _run_dirs(root)
     start = time.perf_counter()
-    try:
-        task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
-    except RuntimeError as e:
-        raise LongtailError(f"pipeline run failed: {e} (the failing step's log is printed above)") from e
+    with _console(root, "longtail-training", verbose) as console:
+        try:
+            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
+        except RuntimeError as e:
+            raise _step_failed(console, e) from e
     seconds = time.perf_counter() - start
     model_dir = Path(task.output.path)
-    return _summarise(model_dir, tracking_uri, labels, seconds)
+    result = _summarise(model_dir, tracking_uri, labels, seconds)
+    result.log_path = console.log_path
+    _record_run_facts(tracking_uri, _run_dirs(root) - before, "longtail-training")
+    _describe_origin(tracking_uri, result.run_id, config_path, overrides)
+    result.experiment_id = _experiment_id(tracking_uri, result.run_id)
+    if register_as:
+        from longtail.registry import CANDIDATE, register_run_model, version_tags
+
+        result.registered_version = register_run_model(
+            tracking_uri, result.run_id, register_as, alias=CANDIDATE,
+            tags=version_tags(cfg.name, result.macro_f1, result.test_macro_f1))
+    return result
+
+
+# --- What the terminal shows: step lines and epoch lines; kfp.local's full log goes to a file ---
+
+def _run_dirs(root: Path) -> set[Path]:
+    """kfp.local's run folders (<pipeline root>/<pipeline name>-<timestamp>)."""
+    return {p for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+
+
+def _task_dir(root: Path, task: str) -> Path:
+    """The newest run folder's output folder of `task`."""
+    candidates = [d / task for d in _run_dirs(root) if (d / task).is_dir()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else root / task
+
+
+@contextlib.contextmanager
+def _console(root: Path, pipeline_name: str, verbose: bool) -> Iterator[RunConsole]:
+    """Route this process's stdout/stderr (kfp.local's logs, the steps' streamed output) through a
+    RunConsole for the duration of the run; the log file lives in the pipeline root."""
+    log_path = root / f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    terminal = sys.stdout
+    console = RunConsole(log_path, terminal, verbose=verbose, figure=lambda task: step_figure(_task_dir(root, task)))
+    console.say(f"{pipeline_name}: full log in {log_path}" + ("" if verbose else " (-v shows it here)"))
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)]
+    streams = [h.stream for h in handlers]
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        for h in handlers:
+            h.setStream(console)
+        try:
+            yield console
+        finally:
+            for h, stream in zip(handlers, streams, strict=True):
+                h.setStream(stream)
+            console.close()
+
+
+def _step_failed(console: RunConsole, error: Exception) -> LongtailError:
+    """One line: which step failed, its own last error line, and where the full log is."""
+    step = console.failed_task or "a step"
+    cause = console.last_error() or str(error)
+    return LongtailError(f"step '{step}' failed: {cause} (full log: {console.log_path})")
+
+
+def _record_run_facts(tracking_uri: str, run_dirs: set[Path], pipeline_name: str) -> None:
+    """Tag every training run of these kfp.local runs with the pipeline run id and pipeline name."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for run_dir in run_dirs:
+        for run_file in run_dir.rglob(RUN_FILE):
+            info = RunInfo.load(run_file.parent)
+            if info is not None:
+                client.set_tag(info.run_id, KFP_RUN_ID_TAG, run_dir.name)
+                client.set_tag(info.run_id, KFP_PIPELINE_TAG, pipeline_name)
+
+
+def _describe_origin(tracking_uri: str, run_id: str, config_path: str | Path, overrides: list[str] | None) -> None:
+    from longtail.experiment_run import append_description
+
+    changes = f" with {', '.join(f'`--set {o}`' for o in overrides)}" if overrides else " as written"
+    append_description(tracking_uri, run_id, f"From `{config_path}`{changes}.")
+
+
+def _experiment_id(tracking_uri: str, run_id: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
 
 
 def _start_local(data: str, test: str, labels: str | Path | None, home: str | Path,
@@ -160,6 +254,8 @@ class LocalSweepResult:
     submission: Path | None
     test_macro_f1: float | None
     seconds: float
+    experiment_id: str = ""
+    log_path: Path | None = None
 
 
 def run_sweep_local(
@@ -173,27 +269,36 @@ def run_sweep_local(
     parallelism: int = 2,
     register_as: str = "longtail-best",
     sweep_name: str | None = None,
+    verbose: bool = False,
 ) -> LocalSweepResult:
     """Run the sweep pipeline through kfp.local: one pipeline per distinct data setting, one parent run.
 
     Args:
         configs: validated ExperimentConfigs (longtail.sweep_plan.load_sweep).
         parallelism: train+evaluate branches at once.
-        register_as: MLflow registered-model name for the best model ("" to skip).
+        register_as: MLflow registered-model name for the best model ("" to skip); it gets the
+            alias `champion`.
+        verbose: show kfp.local's full log on the terminal (it always goes to the log file).
     """
 
     from longtail.comparison import start_sweep_run
     from longtail.config import config_to_dict
     from longtail.sweep_plan import group_by_data
+    from longtail.tracking import task_run_from_env
 
     tracking_uri = _start_local(data, test, labels, home, tracking_uri)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
-                             [config_to_dict(c) for c in configs])
+                             [config_to_dict(c) for c in configs], task_run_id=task_run_from_env(os.environ))
     groups = group_by_data(configs)
+    root = Path(home).resolve() / "pipeline-root"
+    before = _run_dirs(root)
     start = time.perf_counter()
-    task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name)
+    with _console(root, "longtail-sweep", verbose) as console:
+        task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name, console)
     seconds = time.perf_counter() - start
+    new_dirs = _run_dirs(root) - before
+    _record_run_facts(tracking_uri, new_dirs, "longtail-sweep")
     board_path = Path(task.output.path)
     run_dir = board_path.parents[1]
     submission = run_dir / "compare" / "submission"
@@ -201,26 +306,36 @@ def run_sweep_local(
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     best = client.get_run(parent).data.tags.get("best_run_id", "")
+    client.set_tag(parent, KFP_RUN_ID_TAG, ", ".join(sorted(d.name for d in new_dirs)))
+    client.set_tag(parent, KFP_PIPELINE_TAG, "longtail-sweep")
     test_f1 = None
     if labels is not None and submission.is_file():
         from longtail.scoring import score_into_run
 
         test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=parent,
                                  metric="best_test_macro_f1").macro_f1
+        if register_as:
+            from longtail.registry import CHAMPION, TEST_MACRO_F1_TAG, alias_version, tag_version
+
+            version = alias_version(tracking_uri, register_as, CHAMPION)
+            if version is not None:
+                tag_version(tracking_uri, register_as, version, {TEST_MACRO_F1_TAG: f"{test_f1:.4f}"})
     return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
                             best_run_id=best, submission=submission if submission.is_file() else None,
-                            test_macro_f1=test_f1, seconds=seconds)
+                            test_macro_f1=test_f1, seconds=seconds,
+                            experiment_id=client.get_run(parent).info.experiment_id, log_path=console.log_path)
 
 
 def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
-                sweep_name: str):
+                sweep_name: str, console: RunConsole | None = None):
     """One sweep pipeline per data setting, all under the same parent run; returns the last task."""
     from longtail.pipelines.sweep import create_sweep_pipeline
 
     task = None
     for i, group in enumerate(groups):
         if len(groups) > 1:
-            print(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
+            say = console.say if console is not None else print
+            say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
         pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
                                          parent_from_parameter=True)
         last = i == len(groups) - 1
@@ -231,7 +346,9 @@ def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: in
             task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
                             register_as=register_as if last else "", sweep_name=sweep_name)
         except RuntimeError as e:
-            raise LongtailError(f"sweep pipeline failed: {e} (the failing step's log is printed above)") from e
+            if console is not None:
+                raise _step_failed(console, e) from e
+            raise LongtailError(f"sweep pipeline failed: {e}") from e
         finally:
             builtins.print = original_print
     return task

@@ -16,7 +16,7 @@ from longtail.tracking import bound_client_retries, redact_credentials
 # Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
 COMMANDS = [
     "data", "ingest", "weights", "train", "evaluate", "predict", "score", "lb",
-    "run", "sweep", "report",
+    "run", "sweep", "report", "promote",
 ]
 
 

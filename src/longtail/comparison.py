@@ -167,17 +167,38 @@ def leaderboard_from_mlflow(tracking_uri: str, *, experiment: str | None = None,
     return rank([_entry(r) for r in runs])
 
 
-def start_sweep_run(tracking_uri: str, experiment: str, name: str, configs: list[dict[str, Any]]) -> str:
-    """Create the MLflow parent run whose children are the sweep's experiments; returns its id."""
+def start_sweep_run(tracking_uri: str, experiment: str, name: str, configs: list[dict[str, Any]], *,
+                    task_run_id: str | None = None) -> str:
+    """Create the MLflow parent run whose children are the sweep's experiments; returns its id.
+
+    Args:
+        task_run_id: the run KFP's MLflow integration opened for this task (MLFLOW_RUN_ID); the
+            sweep's run nests under it, in its experiment.
+    """
     import mlflow
 
     from longtail.config import flatten
-    from longtail.tracking import ensure_experiment
+    from longtail.tracking import (
+        DESCRIPTION_TAG,
+        KFP_TASK_RUN_TAG,
+        ensure_experiment,
+        git_commit,
+        source_tags,
+    )
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp_id = ensure_experiment(experiment, tracking_uri)
-    run = client.create_run(exp_id, run_name=name, tags={SWEEP_TAG: "parent"})
     knobs = differing_knobs([{k: str(v) for k, v in flatten(c).items()} for c in configs])
+    tags = {SWEEP_TAG: "parent", **source_tags("longtail sweep", git_commit()),
+            DESCRIPTION_TAG: (f"**Sweep {name}**: {len(configs)} experiments of `{experiment}` that differ in "
+                              f"{', '.join(knobs) or 'nothing'}; its child runs are the experiments, ranked "
+                              "by eval_macro_f1 in leaderboard.md.")}
+    if task_run_id:
+        from longtail.experiment_run import existing_parent_run
+
+        exp_id = existing_parent_run(client, task_run_id, tracking_uri).info.experiment_id
+        tags.update({"mlflow.parentRunId": task_run_id, KFP_TASK_RUN_TAG: task_run_id})
+    run = client.create_run(exp_id, run_name=name, tags=tags)
     client.log_param(run.info.run_id, "n_experiments", len(configs))
     client.set_tag(run.info.run_id, "longtail.sweep_knobs", ", ".join(knobs) or "(none)")
     return run.info.run_id
@@ -214,11 +235,12 @@ def finish_sweep_run(tracking_uri: str, parent_run_id: str, out_dir: str | Path,
     if board.largest_effect:
         client.set_tag(parent_run_id, "largest_effect", f"{board.largest_effect[0]} ({board.largest_effect[1]:.4f})")
     if register_as:
-        mlflow.set_tracking_uri(tracking_uri)  # register_model has no tracking_uri argument
-        version = mlflow.register_model(f"runs:/{best.run_id}/model", register_as,
-                                        tags={"config": best.name, "macro_f1": f"{best.macro_f1:.4f}"})
-        client.set_tag(parent_run_id, "registered_model", f"{register_as} v{version.version}")
-        board.notes.append(f"best model registered as `{register_as}` version {version.version}")
+        from longtail.registry import CHAMPION, register_run_model, version_tags
+
+        version = register_run_model(tracking_uri, best.run_id, register_as, alias=CHAMPION,
+                                     tags=version_tags(best.name, best.macro_f1))
+        client.set_tag(parent_run_id, "registered_model", f"{register_as} v{version}")
+        board.notes.append(f"best model registered as `{register_as}` version {version}, alias `{CHAMPION}`")
     client.set_terminated(parent_run_id)
     return board
 

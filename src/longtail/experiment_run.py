@@ -10,12 +10,28 @@ from pathlib import Path
 from typing import Any
 
 from longtail.errors import LongtailError
-from longtail.tracking import ensure_experiment, redact_credentials
+from longtail.tracking import (
+    KFP_TASK_RUN_TAG,
+    SplitDataset,
+    ensure_experiment,
+    env_run_id_hidden,
+    log_datasets,
+    redact_credentials,
+)
 
 log = logging.getLogger(__name__)
 
 # MLflow accepts at most 100 params/metrics per log_batch call.
 BATCH_LIMIT = 100
+# Seconds between system-metrics samples (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it).
+SYSTEM_METRICS_INTERVAL_S = 5.0
+# MLflow's own switch; longtail logs system metrics unless it is set to false/0.
+SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+
+
+def system_metrics_enabled(environ: Any) -> bool:
+    """On unless MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING is false/0/no/off (read at an entry point)."""
+    return str(environ.get(SYSTEM_METRICS_ENV, "true")).strip().lower() not in ("false", "0", "no", "off")
 
 
 def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -115,7 +131,7 @@ class TrainingRun:
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
-            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            with env_run_id_hidden(), mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
                 info = mlflow.keras.log_model(model, name="model", signature=signature,
                                               pip_requirements=requirements)
         finally:
@@ -124,6 +140,22 @@ class TrainingRun:
             self.client.log_model_artifact(info.model_id, str(path))
             self.log_artifact(path)
         return info.model_uri
+
+    def log_datasets(self, datasets: list[SplitDataset]) -> None:
+        """Record the splits this run read as its dataset inputs (the UI's Datasets column)."""
+        log_datasets(self.tracking_uri, self.run_id, datasets)
+
+    def system_metrics(self, enabled: bool = True, resumed: bool = False) -> Any:
+        """A started MLflow SystemMetricsMonitor on this run (CPU, memory, disk, network; GPU where
+        pynvml finds one), or None when disabled; stop it with `.finish()` before finishing the run."""
+        if not enabled:
+            return None
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                       resume_logging=resumed, tracking_uri=self.tracking_uri)
+        monitor.start()
+        return monitor
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED or FAILED."""
@@ -143,14 +175,21 @@ def start_training_run(
     *,
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
+    task_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[TrainingRun, bool]:
-    """Create the training's run (nested under `parent_run_id`), or reopen `resume_run_id`.
+    """Create the training's run, or reopen `resume_run_id`.
+
+    The new run nests under `parent_run_id` (a sweep), else under `task_run_id` (the run KFP's
+    MLflow integration opened for this task, MLFLOW_RUN_ID), and lives in its parent's experiment
+    so the UI shows it folded under the parent; with neither it is a top-level run of `experiment`.
 
     Returns:
         (the run, whether it was resumed).
 
     Raises:
-        LongtailError: the server is unreachable or the run to resume is gone.
+        LongtailError: the server is unreachable, the run to resume is gone, or the parent/task run
+            does not exist at `tracking_uri`.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -167,13 +206,33 @@ def start_training_run(
                 return TrainingRun(tracking_uri, experiment, resume_run_id), True
             except MlflowException:
                 log.warning("MLflow run %s to resume is gone; starting a new run", resume_run_id)
-        tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        parent = parent_run_id or task_run_id
+        run_tags = dict(tags or {})
+        if parent:
+            experiment_id = existing_parent_run(client, parent, tracking_uri).info.experiment_id
+            run_tags["mlflow.parentRunId"] = parent
+        if task_run_id:
+            run_tags[KFP_TASK_RUN_TAG] = task_run_id
+        run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
         return TrainingRun(tracking_uri, experiment, run.info.run_id), False
     except MlflowException as e:
         raise LongtailError(
             f"MLflow at {redact_credentials(tracking_uri)} refused to start a run: {redact_credentials(e.message)}"
         ) from None
+
+
+def existing_parent_run(client: Any, run_id: str, tracking_uri: str) -> Any:
+    """The parent run a new run nests under; a clear error when the store does not hold it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        raise LongtailError(
+            f"MLflow run {run_id} (the parent to nest under) is not in the tracking store "
+            f"{redact_credentials(tracking_uri)}; "
+            "set MLFLOW_TRACKING_URI to the server that holds it, or unset MLFLOW_RUN_ID"
+        ) from e
 
 
 def epoch_logger(run: TrainingRun) -> Any:
@@ -185,3 +244,42 @@ def epoch_logger(run: TrainingRun) -> Any:
             run.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
 
     return _EpochLogger()
+
+
+def describe_experiment(config: Any) -> str:
+    """The run description (mlflow.note.content): what the experiment trains, in one paragraph."""
+    t, w = config.train, config.weights
+    lr = t.lr.schedule + (f" from {t.lr.initial:g}" if t.lr.schedule != "step" else "")
+    smoothing = (f"label smoothing {t.label_smoothing.factor:g} in the {t.label_smoothing.mode}"
+                 if t.label_smoothing.factor else "no label smoothing")
+    weights = "no class weights" if w.scheme == "none" else f"{w.scheme} class weights"
+    return (f"**{config.name}**: {config.model.name} on {config.data.image_size} px images, "
+            f"{t.epochs} epochs of {t.optimizer.name} (LR {lr}), {weights}, {smoothing}, "
+            f"preprocess {config.preprocess.scale}.")
+
+
+def config_changes(config: Any, base: Any) -> list[str]:
+    """`key=value` for every config field where `config` differs from `base` (name and experiment aside)."""
+    from longtail.config import config_to_dict, flatten
+
+    now, then = flatten(config_to_dict(config)), flatten(config_to_dict(base))
+    return [f"{k}={now.get(k)}" for k in sorted(set(now) | set(then))
+            if k not in ("name", "experiment") and now.get(k) != then.get(k)]
+
+
+def training_run_tags(config: Any, source: str, commit: str | None) -> dict[str, str]:
+    """Tags a training run starts with: its description and where it came from."""
+    from longtail.tracking import DESCRIPTION_TAG, source_tags
+
+    return {DESCRIPTION_TAG: describe_experiment(config), **source_tags(source, commit)}
+
+
+def append_description(tracking_uri: str, run_id: str, text: str) -> None:
+    """Add a paragraph to a run's description (e.g. the config file and overrides it came from)."""
+    import mlflow
+
+    from longtail.tracking import DESCRIPTION_TAG
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    current = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG, "")
+    client.set_tag(run_id, DESCRIPTION_TAG, f"{current}\n\n{text}" if current else text)

@@ -62,3 +62,26 @@ def log_to_model_run(
         ) from e
     log.info("logged %d metrics and %d files to MLflow run %s", len(metrics or {}), len(artifacts or []), info.run_id)
     return info.run_id
+
+
+def log_test_dataset(model_dir: str | Path, test_h5: str | Path, *, tracking_uri: str | None = None) -> str | None:
+    """Record the test split a model predicted as a dataset input (context `test`) of its training run.
+
+    Returns:
+        The run id, or None when the model was trained without tracking.
+    """
+    info = RunInfo.load(model_dir)
+    if info is None:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from longtail.preprocessing import Preprocessing
+    from longtail.tracking import log_datasets, split_dataset
+
+    classes = len(Preprocessing.load(model_dir).class_names)
+    uri = tracking_uri or info.tracking_uri
+    try:
+        log_datasets(uri, info.run_id, [split_dataset(test_h5, "test", n_classes=classes)])
+    except MlflowException as e:
+        raise StorageError(f"could not log the test dataset to MLflow run {info.run_id} at {uri}: {e.message}") from e
+    return info.run_id

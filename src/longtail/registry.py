@@ -1,52 +1,104 @@
-"""Builders registered by name and chosen by a config field: the shape shared by models and losses."""
+"""The MLflow model registry: versions tagged with their scores and config, moved by aliases (no stages)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from longtail.errors import LongtailError
 
-from longtail.errors import ConfigError
+# A sweep's best model is the champion; a single run registered on request is a candidate.
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+# Version tags: what the model scored and which experiment config produced it.
+VAL_MACRO_F1_TAG = "val_macro_f1"
+TEST_MACRO_F1_TAG = "test_macro_f1"
+CONFIG_TAG = "config"
 
-Builder = Callable[..., Any]
+
+def version_tags(config_name: str, val_macro_f1: float | None, test_macro_f1: float | None = None) -> dict[str, str]:
+    """The tags a model version carries (scores with 4 decimals; a score not measured is left out)."""
+    tags = {CONFIG_TAG: config_name}
+    if val_macro_f1 is not None:
+        tags[VAL_MACRO_F1_TAG] = f"{val_macro_f1:.4f}"
+    if test_macro_f1 is not None:
+        tags[TEST_MACRO_F1_TAG] = f"{test_macro_f1:.4f}"
+    return tags
 
 
-class Registry:
-    """Name -> builder, filled by a decorator in each builder's own module.
+def register_run_model(tracking_uri: str, run_id: str, name: str, *, alias: str, tags: dict[str, str]) -> str:
+    """Register the model a training run logged as a new version of `name`, tag it and point `alias` at it.
 
-    Args:
-        kind: what is registered ("model", "loss"), for messages.
-        config_field: the config field that names a builder, for messages ("model.name").
+    MLflow 3 keeps the model as a LoggedModel the run outputs (models:/<model id>); registering
+    that source directly avoids MLflow's runs:/ fallback warning.
+
+    Returns:
+        The new version number (as a string).
     """
+    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    def __init__(self, kind: str, config_field: str) -> None:
-        self.kind = kind
-        self.config_field = config_field
-        self.builders: dict[str, Builder] = {}
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    source = f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run_id}/model"
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # the registry resolves models:/ sources through the global URI
+    try:
+        version = client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                              model_id=outputs[-1].model_id if outputs else None)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
 
-    def register(self, name: str) -> Callable[[Builder], Builder]:
-        """A decorator registering a builder under `name` (a second builder under one name is a bug)."""
 
-        def decorate(builder: Builder) -> Builder:
-            if name in self.builders and self.builders[name] is not builder:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self.builders[name] = builder
-            return builder
+def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
+    """Add tags to a model version (e.g. its test macro-F1 once the submission is scored)."""
+    import mlflow
 
-        return decorate
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
-    def names(self) -> list[str]:
-        """Every registered name, sorted."""
-        return sorted(self.builders)
 
-    def get(self, name: str) -> Builder:
-        """The builder registered as `name`.
+def alias_version(tracking_uri: str, name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when the model or the alias does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
 
-        Raises:
-            ConfigError: naming the config field and the known names.
-        """
-        if name not in self.builders:
-            raise ConfigError(
-                f"config field {self.config_field}: unknown {self.kind} {name!r}; "
-                f"known {self.kind}{'es' if self.kind.endswith('s') else 's'}: {', '.join(self.names())}"
-            )
-        return self.builders[name]
+    try:
+        return str(mlflow.MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -> str | None:
+    """Point `alias` (default champion) at `version` of registered model `name`.
+
+    Returns:
+        The version the alias pointed at before, or None.
+
+    Raises:
+        LongtailError: no such model or version (naming the versions that exist).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        raise LongtailError(f"no registered model {name!r} at {tracking_uri}; "
+                            "register one with `longtail sweep` or `longtail run --register-as NAME`") from e
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as e:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        raise LongtailError(f"registered model {name!r} has no version {version} "
+                            f"(versions: {', '.join(map(str, versions)) or 'none'})") from e
+    before = alias_version(tracking_uri, name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    return before

@@ -212,6 +212,37 @@ def epoch_timer() -> Any:
     return EpochTimer()
 
 
+def epoch_progress(name: str, epochs: int) -> Any:
+    """A callback printing one line per epoch (loss, val macro-F1, s/epoch, ETA), flushed at once.
+
+    `longtail run` shows these lines while every other line of the train step goes to the log file;
+    the format lives in longtail.run_log. Place it after macro_f1_callback, whose figures it prints.
+    """
+    import keras
+
+    from longtail.run_log import format_epoch_line
+
+    class EpochProgress(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._start = 0.0
+            self._first: int | None = None
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if self._first is None:
+                self._first, self._start = epoch, time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            per_epoch = (time.perf_counter() - self._start) / (epoch + 1 - (self._first or 0))
+            f1 = logs.get("val_macro_f1")
+            print(format_epoch_line(name, epoch + 1, epochs, float(logs.get("loss", float("nan"))),
+                                    None if f1 is None else float(f1), per_epoch,
+                                    per_epoch * (epochs - epoch - 1)), flush=True)
+
+    return EpochProgress()
+
+
 def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
     """A callback computing val loss, accuracy and macro-F1 (the leaderboard metric) once per epoch.
 
@@ -348,6 +379,9 @@ def train(
     devices: Sequence[str] | None = None,
     extra_callbacks: Sequence[Any] = (),
     fresh: bool = False,
+    task_run_id: str | None = None,
+    system_metrics: bool = True,
+    source: str = "longtail train",
 ) -> TrainResult:
     """Train `config` on the train split, validating macro-F1 on the val split every epoch.
 
@@ -363,6 +397,10 @@ def train(
         devices: explicit devices for MirroredStrategy (tests); default: train.gpus GPUs.
         extra_callbacks: more Keras callbacks, run after checkpointing (e.g. fault injection in tests).
         fresh: discard resume state of another config or data instead of refusing it.
+        task_run_id: the MLflow run an orchestrator opened for this task (KFP's MLFLOW_RUN_ID); the
+            training's run nests under it when there is no `parent_run_id`.
+        system_metrics: log CPU/memory (and GPU) metrics to the run while training.
+        source: what started the training (the run's mlflow.source.name).
 
     Returns:
         TrainResult; out_dir holds model.keras, preprocessing.json, config.yaml, history.json,
@@ -395,7 +433,9 @@ def train(
         from longtail.experiment_run import start_training_run
 
         run, resumed = start_training_run(tracking_uri, config.experiment, config.name,
-                                          parent_run_id=parent_run_id, resume_run_id=resume.get("run_id"))
+                                          parent_run_id=parent_run_id, resume_run_id=resume.get("run_id"),
+                                          task_run_id=task_run_id,
+                                          tags=_run_description_tags(config, source))
         if not resumed:
             _log_run_facts(run, config, train_info, val_info, class_weights)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -403,11 +443,14 @@ def train(
         {"fingerprint": fingerprint, "run_id": run.run_id if run else None,
          "config": _flat_config(config)}))
 
+    monitor = None
     try:
+        monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
         result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
                       run, progress, devices, extra_callbacks)
     except BaseException:
         if run is not None:
+            _stop_monitor(monitor)
             run.finish("FAILED")
         if _epochs_done(checkpoint_dir) == 0:  # nothing to resume: a corrected re-run starts clean
             _remove_checkpoints(checkpoint_dir)
@@ -415,8 +458,36 @@ def train(
     result.seconds = time.perf_counter() - started
     _remove_checkpoints(checkpoint_dir)
     if run is not None:
+        _stop_monitor(monitor)
         run.finish("FINISHED")
     return result
+
+
+# --- MLflow extras: description, dataset inputs and system metrics (longtail.experiment_run) ---
+
+def _run_description_tags(config: ExperimentConfig, source: str) -> dict[str, str]:
+    from longtail.experiment_run import training_run_tags
+    from longtail.tracking import git_commit
+
+    return training_run_tags(config, source, git_commit())
+
+
+def _start_mlflow_extras(run: Any, resume: dict[str, Any], train_h5: str | Path, val_h5: str | Path,
+                         system_metrics: bool) -> Any:
+    """Log the splits as dataset inputs (new runs only) and start the system-metrics monitor."""
+    if run is None:
+        return None
+    from longtail.tracking import split_dataset
+
+    resumed = bool(resume.get("run_id")) and resume.get("run_id") == run.run_id
+    if not resumed:
+        run.log_datasets([split_dataset(train_h5, "train"), split_dataset(val_h5, "val")])
+    return run.system_metrics(system_metrics, resumed=resumed)
+
+
+def _stop_monitor(monitor: Any) -> None:
+    if monitor is not None:
+        monitor.finish()
 
 
 def _log_run_facts(run: Any, config: ExperimentConfig, train_info: SplitInfo, val_info: SplitInfo,
@@ -506,6 +577,7 @@ def _fit(
             schedule_callback(t.lr, t.epochs),
             macro_f1_callback(val_data.dataset, val_info.labels),
             history_cb,
+            epoch_progress(config.name, t.epochs),
         ]
         if run is not None:
             from longtail.experiment_run import epoch_logger

@@ -22,6 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
+    p.add_argument("--register-as", default="", metavar="NAME",
+                   help="register the trained model under NAME with the alias 'candidate'")
+    p.add_argument("-v", "--verbose", dest="full_log", action="store_true",
+                   help="show kfp.local's full log here (it always goes to a file in the pipeline root)")
     p.set_defaults(func=run)
 
 
@@ -47,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("--test is required unless DATA's parent folder has a test/ folder")
         test = str(guess)
     result = run_local(args.config, data, test, labels=labels, overrides=args.overrides, home=args.home,
-                       tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+                       tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       verbose=bool(args.full_log or args.verbose), register_as=args.register_as)
+    from longtail.tracking import ui_hint
+
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
     print(f"  MLflow run:      {result.run_id}  ({redact_credentials(result.tracking_uri)})")
@@ -60,5 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if result.test_macro_f1 is not None:
         print(f"  test macro-F1:   {result.test_macro_f1:.4f}  (scored against {labels})")
     print(f"  model:           {result.model_dir}")
-    print(f"  compare runs:    mlflow ui --backend-store-uri {redact_credentials(result.tracking_uri)}  → http://127.0.0.1:5000")
+    if result.registered_version:
+        print(f"  registered:      {args.register_as} version {result.registered_version} (alias candidate; "
+              f"`longtail promote {args.register_as} {result.registered_version}` makes it the champion)")
+    print(f"  full log:        {result.log_path}")
+    print(f"  compare runs:    {ui_hint(redact_credentials(result.tracking_uri), result.experiment_id)}")
     return 0

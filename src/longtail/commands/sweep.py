@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name of the MLflow parent run")
     p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
     p.add_argument("--dry-run", action="store_true", help="print the planned experiments and stop")
+    p.add_argument("-v", "--verbose", dest="full_log", action="store_true",
+                   help="show kfp.local's full log here (it always goes to a file in the pipeline root)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_sweep_local(configs, args.data, args.test, labels=args.labels, home=args.home,
                              tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), parallelism=args.parallelism,
-                             register_as=args.register_as, sweep_name=args.name)
+                             register_as=args.register_as, sweep_name=args.name,
+                             verbose=bool(args.full_log or args.verbose))
+    from longtail.tracking import ui_hint
+
     print()
     print(result.leaderboard)
     print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} "
@@ -61,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"best model's submission: {result.submission}")
     if result.test_macro_f1 is not None:
         print(f"best model's test macro-F1: {result.test_macro_f1:.4f}")
-    print(f"compare in the UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if args.register_as:
+        print(f"best model registered as {args.register_as}, alias champion")
+    print(f"full log: {result.log_path}")
+    print(f"compare in the UI: {ui_hint(result.tracking_uri, result.experiment_id)}")
     return 0

@@ -26,20 +26,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="discard resume state left by a training of another config or data, and start afresh")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--register-as", default="", metavar="NAME",
+                   help="register the model under NAME with the alias 'candidate'")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model went."""
     from longtail.config import load_config
+    from longtail.errors import ConfigError
+    from longtail.experiment_run import system_metrics_enabled
     from longtail.storage import check_output_folder, is_s3
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import resolve_tracking_uri, task_run_from_env
     from longtail.training import train
 
     config = load_config(args.config, args.overrides)
     if not is_s3(args.out):
         check_output_folder(args.out, "model directory")
     tracking_uri = None if args.no_tracking else resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    if args.register_as and tracking_uri is None:
+        raise ConfigError("--register-as needs MLflow tracking; drop --no-tracking")
     result = train(
         config, args.train_h5, args.val_h5, args.out,
         weights_json=args.weights_json,
@@ -47,10 +53,18 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         progress=True,
         fresh=args.fresh,
+        task_run_id=task_run_from_env(os.environ),
+        system_metrics=system_metrics_enabled(os.environ),
     )
     print(
         f"trained {config.name}: {result.epochs_run} epochs, val macro-F1 final {result.final_val_macro_f1:.4f} "
         f"best {result.best_val_macro_f1:.4f}, {result.images_per_second:.0f} images/s, "
         f"{result.seconds:.0f} s -> {result.model_dir}" + (f" (MLflow run {result.run_id})" if result.run_id else "")
     )
+    if args.register_as:
+        from longtail.registry import CANDIDATE, register_run_model, version_tags
+
+        version = register_run_model(tracking_uri, result.run_id, args.register_as, alias=CANDIDATE,
+                                     tags=version_tags(config.name, result.final_val_macro_f1))
+        print(f"registered {args.register_as} version {version} (alias {CANDIDATE})")
     return 0

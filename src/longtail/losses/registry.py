@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import ConfigError
-from longtail.registry import Registry
+from longtail.name_registry import Registry
 
 LossFn = Callable[[Any, Any], Any]
 LossBuilder = Callable[..., LossFn]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from longtail.errors import ConfigError
-from longtail.registry import Registry
+from longtail.name_registry import Registry
 
 ModelBuilder = Callable[..., Any]
 

@@ -1,0 +1,31 @@
+"""`longtail promote MODEL VERSION`: point the registered model's `champion` alias at a version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `longtail promote`."""
+    p = sub.add_parser("promote", help="move the 'champion' alias of a registered model to a version",
+                       description="Point the alias (default: champion) of registered model MODEL at VERSION, "
+                                   "e.g. a run registered with `longtail run --register-as MODEL` (alias candidate). "
+                                   "Aliases replace MLflow's deprecated stages.")
+    p.add_argument("model", help="registered model name, e.g. longtail-best")
+    p.add_argument("version", help="model version number")
+    p.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else .longtail/mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Move the alias and say where it pointed before."""
+    from longtail.registry import promote
+    from longtail.tracking import resolve_tracking_uri
+
+    uri = args.tracking_uri or resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    before = promote(uri, args.model, args.version, alias=args.alias)
+    was = f"was version {before}" if before else "was not set"
+    print(f"{args.model}@{args.alias} -> version {args.version} ({was})")
+    return 0

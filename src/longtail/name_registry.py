@@ -1,0 +1,52 @@
+"""Builders registered by name and chosen by a config field: the shape shared by models and losses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from longtail.errors import ConfigError
+
+Builder = Callable[..., Any]
+
+
+class Registry:
+    """Name -> builder, filled by a decorator in each builder's own module.
+
+    Args:
+        kind: what is registered ("model", "loss"), for messages.
+        config_field: the config field that names a builder, for messages ("model.name").
+    """
+
+    def __init__(self, kind: str, config_field: str) -> None:
+        self.kind = kind
+        self.config_field = config_field
+        self.builders: dict[str, Builder] = {}
+
+    def register(self, name: str) -> Callable[[Builder], Builder]:
+        """A decorator registering a builder under `name` (a second builder under one name is a bug)."""
+
+        def decorate(builder: Builder) -> Builder:
+            if name in self.builders and self.builders[name] is not builder:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self.builders[name] = builder
+            return builder
+
+        return decorate
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        return sorted(self.builders)
+
+    def get(self, name: str) -> Builder:
+        """The builder registered as `name`.
+
+        Raises:
+            ConfigError: naming the config field and the known names.
+        """
+        if name not in self.builders:
+            raise ConfigError(
+                f"config field {self.config_field}: unknown {self.kind} {name!r}; "
+                f"known {self.kind}{'es' if self.kind.endswith('s') else 's'}: {', '.join(self.names())}"
+            )
+        return self.builders[name]

@@ -1,0 +1,86 @@
+"""The terminal view of a local run: kfp.local's log lines in, step and epoch lines out, everything in the file."""
+
+import io
+import json
+
+from longtail.run_log import EPOCH_LINE, RunConsole, format_duration, format_epoch_line, step_figure
+
+CYAN, GREEN, RED, RESET = "\033[96m", "\033[92m", "\033[91m", "\033[0m"
+
+
+def kfp_task(name: str, streamed: list[str], status: str = "SUCCESS") -> str:
+    """What kfp.local (2.17) writes for one task: its log lines, the task's indented output, the result."""
+    colour = GREEN if status == "SUCCESS" else RED
+    lines = [f"19:11:24.006 - INFO - Executing task {CYAN}'{name}'{RESET}", "19:11:24.007 - INFO - Streamed logs:", ""]
+    lines += ["    " + s for s in streamed]
+    lines += [f"19:11:30.001 - INFO - Task {CYAN}'{name}'{RESET} finished with status {colour}{status}{RESET}"]
+    return "\n".join(lines) + "\n"
+
+
+EXECUTOR_INPUT = json.dumps({"inputs": {"parameterValues": {"config": {"name": "demo"}}}}, indent=4).splitlines()
+
+
+def test_the_terminal_gets_step_and_epoch_lines_and_the_file_gets_everything(tmp_path):
+    terminal = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", terminal, figure=lambda task: f"figure of {task}")
+    epoch = format_epoch_line("demo", 1, 2, 0.5, 0.25, 3.0, 3.0)
+    # Written in pieces, as print() and the logging handler do.
+    text = kfp_task("train", [*EXECUTOR_INPUT, "some TensorFlow chatter", epoch])
+    for i in range(0, len(text), 7):
+        console.write(text[i:i + 7])
+    console.close()
+    shown = [line.strip() for line in terminal.getvalue().splitlines()]
+    assert len(shown) == 3
+    assert shown[0].endswith("train started")
+    assert shown[1] == epoch
+    assert "train done in" in shown[2] and shown[2].endswith(": figure of train")
+    log = (tmp_path / "run.log").read_text()
+    assert '"parameterValues": {' in log and "some TensorFlow chatter" in log and "\033[" not in log
+
+
+def test_verbose_shows_the_whole_log(tmp_path):
+    terminal = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", terminal, verbose=True)
+    console.write(kfp_task("ingest", EXECUTOR_INPUT))
+    console.close()
+    assert '"parameterValues": {' in terminal.getvalue() and "started" not in terminal.getvalue()
+
+
+def test_a_failed_step_is_named_with_its_own_last_error(tmp_path):
+    terminal = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", terminal)
+    console.write(kfp_task("ingest-2", ["Traceback (most recent call last):", '  File "x.py", line 1',
+                                        "longtail.errors.DataError: no images found in /tmp/empty (0 files ignored)"],
+                           status="FAILURE"))
+    console.close()
+    assert console.failed_task == "ingest-2"
+    assert "ingest-2 FAILED after" in terminal.getvalue()
+    assert console.last_error() == "longtail.errors.DataError: no images found in /tmp/empty (0 files ignored)"
+
+
+def test_epoch_lines_are_recognised_where_they_are_printed():
+    line = format_epoch_line("exp-a", 3, 14, 0.81234, 0.70123, 41.24, 453.0)
+    assert line == "exp-a epoch 3/14: loss 0.8123, val macro-F1 0.7012, 41.2 s/epoch, ETA 7m 33s"
+    assert EPOCH_LINE.match("        " + line).group(1) == line
+    assert format_duration(5) == "5 s" and format_duration(3725) == "1h 02m"
+
+
+def test_each_step_reports_its_key_figure(tmp_path):
+    (tmp_path / "ingest" / "data").mkdir(parents=True)
+    (tmp_path / "ingest" / "data" / "ingest.json").write_text(json.dumps(
+        {"n_images": 588, "n_classes": 10, "rejected": [{"path": "a.png", "reason": "truncated"}]}))
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "class_weights").write_text(json.dumps({"weights": [0.25, 1.0, 2.5]}))
+    (tmp_path / "train" / "model").mkdir(parents=True)
+    (tmp_path / "train" / "model" / "history.json").write_text(json.dumps({"val_macro_f1": [0.5, 0.75, 0.7]}))
+    (tmp_path / "evaluate" / "evaluation").mkdir(parents=True)
+    (tmp_path / "evaluate" / "report").write_text("# not JSON")
+    (tmp_path / "evaluate" / "evaluation" / "metrics.json").write_text(json.dumps({"macro_f1": 0.7, "passed": False}))
+    (tmp_path / "submit").mkdir()
+    (tmp_path / "submit" / "submission").write_text("id,label\na,1\nb,2\n")
+    assert step_figure(tmp_path / "ingest") == "588 images in 10 classes, 1 rejected"
+    assert step_figure(tmp_path / "weights") == "class weights 0.25-2.5"
+    assert step_figure(tmp_path / "train") == "val macro-F1 0.7000 (best 0.7500) after 3 epochs"
+    assert step_figure(tmp_path / "evaluate") == "macro-F1 0.7000, gate closed"
+    assert step_figure(tmp_path / "submit") == "2 submission rows"
+    assert step_figure(tmp_path / "missing") == ""
