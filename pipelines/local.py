@@ -58,6 +58,7 @@ def run_local(
     home: str | Path = ".longtail",
     tracking_uri: str | None = None,
     parent_run_id: str = "",
+    runner: str = "subprocess",
 ) -> LocalRunResult:
     """Run the training pipeline through kfp.local.SubprocessRunner in this Python environment.
 
@@ -68,6 +69,8 @@ def run_local(
             score logged to the run as test_macro_f1.
         home: folder for the pipeline root and (by default) the MLflow SQLite store.
         tracking_uri: MLflow tracking URI; default: SQLite under `home`.
+        runner: "subprocess" (this Python) or "container" (each step in its step image; see
+            pipelines/container_runner.py).
 
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
@@ -76,7 +79,8 @@ def run_local(
     from longtail.pipelines.training import create_pipeline
 
     cfg = load_config(config_path, overrides)
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
+    data, test = _sources_for(runner, data, test)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
     pipeline = create_pipeline(cfg)
     start = time.perf_counter()
     try:
@@ -88,8 +92,17 @@ def run_local(
     return _summarise(model_dir, tracking_uri, labels, seconds)
 
 
+def _sources_for(runner: str, data: str, test: str) -> tuple[str, str]:
+    """The data/test URIs as the runner's steps will see them (containers need absolute paths)."""
+    from longtail.pipelines.container_runner import absolute_sources, check_runner
+
+    if check_runner(runner) == "container":
+        data, test = absolute_sources(str(data), str(test))
+    return data, test
+
+
 def _start_local(data: str, test: str, labels: str | Path | None, home: str | Path,
-                 tracking_uri: str | None) -> str:
+                 tracking_uri: str | None, runner: str = "subprocess") -> str:
     """Check the inputs and the tracking store, then point kfp.local at `home`; returns the tracking URI.
 
     Everything that can fail here fails before any pipeline step runs.
@@ -108,8 +121,13 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     _check_tracking(tracking_uri)
     _quiet_local_warnings()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
-               raise_on_error=True)
+    if runner == "container":
+        from longtail.pipelines.container_runner import make_docker_runner
+
+        task_runner = make_docker_runner(home / "pipeline-root", [data, test], tracking_uri, os.environ)
+    else:
+        task_runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=task_runner, pipeline_root=str(home / "pipeline-root"), raise_on_error=True)
     return tracking_uri
 
 
@@ -173,6 +191,7 @@ def run_sweep_local(
     parallelism: int = 2,
     register_as: str = "longtail-best",
     sweep_name: str | None = None,
+    runner: str = "subprocess",
 ) -> LocalSweepResult:
     """Run the sweep pipeline through kfp.local: one pipeline per distinct data setting, one parent run.
 
@@ -180,13 +199,15 @@ def run_sweep_local(
         configs: validated ExperimentConfigs (longtail.sweep_plan.load_sweep).
         parallelism: train+evaluate branches at once.
         register_as: MLflow registered-model name for the best model ("" to skip).
+        runner: "subprocess" or "container", as for run_local.
     """
 
     from longtail.comparison import start_sweep_run
     from longtail.config import config_to_dict
     from longtail.sweep_plan import group_by_data
 
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
+    data, test = _sources_for(runner, data, test)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
                              [config_to_dict(c) for c in configs])

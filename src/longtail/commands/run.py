@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
+
 DEMO_DATA = Path(".longtail") / "data" / "fashion-mnist-lt"
 
 
@@ -22,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
+    p.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                   help=RUNNER_HELP)
     p.set_defaults(func=run)
 
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("--test is required unless DATA's parent folder has a test/ folder")
         test = str(guess)
     result = run_local(args.config, data, test, labels=labels, overrides=args.overrides, home=args.home,
-                       tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+                       tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), runner=args.runner)
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
     print(f"  MLflow run:      {result.run_id}  ({result.tracking_uri})")
