@@ -89,7 +89,7 @@ define load_image
 
 endef
 
-.PHONY: images kind-load pin-digests checkov-venv
+.PHONY: images kind-load pin-digests checkov-venv test-containers podman-service
 
 ## images: build the shared base, then every step image FROM it, tagged as the pipeline references them
 images: install
@@ -117,7 +117,16 @@ checkov-venv: .venv-checkov/bin/checkov
 	.venv-checkov/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
-## services: a local S3 endpoint + MLflow server with artifacts proxied to it (scripts/services.sh)
+## test-containers: build the images, then run the pipeline with each step in its own container
+## (raw images on SeaweedFS, MLflow server proxying to it) and check the images hold no credential
+test-containers: images
+	$(BIN)/python -m pytest -m containers tests/integration/test_containers.py tests/integration/test_containers_images.py
+
+## podman-service: podman's Docker API for `longtail run --runner container` (scripts/podman-service.sh)
+podman-service:
+	scripts/podman-service.sh up
+
+## services: SeaweedFS (S3) + an MLflow server with artifacts proxied to it (scripts/services.sh)
 services: install
 	scripts/services.sh up
 

@@ -27,6 +27,7 @@ debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.log" 2>&1 \
   || { echo "debian-base: debootstrap failed; see $ROOT.log" >&2; exit 1; }
 rm -f "$ROOT.log"
 # Leave no apt lists or caches in the layer; the step images fetch what they need at build time.
-rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb
+rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb \
+  "$ROOT"/var/log/bootstrap.log
 tar -C "$ROOT" -c . | "$ENGINE" import --quiet --change 'CMD ["/bin/bash"]' - "$IMAGE" >/dev/null
 echo "debian-base: built $IMAGE"
