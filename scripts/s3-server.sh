@@ -34,13 +34,16 @@ up() {
     wait_for_s3; return
   fi
   mkdir -p "$STATE/data"
-  # Every port is derived from S3_PORT so two servers (tests, services) never collide.
+  # Every port is derived from S3_PORT so two servers (tests, services) never collide; the Iceberg
+  # and Lance catalogs (fixed default ports) are off. Each bucket gets volumes of its own: -volume.max=0
+  # sizes the volume count by free disk instead of the default 8, which a handful of buckets exhausts.
   setsid "$WEED" server -ip=127.0.0.1 -dir="$STATE/data" \
     -master.port=$((S3_PORT + 1)) -master.port.grpc=$((S3_PORT + 11)) \
     -volume.port=$((S3_PORT + 2)) -volume.port.grpc=$((S3_PORT + 12)) \
     -filer.port=$((S3_PORT + 3)) -filer.port.grpc=$((S3_PORT + 13)) \
-    -master.volumeSizeLimitMB=256 \
+    -master.volumeSizeLimitMB=256 -volume.max=0 \
     -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 14)) -s3.config="$STATE/identities.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 \
     >"$STATE/weed.log" 2>&1 &
   echo $! >"$STATE/weed.pid"
   wait_for_s3
