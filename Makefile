@@ -46,7 +46,7 @@ benchmarks: install
 clean:
 	rm -rf .longtail build *.egg-info
 
-# --- Containers and kind (issue 7). No Docker engine on the dev/CI machines: these run where Docker is.
+# --- Containers and kind. Images build with podman or docker, whichever is installed; kind needs Docker.
 # Image names and tags come from components/images.py via scripts/image_refs.py, the same source the
 # compiled pipeline uses; override with `make images IMAGE_REGISTRY=ghcr.io/me IMAGE_TAG=dev`.
 IMAGE_REGISTRY ?= $(LONGTAIL_IMAGE_REGISTRY)
@@ -58,8 +58,29 @@ IMAGE_REFS = $(shell LONGTAIL_IMAGE_REGISTRY='$(IMAGE_REGISTRY)' LONGTAIL_IMAGE_
 image_name = $(word 1,$(subst =, ,$(1)))
 image_ref = $(word 2,$(subst =, ,$(1)))
 
+# The container engine: podman (with this repo's containers.conf: runc, ulimits root may set) or docker.
+ENGINE ?= $(notdir $(shell command -v podman || command -v docker))
+ifeq ($(ENGINE),podman)
+export CONTAINERS_CONF ?= $(CURDIR)/containers.conf
+endif
+# BASE_IMAGE: what images/base/Dockerfile starts FROM. With podman (no registry here) the default is a
+# Debian bookworm base made from Debian packages by scripts/debian-base.sh; with docker, or with
+# BASE_IMAGE= set empty, the Dockerfile's pinned upstream python image.
+DEBIAN_BASE := localhost/longtail-base-debian:bookworm
+BASE_IMAGE ?= $(if $(filter podman,$(ENGINE)),$(DEBIAN_BASE),)
+# CUDA_PACKAGES: the train image's CUDA wheels; empty (the default) builds a CPU-only train image.
+# For GPU nodes: make images CUDA_PACKAGES='tensorflow[and-cuda]==2.21.0'
+CUDA_PACKAGES ?=
+# The shared base every step image starts FROM, tagged like the step images.
+LONGTAIL_BASE = $(subst /ingest:,/base:,$(call image_ref,$(firstword $(IMAGE_REFS))))
+# The host's CA bundle reaches pip as a build secret (mounted for one RUN, never in a layer), for
+# networks whose HTTPS goes through an intercepting proxy; --network host for the same networks.
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+BUILD_FLAGS = --network host $(if $(filter podman,$(ENGINE)),--format docker) $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
+comma := ,
+
 define build_image
-	docker build --file images/$(call image_name,$(1))/Dockerfile --tag $(call image_ref,$(1)) .
+	$(ENGINE) build $(BUILD_FLAGS) --file images/$(call image_name,$(1))/Dockerfile --build-arg LONGTAIL_BASE=$(LONGTAIL_BASE) $(if $(filter train,$(call image_name,$(1))),--build-arg CUDA_PACKAGES='$(CUDA_PACKAGES)') --tag $(call image_ref,$(1)) .
 
 endef
 
@@ -68,11 +89,14 @@ define load_image
 
 endef
 
-.PHONY: images kind-load pin-digests checkov-venv
+.PHONY: images kind-load pin-digests checkov-venv test-containers podman-service
 
-## images: build every step image (build context: the repo root) with the tag the pipeline references
+## images: build the shared base, then every step image FROM it, tagged as the pipeline references them
 images: install
 	$(if $(strip $(IMAGE_REFS)),,$(error no image names from scripts/image_refs.py; run `make install` first))
+	$(if $(ENGINE),,$(error neither podman nor docker is installed; apt-get install podman runc))
+	$(if $(filter $(DEBIAN_BASE),$(BASE_IMAGE)),CONTAINER_ENGINE=$(ENGINE) scripts/debian-base.sh $(DEBIAN_BASE))
+	$(ENGINE) build $(BUILD_FLAGS) --file images/base/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --tag $(LONGTAIL_BASE) .
 	$(foreach pair,$(IMAGE_REFS),$(call build_image,$(pair)))
 
 ## kind-load: load the built step images into the kind cluster $(KIND_CLUSTER)
@@ -93,7 +117,16 @@ checkov-venv: .venv-checkov/bin/checkov
 	.venv-checkov/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
-## services: a local S3 endpoint + MLflow server with artifacts proxied to it (scripts/services.sh)
+## test-containers: build the images, then run the pipeline with each step in its own container
+## (raw images on SeaweedFS, MLflow server proxying to it) and check the images hold no credential
+test-containers: images
+	$(BIN)/python -m pytest -m containers tests/integration/test_containers.py tests/integration/test_containers_images.py
+
+## podman-service: podman's Docker API for `longtail run --runner container` (scripts/podman-service.sh)
+podman-service:
+	scripts/podman-service.sh up
+
+## services: SeaweedFS (S3) + an MLflow server with artifacts proxied to it (scripts/services.sh)
 services: install
 	scripts/services.sh up
 

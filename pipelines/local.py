@@ -68,6 +68,7 @@ def run_local(
     parent_run_id: str = "",
     verbose: bool = False,
     register_as: str = "",
+    runner: str = "subprocess",
 ) -> LocalRunResult:
     """Run the training pipeline through kfp.local.SubprocessRunner in this Python environment.
 
@@ -80,6 +81,8 @@ def run_local(
         tracking_uri: MLflow tracking URI; default: SQLite under `home`.
         verbose: show kfp.local's full log on the terminal (it always goes to the log file).
         register_as: register the model under this name with the alias `candidate` ("" to skip).
+        runner: "subprocess" (this Python) or "container" (each step in its step image; see
+            pipelines/container_runner.py).
 
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
@@ -88,7 +91,8 @@ def run_local(
     from longtail.pipelines.training import create_pipeline
 
     cfg = load_config(config_path, overrides)
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
+    data, test = _sources_for(runner, data, test)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
     pipeline = create_pipeline(cfg)
     root = Path(home).resolve() / "pipeline-root"
     before = _run_dirs(root)
@@ -182,8 +186,17 @@ def _experiment_id(tracking_uri: str, run_id: str) -> str:
     return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
 
 
+def _sources_for(runner: str, data: str, test: str) -> tuple[str, str]:
+    """The data/test URIs as the runner's steps will see them (containers need absolute paths)."""
+    from longtail.pipelines.container_runner import absolute_sources, check_runner
+
+    if check_runner(runner) == "container":
+        data, test = absolute_sources(str(data), str(test))
+    return data, test
+
+
 def _start_local(data: str, test: str, labels: str | Path | None, home: str | Path,
-                 tracking_uri: str | None) -> str:
+                 tracking_uri: str | None, runner: str = "subprocess") -> str:
     """Check the inputs and the tracking store, then point kfp.local at `home`; returns the tracking URI.
 
     Everything that can fail here fails before any pipeline step runs.
@@ -202,8 +215,13 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     _check_tracking(tracking_uri)
     _quiet_local_warnings()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "pipeline-root"),
-               raise_on_error=True)
+    if runner == "container":
+        from longtail.pipelines.container_runner import make_docker_runner
+
+        task_runner = make_docker_runner(home / "pipeline-root", [data, test], tracking_uri, os.environ)
+    else:
+        task_runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=task_runner, pipeline_root=str(home / "pipeline-root"), raise_on_error=True)
     return tracking_uri
 
 
@@ -270,6 +288,7 @@ def run_sweep_local(
     register_as: str = "longtail-best",
     sweep_name: str | None = None,
     verbose: bool = False,
+    runner: str = "subprocess",
 ) -> LocalSweepResult:
     """Run the sweep pipeline through kfp.local: one pipeline per distinct data setting, one parent run.
 
@@ -279,6 +298,8 @@ def run_sweep_local(
         register_as: MLflow registered-model name for the best model ("" to skip); it gets the
             alias `champion`.
         verbose: show kfp.local's full log on the terminal (it always goes to the log file).
+        register_as: MLflow registered-model name for the best model ("" to skip).
+        runner: "subprocess" or "container", as for run_local.
     """
 
     from longtail.comparison import start_sweep_run
@@ -286,7 +307,8 @@ def run_sweep_local(
     from longtail.sweep_plan import group_by_data
     from longtail.tracking import task_run_from_env
 
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri)
+    data, test = _sources_for(runner, data, test)
+    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
                              [config_to_dict(c) for c in configs], task_run_id=task_run_from_env(os.environ))

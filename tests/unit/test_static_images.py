@@ -1,4 +1,7 @@
-"""images/ checked without a Docker engine: hadolint, Dockerfile rules, and image names end to end."""
+"""images/ checked without building: hadolint, Dockerfile rules, the lock file, and image names end to end.
+
+The images themselves are built and run by `make test-containers` (tests/integration/test_containers*.py).
+"""
 
 from __future__ import annotations
 
@@ -12,22 +15,34 @@ import pytest
 from packaging.requirements import Requirement
 from static_toolchain import IMAGES_DIR, REPO, require_tool
 
-from longtail.components.images import IMAGES, image_ref
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, IMAGES, image_ref
 
 DOCKERFILES = sorted(IMAGES_DIR.glob("*/Dockerfile"))
+# images/base: the shared layers (Python, TensorFlow, the library) every step image starts FROM.
+SHARED_BASE = "base"
 
 
 def stages(dockerfile) -> list[list[str]]:
-    """Instructions per build stage, continuation lines joined, comments dropped."""
+    """Instructions per build stage, continuation lines joined, comments dropped.
+
+    A FROM that names a build argument is shown with the argument's default (the ARGs before the
+    first FROM), so the pin rules below check what a plain `docker build` would use.
+    """
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
     out: list[list[str]] = []
+    defaults: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        if not out and line.upper().startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].partition("=")
+            defaults[name.strip()] = value.strip().strip('"')
         if line.upper().startswith("FROM "):
+            line = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), line)
             out.append([])
-        out[-1].append(line)
+        if out:
+            out[-1].append(line)
     return out
 
 
@@ -37,7 +52,8 @@ def make_images(**overrides) -> list[str]:
     args = [make, "--no-print-directory", "-n", "images"] + [f"{k}={v}" for k, v in overrides.items()]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    builds = [line for line in result.stdout.splitlines() if line.startswith("docker build ")]
+    builds = [line for line in result.stdout.splitlines()
+              if re.match(r"(docker|podman) build ", line) and "images/base/" not in line]
     tags = [re.search(r"--tag (\S+)", line).group(1) for line in builds]
     for line, tag in zip(builds, tags, strict=True):
         name = re.search(r"--file images/([^/]+)/Dockerfile", line).group(1)
@@ -46,8 +62,30 @@ def make_images(**overrides) -> list[str]:
     return tags
 
 
-def test_there_is_one_dockerfile_per_step_image():
-    assert sorted(p.parent.name for p in DOCKERFILES) == sorted(IMAGES)
+def test_there_is_one_dockerfile_per_step_image_and_the_shared_base():
+    assert sorted(p.parent.name for p in DOCKERFILES) == sorted([*IMAGES, SHARED_BASE])
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_step_images_start_from_the_shared_base(name):
+    """One base built once: the step images add settings, never a second copy of TensorFlow."""
+    from_lines = [stage[0] for stage in stages(IMAGES_DIR / name / "Dockerfile")]
+    assert len(from_lines) == 1, from_lines
+    assert re.fullmatch(rf"FROM {DEFAULT_REGISTRY}/{SHARED_BASE}:{re.escape(DEFAULT_TAG)}", from_lines[0]), from_lines[0]
+
+
+def test_make_images_builds_the_base_first_and_passes_it_to_every_step_image():
+    make = require_tool("make", how="install make (Debian package `make`)")
+    result = subprocess.run([make, "--no-print-directory", "-n", "images", "IMAGE_TAG=9.9"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    builds = [line for line in result.stdout.splitlines() if re.match(r"(docker|podman) build ", line)]
+    assert "images/base/Dockerfile" in builds[0] and f"--tag {DEFAULT_REGISTRY}/base:9.9 " in builds[0]
+    for line in builds[1:]:
+        assert f"--build-arg LONGTAIL_BASE={DEFAULT_REGISTRY}/base:9.9 " in line, line
+    for line in builds:
+        assert "--secret id=ca-bundle" in line or "ca-certificates" not in line, "CA bundle only as a secret"
+        assert "--volume" not in line and "AWS_" not in line
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -62,9 +100,12 @@ def test_hadolint_is_clean(dockerfile):
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_is_pinned_non_root_and_secret_free(dockerfile):
     all_stages = stages(dockerfile)
+    stage_names = {stage[0].split()[3] for stage in all_stages if len(stage[0].split()) == 4}
     for stage in all_stages:
         base = stage[0].split()[1]
-        assert "$" not in base, f"{base}: base image from a build arg cannot be checked"
+        if base in stage_names:  # FROM an earlier stage of this file
+            continue
+        assert "$" not in base, f"{base}: a build arg without a default cannot be checked"
         assert re.search(r":[\w][\w.-]*(@sha256:[0-9a-f]{64})?$", base), f"{base}: no tag"
         assert ":latest" not in base, base
     final = all_stages[-1]
@@ -73,26 +114,30 @@ def test_dockerfile_is_pinned_non_root_and_secret_free(dockerfile):
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) >= 10000, f"USER {users[-1]}: use a numeric UID >= 10000"
     assert any(line.upper().startswith("HEALTHCHECK") for line in final)
-    assert any("/wheels" in line and "COPY --from=" in line for line in final), "library wheel not installed"
+    if dockerfile.parent.name == SHARED_BASE:
+        assert any("/wheels" in line and "COPY --from=" in line for line in final), "library wheel not installed"
     for line in final + all_stages[0]:
         if line.upper().startswith(("ENV ", "ARG ")):
             assert not re.search(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY)\w*\s*=", line, re.I), line
 
 
-def test_ingest_requirements_use_the_library_version_ranges():
-    """The ingest image installs the wheel with --no-deps, so its requirement list must repeat
-    pyproject's ranges exactly; nothing outside the library's own dependencies."""
+def test_the_image_lock_pins_every_runtime_dependency_within_the_library_ranges():
+    """images/requirements.lock (scripts/lock_image_requirements.py) is what the base image installs
+    with --no-deps: each of pyproject's dependencies must be pinned there, inside its range."""
     deps = [Requirement(r) for r in metadata.requires("longtail") or [] if "extra ==" not in r]
-    by_name = {d.name.lower(): d for d in deps}
-    lines = [line.strip() for line in (IMAGES_DIR / "ingest" / "requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    assert lines
-    for line in lines:
-        req = Requirement(line)
-        assert req.name.lower() in by_name, f"{req.name} is not a dependency of the library"
-        assert req.specifier == by_name[req.name.lower()].specifier, (
-            f"requirements.txt has {line!r}, pyproject.toml has {by_name[req.name.lower()]}")
-    assert {"kfp", "h5py", "opencv-python-headless", "boto3"} <= {Requirement(line).name for line in lines}
+    pins = {}
+    for line in (IMAGES_DIR / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"{line}: pin an exact version"
+            pins[req.name.lower()] = spec.version
+    for dep in deps:
+        assert dep.name.lower() in pins, f"{dep.name} is not pinned in images/requirements.lock"
+        assert dep.specifier.contains(pins[dep.name.lower()]), f"{dep.name}=={pins[dep.name.lower()]} not in {dep}"
+    # The images run the versions this venv tests (same TensorFlow: same numbers in both runners).
+    for name in ("tensorflow", "kfp", "mlflow", "numpy"):
+        assert pins[name] == metadata.version(name), f"{name}: lock {pins[name]}, venv {metadata.version(name)}"
 
 
 def test_dockerignore_sends_an_allow_list_without_env_files():

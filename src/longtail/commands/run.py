@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
+
 DEMO_DATA = Path(".longtail") / "data" / "fashion-mnist-lt"
 
 
@@ -26,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="register the trained model under NAME with the alias 'candidate'")
     p.add_argument("-v", "--verbose", dest="full_log", action="store_true",
                    help="show kfp.local's full log here (it always goes to a file in the pipeline root)")
+    p.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                   help=RUNNER_HELP)
     p.set_defaults(func=run)
 
 
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         test = str(guess)
     result = run_local(args.config, data, test, labels=labels, overrides=args.overrides, home=args.home,
                        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-                       verbose=bool(args.full_log or args.verbose), register_as=args.register_as)
+                       verbose=bool(args.full_log or args.verbose), register_as=args.register_as,
+                       runner=args.runner)
     from longtail.tracking import ui_hint
 
     print()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail sweep`."""
@@ -24,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--register-as", default="longtail-best", help="registered-model name for the best model")
     p.add_argument("--name", help="name of the MLflow parent run")
     p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
+    p.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                   help=RUNNER_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the planned experiments and stop")
     p.add_argument("-v", "--verbose", dest="full_log", action="store_true",
                    help="show kfp.local's full log here (it always goes to a file in the pipeline root)")
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_sweep_local(configs, args.data, args.test, labels=args.labels, home=args.home,
                              tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), parallelism=args.parallelism,
                              register_as=args.register_as, sweep_name=args.name,
-                             verbose=bool(args.full_log or args.verbose))
+                             verbose=bool(args.full_log or args.verbose), runner=args.runner)
     from longtail.tracking import ui_hint
 
     print()

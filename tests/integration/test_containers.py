@@ -1,0 +1,157 @@
+"""Every pipeline step in its own step image, against a real S3 server and a real MLflow server.
+
+Needs the images (`make images`) and a container engine (podman's Docker API; the fixture starts it
+with scripts/podman-service.sh). Deselected from `make test`; `make test-containers` runs it.
+Raw images live on SeaweedFS (credentials enforced); MLflow is a server process whose artifacts are
+proxied to the same S3 server, so the step containers hold S3 keys only for reading raw data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import boto3
+import mlflow
+import pytest
+from conftest import TINY_PIPELINE, SeaweedServer
+from test_services import MlflowServer
+
+from longtail.components.images import image_ref
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "experiments" / "demo.yaml"
+TINY = TINY_PIPELINE + ["train.deterministic=true"]
+BUCKET = "containers-test"
+PODMAN_SOCKET = "/run/podman/podman.sock"
+
+pytestmark = [pytest.mark.containers, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def docker_host() -> str:
+    """DOCKER_HOST for the runner: the caller's, else podman's API started by scripts/podman-service.sh."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    subprocess.run([str(REPO / "scripts" / "podman-service.sh"), "up"], check=True, timeout=120)
+    return f"unix://{PODMAN_SOCKET}"
+
+
+@pytest.fixture(scope="module")
+def stack(digits_lt, tmp_path_factory, docker_host):
+    """A private SeaweedFS holding the raw digits-lt images, and an MLflow server proxying to it."""
+    server = SeaweedServer(tmp_path_factory.mktemp("s3"))
+    server.start()
+    keys = server.credentials
+    s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id=keys[
+        "AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket=BUCKET)
+    for path in digits_lt.rglob("*.png"):
+        s3.upload_file(str(path), BUCKET, f"raw/digits/{path.relative_to(digits_lt).as_posix()}")
+    tracking = MlflowServer(tmp_path_factory.mktemp("mlflow"), f"s3://{BUCKET}/mlflow", server.url)
+    tracking.env.update(keys)  # the server alone writes artifacts to S3
+    url = tracking.start()
+    env = {**os.environ, **keys, "S3_ENDPOINT_URL": server.url, "MLFLOW_TRACKING_URI": url,
+           "DOCKER_HOST": docker_host}
+    try:
+        yield {"server": server, "s3": s3, "mlflow": url, "env": env}
+    finally:
+        tracking.stop()
+        server.stop()
+
+
+def longtail_run(stack, home: Path, runner: str, on_line=None) -> subprocess.CompletedProcess:
+    """`longtail run experiments/demo.yaml` on the S3 copy of digits-lt; on_line(line) sees stdout live."""
+    cmd = [sys.executable, "-m", "longtail.cli", "run", str(CONFIG),
+           "--data", f"s3://{BUCKET}/raw/digits/train", "--test", f"s3://{BUCKET}/raw/digits/test",
+           "--home", str(home), "--runner", runner, *sum((["--set", s] for s in TINY), [])]
+    proc = subprocess.Popen(cmd, env=stack["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if on_line is not None:
+            on_line(line)
+    proc.wait(timeout=1200)
+    reader.join(timeout=30)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(err))
+
+
+def run_id(done: subprocess.CompletedProcess) -> str:
+    return re.search(r"MLflow run:\s+([0-9a-f]{32})", done.stdout).group(1)
+
+
+def test_each_step_runs_in_its_image_and_matches_the_subprocess_runner(stack, tmp_path):
+    done = longtail_run(stack, tmp_path / "container", "container")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The runner names each task's image: every step ran in a container of its own step image.
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    tasks = re.findall(r"Executing task '([\w-]+)'\n\s+container ([0-9a-f]+): image (\S+)", plain)
+    by_task = {task: image for task, _, image in tasks}
+    assert by_task == {"resolve-config": image_ref("ingest"), "ingest": image_ref("ingest"),
+                       "ingest-2": image_ref("ingest"), "weights": image_ref("ingest"),
+                       "train": image_ref("train"), "evaluate": image_ref("evaluate"),
+                       "submit": image_ref("evaluate")}, plain[-3000:]
+    assert len({container for _, container, _ in tasks}) == len(tasks), "one container per step"
+    # The MLflow server holds params, a metric per epoch, the model and the submission.
+    client = mlflow.MlflowClient(tracking_uri=stack["mlflow"])
+    container_run = client.get_run(run_id(done))
+    assert container_run.data.params["model.name"] == "small_cnn"
+    assert container_run.data.params["train.epochs"] == "2"
+    history = client.get_metric_history(container_run.info.run_id, "val_macro_f1")
+    assert [m.step for m in history] == [0, 1], history
+    artifacts = {a.path for a in client.list_artifacts(container_run.info.run_id)}
+    assert {"submission", "curves.png", "preprocessing.json"} <= artifacts, artifacts
+    (model_output,) = container_run.outputs.model_outputs
+    model_files = {a.path for a in client.list_logged_model_artifacts(model_output.model_id)}
+    assert {"MLmodel", "data", "preprocessing.json"} <= model_files, model_files
+    # Raw images came from s3:// and the artifacts went through the server into the same bucket.
+    keys = [o["Key"] for page in stack["s3"].get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="mlflow/") for o in page.get("Contents", [])]
+    assert any(container_run.info.run_id in k for k in keys)
+    # Same seed, deterministic ops, same pinned TensorFlow: the subprocess runner's exact number.
+    local = longtail_run(stack, tmp_path / "subprocess", "subprocess")
+    assert local.returncode == 0, local.stderr[-3000:]
+    subprocess_run = client.get_run(run_id(local))
+    assert container_run.data.metrics["eval_macro_f1"] == subprocess_run.data.metrics["eval_macro_f1"]
+    # A tiny model's F1 moves in coarse steps; the losses show the two runs computed the same numbers.
+    for metric in ("loss", "val_loss"):
+        assert ([m.value for m in client.get_metric_history(container_run.info.run_id, metric)]
+                == [m.value for m in client.get_metric_history(subprocess_run.info.run_id, metric)]), metric
+
+
+def test_s3_server_killed_during_ingest_then_a_rerun_succeeds(stack, tmp_path):
+    """SeaweedFS is SIGKILLed the moment the ingest step's container starts: a one-line error naming
+    the failed run, no partial HDF5 in the ingest output, and the same command succeeds after a restart."""
+    server: SeaweedServer = stack["server"]
+    seen = {"ingest": False, "killed": False}
+
+    def kill_at_ingest(line: str) -> None:
+        if "Executing task" in line and "'ingest'" in re.sub(r"\x1b\[[0-9;]*m", "", line):
+            seen["ingest"] = True
+        elif seen["ingest"] and not seen["killed"] and f": image {image_ref('ingest')}" in line:
+            server.kill()
+            seen["killed"] = True
+
+    try:
+        failed = longtail_run(stack, tmp_path / "home", "container", on_line=kill_at_ingest)
+    finally:
+        server.start()  # same port, same keys, objects kept on disk
+    assert seen["killed"], "the ingest step never started"
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("longtail run: error: pipeline run failed") and "printed above" in last, last
+    assert "Traceback" not in failed.stderr
+    assert f"endpoint {server.url}" in failed.stdout and "unreachable" in failed.stdout, failed.stdout[-3000:]
+    outputs = list((tmp_path / "home" / "pipeline-root").glob("*/ingest/data"))
+    assert outputs, "the ingest step left no output folder to inspect"
+    assert not [p for d in outputs for p in d.rglob("*") if p.is_file()], "partial ingest output"
+    again = longtail_run(stack, tmp_path / "home", "container")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "submission:" in again.stdout
