@@ -54,7 +54,7 @@ def stack(digits_lt, tmp_path_factory, docker_host):
         s3.upload_file(str(path), BUCKET, f"raw/digits/{path.relative_to(digits_lt).as_posix()}")
     tracking = MlflowServer(tmp_path_factory.mktemp("mlflow"), f"s3://{BUCKET}/mlflow", server.url)
     tracking.env.update(keys)  # the server alone writes artifacts to S3
-    url = tracking.start()
+    url = tracking.start(timeout=300)  # a loaded 2-core machine takes minutes to import the server
     env = {**os.environ, **keys, "S3_ENDPOINT_URL": server.url, "MLFLOW_TRACKING_URI": url,
            "DOCKER_HOST": docker_host}
     try:
