@@ -120,7 +120,8 @@ checkov-venv: .venv-checkov/bin/checkov
 ## test-containers: build the images, then run the pipeline with each step in its own container
 ## (raw images on SeaweedFS, MLflow server proxying to it) and check the images hold no credential
 test-containers: images
-	$(BIN)/python -m pytest -m containers tests/integration/test_containers.py tests/integration/test_containers_images.py
+	$(BIN)/python -m pytest -m containers --basetemp=$(CURDIR)/.longtail/pytest-containers \
+	  tests/integration/test_containers.py tests/integration/test_containers_images.py
 
 ## podman-service: podman's Docker API for `longtail run --runner container` (scripts/podman-service.sh)
 podman-service:
