@@ -232,10 +232,16 @@ def _check_tracking(tracking_uri: str) -> None:
     from longtail.experiment_run import check_tracking_reachable
 
     check_tracking_reachable(tracking_uri)  # seconds, not the MLflow client's minutes of retries
+    # A new SQLite store announces its table creation at INFO; the run's own lines say more.
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.WARNING)
     try:
         mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store
         raise LongtailError(f"MLflow tracking store {tracking_uri} is not reachable: {e}") from e
+    finally:
+        db_log.setLevel(level)
 
 
 def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, seconds: float) -> LocalRunResult:

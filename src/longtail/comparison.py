@@ -173,7 +173,7 @@ def start_sweep_run(tracking_uri: str, experiment: str, name: str, configs: list
 
     Args:
         task_run_id: the run KFP's MLflow integration opened for this task (MLFLOW_RUN_ID); the
-            sweep's run nests under it, in its experiment.
+            sweep's run nests under it, in its experiment, when this store holds it.
     """
     import mlflow
 
@@ -194,10 +194,13 @@ def start_sweep_run(tracking_uri: str, experiment: str, name: str, configs: list
                               f"{', '.join(knobs) or 'nothing'}; its child runs are the experiments, ranked "
                               "by eval_macro_f1 in leaderboard.md.")}
     if task_run_id:
-        from longtail.experiment_run import existing_parent_run
+        from longtail.experiment_run import nesting_parent
 
-        exp_id = existing_parent_run(client, task_run_id, tracking_uri).info.experiment_id
-        tags.update({"mlflow.parentRunId": task_run_id, KFP_TASK_RUN_TAG: task_run_id})
+        tags[KFP_TASK_RUN_TAG] = task_run_id
+        task_run = nesting_parent(client, tracking_uri, None, task_run_id)
+        if task_run is not None:
+            exp_id = task_run.info.experiment_id
+            tags["mlflow.parentRunId"] = task_run_id
     run = client.create_run(exp_id, run_name=name, tags=tags)
     client.log_param(run.info.run_id, "n_experiments", len(configs))
     client.set_tag(run.info.run_id, "longtail.sweep_knobs", ", ".join(knobs) or "(none)")

@@ -181,14 +181,15 @@ def start_training_run(
     """Create the training's run, or reopen `resume_run_id`.
 
     The new run nests under `parent_run_id` (a sweep), else under `task_run_id` (the run KFP's
-    MLflow integration opened for this task, MLFLOW_RUN_ID), and lives in its parent's experiment
-    so the UI shows it folded under the parent; with neither it is a top-level run of `experiment`.
+    MLflow integration opened for this task, MLFLOW_RUN_ID) when this store holds it, and lives in
+    its parent's experiment so the UI shows it folded under the parent; with neither it is a
+    top-level run of `experiment`.
 
     Returns:
         (the run, whether it was resumed).
 
     Raises:
-        LongtailError: the server is unreachable, the run to resume is gone, or the parent/task run
+        LongtailError: the server is unreachable, the run to resume is gone, or `parent_run_id`
             does not exist at `tracking_uri`.
     """
     import mlflow
@@ -206,11 +207,11 @@ def start_training_run(
                 return TrainingRun(tracking_uri, experiment, resume_run_id), True
             except MlflowException:
                 log.warning("MLflow run %s to resume is gone; starting a new run", resume_run_id)
-        parent = parent_run_id or task_run_id
         run_tags = dict(tags or {})
-        if parent:
-            experiment_id = existing_parent_run(client, parent, tracking_uri).info.experiment_id
-            run_tags["mlflow.parentRunId"] = parent
+        parent = nesting_parent(client, tracking_uri, parent_run_id, task_run_id)
+        if parent is not None:
+            experiment_id = parent.info.experiment_id
+            run_tags["mlflow.parentRunId"] = parent.info.run_id
         if task_run_id:
             run_tags[KFP_TASK_RUN_TAG] = task_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
@@ -219,6 +220,26 @@ def start_training_run(
         raise LongtailError(
             f"MLflow at {redact_credentials(tracking_uri)} refused to start a run: {redact_credentials(e.message)}"
         ) from None
+
+
+def nesting_parent(client: Any, tracking_uri: str, parent_run_id: str | None, task_run_id: str | None) -> Any:
+    """The run a new run nests under: `parent_run_id` (which must exist), else the orchestrator's task
+    run when this store holds it, else None.
+
+    KFP's MLflow plugin sets MLFLOW_RUN_ID in every task, but MLFLOW_TRACKING_URI only with
+    injectUserEnvVars; a task run on another MLflow server is noted (kfp.task_run_id), not nested under.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if parent_run_id:
+        return existing_parent_run(client, parent_run_id, tracking_uri)
+    if task_run_id:
+        try:
+            return client.get_run(task_run_id)
+        except MlflowException:
+            log.warning("MLFLOW_RUN_ID %s (the orchestrator's run for this task) is not in the tracking store %s: "
+                        "opening a top-level run tagged %s", task_run_id, tracking_uri, KFP_TASK_RUN_TAG)
+    return None
 
 
 def existing_parent_run(client: Any, run_id: str, tracking_uri: str) -> Any:
@@ -230,8 +251,7 @@ def existing_parent_run(client: Any, run_id: str, tracking_uri: str) -> Any:
     except MlflowException as e:
         raise LongtailError(
             f"MLflow run {run_id} (the parent to nest under) is not in the tracking store "
-            f"{redact_credentials(tracking_uri)}; "
-            "set MLFLOW_TRACKING_URI to the server that holds it, or unset MLFLOW_RUN_ID"
+            f"{redact_credentials(tracking_uri)}; set MLFLOW_TRACKING_URI to the server that holds it"
         ) from e
 
 

@@ -1,12 +1,14 @@
 """The whole training pipeline through kfp.local on real (digits-lt) data, tracked in MLflow."""
 
 import csv
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
 from conftest import TINY_PIPELINE
 
+from longtail.errors import LongtailError
 from longtail.pipelines.local import run_local
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +28,9 @@ def run(digits, home, extra=()):
 
 @pytest.fixture(scope="module")
 def open_gate(digits, tmp_path_factory):
-    return run(digits, tmp_path_factory.mktemp("home"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # samples within a seconds-long training
+        return run(digits, tmp_path_factory.mktemp("home"))
 
 
 def test_every_step_ran_and_left_its_outputs(open_gate):
@@ -75,3 +79,38 @@ def test_a_gate_above_reach_skips_submission_and_says_why(digits, tmp_path):
     assert tags["eval_gate"] == "failed" and tags["submission"] == "skipped"
     assert "evaluate.min_macro_f1 1.0000" in tags["gate_reason"] and "macro-F1" in tags["gate_reason"]
     assert tags["submission_skipped_because"] == tags["gate_reason"]
+
+
+def test_the_run_explains_itself_in_mlflow(open_gate):
+    client = mlflow.MlflowClient(tracking_uri=open_gate.tracking_uri)
+    run = client.get_run(open_gate.run_id)
+    tags = run.data.tags
+    assert tags["mlflow.note.content"].startswith("**demo**: small_cnn on 16 px images, 2 epochs")
+    assert "`--set train.epochs=2`" in tags["mlflow.note.content"]
+    assert tags["mlflow.source.name"] == "longtail pipeline: train step"
+    assert tags["kfp.pipeline_name"] == "longtail-training"
+    assert tags["kfp.run_id"] == open_gate.model_dir.parents[1].name
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert inputs["training"].name.endswith("/train") and inputs["test"].name.endswith("/test")
+    assert json.loads(inputs["validation"].profile)["num_rows"] == int(run.data.params["data.val_samples"])
+    assert any(k.startswith("system/cpu") for k in run.data.metrics)
+    assert run.info.experiment_id == open_gate.experiment_id
+
+
+def test_the_full_log_is_in_a_file_in_the_pipeline_root(open_gate):
+    log = open_gate.log_path.read_text()
+    assert open_gate.log_path.parent == open_gate.model_dir.parents[2]
+    assert "Executing task 'train'" in log and "demo epoch 2/2: loss" in log
+
+
+def test_a_failing_step_is_one_line_with_its_cause_and_the_log(digits, tmp_path):
+    empty = tmp_path / "empty-test"
+    empty.mkdir()
+    with pytest.raises(LongtailError) as err:
+        run_local(REPO / "experiments" / "demo.yaml", str(digits / "train"), str(empty),
+                  overrides=TINY_PIPELINE, home=tmp_path / "home")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("step 'ingest-2' failed: ") and "no images found in" in message
+    assert "full log: " in message and message.rstrip(")").endswith(".log")

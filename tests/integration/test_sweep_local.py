@@ -1,5 +1,6 @@
 """A sweep through kfp.local: three label-smoothing factors, one parent run, a ranked leaderboard."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -50,3 +51,32 @@ def test_best_model_is_registered_and_its_submission_scored(sweep):
     assert len(versions) == 1 and versions[0].run_id == sweep.best_run_id
     assert sweep.submission is not None and sweep.submission.is_file()
     assert 0.0 <= sweep.test_macro_f1 <= 1.0
+
+
+def test_the_champion_alias_version_tags_and_datasets_are_in_mlflow(sweep):
+    client = mlflow.MlflowClient(tracking_uri=sweep.tracking_uri)
+    champion = client.get_model_version_by_alias("digits-best", "champion")
+    assert champion.run_id == sweep.best_run_id
+    assert all(v.current_stage in ("None", None) for v in client.search_model_versions("name = 'digits-best'"))
+    best = client.get_run(sweep.best_run_id)
+    assert champion.tags["config"] == best.data.params["name"]
+    assert float(champion.tags["val_macro_f1"]) == pytest.approx(best.data.metrics["eval_macro_f1"], abs=1e-4)
+    assert float(champion.tags["test_macro_f1"]) == pytest.approx(sweep.test_macro_f1, abs=1e-4)
+    contexts = {d.tags[0].value: d.dataset for d in best.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "validation", "test"}
+    assert contexts["training"].digest == best.data.tags["data.fingerprint"].split(":")[1][:32]
+    assert json.loads(contexts["test"].profile)["num_classes"] == 10
+    assert json.loads(contexts["training"].source)["uri"].endswith("/train")
+
+
+def test_the_sweep_runs_say_what_they_are(sweep):
+    client = mlflow.MlflowClient(tracking_uri=sweep.tracking_uri)
+    parent = client.get_run(sweep.parent_run_id)
+    assert "train.label_smoothing.factor" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["kfp.pipeline_name"] == "longtail-sweep"
+    child = client.get_run(sweep.best_run_id)
+    assert child.data.tags["kfp.run_id"] in parent.data.tags["kfp.run_id"]
+    assert child.data.tags["mlflow.source.name"] == "longtail pipeline: train step"
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert sweep.log_path.is_file() and "Executing task" in sweep.log_path.read_text()
