@@ -54,12 +54,12 @@ class DataConfig:
     val_fraction: float = 0.2
     min_per_class: int = 0
     max_classes: int | None = None
-    # The train/val split seed. null falls back to train.seed (deprecated: a sweep groups its ingests
-    # by the `data` section, so a seed there is one split per distinct seed).
-    seed: int | None = None
     resize: Literal["stretch", "aspect"] = "stretch"
     clahe: bool = False
     white_balance: bool = False
+    # The train/val split seed. null falls back to train.seed (deprecated: a sweep groups its ingests
+    # by the `data` section, so a seed there is one split per distinct seed).
+    seed: int | None = None
 
 
 @dataclass

@@ -114,9 +114,9 @@ def group_by_data(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig
     for group in groups.values():
         if group[0].data.seed is None and len({c.train.seed for c in group}) > 1:
             logging.getLogger(__name__).warning(
-                "%s share one ingest split with train.seed %d (%s's): they differ only in train.seed, which "
-                "no longer picks the split; set data.seed for one split per seed",
-                ", ".join(c.name for c in group), group[0].train.seed, group[0].name)
+                "%s differ only in train.seed, so they share one ingest, split with %s's train.seed %d "
+                "(deprecated); set data.seed for one split per seed",
+                ", ".join(c.name for c in group), group[0].name, group[0].train.seed)
     return list(groups.values())
 
 

@@ -68,6 +68,8 @@ def test_a_seed_sweep_ingests_once_per_split_seed():
     for pair in ([seeded, other], [seeded, unseeded], [unseeded, seeded]):
         with pytest.raises(ConfigError, match="data.seed differs between"):
             shared_data_config(pair)
+    with pytest.raises(ConfigError, match=r"data.seed must be >= 0 or null, got -1"):
+        config_from_dict({"data": {"seed": -1}})
 
 
 def test_train_seed_alone_still_splits_once_with_a_deprecation_warning(caplog):
