@@ -1,5 +1,7 @@
 """Step 0, resolve: merge the pipeline's knob parameters into the experiment config and validate it."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 from longtail.components.images import image_ref
@@ -51,9 +53,13 @@ def resolve_config(
 
 
 @dsl.component(base_image=image_ref("ingest"), install_kfp_package=False)
-def validate_config(config: dict) -> dict:
-    """A sweep's config as given (no knobs): validated and fully defaulted."""
+def validate_config(config: dict) -> NamedTuple("Outputs", config=dict, gpus=int):
+    """A sweep's config as given (no knobs): validated and fully defaulted, with the GPUs its train step requests."""
+    from collections import namedtuple
+
     from longtail.config import config_from_dict
     from longtail.knobs import config_to_params
 
-    return config_to_params(config_from_dict(config))
+    cfg = config_from_dict(config)
+    # train.gpus 0 means "every visible GPU": the pod still asks for one, as the training pipeline does.
+    return namedtuple("Outputs", ["config", "gpus"])(config_to_params(cfg), max(1, cfg.train.gpus))

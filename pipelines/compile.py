@@ -45,7 +45,7 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
     except ImportError:
         pass
     else:
-        pipelines["sweep"] = create_sweep_pipeline(defaults, registry=registry, tag=tag)
+        pipelines["sweep"] = create_sweep_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
     written = []
     for name, pipeline in pipelines.items():
         path = out / f"{name}.yaml"

@@ -6,14 +6,11 @@ from kfp import dsl
 
 from longtail.components.compare import compare, shared_data, start_sweep
 from longtail.components.config import validate_config
-from longtail.components.evaluate import evaluate
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
 from longtail.components.ingest import ingest
-from longtail.components.train import train
-from longtail.components.weights import weights
 from longtail.config import ExperimentConfig, config_to_dict
 from longtail.knobs import config_to_params
-from longtail.pipelines.training import wire
+from longtail.pipelines.training import experiment_branch, wire
 from longtail.sweep_plan import expand_grid
 
 # The compiled sweep's default: the comparison the seed log's EXP9/EXP11 were after.
@@ -22,7 +19,7 @@ DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
 
 def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentConfig] | None = None,
                           registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, parallelism: int = 2,
-                          parent_from_parameter: bool = False):
+                          parent_from_parameter: bool = False, checkpoint_pvc: str = ""):
     """Build the sweep pipeline.
 
     Args:
@@ -33,10 +30,11 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
             parameter instead of start_sweep's output. kfp.local (2.17) replaces every task output
             that enters a ParallelFor with the loop item, so `longtail sweep` opens the parent run
             itself and builds the pipeline this way; the compiled YAML uses start_sweep's output.
+        checkpoint_pvc: as in the training pipeline: each child's train step mounts it and is retried.
     """
     configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
     default_configs = [config_to_params(c) for c in configs]
-    ingest_image, train_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "train", "evaluate"))
+    ingest_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "evaluate"))
 
     @dsl.pipeline(name="longtail-sweep",
                   description="Several experiments on one ingest, ranked by macro-F1 in one MLflow parent run.")
@@ -62,16 +60,11 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
         # Fan out: weights → train → evaluate per config, `parallelism` at a time.
         with dsl.ParallelFor(configs, parallelism=parallelism) as item:
             resolved = wire(validate_config(config=item), ingest_image, "500m", "512Mi")
-            class_weights = wire(weights(data=train_data.outputs["data"], config=resolved.output),
-                                 ingest_image, "500m", "1Gi", retries=2)
-            trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
-                                 config=resolved.output, parent_run_id=loop_parent,
-                                 checkpoint_root="", checkpoint_key=""),
-                           train_image, "4", "16Gi")
-            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-            evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
-                                      class_weights=class_weights.output, config=resolved.output),
-                             eval_image, "2", "4Gi")
+            # Several train tasks share the run id: each keys its checkpoints by its own task id,
+            # which its driver resolves once, so a retried pod still finds them.
+            _, trained, evaluated = experiment_branch(
+                train_data.outputs["data"], resolved.outputs["config"], resolved.outputs["gpus"], loop_parent,
+                dsl.PIPELINE_TASK_ID_PLACEHOLDER, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
         # Rank, register the best model, write its submission.
         ranked = wire(compare(models=dsl.Collected(trained.outputs["model"]),
                               gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],

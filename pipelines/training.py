@@ -45,6 +45,43 @@ def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: 
 CHECKPOINT_MOUNT = "/checkpoints"
 
 
+def experiment_branch(data, config, gpus, parent_run_id,
+                      checkpoint_key: str, *, registry: str, tag: str,
+                      checkpoint_pvc: str = "") -> tuple[dsl.PipelineTask, dsl.PipelineTask, dsl.PipelineTask]:
+    """One experiment's class weights → train → evaluate, wired alike in the training pipeline and each sweep child.
+
+    Args:
+        data: the ingested train/val dataset; config: the resolved experiment config.
+        gpus: the GPUs the train step requests (a pipeline parameter or a task output).
+        parent_run_id: the MLflow parent run ("" for none).
+        checkpoint_key: names this train task's checkpoint folder on the PVC; it must stay the same
+            across pod retries and differ between train tasks of one pipeline run.
+        registry, tag: where the step images live.
+        checkpoint_pvc: the PVC mounted on the train step so a retried pod resumes; "" (local runs)
+            keeps checkpoints in the model folder and does not retry training.
+
+    Returns:
+        The weights, train and evaluate tasks.
+    """
+    ingest_image = image_ref("ingest", registry, tag)
+    # Class weights from the train split's counts.
+    class_weights = wire(weights(data=data, config=config), ingest_image, "500m", "1Gi", retries=2)
+    # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
+    trained = wire(train(data=data, class_weights=class_weights.output, config=config,
+                         parent_run_id=parent_run_id,
+                         checkpoint_root=CHECKPOINT_MOUNT if checkpoint_pvc else "",
+                         checkpoint_key=checkpoint_key if checkpoint_pvc else ""),
+                   image_ref("train", registry, tag), "4", "16Gi", retries=2 if checkpoint_pvc else 0)
+    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    if checkpoint_pvc:
+        kubernetes.mount_pvc(trained, pvc_name=checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+    # Evaluate on the validation split; the result gates the submission (or ranks the sweep).
+    evaluated = wire(evaluate(model=trained.outputs["model"], data=data, class_weights=class_weights.output,
+                              config=config),
+                     image_ref("evaluate", registry, tag), "2", "4Gi")
+    return class_weights, trained, evaluated
+
+
 def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG,
                     checkpoint_pvc: str = ""):
     """Build the training pipeline with parameter defaults from an experiment config.
@@ -120,22 +157,10 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         test_data = wire(ingest(source=test_uri, config=config, unlabelled=True),
                          image_ref("ingest", registry, tag), "2", "4Gi", s3_keys=True, retries=2)
         test_data.set_display_name("ingest test")
-        # Class weights from the train split's counts.
-        class_weights = wire(weights(data=train_data.outputs["data"], config=config),
-                             image_ref("ingest", registry, tag), "500m", "1Gi", retries=2)
-        # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
-        trained = wire(train(data=train_data.outputs["data"], class_weights=class_weights.output,
-                             config=config, parent_run_id=parent_run_id,
-                             checkpoint_root=CHECKPOINT_MOUNT if checkpoint_pvc else "",
-                             checkpoint_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER if checkpoint_pvc else ""),
-                       image_ref("train", registry, tag), "4", "16Gi", retries=2 if checkpoint_pvc else 0)
-        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        if checkpoint_pvc:
-            kubernetes.mount_pvc(trained, pvc_name=checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
-        # Evaluate on the validation split; the result gates the submission.
-        evaluated = wire(evaluate(model=trained.outputs["model"], data=train_data.outputs["data"],
-                                  class_weights=class_weights.output, config=config),
-                         image_ref("evaluate", registry, tag), "2", "4Gi")
+        # Weights → train → evaluate; one train task per run, so the run id keys its checkpoints.
+        _, trained, evaluated = experiment_branch(
+            train_data.outputs["data"], config, gpus, parent_run_id, dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
             wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"], config=config),
                  image_ref("evaluate", registry, tag), "2", "4Gi", retries=2)

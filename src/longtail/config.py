@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 import typing
@@ -56,6 +57,9 @@ class DataConfig:
     resize: Literal["stretch", "aspect"] = "stretch"
     clahe: bool = False
     white_balance: bool = False
+    # The train/val split seed. null falls back to train.seed (deprecated: a sweep groups its ingests
+    # by the `data` section, so a seed there is one split per distinct seed).
+    seed: int | None = None
 
 
 @dataclass
@@ -317,6 +321,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", "> 0 and < 1", d.val_fraction)
     need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
     need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)
+    need(d.seed is None or d.seed >= 0, "data.seed", ">= 0 or null", d.seed)
     need(0.0 < cfg.weights.beta < 1.0, "weights.beta", "> 0 and < 1", cfg.weights.beta)
     need(1 <= t.epochs <= EPOCHS_MAX, "train.epochs", f"between 1 and {EPOCHS_MAX}", t.epochs)
     need(1 <= t.batch_size <= BATCH_SIZE_MAX, "train.batch_size", f"between 1 and {BATCH_SIZE_MAX}", t.batch_size)
@@ -451,9 +456,21 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def split_seed(cfg: ExperimentConfig) -> int:
+    """The train/val split seed: data.seed, or train.seed for a config that sets only that (deprecated)."""
+    if cfg.data.seed is not None:
+        return cfg.data.seed
+    if cfg.train.seed != TrainConfig.seed:
+        logging.getLogger(__name__).warning(
+            "%s: the split seed comes from train.seed (%d); set data.seed instead. With train.seed alone, "
+            "configs that differ only in it share one ingest in a sweep, split with the first one's seed",
+            cfg.name, cfg.train.seed)
+    return cfg.train.seed
+
+
 def ingest_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """The keyword arguments of longtail.ingest.ingest that an experiment config determines."""
     d = cfg.data
-    return {"image_size": d.image_size, "val_fraction": d.val_fraction, "seed": cfg.train.seed,
+    return {"image_size": d.image_size, "val_fraction": d.val_fraction, "seed": split_seed(cfg),
             "min_per_class": d.min_per_class, "max_classes": d.max_classes, "resize": d.resize,
             "clahe": d.clahe, "white_balance": d.white_balance}

@@ -8,11 +8,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
+from longtail.decode import IMAGE_EXTENSIONS
 from longtail.errors import DataError
 from longtail.storage import TEMP_SUFFIX, check_output_file
 
-# Extensions stripped from ids; anything else after a dot stays part of the id ("img.v2" keeps its dot).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # How many offending values an error message lists before "and N more".
 EXAMPLES = 5
 
@@ -20,7 +19,8 @@ EXAMPLES = 5
 def submission_id(raw: str) -> str:
     """The id a submission uses for an image: no folders, no image extension.
 
-    "test/00042.png" -> "00042"; "00042" -> "00042"; "a\\b\\c.JPG" -> "c".
+    "test/00042.png" -> "00042"; "00042" -> "00042"; "a\\b\\c.JPG" -> "c". Only the extensions ingest
+    reads as images (decode.IMAGE_EXTENSIONS) are stripped: "img.v2" keeps its dot.
     """
     name = PurePosixPath(str(raw).strip().replace("\\", "/")).name
     stem, dot, ext = name.rpartition(".")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,21 @@ def _sweep_file(path: Path, raw: dict[str, Any], overrides: list[str]) -> list[E
 
 
 def group_by_data(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]]:
-    """Configs grouped by their `data` section: each group shares one ingest."""
+    """Configs grouped by their `data` section, data.seed (the split seed) included: each group shares one ingest.
+
+    Configs that set only train.seed (the deprecated split seed) group as before: one ingest, split
+    with the first config's train.seed; a warning names them.
+    """
     groups: dict[str, list[ExperimentConfig]] = {}
     for c in configs:
         key = yaml.safe_dump(config_to_dict(c)["data"], sort_keys=True)
         groups.setdefault(key, []).append(c)
+    for group in groups.values():
+        if group[0].data.seed is None and len({c.train.seed for c in group}) > 1:
+            logging.getLogger(__name__).warning(
+                "%s differ only in train.seed, so they share one ingest, split with %s's train.seed %d "
+                "(deprecated); set data.seed for one split per seed",
+                ", ".join(c.name for c in group), group[0].name, group[0].train.seed)
     return list(groups.values())
 
 
@@ -122,7 +133,8 @@ def shared_data_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
     parsed = [config_to_params(config_from_dict(c)) for c in configs]
     first = parsed[0]
     for other in parsed[1:]:
-        for key, value in first["data"].items():
+        for key in sorted(set(first["data"]) | set(other["data"])):
+            value = first["data"].get(key)
             if other["data"].get(key) != value:  # null fields are dropped in both: compare by .get
                 raise ConfigError(
                     f"data.{key} differs between {first['name']} ({value!r}) and {other['name']} "

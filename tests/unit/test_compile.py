@@ -102,6 +102,38 @@ def test_train_checkpoints_on_a_pvc_keyed_by_the_run_id(compiled):
     assert inputs["checkpoint_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
+def train_wiring(path):
+    """(train task, train executor, its Kubernetes executor config) of a compiled pipeline."""
+    spec, platform = documents(path)
+    return (dict(all_tasks(spec))["train"], executors(spec)["exec-train"],
+            platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"])
+
+
+def test_a_sweep_child_trains_as_the_training_pipeline_does(compiled):
+    single_task, single_exec, single_k8s = train_wiring(compiled["training"])
+    task, exec_, k8s = train_wiring(compiled["sweep"])
+    # GPUs from the child's own train.gpus (validate-config's output), not a constant.
+    accel = exec_["container"]["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu" and "count" not in accel
+    assert "validate-config-gpus" in accel["resourceCount"], accel
+    gpus_from = task["inputs"]["parameters"]["pipelinechannel--validate-config-gpus"]["taskOutputParameter"]
+    assert gpus_from == {"outputParameterKey": "gpus", "producerTask": "validate-config"}
+    assert "pipelinechannel--gpus" in single_exec["container"]["resources"]["accelerator"]["resourceCount"]
+    # Retried like a single run's train step, resuming from the same checkpoint PVC.
+    assert task["retryPolicy"] == single_task["retryPolicy"] and task["retryPolicy"]["maxRetryCount"] >= 1
+    assert k8s["pvcMount"] == single_k8s["pvcMount"]
+    assert k8s["pvcMount"][0]["mountPath"] == "/checkpoints"
+    params = task["inputs"]["parameters"]
+    assert params["checkpoint_root"]["runtimeValue"]["constant"] == "/checkpoints"
+    # Children share the pipeline run, so each keys its checkpoints by its own task.
+    assert params["checkpoint_key"]["runtimeValue"]["constant"] == "{{$.pipeline_task_uuid}}"
+    # The same ConfigMap and Secrets, and the same requests on the branch's other steps.
+    assert {k: v for k, v in k8s.items() if k != "pvcMount"} == {k: v for k, v in single_k8s.items() if k != "pvcMount"}
+    sweep_execs, single_execs = executors(documents(compiled["sweep"])[0]), executors(documents(compiled["training"])[0])
+    for name in ("exec-weights", "exec-evaluate"):
+        assert sweep_execs[name]["container"]["resources"] == single_execs[name]["container"]["resources"], name
+
+
 def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
     _, platform = documents(compiled["training"])
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -86,6 +86,24 @@ def test_rows_are_sorted_by_id_and_independent_of_file_order(world, tmp_path):
     assert second.path.read_bytes() == first.path.read_bytes()
 
 
+@pytest.mark.parametrize("ext", [".jfif", ".jpe", ".JFIF"])
+def test_every_extension_ingest_reads_is_stripped_from_submission_ids(world, tmp_path, ext):
+    """Ingest reads x.jfif as an image, so the submission writes its id as plain x."""
+    from longtail.decode import is_image_name
+
+    assert is_image_name(f"x{ext}")
+    data, models = world
+    images, _, raw_ids = read_arrays(data.test_h5)
+    renamed = [str(Path(i).with_suffix(ext)) for i in raw_ids]
+    split = write_split(
+        tmp_path / "test.h5", images, renamed,
+        class_names=CLASS_NAMES, image_size=8, preprocessing=INGEST, source_fingerprint="digits",
+    )
+    got = [r[0] for r in read_csv(predict(models["scale"], split, tmp_path / "sub.csv").path)[1:]]
+    assert sorted(got) == sorted(Path(i).stem for i in raw_ids)
+    assert not any(ext.lower() in i.lower() for i in got)
+
+
 def test_custom_columns_and_no_leftover_temp_files(world, tmp_path):
     data, models = world
     out = tmp_path / "out" / "submission.csv"
@@ -169,7 +187,8 @@ def test_without_mlflow_run_nothing_is_logged_and_it_says_so(world, tmp_path, ca
 
 @pytest.mark.parametrize(
     ("raw", "want"),
-    [("test/00042.png", "00042"), ("00042", "00042"), ("a\\b\\c.JPG", "c"), ("img.v2", "img.v2"), (" x/y.jpeg ", "y")],
+    [("test/00042.png", "00042"), ("00042", "00042"), ("a\\b\\c.JPG", "c"), ("img.v2", "img.v2"), (" x/y.jpeg ", "y"),
+     ("test/00042.jfif", "00042")],
 )
 def test_submission_id(raw, want):
     assert submission_id(raw) == want

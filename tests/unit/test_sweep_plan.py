@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from longtail.comparison import Entry, differing_knobs, largest_effect, rank
-from longtail.config import config_to_dict
+from longtail.config import config_from_dict, config_to_dict
 from longtail.errors import ConfigError
 from longtail.knobs import config_to_params
 from longtail.sweep_plan import expand_grid, group_by_data, load_sweep, shared_data_config
@@ -47,6 +47,48 @@ def test_shared_data_config_names_the_differing_field():
     with pytest.raises(ConfigError, match="data.clahe differs between"):
         shared_data_config([a, b])
     assert shared_data_config([a, a])["data"]["clahe"] is True
+
+
+def test_a_seed_sweep_ingests_once_per_split_seed():
+    from longtail.config import ingest_settings
+    from longtail.ingest import stratified_split
+
+    configs = expand_grid({"name": "s"}, ["data.seed=1,2,3", "train.epochs=1,2"])
+    groups = group_by_data(configs)
+    assert sorted(len(g) for g in groups) == [2, 2, 2]
+    for group in groups:
+        assert {c.data.seed for c in group} == {ingest_settings(group[0])["seed"]}
+    assert sorted(ingest_settings(g[0])["seed"] for g in groups) == [1, 2, 3]
+    # The seed picks the split, so one ingest per seed is needed:
+    labels = [i % 3 for i in range(60)]
+    assert stratified_split(labels, 0.2, 1)[1] != stratified_split(labels, 0.2, 2)[1]
+    # And one sweep pipeline refuses configs that need two ingests, whichever comes first.
+    seeded, other = config_to_params(groups[0][0]), config_to_params(groups[1][0])
+    unseeded = config_to_params(config_from_dict({"name": "u"}))
+    for pair in ([seeded, other], [seeded, unseeded], [unseeded, seeded]):
+        with pytest.raises(ConfigError, match="data.seed differs between"):
+            shared_data_config(pair)
+    with pytest.raises(ConfigError, match=r"data.seed must be >= 0 or null, got -1"):
+        config_from_dict({"data": {"seed": -1}})
+
+
+def test_train_seed_alone_still_splits_once_with_a_deprecation_warning(caplog):
+    from longtail.config import ingest_settings
+
+    configs = expand_grid({"name": "t"}, ["train.seed=4,5"])
+    with caplog.at_level("WARNING"):
+        groups = group_by_data(configs)
+    assert [len(g) for g in groups] == [2]
+    assert "differ only in train.seed" in caplog.text and "set data.seed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert ingest_settings(groups[0][0])["seed"] == 4
+    assert "set data.seed instead" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the default train.seed and an explicit data.seed say nothing
+        group_by_data(expand_grid({"name": "q"}, ["data.seed=0,1"]))
+        assert ingest_settings(expand_grid({"name": "d"}, ["train.epochs=1,2"])[0])["seed"] == 0
+    assert caplog.text == ""
 
 
 def test_duplicate_names_are_refused(tmp_path):
