@@ -89,5 +89,10 @@ def test_screenshots_of_the_runs_page_are_kept(served, tmp_path):
         render(view, tmp_path, f"--screenshot={SCREENSHOTS / name}")
         assert (SCREENSHOTS / name).stat().st_size > 10_000
         print(f"MLflow UI screenshot: {SCREENSHOTS / name}")
-    charts = page_text(render(f"{page}?compareRunsMode=CHART", tmp_path, "--dump-dom"))
+    # On a loaded machine the chart view can miss Chromium's virtual-time budget once; a page that never
+    # shows the metric still fails after three renders.
+    for _ in range(3):
+        charts = page_text(render(f"{page}?compareRunsMode=CHART", tmp_path, "--dump-dom"))
+        if "eval_macro_f1" in charts:
+            break
     assert "eval_macro_f1" in charts
