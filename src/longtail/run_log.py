@@ -8,7 +8,6 @@ import json
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -143,8 +142,9 @@ class RunConsole(io.TextIOBase):
         self._partial = ""
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
-        self.recent: deque[str] = deque(maxlen=200)
+        self._error_line: str | None = None
         self.failed_task: str | None = None
+        self._failed_error: str | None = None
 
     def writable(self) -> bool:
         return True
@@ -197,16 +197,17 @@ class RunConsole(io.TextIOBase):
                 figure = self._figure(task)
                 self._show(f"  {time.strftime('%H:%M:%S')}  {task} done in {elapsed}" + (f": {figure}" if figure else ""))
             else:
-                self.failed_task = task
+                # The first failure is the cause: kfp.local may run further tasks (and print hundreds of
+                # lines) before the pipeline stops, and a later failure may follow from this one.
+                if self.failed_task is None:
+                    self.failed_task, self._failed_error = task, self._error_line
                 self._show(f"  {time.strftime('%H:%M:%S')}  {task} FAILED after {elapsed}")
         elif m := EPOCH_LINE.match(line):
             self._show(f"      {m.group(1)}")
-        elif line.strip():
-            self.recent.append(line)
+        elif m := ERROR_LINE.match(line):
+            self._error_line = m.group(1).strip()
 
     def last_error(self) -> str | None:
-        """The last error line a step printed (a traceback's final line or a longtail error), if any."""
-        for line in reversed(self.recent):
-            if m := ERROR_LINE.match(line):
-                return m.group(1).strip()
-        return None
+        """The error line the first failing step printed last (a traceback's final line or a longtail
+        error), else the last one any step printed, if any."""
+        return self._failed_error or self._error_line

@@ -84,3 +84,14 @@ def test_each_step_reports_its_key_figure(tmp_path):
     assert step_figure(tmp_path / "evaluate") == "macro-F1 0.7000, gate closed"
     assert step_figure(tmp_path / "submit") == "2 submission rows"
     assert step_figure(tmp_path / "missing") == ""
+
+
+def test_the_first_failing_step_keeps_its_error_past_a_long_later_task(tmp_path):
+    # kfp.local may run a sibling task (and print its executor input, hundreds of lines) after one failed.
+    console = RunConsole(tmp_path / "run.log", io.StringIO())
+    console.write("Executing task 'ingest-2'\n    longtail.errors.DataError: no images found in /x\n")
+    console.write("Task 'ingest-2' finished with status FAILURE\nExecuting task 'ingest'\n")
+    console.write("".join(f"    executor input line {i}\n" for i in range(1000)))
+    console.write("Task 'ingest' finished with status SUCCESS\n")
+    assert (console.failed_task, console.last_error()) == ("ingest-2", "longtail.errors.DataError: no images found in /x")
+    console.close()
