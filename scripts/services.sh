@@ -58,7 +58,10 @@ EOT
 
 down() {
   if [ -f "$STATE/mlflow.pid" ]; then
-    kill -- "-$(cat "$STATE/mlflow.pid")" 2>/dev/null || true
+    pgid=$(cat "$STATE/mlflow.pid")
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pgid" 2>/dev/null || true  # a worker that ignored SIGTERM for 15 s
     rm -f "$STATE/mlflow.pid"
     echo "stopped mlflow"
   fi
