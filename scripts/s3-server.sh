@@ -61,8 +61,12 @@ wait_for_s3() {
 }
 
 down() {
+  # weed's SIGTERM shutdown can hang for minutes: give it 10 s, then SIGKILL the process group.
   if [ -f "$STATE/weed.pid" ]; then
-    kill -- "-$(cat "$STATE/weed.pid")" 2>/dev/null || true
+    pgid=$(cat "$STATE/weed.pid")
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
     rm -f "$STATE/weed.pid"
   fi
 }

@@ -18,12 +18,12 @@ MLFLOW_PORT=${MLFLOW_PORT:-5000}
 BUCKET=${BUCKET:-longtail}
 mkdir -p "$STATE"
 
-wait_for() {  # url, name
-  for _ in $(seq 1 60); do
+wait_for() {  # url, name; MLflow's first start takes minutes on a loaded 2-core machine
+  for _ in $(seq 1 240); do
     if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
     sleep 1
   done
-  echo "services: $2 did not answer at $1 within 60 s; see $STATE/$2.log" >&2
+  echo "services: $2 did not answer at $1 within 240 s; see $STATE/$2.log" >&2
   exit 1
 }
 
@@ -58,7 +58,10 @@ EOT
 
 down() {
   if [ -f "$STATE/mlflow.pid" ]; then
-    kill -- "-$(cat "$STATE/mlflow.pid")" 2>/dev/null || true
+    pgid=$(cat "$STATE/mlflow.pid")
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pgid" 2>/dev/null || true  # a worker that ignored SIGTERM for 15 s
     rm -f "$STATE/mlflow.pid"
     echo "stopped mlflow"
   fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -86,6 +87,7 @@ class SeaweedServer:
         self.state_dir = state_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.pgid = 0
 
     def _script(self, action: str) -> None:
         subprocess.run([str(REPO / "scripts" / "s3-server.sh"), action, str(self.state_dir), str(self.port)],
@@ -93,14 +95,22 @@ class SeaweedServer:
 
     def start(self) -> str:
         self._script("up")
+        self.pgid = int((self.state_dir / "weed.pid").read_text())
         return self.url
 
     def stop(self) -> None:
         self._script("down")
+        # Also when the state folder went first (another pytest on this machine pruned its basetemp).
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL the whole server (master, volume, filer, S3 gateway): no clean shutdown."""
-        os.killpg(int((self.state_dir / "weed.pid").read_text()), 9)
+        if self.pgid <= 0:  # never started: killpg(0) would hit this test process's own group
+            return
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     @property
     def credentials(self) -> dict[str, str]:

@@ -45,22 +45,24 @@ def docker_host() -> str:
 def stack(digits_lt, tmp_path_factory, docker_host):
     """A private SeaweedFS holding the raw digits-lt images, and an MLflow server proxying to it."""
     server = SeaweedServer(tmp_path_factory.mktemp("s3"))
-    server.start()
-    keys = server.credentials
-    s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id=keys[
-        "AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
-    s3.create_bucket(Bucket=BUCKET)
-    for path in digits_lt.rglob("*.png"):
-        s3.upload_file(str(path), BUCKET, f"raw/digits/{path.relative_to(digits_lt).as_posix()}")
-    tracking = MlflowServer(tmp_path_factory.mktemp("mlflow"), f"s3://{BUCKET}/mlflow", server.url)
-    tracking.env.update(keys)  # the server alone writes artifacts to S3
-    url = tracking.start(timeout=300)  # a loaded 2-core machine takes minutes to import the server
-    env = {**os.environ, **keys, "S3_ENDPOINT_URL": server.url, "MLFLOW_TRACKING_URI": url,
-           "DOCKER_HOST": docker_host}
+    tracking = None
     try:
+        server.start()
+        keys = server.credentials
+        s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id=keys[
+            "AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+        s3.create_bucket(Bucket=BUCKET)
+        for path in digits_lt.rglob("*.png"):
+            s3.upload_file(str(path), BUCKET, f"raw/digits/{path.relative_to(digits_lt).as_posix()}")
+        tracking = MlflowServer(tmp_path_factory.mktemp("mlflow"), f"s3://{BUCKET}/mlflow", server.url)
+        tracking.env.update(keys)  # the server alone writes artifacts to S3
+        url = tracking.start(timeout=300)  # a loaded 2-core machine takes minutes to import the server
+        env = {**os.environ, **keys, "S3_ENDPOINT_URL": server.url, "MLFLOW_TRACKING_URI": url,
+               "DOCKER_HOST": docker_host}
         yield {"server": server, "s3": s3, "mlflow": url, "env": env}
-    finally:
-        tracking.stop()
+    finally:  # also when a server fails to start: nothing may outlive the module
+        if tracking is not None:
+            tracking.stop()
         server.stop()
 
 
