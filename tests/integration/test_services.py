@@ -1,7 +1,7 @@
 """The cluster's services for real: raw images on an S3 endpoint, an MLflow server proxying artifacts to it.
 
-The S3 endpoint is moto's server process (the MinIO stand-in; no MinIO binary can be installed
-here) and MLflow is a real `mlflow server` process with a SQL store and --artifacts-destination s3://.
+The S3 endpoint is the `s3_server` fixture: SeaweedFS with enforced credentials (the MinIO stand-in; no
+MinIO binary can be installed here) and MLflow is a real `mlflow server` process with a SQL store and --artifacts-destination s3://.
 """
 
 import os
