@@ -120,6 +120,7 @@ checkov-venv: .venv-checkov/bin/checkov
 ## test-containers: build the images, then run the pipeline with each step in its own container
 ## (raw images on SeaweedFS, MLflow server proxying to it) and check the images hold no credential
 test-containers: images
+	mkdir -p $(CURDIR)/.longtail  # pytest makes --basetemp itself, but not its parent (a fresh clone has none)
 	$(BIN)/python -m pytest -m containers --basetemp=$(CURDIR)/.longtail/pytest-containers \
 	  tests/integration/test_containers.py tests/integration/test_containers_images.py
 
