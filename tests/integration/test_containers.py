@@ -67,10 +67,11 @@ def stack(digits_lt, tmp_path_factory, docker_host):
 
 
 def longtail_run(stack, home: Path, runner: str, on_line=None) -> subprocess.CompletedProcess:
-    """`longtail run experiments/demo.yaml` on the S3 copy of digits-lt; on_line(line) sees stdout live."""
+    """`longtail run -v experiments/demo.yaml` on the S3 copy of digits-lt (-v: kfp.local's full log, which
+    names each task's container image, on stdout); on_line(line) sees stdout live."""
     cmd = [sys.executable, "-m", "longtail.cli", "run", str(CONFIG),
            "--data", f"s3://{BUCKET}/raw/digits/train", "--test", f"s3://{BUCKET}/raw/digits/test",
-           "--home", str(home), "--runner", runner, *sum((["--set", s] for s in TINY), [])]
+           "--home", str(home), "--runner", runner, "-v", *sum((["--set", s] for s in TINY), [])]
     proc = subprocess.Popen(cmd, env=stack["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
