@@ -149,16 +149,17 @@ def test_s3_server_killed_during_ingest_then_a_rerun_succeeds(stack, tmp_path):
     assert seen["killed"], "the ingest step never started"
     assert failed.returncode == 2, failed.stderr[-3000:]
     last = failed.stderr.strip().splitlines()[-1]
-    assert last.startswith("longtail run: error: pipeline run failed") and "printed above" in last, last
+    assert last.startswith("longtail run: error: step 'ingest' failed: ") and "unreachable" in last, last
+    assert "full log: " in last
     assert "Traceback" not in failed.stderr
     assert f"endpoint {server.url}" in failed.stdout and "unreachable" in failed.stdout, failed.stdout[-3000:]
     root = tmp_path / "home" / "pipeline-root"
-    (failed_run,) = list(root.iterdir())
+    (failed_run,) = [d for d in root.iterdir() if d.is_dir()]  # beside it: the run's log file
     partial = [p for p in failed_run.rglob("*") if p.is_file() and (p.suffix == ".h5" or ".tmp" in p.name
                                                                       or "/ingest/data/" in p.as_posix())]
     assert not partial, f"partial ingest output: {partial}"
     again = longtail_run(stack, tmp_path / "home", "container")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "submission:" in again.stdout
-    (rerun,) = [d for d in root.iterdir() if d != failed_run]
+    (rerun,) = [d for d in root.iterdir() if d.is_dir() and d != failed_run]
     assert sorted(p.name for p in (rerun / "ingest" / "data").glob("*.h5")) == ["train.h5", "val.h5"]
