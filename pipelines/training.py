@@ -13,7 +13,7 @@ from longtail.components.submit import skip_submission, submit
 from longtail.components.train import train
 from longtail.components.weights import weights
 from longtail.config import ExperimentConfig
-from longtail.knobs import config_to_params, knob_values
+from longtail.knobs import config_to_params, knob_values, pod_gpus
 
 # Cluster wiring (manifests/base): tracking URI and S3 endpoint from a ConfigMap, S3 keys from a
 # Secret. Only the steps that read raw data from object storage get the keys; the others reach
@@ -124,7 +124,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         lr_power: float = k["lr_power"],
         label_smoothing: float = k["label_smoothing"],
         smoothing_mode: str = k["smoothing_mode"],
-        gpus: int = max(1, k["gpus"]),
+        gpus: int = pod_gpus(k["gpus"]),
         seed: int = k["seed"],
         min_macro_f1: float = k["min_macro_f1"],
         loss: str = k["loss"],

@@ -134,6 +134,18 @@ def test_a_sweep_child_trains_as_the_training_pipeline_does(compiled):
         assert sweep_execs[name]["container"]["resources"] == single_execs[name]["container"]["resources"], name
 
 
+def test_the_sweep_returns_its_submission_and_opens_its_own_parent_run(compiled):
+    spec, _ = documents(compiled["sweep"])
+    assert set(spec["root"]["outputDefinitions"]["artifacts"]) == {"leaderboard", "submission"}
+    # kfp.local's parent-run workaround (a parent_run_id parameter reused by start_sweep) stays in
+    # pipelines/local.py: the compiled sweep always opens its parent run in start_sweep.
+    assert "parent_run_id" not in spec["root"]["inputDefinitions"]["parameters"]
+    assert set(spec["components"]["comp-start-sweep"]["inputDefinitions"]["parameters"]) == {
+        "configs", "experiment", "sweep_name"}
+    compare = dict(all_tasks(spec))["compare"]["inputs"]["parameters"]["parent_run_id"]
+    assert compare["taskOutputParameter"] == {"outputParameterKey": "sweep_run_id", "producerTask": "start-sweep"}
+
+
 def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
     _, platform = documents(compiled["training"])
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

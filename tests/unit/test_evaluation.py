@@ -25,7 +25,8 @@ from longtail.evaluation import (
     plot_f1_vs_frequency,
     render_markdown,
 )
-from longtail.preprocessing import MODEL_FILE, Preprocessing, load_model
+from longtail.model_dir import MODEL_FILE
+from longtail.preprocessing import Preprocessing, load_model
 from longtail.scoring import REPORT_DIGITS, classification_scores
 from longtail.splits import read_arrays, write_split
 

@@ -18,8 +18,13 @@ from digits_models import make_digits, train_model_dir
 
 from longtail.cli import main
 from longtail.errors import LongtailError
-from longtail.experiment_run import check_tracking_reachable
-from longtail.tracking import CLIENT_LIMITS, RunInfo, bound_client_retries, redact_credentials
+from longtail.tracking import (
+    CLIENT_LIMITS,
+    RunInfo,
+    bound_client_retries,
+    check_tracking_reachable,
+    redact_credentials,
+)
 
 
 class FakeServer:
