@@ -335,14 +335,15 @@ def local_sweep_pipeline(configs: list, parallelism: int):
 
     defaults = [config_to_params(c) for c in configs]
 
-    @dsl.pipeline(name="longtail-sweep")
-    def sweep_pipeline(data_uri: str, test_uri: str, parent_run_id: str, register_as: str,
-                       configs: list = defaults) -> SweepOutputs:
+    def sweep_pipeline(data_uri, test_uri, parent_run_id, register_as, configs=defaults):
         ranked = sweep_steps(data_uri, test_uri, configs, parent_run_id, register_as, parallelism=parallelism,
                              registry=DEFAULT_REGISTRY, tag=DEFAULT_TAG)
         return SweepOutputs(leaderboard=ranked.outputs["leaderboard"], submission=ranked.outputs["submission"])
 
-    return sweep_pipeline
+    # KFP reads the signature's real types; this module's annotations are strings (__future__).
+    sweep_pipeline.__annotations__ = {"data_uri": str, "test_uri": str, "parent_run_id": str, "register_as": str,
+                                      "configs": list, "return": SweepOutputs}
+    return dsl.pipeline(name="longtail-sweep")(sweep_pipeline)
 
 
 def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
