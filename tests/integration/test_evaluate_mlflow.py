@@ -24,6 +24,8 @@ from longtail.tracking import (  # noqa: E402
 )
 
 EVAL_FILES = {"confusion_matrix.png", "metrics.json", "per_class_f1.png", "report.md", "report.txt"}
+# Every test here evaluates a model the module fixture trains.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
