@@ -32,20 +32,26 @@ def _quiet_local_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-@dataclass
-class LocalRunResult:
-    """What a local pipeline run produced."""
+@dataclass(kw_only=True)
+class LocalResult:
+    """What every local pipeline run produced: where it is tracked, its submission and its log."""
 
-    model_dir: Path
-    run_id: str
     tracking_uri: str
-    macro_f1: float | None
-    passed: bool
     submission: Path | None
     test_macro_f1: float | None
     seconds: float
     experiment_id: str = ""
     log_path: Path | None = None
+
+
+@dataclass(kw_only=True)
+class LocalRunResult(LocalResult):
+    """What a local training pipeline run produced."""
+
+    model_dir: Path
+    run_id: str
+    macro_f1: float | None
+    passed: bool
     registered_version: str | None = None
 
 
@@ -234,19 +240,13 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
                           submission=submission, test_macro_f1=test_f1, seconds=seconds)
 
 
-@dataclass
-class LocalSweepResult:
+@dataclass(kw_only=True)
+class LocalSweepResult(LocalResult):
     """What a local sweep produced."""
 
     parent_run_id: str
-    tracking_uri: str
     leaderboard: str
     best_run_id: str
-    submission: Path | None
-    test_macro_f1: float | None
-    seconds: float
-    experiment_id: str = ""
-    log_path: Path | None = None
 
 
 def run_sweep_local(

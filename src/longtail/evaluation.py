@@ -19,6 +19,7 @@ from longtail.prediction import open_split_for_model, predict_probabilities
 from longtail.preprocessing import load_model
 from longtail.scoring import (
     ClassificationScores,
+    ClassMetrics,
     classification_scores,
     most_confused_classes,
     top_confusions,
@@ -45,15 +46,9 @@ MARKDOWN_MAX_ROWS = 40
 
 
 @dataclass
-class ClassResult:
+class ClassResult(ClassMetrics):
     """One class's evaluation, with its train frequency for the long-tail view."""
 
-    index: int
-    name: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
     train_count: int | None
 
 
