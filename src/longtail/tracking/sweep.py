@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longtail.atomic_file import write_text
 from longtail.errors import LongtailError
 from longtail.tracking.names import (
     BEST_EXPERIMENT_TAG,
@@ -137,8 +138,7 @@ def finish_sweep_run(tracking_uri: str, parent_run_id: str, out_dir: str | Path,
         board.notes.append(f"{sum(map(bool, gates))} of {len(gates)} experiments passed the evaluation gate")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LEADERBOARD_FILE
-    path.write_text(board.markdown("Sweep leaderboard"))
+    path = write_text(out / LEADERBOARD_FILE, board.markdown("Sweep leaderboard"))
     best = board.best
     client.log_artifact(parent_run_id, str(path))
     client.log_metric(parent_run_id, BEST_MACRO_F1, best.macro_f1 or 0.0)
