@@ -33,10 +33,12 @@ DATA_TRAIN_SAMPLES_PARAM = "data.train_samples"
 DATA_VAL_SAMPLES_PARAM = "data.val_samples"
 WEIGHTS_MIN_PARAM = "weights.min"
 WEIGHTS_MAX_PARAM = "weights.max"
-# Config keys every run differs in by construction (never a sweep "knob").
+# The epochs param the leaderboard reads back (the flattened config key).
 EPOCHS_KEY = "train.epochs"
+# Params every run differs in by construction (never a sweep "knob").
 SEED_RUN_PARAM = "train.seed_run"
 DATASET_FINGERPRINT_PARAM = "dataset.fingerprint"
+# Tags of a training run: the step that opened it, its data and its model (the last two as config keys).
 STEP_TAG = "longtail.step"
 DATA_FINGERPRINT_TAG = "data.fingerprint"
 DATA_IMAGE_SIZE_TAG = "data.image_size"
