@@ -58,8 +58,7 @@ def validate_config(config: dict) -> NamedTuple("Outputs", config=dict, gpus=int
     from collections import namedtuple
 
     from longtail.config import config_from_dict
-    from longtail.knobs import config_to_params
+    from longtail.knobs import config_to_params, pod_gpus
 
     cfg = config_from_dict(config)
-    # train.gpus 0 means "every visible GPU": the pod still asks for one, as the training pipeline does.
-    return namedtuple("Outputs", ["config", "gpus"])(config_to_params(cfg), max(1, cfg.train.gpus))
+    return namedtuple("Outputs", ["config", "gpus"])(config_to_params(cfg), pod_gpus(cfg.train.gpus))

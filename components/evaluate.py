@@ -23,10 +23,11 @@ def evaluate(
 
     from longtail.evaluation import evaluate as evaluate_model
     from longtail.report_html import write_html_report
+    from longtail.splits import split_path
     from longtail.tracking import resolve_tracking_uri
 
     result = evaluate_model(
-        model.path, os.path.join(data.path, "val.h5"), evaluation.path,
+        model.path, split_path(data.path, "val"), evaluation.path,
         min_macro_f1=config["evaluate"]["min_macro_f1"], tta=config["evaluate"]["tta"],
         weights_json=class_weights.path,
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),

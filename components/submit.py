@@ -15,19 +15,14 @@ def submit(
     """Writes submission (id,label CSV, one row per test image) and logs it to the model's MLflow run."""
     import os
 
-    from longtail.prediction import predict
+    from longtail.prediction import predict_submission
+    from longtail.splits import split_path
     from longtail.tracking import resolve_tracking_uri
 
-    result = predict(
-        model.path, os.path.join(test_data.path, "test.h5"), submission.path,
-        tta=config["evaluate"]["tta"],
-        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
-    )
+    result = predict_submission(model.path, split_path(test_data.path, "test"), submission.path,
+                                tta=config["evaluate"]["tta"],
+                                tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
     submission.metadata.update({"rows": result.n_rows})
-    from longtail.model_run import log_test_dataset
-
-    log_test_dataset(model.path, os.path.join(test_data.path, "test.h5"),
-                     tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
 
 
 @dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)

@@ -23,15 +23,15 @@ def train(
     import os
 
     from longtail.config import config_from_dict
-    from longtail.experiment_run import system_metrics_enabled
-    from longtail.tracking import resolve_tracking_uri, task_run_from_env
+    from longtail.splits import split_path
+    from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
     from longtail.training import checkpoint_dir_for
     from longtail.training import train as train_model
 
     result = train_model(
         config_from_dict(config),
-        os.path.join(data.path, "train.h5"),
-        os.path.join(data.path, "val.h5"),
+        split_path(data.path, "train"),
+        split_path(data.path, "val"),
         model.path,
         weights_json=class_weights.path,
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),

@@ -33,19 +33,17 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
     """
     from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
     from longtail.config import load_config
+    from longtail.pipelines.sweep import create_sweep_pipeline
     from longtail.pipelines.training import create_pipeline
 
     defaults = load_config(config)
     registry, tag = registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipelines = {"training": create_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)}
-    try:
-        from longtail.pipelines.sweep import create_sweep_pipeline
-    except ImportError:
-        pass
-    else:
-        pipelines["sweep"] = create_sweep_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
+    pipelines = {
+        "training": create_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc),
+        "sweep": create_sweep_pipeline(defaults, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc),
+    }
     written = []
     for name, pipeline in pipelines.items():
         path = out / f"{name}.yaml"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longtail.errors import DataError, LongtailError
-from longtail.preprocessing import RUN_FILE
+from longtail.model_dir import RUN_FILE
 from longtail.run_log import RunConsole, step_figure
-from longtail.tracking import KFP_PIPELINE_TAG, KFP_RUN_ID_TAG, RunInfo, default_tracking_uri
+from longtail.tracking import RunInfo, check_store, default_tracking_uri
+from longtail.tracking.queries import experiment_id_of, run_summary, tag_pipeline_run
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,26 @@ def _quiet_local_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-@dataclass
-class LocalRunResult:
-    """What a local pipeline run produced."""
+@dataclass(kw_only=True)
+class LocalResult:
+    """What every local pipeline run produced: where it is tracked, its submission and its log."""
 
-    model_dir: Path
-    run_id: str
     tracking_uri: str
-    macro_f1: float | None
-    passed: bool
     submission: Path | None
     test_macro_f1: float | None
     seconds: float
     experiment_id: str = ""
     log_path: Path | None = None
+
+
+@dataclass(kw_only=True)
+class LocalRunResult(LocalResult):
+    """What a local training pipeline run produced."""
+
+    model_dir: Path
+    run_id: str
+    macro_f1: float | None
+    passed: bool
     registered_version: str | None = None
 
 
@@ -108,9 +115,9 @@ def run_local(
     result.log_path = console.log_path
     _record_run_facts(tracking_uri, _run_dirs(root) - before, "longtail-training")
     _describe_origin(tracking_uri, result.run_id, config_path, overrides)
-    result.experiment_id = _experiment_id(tracking_uri, result.run_id)
+    result.experiment_id = experiment_id_of(tracking_uri, result.run_id)
     if register_as:
-        from longtail.registry import CANDIDATE, register_run_model, version_tags
+        from longtail.tracking.registry import CANDIDATE, register_run_model, version_tags
 
         result.registered_version = register_run_model(
             tracking_uri, result.run_id, register_as, alias=CANDIDATE,
@@ -162,28 +169,18 @@ def _step_failed(console: RunConsole, error: Exception) -> LongtailError:
 
 def _record_run_facts(tracking_uri: str, run_dirs: set[Path], pipeline_name: str) -> None:
     """Tag every training run of these kfp.local runs with the pipeline run id and pipeline name."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     for run_dir in run_dirs:
         for run_file in run_dir.rglob(RUN_FILE):
             info = RunInfo.load(run_file.parent)
             if info is not None:
-                client.set_tag(info.run_id, KFP_RUN_ID_TAG, run_dir.name)
-                client.set_tag(info.run_id, KFP_PIPELINE_TAG, pipeline_name)
+                tag_pipeline_run(tracking_uri, info.run_id, run_dir.name, pipeline_name)
 
 
 def _describe_origin(tracking_uri: str, run_id: str, config_path: str | Path, overrides: list[str] | None) -> None:
-    from longtail.experiment_run import append_description
+    from longtail.tracking import append_description
 
     changes = f" with {', '.join(f'`--set {o}`' for o in overrides)}" if overrides else " as written"
     append_description(tracking_uri, run_id, f"From `{config_path}`{changes}.")
-
-
-def _experiment_id(tracking_uri: str, run_id: str) -> str:
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
 
 
 def _sources_for(runner: str, data: str, test: str) -> tuple[str, str]:
@@ -213,7 +210,7 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     # Task subprocesses inherit the environment: this is how the tracking URI reaches them,
     # as the ConfigMap does on a cluster.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    _check_tracking(tracking_uri)
+    check_store(tracking_uri)
     _quiet_local_warnings()
     if runner == "container":
         from longtail.pipelines.container_runner import make_docker_runner
@@ -225,35 +222,11 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     return tracking_uri
 
 
-def _check_tracking(tracking_uri: str) -> None:
-    """Reach the tracking store now, so an unreachable server fails before any step runs."""
-    import mlflow
-
-    from longtail.experiment_run import check_tracking_reachable
-
-    check_tracking_reachable(tracking_uri)  # seconds, not the MLflow client's minutes of retries
-    # A new SQLite store announces its table creation at INFO; the run's own lines say more.
-    db_log = logging.getLogger("mlflow.store.db.utils")
-    level = db_log.level
-    db_log.setLevel(logging.WARNING)
-    try:
-        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store
-        raise LongtailError(f"MLflow tracking store {tracking_uri} is not reachable: {e}") from e
-    finally:
-        db_log.setLevel(level)
-
-
 def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, seconds: float) -> LocalRunResult:
-    import mlflow
-
     info = RunInfo.load(model_dir)
     if info is None:
         raise LongtailError(f"the train step left no MLflow run in {model_dir}")
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    run = client.get_run(info.run_id)
-    macro_f1 = run.data.metrics.get("eval_macro_f1")
-    passed = run.data.tags.get("eval_gate") == "passed"
+    summary = run_summary(tracking_uri, info.run_id)
     # kfp.local lays task outputs out as <pipeline_root>/<run>/<task>/<output>.
     submission = model_dir.parents[1] / "submit" / "submission"
     submission = submission if submission.is_file() else None
@@ -263,23 +236,17 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
 
         test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=info.run_id).macro_f1
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
-                          macro_f1=macro_f1, passed=passed and submission is not None,
+                          macro_f1=summary.macro_f1, passed=summary.gate_passed and submission is not None,
                           submission=submission, test_macro_f1=test_f1, seconds=seconds)
 
 
-@dataclass
-class LocalSweepResult:
+@dataclass(kw_only=True)
+class LocalSweepResult(LocalResult):
     """What a local sweep produced."""
 
     parent_run_id: str
-    tracking_uri: str
     leaderboard: str
     best_run_id: str
-    submission: Path | None
-    test_macro_f1: float | None
-    seconds: float
-    experiment_id: str = ""
-    log_path: Path | None = None
 
 
 def run_sweep_local(
@@ -308,10 +275,10 @@ def run_sweep_local(
         runner: "subprocess" or "container", as for run_local.
     """
 
-    from longtail.comparison import start_sweep_run
     from longtail.config import config_to_dict
     from longtail.sweep_plan import group_by_data
     from longtail.tracking import task_run_from_env
+    from longtail.tracking.sweep import start_sweep_run
 
     data, test = _sources_for(runner, data, test)
     tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
@@ -323,27 +290,25 @@ def run_sweep_local(
     before = _run_dirs(root)
     start = time.perf_counter()
     with _console(root, "longtail-sweep", verbose) as console:
-        task = _run_groups(groups, data, test, parent, parallelism, register_as, sweep_name, console)
+        task = _run_groups(groups, data, test, parent, parallelism, register_as, console)
     seconds = time.perf_counter() - start
     new_dirs = _run_dirs(root) - before
     _record_run_facts(tracking_uri, new_dirs, "longtail-sweep")
-    board_path = Path(task.output.path)
-    run_dir = board_path.parents[1]
-    submission = run_dir / "compare" / "submission"
-    import mlflow
+    board_path = Path(task.outputs["leaderboard"].path)
+    submission = Path(task.outputs["submission"].path)
+    from longtail.tracking.sweep import best_run_id
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    best = client.get_run(parent).data.tags.get("best_run_id", "")
-    client.set_tag(parent, KFP_RUN_ID_TAG, ", ".join(sorted(d.name for d in new_dirs)))
-    client.set_tag(parent, KFP_PIPELINE_TAG, "longtail-sweep")
+    best = best_run_id(tracking_uri, parent)
+    tag_pipeline_run(tracking_uri, parent, ", ".join(sorted(d.name for d in new_dirs)), "longtail-sweep")
     test_f1 = None
     if labels is not None and submission.is_file():
         from longtail.scoring import score_into_run
+        from longtail.tracking import BEST_TEST_MACRO_F1
 
         test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=parent,
-                                 metric="best_test_macro_f1").macro_f1
+                                 metric=BEST_TEST_MACRO_F1).macro_f1
         if register_as:
-            from longtail.registry import CHAMPION, TEST_MACRO_F1_TAG, alias_version, tag_version
+            from longtail.tracking.registry import CHAMPION, TEST_MACRO_F1_TAG, alias_version, tag_version
 
             version = alias_version(tracking_uri, register_as, CHAMPION)
             if version is not None:
@@ -351,28 +316,52 @@ def run_sweep_local(
     return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
                             best_run_id=best, submission=submission if submission.is_file() else None,
                             test_macro_f1=test_f1, seconds=seconds,
-                            experiment_id=client.get_run(parent).info.experiment_id, log_path=console.log_path)
+                            experiment_id=experiment_id_of(tracking_uri, parent), log_path=console.log_path)
+
+
+def local_sweep_pipeline(configs: list, parallelism: int):
+    """The sweep pipeline for kfp.local: the same steps, under a parent run opened before it starts.
+
+    kfp.local (2.17) replaces every task output that enters a ParallelFor with the loop item, so
+    start_sweep's run id cannot reach the loop here; `longtail sweep` opens the parent run itself
+    (one for every data setting) and passes its id as the `parent_run_id` parameter. The compiled
+    sweep (pipelines/sweep.py) opens it in its start_sweep step.
+    """
+    from kfp import dsl
+
+    from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
+    from longtail.knobs import config_to_params
+    from longtail.pipelines.sweep import SweepOutputs, sweep_steps
+
+    defaults = [config_to_params(c) for c in configs]
+
+    def sweep_pipeline(data_uri, test_uri, parent_run_id, register_as, configs=defaults):
+        ranked = sweep_steps(data_uri, test_uri, configs, parent_run_id, register_as, parallelism=parallelism,
+                             registry=DEFAULT_REGISTRY, tag=DEFAULT_TAG)
+        return SweepOutputs(leaderboard=ranked.outputs["leaderboard"], submission=ranked.outputs["submission"])
+
+    # KFP reads the signature's real types; this module's annotations are strings (__future__).
+    sweep_pipeline.__annotations__ = {"data_uri": str, "test_uri": str, "parent_run_id": str, "register_as": str,
+                                      "configs": list, "return": SweepOutputs}
+    return dsl.pipeline(name="longtail-sweep")(sweep_pipeline)
 
 
 def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
-                sweep_name: str, console: RunConsole | None = None):
+                console: RunConsole | None = None):
     """One sweep pipeline per data setting, all under the same parent run; returns the last task."""
-    from longtail.pipelines.sweep import create_sweep_pipeline
-
     task = None
     for i, group in enumerate(groups):
         if len(groups) > 1:
             say = console.say if console is not None else print
             say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
-        pipeline = create_sweep_pipeline(group[0], configs=group, parallelism=parallelism,
-                                         parent_from_parameter=True)
+        pipeline = local_sweep_pipeline(group, parallelism)
         last = i == len(groups) - 1
         # kfp.local indents task output by swapping builtins.print; parallel loop tasks restore each
         # other's swapped version, which would indent everything printed after the pipeline.
         original_print = builtins.print
         try:
             task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
-                            register_as=register_as if last else "", sweep_name=sweep_name)
+                            register_as=register_as if last else "")
         except RuntimeError as e:
             if console is not None:
                 raise _step_failed(console, e) from e

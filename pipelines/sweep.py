@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations` here: KFP reads the pipeline signature's real types.
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 from longtail.components.compare import compare, shared_data, start_sweep
@@ -15,26 +17,54 @@ from longtail.sweep_plan import expand_grid
 
 # The compiled sweep's default: the comparison the seed log's EXP9/EXP11 were after.
 DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
+# What a sweep run gives back: the ranked table and the best model's submission.
+SweepOutputs = NamedTuple("SweepOutputs", [("leaderboard", dsl.Markdown), ("submission", dsl.Dataset)])  # noqa: UP014 (KFP docs form)
+
+
+def sweep_steps(data_uri, test_uri, configs, parent, register_as, *, parallelism: int, registry: str, tag: str,
+                checkpoint_pvc: str = "") -> dsl.PipelineTask:
+    """Ingest once, train+evaluate every config under the MLflow run `parent`, then compare.
+
+    Called inside a @dsl.pipeline; `parent` is the sweep's parent run id (a task output or a
+    pipeline parameter). Returns the compare task (outputs: leaderboard, submission).
+    """
+    ingest_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "evaluate"))
+    # Check the configs share one data setting.
+    data_config = wire(shared_data(configs=configs), ingest_image, "500m", "512Mi").output
+    # Ingest once for every experiment.
+    train_data = wire(ingest(source=data_uri, config=data_config, unlabelled=False),
+                      ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+    test_data = wire(ingest(source=test_uri, config=data_config, unlabelled=True),
+                     ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+    # Fan out: weights → train → evaluate per config, `parallelism` at a time.
+    with dsl.ParallelFor(configs, parallelism=parallelism) as item:
+        resolved = wire(validate_config(config=item), ingest_image, "500m", "512Mi")
+        # Several train tasks share the run id: each keys its checkpoints by its own task id,
+        # which its driver resolves once, so a retried pod still finds them.
+        _, trained, evaluated = experiment_branch(
+            train_data.outputs["data"], resolved.outputs["config"], resolved.outputs["gpus"], parent,
+            dsl.PIPELINE_TASK_ID_PLACEHOLDER, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
+    # Rank, register the best model, write its submission.
+    return wire(compare(models=dsl.Collected(trained.outputs["model"]),
+                        gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],
+                        parent_run_id=parent, register_as=register_as),
+                eval_image, "2", "4Gi")
 
 
 def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentConfig] | None = None,
                           registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, parallelism: int = 2,
-                          parent_from_parameter: bool = False, checkpoint_pvc: str = ""):
+                          checkpoint_pvc: str = ""):
     """Build the sweep pipeline.
 
     Args:
         defaults: names the MLflow experiment and, crossed with DEFAULT_GRID, gives the default configs.
         configs: the experiments (the `configs` parameter's default); all share one `data` section.
         parallelism: how many train+evaluate branches run at once (fixed at compile time, as KFP requires).
-        parent_from_parameter: the loop reads the parent run id from the `parent_run_id` pipeline
-            parameter instead of start_sweep's output. kfp.local (2.17) replaces every task output
-            that enters a ParallelFor with the loop item, so `longtail sweep` opens the parent run
-            itself and builds the pipeline this way; the compiled YAML uses start_sweep's output.
         checkpoint_pvc: as in the training pipeline: each child's train step mounts it and is retried.
     """
     configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
     default_configs = [config_to_params(c) for c in configs]
-    ingest_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "evaluate"))
+    eval_image = image_ref("evaluate", registry, tag)
 
     @dsl.pipeline(name="longtail-sweep",
                   description="Several experiments on one ingest, ranked by macro-F1 in one MLflow parent run.")
@@ -45,32 +75,13 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
         experiment: str = defaults.experiment,
         sweep_name: str = f"{defaults.name}-sweep",
         register_as: str = "longtail-best",
-        parent_run_id: str = "",
-    ) -> dsl.Markdown:
-        # Check the configs share one data setting; open the MLflow parent run.
-        data_config = wire(shared_data(configs=configs), ingest_image, "500m", "512Mi").output
-        parent = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name,
-                                  parent_run_id=parent_run_id), eval_image, "500m", "1Gi").outputs["sweep_run_id"]
-        loop_parent = parent_run_id if parent_from_parameter else parent
-        # Ingest once for every experiment.
-        train_data = wire(ingest(source=data_uri, config=data_config, unlabelled=False),
-                          ingest_image, "2", "4Gi", s3_keys=True, retries=2)
-        test_data = wire(ingest(source=test_uri, config=data_config, unlabelled=True),
-                         ingest_image, "2", "4Gi", s3_keys=True, retries=2)
-        # Fan out: weights → train → evaluate per config, `parallelism` at a time.
-        with dsl.ParallelFor(configs, parallelism=parallelism) as item:
-            resolved = wire(validate_config(config=item), ingest_image, "500m", "512Mi")
-            # Several train tasks share the run id: each keys its checkpoints by its own task id,
-            # which its driver resolves once, so a retried pod still finds them.
-            _, trained, evaluated = experiment_branch(
-                train_data.outputs["data"], resolved.outputs["config"], resolved.outputs["gpus"], loop_parent,
-                dsl.PIPELINE_TASK_ID_PLACEHOLDER, registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
-        # Rank, register the best model, write its submission.
-        ranked = wire(compare(models=dsl.Collected(trained.outputs["model"]),
-                              gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],
-                              parent_run_id=parent, register_as=register_as),
-                      eval_image, "2", "4Gi")
-        return ranked.outputs["leaderboard"]
+    ) -> SweepOutputs:
+        # Open the MLflow parent run every experiment nests under.
+        parent = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name),
+                      eval_image, "500m", "1Gi").outputs["sweep_run_id"]
+        ranked = sweep_steps(data_uri, test_uri, configs, parent, register_as, parallelism=parallelism,
+                             registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
+        return SweepOutputs(leaderboard=ranked.outputs["leaderboard"], submission=ranked.outputs["submission"])
 
     return sweep_pipeline
 

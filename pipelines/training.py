@@ -13,7 +13,7 @@ from longtail.components.submit import skip_submission, submit
 from longtail.components.train import train
 from longtail.components.weights import weights
 from longtail.config import ExperimentConfig
-from longtail.knobs import config_to_params, knob_values
+from longtail.knobs import KNOBS, config_to_params, knob_values, pod_gpus
 
 # Cluster wiring (manifests/base): tracking URI and S3 endpoint from a ConfigMap, S3 keys from a
 # Secret. Only the steps that read raw data from object storage get the keys; the others reach
@@ -124,7 +124,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         lr_power: float = k["lr_power"],
         label_smoothing: float = k["label_smoothing"],
         smoothing_mode: str = k["smoothing_mode"],
-        gpus: int = max(1, k["gpus"]),
+        gpus: int = pod_gpus(k["gpus"]),
         seed: int = k["seed"],
         min_macro_f1: float = k["min_macro_f1"],
         loss: str = k["loss"],
@@ -137,17 +137,10 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         posthoc_tau: str = k["posthoc_tau"],
         parent_run_id: str = "",
     ) -> dsl.Model:
-        # Validate every knob before any work is done.
-        resolved = wire(resolve_config(
-            base_config=base_config, name=name, experiment=experiment, image_size=image_size, resize=resize,
-            clahe=clahe, white_balance=white_balance, scale=scale, weight_scheme=weight_scheme,
-            weight_beta=weight_beta, model_name=model_name, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer, lr_schedule=lr_schedule, lr_initial=lr_initial, lr_power=lr_power,
-            label_smoothing=label_smoothing, smoothing_mode=smoothing_mode, gpus=gpus, seed=seed,
-            min_macro_f1=min_macro_f1, loss=loss, loss_args=loss_args, weight_start_epoch=weight_start_epoch,
-            mixup=mixup, cutmix=cutmix, mix_off_last_epochs=mix_off_last_epochs, weight_decay=weight_decay,
-            posthoc_tau=posthoc_tau,
-        ), image_ref("ingest", registry, tag), "500m", "512Mi")
+        # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).
+        knobs = {knob: value for knob, value in locals().items() if knob in KNOBS}
+        resolved = wire(resolve_config(base_config=base_config, **knobs), image_ref("ingest", registry, tag),
+                        "500m", "512Mi")
         resolved.set_display_name("resolve config")
         config = resolved.output
         # Ingest the labelled images (train/val) and the unlabelled test images, from a folder or S3.

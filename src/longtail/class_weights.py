@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from longtail.errors import DataError
 
-SCHEMES = ("none", "inverse-frequency", "effective-number")
+# The schemes `weights.scheme` may name (the config's type, the CLI's choices).
+WeightScheme = Literal["none", "inverse-frequency", "effective-number"]
+SCHEMES: tuple[str, ...] = get_args(WeightScheme)
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:

@@ -30,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"longtail.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"longtail.commands.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"longtail.commands.{name}").add_parser(sub)
     return parser
 
 

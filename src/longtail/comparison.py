@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from longtail.errors import LongtailError
+from longtail.tracking.names import DATASET_FINGERPRINT_PARAM, SEED_RUN_PARAM
 
 # Params every run differs in by construction: never a "knob".
-NOT_KNOBS = {"name", "train.seed_run", "dataset.fingerprint"}
-SWEEP_TAG = "longtail.sweep"
+NOT_KNOBS = {"name", SEED_RUN_PARAM, DATASET_FINGERPRINT_PARAM}
 
 
 @dataclass
@@ -122,138 +120,3 @@ def rank(entries: list[Entry]) -> Leaderboard:
     diffs = [e.lb_score - e.macro_f1 for e in ordered if e.lb_score is not None and e.macro_f1 is not None]
     return Leaderboard(entries=ordered, knobs=knobs, largest_effect=largest_effect(ordered, knobs),
                        lb_mean_difference=sum(diffs) / len(diffs) if diffs else None)
-
-
-def _entry(run: Any) -> Entry:
-    m, p = run.data.metrics, run.data.params
-    end, start = run.info.end_time, run.info.start_time
-    epochs = p.get("train.epochs")
-    return Entry(
-        run_id=run.info.run_id, name=p.get("name") or run.info.run_name or run.info.run_id,
-        params=dict(p), macro_f1=m.get("eval_macro_f1"), accuracy=m.get("eval_accuracy"),
-        weighted_f1=m.get("eval_weighted_f1"), epochs=int(epochs) if epochs and epochs.isdigit() else None,
-        seconds=(end - start) / 1000.0 if end and start else None, lb_score=m.get("lb_score"),
-        gate=run.data.tags.get("eval_gate"),
-    )
-
-
-def leaderboard_from_mlflow(tracking_uri: str, *, experiment: str | None = None,
-                            parent_run_id: str | None = None) -> Leaderboard:
-    """Build the leaderboard from MLflow after the fact.
-
-    Args:
-        experiment: every training run of this MLflow experiment (sweep parents excluded), or
-        parent_run_id: only the children of this sweep run.
-
-    Raises:
-        LongtailError: the experiment does not exist or holds no training runs.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    if parent_run_id:
-        parent = client.get_run(parent_run_id)
-        exp_ids = [parent.info.experiment_id]
-        query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    else:
-        exp = client.get_experiment_by_name(experiment or "")
-        if exp is None:
-            raise LongtailError(f"MLflow experiment {experiment!r} not found at {tracking_uri}")
-        exp_ids, query = [exp.experiment_id], ""
-    runs = client.search_runs(exp_ids, filter_string=query, max_results=5000)
-    runs = [r for r in runs if r.data.tags.get(SWEEP_TAG) != "parent"]
-    if not runs:
-        raise LongtailError(f"no training runs found ({'sweep ' + parent_run_id if parent_run_id else experiment})")
-    return rank([_entry(r) for r in runs])
-
-
-def start_sweep_run(tracking_uri: str, experiment: str, name: str, configs: list[dict[str, Any]], *,
-                    task_run_id: str | None = None) -> str:
-    """Create the MLflow parent run whose children are the sweep's experiments; returns its id.
-
-    Args:
-        task_run_id: the run KFP's MLflow integration opened for this task (MLFLOW_RUN_ID); the
-            sweep's run nests under it, in its experiment, when this store holds it.
-    """
-    import mlflow
-
-    from longtail.config import flatten
-    from longtail.tracking import (
-        DESCRIPTION_TAG,
-        KFP_TASK_RUN_TAG,
-        ensure_experiment,
-        git_commit,
-        source_tags,
-    )
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    exp_id = ensure_experiment(experiment, tracking_uri)
-    knobs = differing_knobs([{k: str(v) for k, v in flatten(c).items()} for c in configs])
-    tags = {SWEEP_TAG: "parent", **source_tags("longtail sweep", git_commit()),
-            DESCRIPTION_TAG: (f"**Sweep {name}**: {len(configs)} experiments of `{experiment}` that differ in "
-                              f"{', '.join(knobs) or 'nothing'}; its child runs are the experiments, ranked "
-                              "by eval_macro_f1 in leaderboard.md.")}
-    if task_run_id:
-        from longtail.experiment_run import nesting_parent
-
-        tags[KFP_TASK_RUN_TAG] = task_run_id
-        task_run = nesting_parent(client, tracking_uri, None, task_run_id)
-        if task_run is not None:
-            exp_id = task_run.info.experiment_id
-            tags["mlflow.parentRunId"] = task_run_id
-    run = client.create_run(exp_id, run_name=name, tags=tags)
-    client.log_param(run.info.run_id, "n_experiments", len(configs))
-    client.set_tag(run.info.run_id, "longtail.sweep_knobs", ", ".join(knobs) or "(none)")
-    return run.info.run_id
-
-
-def finish_sweep_run(tracking_uri: str, parent_run_id: str, out_dir: str | Path, *,
-                     register_as: str | None = None, gates: list[bool] | None = None) -> Leaderboard:
-    """Rank the sweep's children, log the leaderboard to the parent run and register the best model.
-
-    Args:
-        gates: each experiment's evaluation gate result, reported as "N of M passed".
-
-    Returns:
-        The leaderboard; `leaderboard.md` is written into out_dir and logged to the parent run.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    board = leaderboard_from_mlflow(tracking_uri, parent_run_id=parent_run_id)
-    recorded = [e.gate for e in board.entries if e.gate is not None]
-    if recorded:  # every experiment of the sweep, including those of earlier data settings
-        board.notes.append(f"{recorded.count('passed')} of {len(recorded)} experiments passed the evaluation gate")
-    elif gates is not None:
-        board.notes.append(f"{sum(map(bool, gates))} of {len(gates)} experiments passed the evaluation gate")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "leaderboard.md"
-    path.write_text(board.markdown("Sweep leaderboard"))
-    best = board.best
-    client.log_artifact(parent_run_id, str(path))
-    client.log_metric(parent_run_id, "best_macro_f1", best.macro_f1 or 0.0)
-    client.set_tag(parent_run_id, "best_run_id", best.run_id)
-    client.set_tag(parent_run_id, "best_experiment", best.name)
-    if board.largest_effect:
-        client.set_tag(parent_run_id, "largest_effect", f"{board.largest_effect[0]} ({board.largest_effect[1]:.4f})")
-    if register_as:
-        from longtail.registry import CHAMPION, register_run_model, version_tags
-
-        version = register_run_model(tracking_uri, best.run_id, register_as, alias=CHAMPION,
-                                     tags=version_tags(best.name, best.macro_f1))
-        client.set_tag(parent_run_id, "registered_model", f"{register_as} v{version}")
-        board.notes.append(f"best model registered as `{register_as}` version {version}, alias `{CHAMPION}`")
-    client.set_terminated(parent_run_id)
-    return board
-
-
-def pick_model_dir(model_dirs: list[str | Path], run_id: str) -> Path:
-    """The model directory (among a sweep's) whose mlflow_run.json names `run_id`."""
-    from longtail.tracking import RunInfo
-
-    for d in model_dirs:
-        info = RunInfo.load(d)
-        if info is not None and info.run_id == run_id:
-            return Path(d)
-    raise LongtailError(f"none of the {len(model_dirs)} model directories belongs to run {run_id}")

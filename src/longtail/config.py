@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from longtail.class_weights import WeightScheme
 from longtail.errors import ConfigError
 
 # Bounds shared by the config and the `longtail ingest` options.
@@ -73,18 +74,25 @@ class PreprocessConfig:
 class WeightsConfig:
     """Class weights for the loss (the log's EXP9 'effective number of samples')."""
 
-    scheme: Literal["none", "inverse-frequency", "effective-number"] = "effective-number"
+    scheme: WeightScheme = "effective-number"
     beta: float = 0.999
     # Deferred re-weighting (Cao et al. 2019): weights are 1 before this epoch, the scheme's from it on.
     start_epoch: int = 0
 
 
 @dataclass
-class ModelConfig:
+class RegistryChoice:
+    """A builder chosen from a registry by name (models, losses), with its keyword arguments."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig(RegistryChoice):
     """A model from the registry by name, with builder keyword arguments."""
 
     name: str = "resnet_cifar"
-    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,11 +144,10 @@ class AugmentationConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(RegistryChoice):
     """The training loss on logits: a name from longtail.losses, with builder keyword arguments."""
 
     name: str = "cross_entropy"
-    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

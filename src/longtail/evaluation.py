@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longtail.atomic_file import atomic_path, write_text
 from longtail.errors import ConfigError, DataError
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
 from longtail.logit_adjustment import LogitAdjustment
-from longtail.model_run import log_to_model_run
+from longtail.model_dir import CONFIG_FILE, HISTORY_FILE
 from longtail.prediction import open_split_for_model, predict_probabilities
-from longtail.preprocessing import CONFIG_FILE, load_model
+from longtail.preprocessing import load_model
 from longtail.scoring import (
     ClassificationScores,
+    ClassMetrics,
     classification_scores,
     most_confused_classes,
     top_confusions,
 )
+from longtail.tracking.model_runs import log_evaluation, log_submission_skipped
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ REPORT_TXT = "report.txt"
 REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_PNG = "per_class_f1.png"
-HISTORY_FILE = "history.json"
-# Artifact folder of the model's MLflow run that holds the files above.
-MLFLOW_FOLDER = "evaluation"
-# Prefix of the evaluation metrics in MLflow (eval_macro_f1, ...), apart from training's val_* curves.
-MLFLOW_PREFIX = "eval_"
 
 # The seed log's EXP1: "Obviously overfitting, acc reaches 1" while val lagged ten points behind.
 OVERFIT_TRAIN_ACCURACY = 0.98
@@ -50,15 +46,9 @@ MARKDOWN_MAX_ROWS = 40
 
 
 @dataclass
-class ClassResult:
+class ClassResult(ClassMetrics):
     """One class's evaluation, with its train frequency for the long-tail view."""
 
-    index: int
-    name: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
     train_count: int | None
 
 
@@ -288,13 +278,8 @@ def evaluate(
             indent=1,
         ),
     )
-    run_id = log_to_model_run(
-        model_dir,
-        metrics={MLFLOW_PREFIX + k: v for k, v in metrics.items()},
-        tags={"eval_gate": "passed" if passed else "failed", "gate_reason": reason, "eval_split": Path(val_h5).name},
-        artifacts=[(p, MLFLOW_FOLDER) for p in paths.values()],
-        tracking_uri=tracking_uri,
-    )
+    run_id = log_evaluation(model_dir, metrics, passed=passed, reason=reason, split=Path(val_h5).name,
+                            files=list(paths.values()), tracking_uri=tracking_uri)
     log.info("macro-F1 %.4f on %d images; gate %s: %s", scores.macro_f1, scores.n, "passed" if passed else "failed", reason)
     return EvaluationResult(
         macro_f1=scores.macro_f1,
@@ -483,25 +468,13 @@ def plot_f1_vs_frequency(
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are read by other steps and users
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def _write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are read by other steps and users
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tracking_uri: str | None = None) -> str:
@@ -514,6 +487,5 @@ def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tra
     if not metrics_path.is_file():
         raise DataError(f"{evaluation_dir} is not an evaluation folder: {METRICS_FILE} is missing")
     reason = json.loads(metrics_path.read_text()).get("reason", "the evaluation gate failed")
-    log_to_model_run(model_dir, tags={"submission": "skipped", "submission_skipped_because": reason},
-                     tracking_uri=tracking_uri)
+    log_submission_skipped(model_dir, reason, tracking_uri=tracking_uri)
     return reason

@@ -26,7 +26,7 @@ import numpy as np
 from longtail import storage
 from longtail.decode import DecodeError, PixelSettings, is_image_name, to_pixels
 from longtail.errors import DataError
-from longtail.splits import SplitWriter, remove_stale_temps
+from longtail.splits import SplitWriter, remove_stale_temps, split_file
 from longtail.storage import ObjectNotFound, S3Settings
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ def ingest(
                 white_balance=white_balance, unlabelled=unlabelled, workers=workers, progress=progress, s3=s3,
             )
             for split in result["splits"]:
-                storage.write_file(Path(local) / f"{split}.h5", storage.join(str(out_dir), f"{split}.h5"), s3)
+                storage.write_file(Path(local) / split_file(split), storage.join(str(out_dir), split_file(split)), s3)
             storage.write_file(Path(local) / INGEST_FILE, storage.join(str(out_dir), INGEST_FILE), s3)
         return result
 
@@ -377,7 +377,40 @@ def ingest(
         raise DataError(f"--workers must be >= 1, got {workers}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    listing = list_source(source, unlabelled=unlabelled, s3=s3)
+    plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
+                       seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
+    written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,
+                               fingerprint_extra={"val_fraction": val_fraction, "seed": seed,
+                                                  "min_per_class": min_per_class, "max_classes": max_classes,
+                                                  "unlabelled": unlabelled})
+    result = ingest_report(plan, written, settings, source=source, val_fraction=val_fraction, seed=seed,
+                           seconds=time.perf_counter() - started)
+    storage.write_bytes(str(Path(out_dir) / INGEST_FILE), json.dumps(result, indent=2).encode())
+    _print_summary(result, written.classes_seen)
+    return result
+
+
+@dataclass
+class IngestPlan:
+    """Which files go to which split, in which row order, with which label, before anything is decoded."""
+
+    source: str
+    listing: Listing
+    unlabelled: bool
+    files: list[SourceFile]
+    class_names: list[str]
+    labels: list[int]  # by index into `files`; empty when unlabelled
+    rows: dict[str, list[int]]  # split -> indices into `files`
+    filtered: dict[str, int]  # classes and images left out by --min-per-class / --max-classes
+
+
+def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int, min_per_class: int,
+                max_classes: int | None, unlabelled: bool) -> IngestPlan:
+    """Choose the classes and split the files stratified by class (or all into test when unlabelled).
+
+    Raises:
+        DataError: no images, no class with enough images, or only one class kept.
+    """
     if not listing.files:
         hint = (
             f"; {listing.loose_images} images lie directly in it, not in class folders "
@@ -386,40 +419,59 @@ def ingest(
             else ""
         )
         raise DataError(f"no images found in {source} ({listing.ignored} files ignored){hint}")
-
-    # Plan: which classes, which file goes to which split, in which row order.
     if unlabelled:
-        class_names: list[str] = []
-        files = listing.files
-        plan = {"test": list(range(len(files)))}
-        labels: list[int] = []
-    else:
-        counts = Counter(f.label for f in listing.files)
-        class_names = select_classes(dict(counts), min_per_class=min_per_class, max_classes=max_classes)  # type: ignore[arg-type]
-        if not class_names:
-            raise DataError(
-                f"no class of {source} has --min-per-class {min_per_class} images (largest has {max(counts.values())})"
-            )
-        if len(class_names) == 1:
-            raise DataError(
-                f"only one class ({class_names[0]!r}) of {source} is kept, and a classifier needs at least two "
-                "(one class trains to a meaningless macro-F1 of 1.0); add class folders or lower --min-per-class"
-            )
-        index = {name: i for i, name in enumerate(class_names)}
-        files = [f for f in listing.files if f.label in index]
-        labels = [index[f.label] for f in files]  # type: ignore[index]
-        train_rows, val_rows = stratified_split(labels, val_fraction, seed)
-        plan = {"train": train_rows, "val": val_rows}
-    filtered = {"classes": len(set(f.label for f in listing.files)) - len(class_names), "images": len(listing.files) - len(files)}
-    if unlabelled:
-        filtered = {"classes": 0, "images": 0}
+        return IngestPlan(source, listing, True, listing.files, [], [], {"test": list(range(len(listing.files)))},
+                          {"classes": 0, "images": 0})
+    counts = Counter(f.label for f in listing.files)
+    class_names = select_classes(dict(counts), min_per_class=min_per_class, max_classes=max_classes)  # type: ignore[arg-type]
+    if not class_names:
+        raise DataError(
+            f"no class of {source} has --min-per-class {min_per_class} images (largest has {max(counts.values())})"
+        )
+    if len(class_names) == 1:
+        raise DataError(
+            f"only one class ({class_names[0]!r}) of {source} is kept, and a classifier needs at least two "
+            "(one class trains to a meaningless macro-F1 of 1.0); add class folders or lower --min-per-class"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    files = [f for f in listing.files if f.label in index]
+    labels = [index[f.label] for f in files]  # type: ignore[index]
+    train_rows, val_rows = stratified_split(labels, val_fraction, seed)
+    filtered = {"classes": len(counts) - len(class_names), "images": len(listing.files) - len(files)}
+    return IngestPlan(source, listing, False, files, class_names, labels, {"train": train_rows, "val": val_rows},
+                      filtered)
 
-    out = Path(out_dir)
-    rejected = list(listing.rejected)
-    accepted: list[tuple[str, str, int, str]] = []  # (relative, label, size, sha256) for the fingerprint
+
+@dataclass
+class WrittenSplits:
+    """What decode_and_write put into the split files."""
+
+    accepted: list[tuple[str, str, int, str]]  # (relative, label, size, sha256) of every decoded file
+    rejected: list[dict[str, str]]
+    split_counts: dict[str, int]
+    classes_seen: dict[str, int]  # split -> classes that have rows in it
+    fingerprint: str
+    workers: int
+    n_files: int
+
+
+def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3: S3Settings | None,
+                     workers: int | None, progress: bool, fingerprint_extra: dict[str, Any]) -> WrittenSplits:
+    """Decode the planned files in parallel and stream them, in plan order, into one split file each.
+
+    A file that fails to decode is listed in `rejected` and its row dropped. The split files appear
+    whole (SplitWriter) once every row is in.
+
+    Raises:
+        DataError: no planned file could be decoded.
+    """
+    files, labels, unlabelled = plan.files, plan.labels, plan.unlabelled
+    rejected = list(plan.listing.rejected)
+    accepted: list[tuple[str, str, int, str]] = []
     # Batches never straddle two splits, so each decoded block goes to one writer whole.
-    batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.items() for i in range(0, len(rows), BATCH_FILES)]
-    n_files = sum(len(rows) for rows in plan.values())
+    batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.rows.items()
+               for i in range(0, len(rows), BATCH_FILES)]
+    n_files = sum(len(rows) for rows in plan.rows.values())
     n_workers = min(workers or os.cpu_count() or 1, max(1, n_files // (2 * BATCH_FILES)))
     results = _decoded([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers)
     with ExitStack() as stack:
@@ -427,14 +479,15 @@ def ingest(
             split: _SplitSink(
                 stack.enter_context(
                     SplitWriter(
-                        out / f"{split}.h5", n=len(rows), image_size=image_size, class_names=class_names,
-                        labelled=not unlabelled, preprocessing=settings.as_dict(), source_fingerprint="",
+                        out / split_file(split), n=len(rows), image_size=settings.image_size,
+                        class_names=plan.class_names, labelled=not unlabelled, preprocessing=settings.as_dict(),
+                        source_fingerprint="",
                     )
                 ),
                 labelled=not unlabelled,
                 track_mean=split == "train",
             )
-            for split, rows in plan.items()
+            for split, rows in plan.rows.items()
         }
         from tqdm import tqdm
 
@@ -454,44 +507,46 @@ def ingest(
             bar.update(len(rows))
         if not accepted:
             reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])
-            raise DataError(f"no image in {source} could be decoded ({len(rejected)} rejected, e.g. {reasons})")
-        fingerprint = source_fingerprint(accepted, settings, extra={
-            "val_fraction": val_fraction, "seed": seed, "min_per_class": min_per_class,
-            "max_classes": max_classes, "unlabelled": unlabelled,
-        })
+            raise DataError(f"no image in {plan.source} could be decoded ({len(rejected)} rejected, e.g. {reasons})")
+        fingerprint = source_fingerprint(accepted, settings, extra=fingerprint_extra)
         split_counts: dict[str, int] = {}
         for split, sink in sinks.items():
             sink.flush()
             sink.writer.truncate(sink.written)
             sink.writer.set_source_fingerprint(fingerprint)
             if sink.track_mean and sink.written:
-                sink.writer.set_mean_rgb((sink.pixel_sum / (sink.written * image_size * image_size)).tolist())
+                size = settings.image_size
+                sink.writer.set_mean_rgb((sink.pixel_sum / (sink.written * size * size)).tolist())
             split_counts[split] = sink.written
+    return WrittenSplits(accepted=accepted, rejected=rejected, split_counts=split_counts,
+                         classes_seen={split: len(sink.classes) for split, sink in sinks.items()},
+                         fingerprint=fingerprint, workers=n_workers, n_files=n_files)
 
-    seconds = time.perf_counter() - started
-    class_counts = Counter(f_label for _, f_label, _, _ in accepted) if not unlabelled else Counter()
-    result = {
+
+def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSettings, *, source: str,
+                  val_fraction: float, seed: int, seconds: float) -> dict[str, Any]:
+    """The content of ingest.json (DESIGN.md): counts, splits, rejected and ignored files, and how it was made."""
+    unlabelled = plan.unlabelled
+    class_counts = Counter(label for _, label, _, _ in written.accepted) if not unlabelled else Counter()
+    return {
         "source": source,
-        "n_images": len(accepted),
-        "n_classes": len(class_names),
-        "class_names": class_names,
-        "class_counts": {name: int(class_counts.get(name, 0)) for name in class_names},
-        "splits": split_counts,
-        "rejected": sorted(rejected, key=lambda r: r["path"]),
-        "ignored": listing.ignored,
-        "duplicate_rows": listing.duplicates,
-        "filtered": filtered,
-        "source_fingerprint": fingerprint,
+        "n_images": len(written.accepted),
+        "n_classes": len(plan.class_names),
+        "class_names": plan.class_names,
+        "class_counts": {name: int(class_counts.get(name, 0)) for name in plan.class_names},
+        "splits": written.split_counts,
+        "rejected": sorted(written.rejected, key=lambda r: r["path"]),
+        "ignored": plan.listing.ignored,
+        "duplicate_rows": plan.listing.duplicates,
+        "filtered": plan.filtered,
+        "source_fingerprint": written.fingerprint,
         "preprocessing": settings.as_dict(),
         "val_fraction": None if unlabelled else val_fraction,
         "seed": seed,
-        "workers": n_workers,
+        "workers": written.workers,
         "seconds": round(seconds, 3),
-        "images_per_second": round(n_files / seconds, 1) if seconds > 0 else None,
+        "images_per_second": round(written.n_files / seconds, 1) if seconds > 0 else None,
     }
-    storage.write_bytes(str(out / INGEST_FILE), json.dumps(result, indent=2).encode())
-    _print_summary(result, sinks)
-    return result
 
 
 def source_fingerprint(
@@ -509,7 +564,7 @@ def source_fingerprint(
     return "sha256:" + h.hexdigest()
 
 
-def _print_summary(result: dict[str, Any], sinks: dict[str, _SplitSink]) -> None:
+def _print_summary(result: dict[str, Any], classes_seen: dict[str, int]) -> None:
     """The seed log's lines: "fetched 209 classes and 108764 images in total", then one per split."""
     if "test" in result["splits"]:
         print(f"fetched {result['n_images']} unlabelled images in total")
@@ -517,7 +572,7 @@ def _print_summary(result: dict[str, Any], sinks: dict[str, _SplitSink]) -> None
     else:
         print(f"fetched {result['n_classes']} classes and {result['n_images']} images in total")
         for split, title in (("train", "training"), ("val", "validation")):
-            n_classes = len(sinks[split].classes)
+            n_classes = classes_seen[split]
             print(f"{title} data has {result['splits'][split]} samples over {n_classes} classes")
     if result["rejected"]:
         print(f"rejected {len(result['rejected'])} files that could not be decoded (listed in {INGEST_FILE})")

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from longtail.errors import DataError
 from longtail.preprocessing import Preprocessing
-from longtail.splits import CHUNK_ROWS, SplitInfo, read_info
+from longtail.splits import CHUNK_ROWS, IMAGES, LABELS, SplitInfo, read_info
 
 # Chunks shuffled together when streaming: 32 x 64 rows = 2048 rows per group.
 DEFAULT_STREAM_CHUNKS = 32
@@ -154,17 +154,17 @@ class RowReader:
         self._images: np.ndarray | None = None
         self._lock = threading.Lock()
         with h5py.File(path, "r") as f:
-            images = f["images"]
+            images = f[IMAGES]
             self.n = images.shape[0]
             self.chunk_rows = images.chunks[0] if images.chunks else CHUNK_ROWS
             self._raw_chunks = bool(images.chunks) and images.chunks[1:] == images.shape[1:] and not (
                 images.compression or images.shuffle or images.scaleoffset or images.fletcher32)
-            self.labels = f["labels"][:].astype(np.int32) if labelled else np.zeros(self.n, np.int32)
+            self.labels = f[LABELS][:].astype(np.int32) if labelled else np.zeros(self.n, np.int32)
             if in_memory:
                 self._images = images[:]
 
     def _chunk(self, c: int) -> np.ndarray:
-        ds = self._file["images"]
+        ds = self._file[IMAGES]
         start = c * self.chunk_rows
         rows = min(self.chunk_rows, self.n - start)
         if self._raw_chunks:

@@ -90,6 +90,11 @@ def apply_knobs(base_config: dict[str, Any], knobs: dict[str, Any]) -> Experimen
     return config_from_dict(raw)
 
 
+def pod_gpus(gpus: int) -> int:
+    """The GPUs a train pod requests for `train.gpus`: 0 means "every visible GPU", and the pod still asks for one."""
+    return max(1, gpus)
+
+
 def without_nulls(value: Any) -> Any:
     """Drop None entries recursively: KFP parameters cannot hold null, and every config field defaults."""
     if isinstance(value, dict):

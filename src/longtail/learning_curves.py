@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1
+
 
 def plot_learning_curves(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """Draw four panels (loss, accuracy, val macro-F1, learning rate) against the 1-based epoch.
@@ -25,9 +27,9 @@ def plot_learning_curves(history: dict[str, list[float]], path: str | Path, titl
     epochs = list(range(1, n + 1))
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     panels = [
-        ("loss", [("loss", "train"), ("val_loss", "val")], "linear"),
-        ("accuracy", [("accuracy", "train"), ("val_accuracy", "val")], "linear"),
-        ("val macro-F1", [("val_macro_f1", "val")], "linear"),
+        ("loss", [("loss", "train"), (VAL_LOSS, "val")], "linear"),
+        ("accuracy", [("accuracy", "train"), (VAL_ACCURACY, "val")], "linear"),
+        ("val macro-F1", [(VAL_MACRO_F1, "val")], "linear"),
         ("learning rate", [("learning_rate", "lr")], "log"),
     ]
     for ax, (name, series, scale) in zip(axes.flat, panels, strict=True):

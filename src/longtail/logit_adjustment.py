@@ -8,7 +8,6 @@ balanced test set rewards. The chosen tau and the prior live in the model direct
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import DataError
+from longtail.model_dir import ADJUSTMENT_FILE, read_json, write_json
 
-ADJUSTMENT_FILE = "logit_adjustment.json"
 # The values `evaluate.posthoc_tau: tune` tries on the val split.
 TAU_GRID = tuple(float(t) for t in np.round(np.arange(0.0, 2.01, 0.25), 2))
 
@@ -45,18 +44,16 @@ class LogitAdjustment:
 
     def save(self, model_dir: str | Path) -> Path:
         """Write `model_dir/logit_adjustment.json`."""
-        path = Path(model_dir) / ADJUSTMENT_FILE
-        path.write_text(json.dumps(asdict(self), indent=1))
-        return path
+        return write_json(model_dir, ADJUSTMENT_FILE, asdict(self), indent=1)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> LogitAdjustment | None:
         """The model directory's adjustment, or None when it has none (tau 0: plain argmax)."""
         path = Path(model_dir) / ADJUSTMENT_FILE
-        if not path.is_file():
-            return None
         try:
-            data = json.loads(path.read_text())
+            data = read_json(model_dir, ADJUSTMENT_FILE)
+            if data is None:
+                return None
             return cls(tau=float(data["tau"]), log_prior=[float(v) for v in data["log_prior"]])
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path} is not a valid logit adjustment ({e}); re-run training") from e

@@ -10,18 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from longtail.errors import DataError, LongtailError
-from longtail.experiment_run import check_tracking_reachable
 from longtail.logit_adjustment import LogitAdjustment
-from longtail.model_run import log_to_model_run
 from longtail.preprocessing import Preprocessing, load_model
-from longtail.splits import SplitInfo, read_info
+from longtail.splits import SplitInfo, image_batches, read_ids, read_info
 from longtail.storage import check_output_file
 from longtail.submission import submission_id, write_submission
-from longtail.tracking import RunInfo
+from longtail.tracking.model_runs import RunInfo, log_prediction
+from longtail.tracking.names import SUBMISSION_ARTIFACT_FILE
+from longtail.tracking.store import check_tracking_reachable
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +99,18 @@ def predict_probabilities(
             f"{n_classes}: the model directory is inconsistent, re-run training"
         )
     chunks = []
-    with h5py.File(split_h5, "r") as f:
-        images = f["images"]
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size]
-            probs = _predict_batch(model, preprocessing.to_float(batch))
-            if tta:
-                probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
-            if probs.shape[1] != n_classes:
-                raise DataError(
-                    f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
-                    "the model directory is inconsistent, re-run training"
-                )
-            if adjustment is not None:
-                probs = adjustment.apply(probs)
-            chunks.append(probs)
+    for batch in image_batches(split_h5, batch_size):
+        probs = _predict_batch(model, preprocessing.to_float(batch))
+        if tta:
+            probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
+        if probs.shape[1] != n_classes:
+            raise DataError(
+                f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
+                "the model directory is inconsistent, re-run training"
+            )
+        if adjustment is not None:
+            probs = adjustment.apply(probs)
+        chunks.append(probs)
     if not chunks:
         return np.zeros((0, n_classes), dtype=np.float32)
     return np.concatenate(chunks)
@@ -156,9 +152,7 @@ def predict(
     if run_info is not None:  # a dead tracking server stops predict before it writes anything
         check_tracking_reachable(tracking_uri or run_info.tracking_uri)
     preprocessing, info = open_split_for_model(model_dir, test_h5)
-    with h5py.File(test_h5, "r") as f:
-        raw_ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
-    ids = [submission_id(i) for i in raw_ids]
+    ids = [submission_id(i) for i in read_ids(test_h5)]
     model = load_model(model_dir)
     adjustment = LogitAdjustment.load(model_dir)
     probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta,
@@ -169,16 +163,20 @@ def predict(
     log.info("wrote %d predictions for %s to %s%s", len(ids), info.path.name, path, " (flip TTA)" if tta else "")
     with tempfile.TemporaryDirectory() as tmp:
         # A KFP output path has no extension; in MLflow the file is always submission/<name>.csv.
-        logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / "submission.csv"))
+        logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / SUBMISSION_ARTIFACT_FILE))
         try:
-            run_id = log_to_model_run(
-                model_dir,
-                metrics={"predict_n_rows": float(len(ids))},
-                tags={"predict_tta": str(tta).lower(), "predict_split": info.path.name,
-                      "predict_posthoc_tau": str(adjustment.tau if adjustment else 0.0)},
-                artifacts=[(logged, "submission")],
-                tracking_uri=tracking_uri,
-            )
+            run_id = log_prediction(model_dir, logged, rows=len(ids), tta=tta, split=info.path.name,
+                                    posthoc_tau=adjustment.tau if adjustment else 0.0, tracking_uri=tracking_uri)
         except LongtailError as e:
             raise LongtailError(f"wrote {len(ids)} rows to {path}, but did not log them to MLflow: {e}") from None
     return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id)
+
+
+def predict_submission(model_dir: str | Path, test_h5: str | Path, submission_csv: str | Path, *, tta: bool = False,
+                       tracking_uri: str | None = None) -> PredictionResult:
+    """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run."""
+    from longtail.tracking.model_runs import log_test_dataset
+
+    result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri)
+    log_test_dataset(model_dir, test_h5, tracking_uri=tracking_uri)
+    return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,7 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import DataError
-
-MODEL_FILE = "model.keras"
-PREPROCESSING_FILE = "preprocessing.json"
-RUN_FILE = "mlflow_run.json"
-CONFIG_FILE = "config.yaml"
+from longtail.model_dir import MODEL_FILE, PREPROCESSING_FILE, read_json, write_json
 
 # Ingest-time operations that must match between the split a model trained on and the split it predicts.
 INGEST_KEYS = ("image_size", "resize", "clahe", "white_balance")
@@ -89,18 +84,15 @@ class Preprocessing:
 
     def save(self, model_dir: str | Path) -> Path:
         """Write preprocessing.json into a model directory."""
-        path = Path(model_dir) / PREPROCESSING_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
-        return path
+        return write_json(model_dir, PREPROCESSING_FILE, asdict(self))
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Preprocessing:
         """Read preprocessing.json from a model directory."""
-        path = Path(model_dir) / PREPROCESSING_FILE
-        if not path.is_file():
+        data = read_json(model_dir, PREPROCESSING_FILE)
+        if data is None:
             raise DataError(f"{model_dir} is not a longtail model directory: {PREPROCESSING_FILE} is missing")
-        return cls(**json.loads(path.read_text()))
+        return cls(**data)
 
     @classmethod
     def from_split(cls, split_info: Any, scale: str) -> Preprocessing:

@@ -10,7 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from longtail.model_dir import HISTORY_FILE
+from longtail.tracking.names import VAL_MACRO_F1
 
 LOG_FILE = "run.log"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -60,11 +63,18 @@ def step_figure(task_dir: Path) -> str:
     return ""
 
 
+def _output_json(task_dir: Path, name: str) -> Any:
+    """The JSON file `name` inside one of the task's output folders, parsed; None when there is none."""
+    path = next(task_dir.glob(f"*/{name}"), None)
+    return None if path is None else json.loads(path.read_text())
+
+
 def _ingest_figure(task_dir: Path) -> str:
-    manifest = next(task_dir.glob("*/ingest.json"), None)
-    if manifest is None:
+    from longtail.ingest import INGEST_FILE
+
+    info = _output_json(task_dir, INGEST_FILE)
+    if info is None:
         return ""
-    info = json.loads(manifest.read_text())
     classes = f" in {info['n_classes']} classes" if info.get("n_classes") else ""
     return f"{info['n_images']} images{classes}, {len(info.get('rejected', []))} rejected"
 
@@ -80,22 +90,20 @@ def _weights_figure(task_dir: Path) -> str:
 
 
 def _train_figure(task_dir: Path) -> str:
-    history_path = next(task_dir.glob("*/history.json"), None)
-    if history_path is None:
+    history = _output_json(task_dir, HISTORY_FILE)
+    if history is None:
         return ""
-    history = json.loads(history_path.read_text())
-    f1 = history.get("val_macro_f1") or []
+    f1 = history.get(VAL_MACRO_F1) or []
     if not f1:
         return ""
     return f"val macro-F1 {f1[-1]:.4f} (best {max(f1):.4f}) after {len(f1)} epoch{'s' if len(f1) != 1 else ''}"
 
 
 def _evaluate_figure(task_dir: Path) -> str:
-    metrics = next(task_dir.glob("*/metrics.json"), None)
-    if metrics is None:
-        return ""
-    data = json.loads(metrics.read_text())
-    if "passed" not in data:
+    from longtail.evaluation import METRICS_FILE
+
+    data = _output_json(task_dir, METRICS_FILE)
+    if data is None or "passed" not in data:
         return ""
     gate = "open" if data["passed"] else "closed"
     f1 = data.get("macro_f1")

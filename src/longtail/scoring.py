@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +10,8 @@ import numpy as np
 
 from longtail.errors import DataError
 from longtail.submission import examples, read_submission
+from longtail.tracking.names import TEST_MACRO_F1
 
-log = logging.getLogger(__name__)
-
-# MLflow metric names: evaluate writes EVAL_MACRO_F1, `longtail lb` compares the leaderboard with it.
-EVAL_MACRO_F1 = "eval_macro_f1"
-LB_SCORE = "lb_score"
-LB_MINUS_LOCAL = "lb_minus_local"
 # Digits in the classification_report table (the log pastes 2; LB differences are in the third digit).
 REPORT_DIGITS = 4
 
@@ -167,51 +160,13 @@ def score(
     )
 
 
-def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
-    """Log a leaderboard score on an MLflow run, next to its local evaluation.
-
-    Logs `lb_score`, and `lb_minus_local` = lb_score - eval_macro_f1 when the run has been
-    evaluated, so the log's "LB score = local macro f1_score + 0.02" becomes a column to compare.
-
-    Returns:
-        {"run_id", "lb_score", "eval_macro_f1" (or None), "lb_minus_local" (or None)}.
-
-    Raises:
-        DataError: the score is not a number in [0, 1], or the run does not exist at `tracking_uri`.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise DataError(f"leaderboard score must be a number, got {score!r}")
-    if not 0.0 <= score <= 1.0:
-        raise DataError(f"leaderboard score must be a macro-F1 in [0, 1], got {score}")
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        raise DataError(
-            f"MLflow run {run_id!r} not found at {tracking_uri}: check the run id (mlflow_run.json in the "
-            f"model directory) and MLFLOW_TRACKING_URI"
-        ) from e
-    local = run.data.metrics.get(EVAL_MACRO_F1)
-    client.log_metric(run_id, LB_SCORE, float(score))
-    diff = None
-    if local is not None:
-        diff = float(score) - float(local)
-        client.log_metric(run_id, LB_MINUS_LOCAL, diff)
-    else:
-        log.info("run %s has no %s yet: logged %s only (run `longtail evaluate` to compare)", run_id, EVAL_MACRO_F1, LB_SCORE)
-    return {"run_id": run_id, LB_SCORE: float(score), EVAL_MACRO_F1: local, LB_MINUS_LOCAL: diff}
-
-
 def score_into_run(submission_csv: str | Path, labels_csv: str | Path, *, tracking_uri: str, run_id: str,
-                   metric: str = "test_macro_f1") -> ScoreResult:
+                   metric: str = TEST_MACRO_F1) -> ScoreResult:
     """Score a submission against held-out labels and log its macro-F1 on an MLflow run as `metric`."""
-    import mlflow
+    from longtail.tracking.model_runs import log_test_score
 
     result = score(submission_csv, labels_csv)
-    mlflow.MlflowClient(tracking_uri=tracking_uri).log_metric(run_id, metric, result.macro_f1)
+    log_test_score(tracking_uri, run_id, result.macro_f1, metric)
     return result
 
 

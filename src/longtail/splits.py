@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +12,31 @@ from typing import Any
 import h5py
 import numpy as np
 
+from longtail.atomic_file import TEMP_SUFFIX, atomic_path
 from longtail.errors import DataError
-from longtail.storage import TEMP_SUFFIX
 
 SCHEMA_VERSION = 1
+# The splits ingest writes, one file each (DESIGN.md: OUT/train.h5 and OUT/val.h5, or OUT/test.h5).
+SPLITS = ("train", "val", "test")
+SPLIT_SUFFIX = ".h5"
+# The datasets inside a split file (DESIGN.md "HDF5"); a test split has no LABELS.
+IMAGES = "images"
+LABELS = "labels"
+IDS = "ids"
 # Rows per chunk: a training batch of 64-256 reads one or a few chunks, never a whole-file scan.
 CHUNK_ROWS = 64
+
+
+def split_file(split: str) -> str:
+    """The file name of a split: train.h5, val.h5 or test.h5."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return split + SPLIT_SUFFIX
+
+
+def split_path(folder: str | os.PathLike[str], split: str) -> str:
+    """Where ingest put `split` inside `folder` (a KFP Dataset artifact's path, or ingest's OUT)."""
+    return os.path.join(os.fspath(folder), split_file(split))
 
 
 @dataclass
@@ -120,22 +139,22 @@ class SplitWriter:
         self.source_fingerprint = source_fingerprint
         self._file: h5py.File | None = None
         self._tmp: Path | None = None
+        self._atomic: Any = None
 
     def __enter__(self) -> SplitWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=TEMP_SUFFIX, dir=self.path.parent)
         except OSError as e:
             raise DataError(f"cannot write {self.path}: {e.strerror or e}; pass an output folder you can write") from None
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._atomic = atomic_path(self.path, error=DataError)
+        self._tmp = self._atomic.__enter__()
         try:
             self._create()
-        except BaseException:
+        except BaseException as e:
             # __exit__ never runs when __enter__ fails: the temporary file goes here.
             if self._file is not None:
                 self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
         return self
 
@@ -146,11 +165,11 @@ class SplitWriter:
         self._file = f
         chunk = (max(1, min(CHUNK_ROWS, self.n)), self.height, self.width, 3)
         # Unlimited first axis, so truncate() can drop rows planned but never written (undecodable files).
-        f.create_dataset("images", shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk,
+        f.create_dataset(IMAGES, shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk,
                          maxshape=(None, self.height, self.width, 3))
         if self.labelled:
-            f.create_dataset("labels", shape=(self.n,), dtype=np.int32, maxshape=(None,))
-        f.create_dataset("ids", shape=(self.n,), dtype=h5py.string_dtype("utf-8"), maxshape=(None,))
+            f.create_dataset(LABELS, shape=(self.n,), dtype=np.int32, maxshape=(None,))
+        f.create_dataset(IDS, shape=(self.n,), dtype=h5py.string_dtype("utf-8"), maxshape=(None,))
         f.attrs["class_names"] = json.dumps(self.class_names)
         f.attrs["image_size"] = int(self.height)
         f.attrs["preprocessing"] = json.dumps(self.preprocessing, sort_keys=True)
@@ -163,12 +182,12 @@ class SplitWriter:
         stop = start + len(images)
         if stop == start:
             return
-        self._file["images"][start:stop] = images
-        self._file["ids"][start:stop] = list(ids)
+        self._file[IMAGES][start:stop] = images
+        self._file[IDS][start:stop] = list(ids)
         if self.labelled:
             if labels is None:
                 raise DataError(f"{self.path.name}: labelled split written without labels")
-            self._file["labels"][start:stop] = np.asarray(labels, dtype=np.int32)
+            self._file[LABELS][start:stop] = np.asarray(labels, dtype=np.int32)
 
     def set_mean_rgb(self, mean_rgb: list[float]) -> None:
         """Record the per-channel mean (0-255 scale) of this split's pixels."""
@@ -180,7 +199,7 @@ class SplitWriter:
         assert self._file is not None
         if not 0 <= n <= self.n:
             raise DataError(f"{self.path.name}: cannot truncate {self.n} rows to {n}")
-        for name in ("images", "labels", "ids"):
+        for name in (IMAGES, LABELS, IDS):
             if name in self._file:
                 self._file[name].resize(n, axis=0)
         self.n = n
@@ -194,10 +213,7 @@ class SplitWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._tmp is not None
         self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        self._atomic.__exit__(exc_type, exc, tb)
 
 
 def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
@@ -230,18 +246,18 @@ def read_info(path: str | Path, *, with_labels: bool = True) -> SplitInfo:
         raise DataError(f"HDF5 split not found: {path}")
     try:
         with h5py.File(path, "r") as f:
-            for key in ("images", "ids"):
+            for key in (IMAGES, IDS):
                 if key not in f:
                     raise DataError(f"{path} is not a longtail split: dataset '{key}' is missing")
             attrs = f.attrs
-            labels = f["labels"][:].astype(np.int32) if (with_labels and "labels" in f) else None
+            labels = f[LABELS][:].astype(np.int32) if (with_labels and LABELS in f) else None
             mean = attrs.get("mean_rgb")
             return SplitInfo(
                 path=path,
-                n=int(f["images"].shape[0]),
-                image_size=int(attrs.get("image_size", f["images"].shape[1])),
+                n=int(f[IMAGES].shape[0]),
+                image_size=int(attrs.get("image_size", f[IMAGES].shape[1])),
                 class_names=json.loads(attrs.get("class_names", "[]")),
-                has_labels="labels" in f,
+                has_labels=LABELS in f,
                 mean_rgb=json.loads(mean) if mean is not None else None,
                 preprocessing=json.loads(attrs.get("preprocessing", "{}")),
                 source_fingerprint=str(attrs.get("source_fingerprint", "")),
@@ -257,7 +273,26 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[s
     path = Path(path)
     info = read_info(path, with_labels=False)
     with h5py.File(path, "r") as f:
-        images = f["images"][:]
-        labels = f["labels"][:].astype(np.int32) if info.has_labels else None
-        ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
+        images = f[IMAGES][:]
+        labels = f[LABELS][:].astype(np.int32) if info.has_labels else None
+        ids = decode_ids(f[IDS][:])
     return images, labels, ids
+
+
+def decode_ids(raw: Any) -> list[str]:
+    """The `ids` dataset as Python strings (h5py returns bytes for variable-length UTF-8)."""
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in raw]
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """A split's ids, in row order."""
+    with h5py.File(path, "r") as f:
+        return decode_ids(f[IDS][:])
+
+
+def image_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
+    """A split's images, `batch_size` rows at a time, in row order (uint8 (n, H, W, 3) each)."""
+    with h5py.File(path, "r") as f:
+        images = f[IMAGES]
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start: start + batch_size]

@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from longtail.atomic_file import atomic_path
 from longtail.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,6 @@ T = TypeVar("T")
 SINGLE_PUT_MAX = 64 * 1024 * 1024
 # Endpoint variables, first set wins. AWS_ENDPOINT_URL is the SDK-standard one; MinIO setups and
 # MLflow use the other two.
-# Atomic writes go through `.NAME.<random>.tmp` beside their target (splits, ingest.json, models).
-TEMP_SUFFIX = ".tmp"
 ENDPOINT_VARIABLES = ("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 
 
@@ -428,16 +426,5 @@ def check_output_folder(folder: str | os.PathLike[str], what: str = "output fold
 def _local_atomic(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that replaces it on success and vanishes on failure."""
     check_output_file(target)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-    except OSError as e:
-        raise StorageError(f"cannot write {target}: {e.strerror or e}; pass a path in a folder you can write") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_path(target) as tmp:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

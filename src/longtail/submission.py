@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
+from longtail.atomic_file import atomic_path
 from longtail.decode import IMAGE_EXTENSIONS
 from longtail.errors import DataError
-from longtail.storage import TEMP_SUFFIX, check_output_file
+from longtail.storage import check_output_file
 
 # How many offending values an error message lists before "and N more".
 EXAMPLES = 5
@@ -74,20 +73,11 @@ def write_submission(
     key = id_sort_key(ids)
     rows = sorted(zip(ids, labels, strict=True), key=lambda r: key(r[0]))
     check_output_file(path, "submission CSV")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as e:
-        raise DataError(f"cannot write submission CSV {path}: {e.strerror or e}; pass a path you can write") from None
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a submission is read by other steps and users
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow([id_column, label_column])
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, what="submission CSV", error=DataError) as tmp, \
+            tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([id_column, label_column])
+        writer.writerows(rows)
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from longtail.atomic_file import write_text
 from longtail.config import (
     ExperimentConfig,
     LabelSmoothingConfig,
@@ -31,13 +32,13 @@ from longtail.config import (
     save_config,
 )
 from longtail.errors import ConfigError, DataError
-from longtail.preprocessing import CONFIG_FILE, MODEL_FILE, Preprocessing
+from longtail.model_dir import CONFIG_FILE, CURVES_FILE, HISTORY_FILE, MODEL_FILE
+from longtail.preprocessing import Preprocessing
 from longtail.splits import SplitInfo, read_info
+from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.json"
-CURVES_FILE = "curves.png"
 # Files training keeps in the checkpoint directory, next to Keras' BackupAndRestore state.
 RESUME_FILE = "resume.json"
 BACKUP_SUBDIR = "backup"
@@ -235,7 +236,7 @@ def epoch_progress(name: str, epochs: int) -> Any:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
             per_epoch = (time.perf_counter() - self._start) / (epoch + 1 - (self._first or 0))
-            f1 = logs.get("val_macro_f1")
+            f1 = logs.get(VAL_MACRO_F1)
             print(format_epoch_line(name, epoch + 1, epochs, float(logs.get("loss", float("nan"))),
                                     None if f1 is None else float(f1), per_epoch,
                                     per_epoch * (epochs - epoch - 1)), flush=True)
@@ -258,9 +259,9 @@ def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
             pred = probs.argmax(axis=1)
             p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
             if logs is not None:
-                logs["val_loss"] = float(-np.log(p_true).mean())
-                logs["val_accuracy"] = float((pred == labels).mean())
-                logs["val_macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
+                logs[VAL_LOSS] = float(-np.log(p_true).mean())
+                logs[VAL_ACCURACY] = float((pred == labels).mean())
+                logs[VAL_MACRO_F1] = float(f1_score(labels, pred, average="macro", zero_division=0))
 
     return MacroF1()
 
@@ -294,7 +295,7 @@ def history_callback(path: Path) -> Any:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             for k, v in (logs or {}).items():
                 self.history.setdefault(k, []).append(float(v))
-            path.write_text(json.dumps(self.history))
+            write_text(path, json.dumps(self.history))  # a kill mid-write must not lose the resume state
 
     return PersistentHistory()
 
@@ -430,16 +431,14 @@ def train(
 
     run = None
     if tracking_uri:
-        from longtail.experiment_run import start_training_run
+        from longtail.tracking.runs import log_training_facts, start_experiment_run
 
-        run, resumed = start_training_run(tracking_uri, config.experiment, config.name,
-                                          parent_run_id=parent_run_id, resume_run_id=resume.get("run_id"),
-                                          task_run_id=task_run_id,
-                                          tags=_run_description_tags(config, source))
+        run, resumed = start_experiment_run(tracking_uri, config, source=source, parent_run_id=parent_run_id,
+                                            resume_run_id=resume.get("run_id"), task_run_id=task_run_id)
         if not resumed:
-            _log_run_facts(run, config, train_info, val_info, class_weights)
+            log_training_facts(run, config, train_info, val_info, class_weights)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / RESUME_FILE).write_text(json.dumps(
+    write_text(checkpoint_dir / RESUME_FILE, json.dumps(
         {"fingerprint": fingerprint, "run_id": run.run_id if run else None,
          "config": _flat_config(config)}))
 
@@ -463,21 +462,14 @@ def train(
     return result
 
 
-# --- MLflow extras: description, dataset inputs and system metrics (longtail.experiment_run) ---
-
-def _run_description_tags(config: ExperimentConfig, source: str) -> dict[str, str]:
-    from longtail.experiment_run import training_run_tags
-    from longtail.tracking import git_commit
-
-    return training_run_tags(config, source, git_commit())
-
+# --- MLflow extras: dataset inputs and system metrics (longtail.tracking.runs) ---
 
 def _start_mlflow_extras(run: Any, resume: dict[str, Any], train_h5: str | Path, val_h5: str | Path,
                          system_metrics: bool) -> Any:
     """Log the splits as dataset inputs (new runs only) and start the system-metrics monitor."""
     if run is None:
         return None
-    from longtail.tracking import split_dataset
+    from longtail.tracking.inputs import split_dataset
 
     resumed = bool(resume.get("run_id")) and resume.get("run_id") == run.run_id
     if not resumed:
@@ -488,26 +480,6 @@ def _start_mlflow_extras(run: Any, resume: dict[str, Any], train_h5: str | Path,
 def _stop_monitor(monitor: Any) -> None:
     if monitor is not None:
         monitor.finish()
-
-
-def _log_run_facts(run: Any, config: ExperimentConfig, train_info: SplitInfo, val_info: SplitInfo,
-                   class_weights: list[float] | None) -> None:
-    """The resolved config as params, plus the dataset facts the log wrote by hand."""
-    params = flatten(config_to_dict(config))
-    params.update({
-        "data.classes": len(train_info.class_names),
-        "data.train_samples": train_info.n,
-        "data.val_samples": val_info.n,
-        "weights.min": min(class_weights) if class_weights else 1.0,
-        "weights.max": max(class_weights) if class_weights else 1.0,
-    })
-    run.log_params(params)
-    run.set_tags({
-        "longtail.step": "train",
-        "data.fingerprint": train_info.source_fingerprint,
-        "data.image_size": train_info.image_size,
-        "model.name": config.model.name,
-    })
 
 
 def _fit(
@@ -580,7 +552,7 @@ def _fit(
             epoch_progress(config.name, t.epochs),
         ]
         if run is not None:
-            from longtail.experiment_run import epoch_logger
+            from longtail.tracking.runs import epoch_logger
 
             callbacks.append(epoch_logger(run))
         callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir / BACKUP_SUBDIR),
@@ -599,8 +571,8 @@ def _fit(
             model_dir=out_dir,
             run_id=run.run_id if run else None,
             epochs_run=len(history.get("loss", [])),
-            best_val_macro_f1=max(history.get("val_macro_f1", [0.0])),
-            final_val_macro_f1=(history.get("val_macro_f1") or [0.0])[-1],
+            best_val_macro_f1=max(history.get(VAL_MACRO_F1, [0.0])),
+            final_val_macro_f1=(history.get(VAL_MACRO_F1) or [0.0])[-1],
             history=history,
             images_per_second=_images_per_second(timer.seconds, train_data.steps * global_batch),
             seconds=0.0,
@@ -619,7 +591,8 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_i
 
     Returns the tau predict will apply (0: none, and no file is written).
     """
-    from longtail.logit_adjustment import ADJUSTMENT_FILE, choose_adjustment
+    from longtail.logit_adjustment import choose_adjustment
+    from longtail.model_dir import ADJUSTMENT_FILE
 
     setting = config.evaluate.posthoc_tau
     (out_dir / ADJUSTMENT_FILE).unlink(missing_ok=True)
@@ -632,9 +605,10 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_i
     log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f", choice.adjustment.tau,
              " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after)
     if run is not None:
-        run.log_metrics({"posthoc_tau": choice.adjustment.tau,
-                         "val_macro_f1_before_posthoc": choice.val_macro_f1_before,
-                         "val_macro_f1_after_posthoc": choice.val_macro_f1_after}, step=config.train.epochs)
+        from longtail.tracking.runs import log_posthoc_choice
+
+        log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
+                           step=config.train.epochs)
     return choice.adjustment.tau
 
 
@@ -649,7 +623,7 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
                      result: TrainResult) -> TrainResult:
     """Everything predict/evaluate need, next to each other; then the same into MLflow."""
     from longtail.learning_curves import plot_learning_curves
-    from longtail.tracking import RunInfo
+    from longtail.tracking.model_runs import RunInfo
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
@@ -664,7 +638,8 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
         run.log_artifact(out_dir / CONFIG_FILE)
         size = train_info.image_size
         example = np.zeros((1, size, size, 3), dtype=np.float32)
-        from longtail.logit_adjustment import ADJUSTMENT_FILE, LogitAdjustment, probability_model
+        from longtail.logit_adjustment import LogitAdjustment, probability_model
+        from longtail.model_dir import ADJUSTMENT_FILE
 
         # MLflow serves probabilities, the post-hoc adjustment included: what `longtail predict` computes.
         adjustment = LogitAdjustment.load(out_dir)

@@ -17,10 +17,15 @@ from longtail.cli import main  # noqa: E402
 from longtail.errors import DataError  # noqa: E402
 from longtail.evaluation import evaluate  # noqa: E402
 from longtail.prediction import predict  # noqa: E402
-from longtail.scoring import record_lb  # noqa: E402
-from longtail.tracking import RunInfo, ensure_experiment  # noqa: E402
+from longtail.tracking import (  # noqa: E402
+    RunInfo,
+    ensure_experiment,
+    record_lb,  # noqa: E402
+)
 
 EVAL_FILES = {"confusion_matrix.png", "metrics.json", "per_class_f1.png", "report.md", "report.txt"}
+# Every test here evaluates a model the module fixture trains.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.preprocessing import MODEL_FILE, Preprocessing
+from longtail.model_dir import MODEL_FILE
+from longtail.preprocessing import Preprocessing
 from longtail.splits import write_split
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

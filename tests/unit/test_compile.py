@@ -134,6 +134,18 @@ def test_a_sweep_child_trains_as_the_training_pipeline_does(compiled):
         assert sweep_execs[name]["container"]["resources"] == single_execs[name]["container"]["resources"], name
 
 
+def test_the_sweep_returns_its_submission_and_opens_its_own_parent_run(compiled):
+    spec, _ = documents(compiled["sweep"])
+    assert set(spec["root"]["outputDefinitions"]["artifacts"]) == {"leaderboard", "submission"}
+    # kfp.local's parent-run workaround (a parent_run_id parameter reused by start_sweep) stays in
+    # pipelines/local.py: the compiled sweep always opens its parent run in start_sweep.
+    assert "parent_run_id" not in spec["root"]["inputDefinitions"]["parameters"]
+    assert set(spec["components"]["comp-start-sweep"]["inputDefinitions"]["parameters"]) == {
+        "configs", "experiment", "sweep_name"}
+    compare = dict(all_tasks(spec))["compare"]["inputs"]["parameters"]["parent_run_id"]
+    assert compare["taskOutputParameter"] == {"outputParameterKey": "sweep_run_id", "producerTask": "start-sweep"}
+
+
 def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
     _, platform = documents(compiled["training"])
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -178,3 +190,21 @@ def test_the_resolve_step_takes_exactly_the_knobs():
 
     params = list(inspect.signature(resolve_config.python_func).parameters)
     assert params[0] == "base_config" and set(params[1:]) == set(KNOBS)
+
+
+def test_the_local_sweep_takes_its_parent_run_as_a_parameter(tmp_path):
+    """kfp.local's workaround: `longtail sweep` opens the parent run and passes it in (pipelines/local.py)."""
+    from kfp import compiler
+
+    from longtail.config import load_config
+    from longtail.pipelines.local import local_sweep_pipeline
+
+    cfg = load_config(REPO / "experiments" / "demo.yaml")
+    path = tmp_path / "local-sweep.yaml"
+    compiler.Compiler().compile(local_sweep_pipeline([cfg, cfg], 2), package_path=str(path))
+    spec, _ = documents(path)
+    assert "parent_run_id" in spec["root"]["inputDefinitions"]["parameters"]
+    assert set(spec["root"]["outputDefinitions"]["artifacts"]) == {"leaderboard", "submission"}
+    assert "comp-start-sweep" not in spec["components"]
+    compare = dict(all_tasks(spec))["compare"]["inputs"]["parameters"]["parent_run_id"]
+    assert compare == {"componentInputParameter": "parent_run_id"}

@@ -25,7 +25,8 @@ from longtail.evaluation import (
     plot_f1_vs_frequency,
     render_markdown,
 )
-from longtail.preprocessing import MODEL_FILE, Preprocessing, load_model
+from longtail.model_dir import MODEL_FILE
+from longtail.preprocessing import Preprocessing, load_model
 from longtail.scoring import REPORT_DIGITS, classification_scores
 from longtail.splits import read_arrays, write_split
 
@@ -46,6 +47,7 @@ def evaluated(world, tmp_path_factory):
     return evaluate(model_dir, data.val_h5, tmp_path_factory.mktemp("eval"))
 
 
+@pytest.mark.slow
 def test_numbers_are_sklearn_on_the_models_own_predictions(world, evaluated):
     data, model_dir = world
     images, labels, _ = read_arrays(data.val_h5)
@@ -61,6 +63,7 @@ def test_numbers_are_sklearn_on_the_models_own_predictions(world, evaluated):
     assert sum(c.support for c in r.per_class) == r.n == len(labels)
 
 
+@pytest.mark.slow
 def test_outputs_are_written_and_consistent(evaluated):
     r = evaluated
     assert sorted(p.name for p in r.paths.values()) == [
@@ -82,6 +85,7 @@ def test_outputs_are_written_and_consistent(evaluated):
     assert r.mlflow_run_id is None
 
 
+@pytest.mark.slow
 def test_train_counts_from_preprocessing_extra(world, tmp_path):
     data, model_dir = world
     copy = tmp_path / "model"
@@ -94,6 +98,7 @@ def test_train_counts_from_preprocessing_extra(world, tmp_path):
     assert [c.train_count for c in r.per_class] == list(counts.values())
 
 
+@pytest.mark.slow
 def test_train_counts_from_a_weights_json_and_mismatched_names_ignored(world, tmp_path):
     data, model_dir = world
     counts = np.bincount(data.train_labels).tolist()
@@ -109,6 +114,7 @@ def test_train_counts_from_a_weights_json_and_mismatched_names_ignored(world, tm
     assert [c.train_count for c in r.per_class] == [c.support for c in r.per_class]
 
 
+@pytest.mark.slow
 def test_gate_fails_with_reason_and_passes_at_threshold(world, tmp_path):
     data, model_dir = world
     r = evaluate(model_dir, data.val_h5, tmp_path / "eval", min_macro_f1=0.999)
@@ -120,6 +126,7 @@ def test_gate_fails_with_reason_and_passes_at_threshold(world, tmp_path):
     assert gate(0.5, 0.0)[0] is True
 
 
+@pytest.mark.slow
 def test_bad_gate_is_refused_before_predicting(world, tmp_path):
     data, model_dir = world
     with pytest.raises(ConfigError, match=r"evaluate.min_macro_f1 must be in \[0, 1\], got 1.5"):
@@ -127,6 +134,7 @@ def test_bad_gate_is_refused_before_predicting(world, tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_overfitting_warning_like_exp1(world, tmp_path):
     data, model_dir = world
     assert overfitting_warning({"accuracy": [0.7, 1.0]}, 0.83) is not None
@@ -146,12 +154,14 @@ def test_overfitting_warning_like_exp1(world, tmp_path):
     assert not any("overfitting" in w for w in evaluate(model_dir, data.val_h5, tmp_path / "e2").warnings)
 
 
+@pytest.mark.slow
 def test_unlabelled_split_is_refused(world, tmp_path):
     data, model_dir = world
     with pytest.raises(DataError, match="test.h5 has no labels: .*use `longtail predict`"):
         evaluate(model_dir, data.test_h5, tmp_path / "eval")
 
 
+@pytest.mark.slow
 def test_split_with_other_class_order_is_refused(world, tmp_path):
     data, model_dir = world
     images, labels, ids = read_arrays(data.val_h5)
@@ -163,6 +173,7 @@ def test_split_with_other_class_order_is_refused(world, tmp_path):
         evaluate(model_dir, other, tmp_path / "eval")
 
 
+@pytest.mark.slow
 def test_split_ingested_with_clahe_is_refused(world, tmp_path):
     data, model_dir = world
     images, labels, ids = read_arrays(data.val_h5)
@@ -174,6 +185,7 @@ def test_split_ingested_with_clahe_is_refused(world, tmp_path):
         evaluate(model_dir, other, tmp_path / "eval")
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_gate_and_exits_0_when_gate_fails(world, tmp_path, capsys):
     data, model_dir = world
     code = main(["evaluate", str(model_dir), str(data.val_h5), str(tmp_path / "eval"), "--min-macro-f1", "0.999"])
@@ -221,6 +233,7 @@ def test_markdown_caps_the_per_class_table(tmp_path):
     assert "- w1" in md and md.count("species_") > 200  # the full report is included once
 
 
+@pytest.mark.slow
 def test_no_mlflow_run_is_said_in_a_log_line(world, tmp_path, caplog):
     data, model_dir = world
     with caplog.at_level(logging.INFO, logger="longtail"):

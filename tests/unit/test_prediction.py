@@ -34,6 +34,7 @@ def read_csv(path):
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", ["scale", "mean_subtraction"])
 def test_each_model_predicts_with_its_own_preprocessing(world, tmp_path, scale):
     data, models = world
@@ -56,6 +57,7 @@ def test_each_model_predicts_with_its_own_preprocessing(world, tmp_path, scale):
     assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in expected]
 
 
+@pytest.mark.slow
 def test_the_other_preprocessing_would_be_wrong(world):
     """The two models really differ in what they expect, so the check above could fail."""
     data, models = world
@@ -68,6 +70,7 @@ def test_the_other_preprocessing_would_be_wrong(world):
     assert not np.allclose(p_right, p_wrong, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_rows_are_sorted_by_id_and_independent_of_file_order(world, tmp_path):
     data, models = world
     first = predict(models["scale"], data.test_h5, tmp_path / "a.csv")
@@ -86,6 +89,7 @@ def test_rows_are_sorted_by_id_and_independent_of_file_order(world, tmp_path):
     assert second.path.read_bytes() == first.path.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext", [".jfif", ".jpe", ".JFIF"])
 def test_every_extension_ingest_reads_is_stripped_from_submission_ids(world, tmp_path, ext):
     """Ingest reads x.jfif as an image, so the submission writes its id as plain x."""
@@ -104,6 +108,7 @@ def test_every_extension_ingest_reads_is_stripped_from_submission_ids(world, tmp
     assert not any(ext.lower() in i.lower() for i in got)
 
 
+@pytest.mark.slow
 def test_custom_columns_and_no_leftover_temp_files(world, tmp_path):
     data, models = world
     out = tmp_path / "out" / "submission.csv"
@@ -112,6 +117,7 @@ def test_custom_columns_and_no_leftover_temp_files(world, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["submission.csv"]
 
 
+@pytest.mark.slow
 def test_flip_tta_averages_softmax_of_image_and_mirror(world, tmp_path):
     data, models = world
     model_dir = models["scale"]
@@ -128,6 +134,7 @@ def test_flip_tta_averages_softmax_of_image_and_mirror(world, tmp_path):
     assert result.tta and result.n_rows == len(data.test_ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "named"),
     [({"clahe": True}, "clahe"), ({"white_balance": True}, "white_balance"), ({"resize": "aspect"}, "resize")],
@@ -144,6 +151,7 @@ def test_split_ingested_differently_is_refused(world, tmp_path, change, named):
     assert not (tmp_path / "sub.csv").exists()
 
 
+@pytest.mark.slow
 def test_split_of_another_size_is_refused(world, tmp_path):
     _, models = world
     images = np.zeros((4, 16, 16, 3), np.uint8)
@@ -155,6 +163,7 @@ def test_split_of_another_size_is_refused(world, tmp_path):
         predict(models["scale"], big, tmp_path / "sub.csv")
 
 
+@pytest.mark.slow
 def test_ids_colliding_without_folders_are_an_error_and_keep_old_csv(world, tmp_path):
     _, models = world
     split = write_split(
@@ -168,6 +177,7 @@ def test_ids_colliding_without_folders_are_an_error_and_keep_old_csv(world, tmp_
     assert out.read_text() == "old\n"
 
 
+@pytest.mark.slow
 def test_model_dir_without_preprocessing_is_a_clear_error(world, tmp_path):
     data, models = world
     broken = tmp_path / "model"
@@ -177,6 +187,7 @@ def test_model_dir_without_preprocessing_is_a_clear_error(world, tmp_path):
         predict(broken, data.test_h5, tmp_path / "sub.csv")
 
 
+@pytest.mark.slow
 def test_without_mlflow_run_nothing_is_logged_and_it_says_so(world, tmp_path, caplog):
     data, models = world
     with caplog.at_level(logging.INFO, logger="longtail"):
@@ -202,6 +213,7 @@ def test_logits_become_probabilities():
     np.testing.assert_array_equal(as_probabilities(already), already)
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_the_csv(world, tmp_path, capsys):
     from longtail.cli import main
 
@@ -213,6 +225,7 @@ def test_cli_predict_writes_the_csv(world, tmp_path, capsys):
     assert read_csv(out)[0] == ["ImageId", "label"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "message"),
     [
@@ -235,6 +248,7 @@ def test_a_submission_path_that_cannot_be_a_file_is_one_line_before_predicting(w
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.slow
 def test_predict_applies_the_stored_posthoc_tau(world, tmp_path):
     from longtail.logit_adjustment import LogitAdjustment
 

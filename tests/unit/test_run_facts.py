@@ -8,18 +8,20 @@ import pytest
 from longtail.cli import main
 from longtail.config import config_from_dict
 from longtail.errors import LongtailError
-from longtail.experiment_run import config_changes, describe_experiment, system_metrics_enabled
-from longtail.registry import CHAMPION, promote
 from longtail.tracking import (
     CUSTOM_MODEL_DEVELOPMENT,
     DESCRIPTION_TAG,
     EXPERIMENT_KIND_TAG,
+    config_changes,
     dataset_name,
+    describe_experiment,
     ensure_experiment,
     env_run_id_hidden,
     runs_page_url,
+    system_metrics_enabled,
     ui_hint,
 )
+from longtail.tracking.registry import CHAMPION, promote
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ def test_warmup_ramps_to_the_schedule() -> None:
         [at_3 * 1 / 4, at_3 * 2 / 4, at_3 * 3 / 4, at_3])
 
 
+@pytest.mark.slow
 def test_keras_callback_sets_the_optimizer_rate_per_epoch(tmp_path) -> None:
     import keras
     import numpy as np

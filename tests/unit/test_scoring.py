@@ -11,10 +11,10 @@ from longtail.scoring import (
     REPORT_DIGITS,
     classification_scores,
     most_confused_classes,
-    record_lb,
     score,
     top_confusions,
 )
+from longtail.tracking import record_lb
 
 NAMES = ["cat", "dog", "eel", "fox"]
 

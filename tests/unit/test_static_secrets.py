@@ -95,10 +95,8 @@ def test_golden_render_holds_no_secret_value():
 
 
 def test_no_secret_in_compiled_pipelines(tmp_path):
-    try:
-        from longtail.pipelines.compile import compile_all
-    except ImportError as err:
-        pytest.skip(f"longtail.pipelines.compile is not importable yet: {err}")
+    from longtail.pipelines.compile import compile_all
+
     for path in compile_all(tmp_path):
         text = path.read_text()
         found = findings(text, path.name)

@@ -18,8 +18,13 @@ from digits_models import make_digits, train_model_dir
 
 from longtail.cli import main
 from longtail.errors import LongtailError
-from longtail.experiment_run import check_tracking_reachable
-from longtail.tracking import CLIENT_LIMITS, RunInfo, bound_client_retries, redact_credentials
+from longtail.tracking import (
+    CLIENT_LIMITS,
+    RunInfo,
+    bound_client_retries,
+    check_tracking_reachable,
+    redact_credentials,
+)
 
 
 class FakeServer:
@@ -129,6 +134,7 @@ def world(tmp_path_factory):
     return data, train_model_dir(data, root / "model", scale="scale", epochs=1)
 
 
+@pytest.mark.slow
 def test_predict_with_a_dead_server_writes_nothing(world, tmp_path, capsys, bounded_env):
     data, model = world
     RunInfo(f"http://u:pw@127.0.0.1:{closed_port()}", "longtail", "0" * 32).save(model)
@@ -142,6 +148,7 @@ def test_predict_with_a_dead_server_writes_nothing(world, tmp_path, capsys, boun
         (model / "mlflow_run.json").unlink()
 
 
+@pytest.mark.slow
 def test_predict_says_the_csv_was_written_but_not_logged_after_a_bounded_retry(world, tmp_path, capsys, bounded_env,
                                                                              server_factory):
     data, model = world

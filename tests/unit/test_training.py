@@ -91,6 +91,7 @@ def test_class_weights_scale_each_sample_loss(digits) -> None:
     assert abs(by_hand - unweighted) > 0.1
 
 
+@pytest.mark.slow
 def test_two_replicas_train_with_the_global_batch(digits, tmp_path: Path) -> None:
     # Logical CPU devices must exist before TensorFlow initialises: a fresh interpreter.
     script = textwrap.dedent(f"""
@@ -121,6 +122,7 @@ class Interrupt(Exception):
     """Stands for a killed pod."""
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one(digits, tmp_path: Path) -> None:
     import keras
     import mlflow

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.tracking.names import EVAL_MACRO_F1, LB_MINUS_LOCAL, LB_SCORE
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail lb`."""
     p = sub.add_parser(
         "lb",
         help="record a leaderboard score on an MLflow run",
-        description="Log SCORE as lb_score on the run, and lb_minus_local = SCORE - eval_macro_f1 when the "
+        description=f"Log SCORE as {LB_SCORE} on the run, and {LB_MINUS_LOCAL} = SCORE - {EVAL_MACRO_F1} when the "
         "run has been evaluated, so local macro-F1 and the leaderboard can be compared across runs.",
     )
     p.add_argument("run_id", help="MLflow run id (mlflow_run.json in the model directory)")
@@ -22,14 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Record and print the comparison."""
-    from longtail.scoring import EVAL_MACRO_F1, LB_MINUS_LOCAL, record_lb
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import record_lb, resolve_tracking_uri
 
     uri = args.tracking_uri or resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     r = record_lb(args.run_id, args.score, uri)
-    print(f"run {args.run_id}: lb_score {args.score:.4f}")
+    print(f"run {args.run_id}: {LB_SCORE} {args.score:.4f}")
     if r[LB_MINUS_LOCAL] is None:
-        print("no eval_macro_f1 on this run yet: run `longtail evaluate` to compare")
+        print(f"no {EVAL_MACRO_F1} on this run yet: run `longtail evaluate` to compare")
     else:
         print(f"local {EVAL_MACRO_F1} {r[EVAL_MACRO_F1]:.4f}, LB - local = {r[LB_MINUS_LOCAL]:+.4f}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.tracking.names import CHAMPION
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail promote`."""
@@ -14,15 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "Aliases replace MLflow's deprecated stages.")
     p.add_argument("model", help="registered model name, e.g. longtail-best")
     p.add_argument("version", help="model version number")
-    p.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    p.add_argument("--alias", default=CHAMPION, help=f"alias to move (default: {CHAMPION})")
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else .longtail/mlflow.db)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Move the alias and say where it pointed before."""
-    from longtail.registry import promote
     from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking.registry import promote
 
     uri = args.tracking_uri or resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     before = promote(uri, args.model, args.version, alias=args.alias)

@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, print and save the report."""
-    from longtail.comparison import leaderboard_from_mlflow
     from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking.sweep import leaderboard_from_mlflow
 
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     board = leaderboard_from_mlflow(uri, experiment=args.experiment, parent_run_id=args.sweep)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
     from longtail.errors import DataError
     from longtail.pipelines.local import run_local
-    from longtail.tracking import redact_credentials
+    from longtail.tracking import GATE_REASON_TAG, redact_credentials
 
     data, test, labels = args.data, args.test, args.labels
     if data is None:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if result.submission is not None:
         print(f"  submission:      {result.submission}")
     else:
-        print("  submission:      skipped (the evaluation gate closed; see the run's gate_reason tag)")
+        print(f"  submission:      skipped (the evaluation gate closed; see the run's {GATE_REASON_TAG} tag)")
     if result.test_macro_f1 is not None:
         print(f"  test macro-F1:   {result.test_macro_f1:.4f}  (scored against {labels})")
     print(f"  model:           {result.model_dir}")

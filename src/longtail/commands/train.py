@@ -35,9 +35,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model went."""
     from longtail.config import load_config
     from longtail.errors import ConfigError
-    from longtail.experiment_run import system_metrics_enabled
     from longtail.storage import check_output_folder, is_s3
-    from longtail.tracking import resolve_tracking_uri, task_run_from_env
+    from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
     from longtail.training import train
 
     config = load_config(args.config, args.overrides)
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s -> {result.model_dir}" + (f" (MLflow run {result.run_id})" if result.run_id else "")
     )
     if args.register_as:
-        from longtail.registry import CANDIDATE, register_run_model, version_tags
+        from longtail.tracking.registry import CANDIDATE, register_run_model, version_tags
 
         version = register_run_model(tracking_uri, result.run_id, args.register_as, alias=CANDIDATE,
                                      tags=version_tags(config.name, result.final_val_macro_f1))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from longtail.class_weights import SCHEMES
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `longtail weights TRAIN_H5 OUT_JSON --scheme ... [--beta B]`."""
@@ -15,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("train_h5", metavar="TRAIN_H5")
     parser.add_argument("out_json", metavar="OUT_JSON")
-    parser.add_argument("--scheme", required=True, choices=("none", "inverse-frequency", "effective-number"))
+    parser.add_argument("--scheme", required=True, choices=SCHEMES)
     parser.add_argument("--beta", type=float, default=0.999, help="effective-number beta in [0, 1) (default 0.999)")
     parser.set_defaults(func=run)
 

@@ -1,17 +1,27 @@
-"""MLflow wiring: where runs go, the run id a model directory carries between steps, and what runs say about themselves."""
+"""Where runs go: the tracking store, its URI and client limits, experiments, and what they say about themselves."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from longtail.preprocessing import RUN_FILE
+from longtail.errors import LongtailError
+from longtail.tracking.names import (
+    CUSTOM_MODEL_DEVELOPMENT,
+    DESCRIPTION_TAG,
+    EVAL_MACRO_F1,
+    EXPERIMENT_KIND_TAG,
+    GIT_COMMIT_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+)
 
 DEFAULT_HOME = Path(".longtail")
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 20 s each, 1-2 s apart (about
@@ -47,29 +57,6 @@ def default_artifact_root(home: str | Path = DEFAULT_HOME) -> str:
     return (Path(home).resolve() / "mlruns").as_uri()
 
 
-@dataclass
-class RunInfo:
-    """Which MLflow run a model belongs to, so evaluate/predict log into the training run."""
-
-    tracking_uri: str
-    experiment: str
-    run_id: str
-
-    def save(self, model_dir: str | Path) -> Path:
-        """Write mlflow_run.json into a model directory."""
-        path = Path(model_dir) / RUN_FILE
-        path.write_text(json.dumps(asdict(self), indent=2))
-        return path
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> RunInfo | None:
-        """Read mlflow_run.json, or None when the model was trained without tracking."""
-        path = Path(model_dir) / RUN_FILE
-        if not path.is_file():
-            return None
-        return cls(**json.loads(path.read_text()))
-
-
 def resolve_tracking_uri(env_value: str | None, home: str | Path = DEFAULT_HOME) -> str:
     """MLFLOW_TRACKING_URI when set (read by the caller at the edge), else the SQLite default."""
     return env_value or default_tracking_uri(home)
@@ -99,23 +86,10 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
 
 # --- What a run and its experiment say about themselves in the MLflow UI -----------------------
 
-# MLflow's own tag names (the UI reads them): the description box, the Source column, the commit.
-DESCRIPTION_TAG = "mlflow.note.content"
-SOURCE_NAME_TAG = "mlflow.source.name"
-SOURCE_TYPE_TAG = "mlflow.source.type"
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
-# MLflow 3 opens an experiment on its GenAI overview unless the experiment says it trains models.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
 EXPERIMENT_DESCRIPTION = (
     "longtail experiments: long-tailed image classification, one run per pipeline run, ranked by "
-    "validation macro-F1 (eval_macro_f1). Select runs, then Compare, to see them side by side."
+    f"validation macro-F1 ({EVAL_MACRO_F1}). Select runs, then Compare, to see them side by side."
 )
-# The pipeline run a training belongs to, on a cluster or under kfp.local.
-KFP_RUN_ID_TAG = "kfp.run_id"
-KFP_PIPELINE_TAG = "kfp.pipeline_name"
-# The MLflow run KFP's own MLflow integration opened for the task (MLFLOW_RUN_ID in the pod).
-KFP_TASK_RUN_TAG = "kfp.task_run_id"
 
 
 def set_experiment_facts(client: Any, experiment_id: str) -> None:
@@ -191,86 +165,79 @@ def env_run_id_hidden() -> Iterator[None]:
             os.environ[KFP_RUN_ENV] = saved
 
 
-# --- Datasets: the splits a run read, as MLflow dataset inputs ---------------------------------
+# --- Reaching the store before any work, and the one place MLflow's global URI is set ------------
 
-# Split name → MLflow's dataset context (the UI's Datasets column shows it beside the name).
-DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
-# MLflow's dataset digest column holds 36 characters; a fingerprint is "sha256:" + 64 hex digits.
-DIGEST_CHARS = 32
+def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any training, when an MLflow server does not answer.
 
+    Only http(s) URIs are probed (GET /health, bounded by `timeout_s`); a SQLite or file store
+    is local and is created on first use.
 
-@dataclass
-class SplitDataset:
-    """One split as MLflow records a dataset input."""
-
-    name: str
-    digest: str
-    source_uri: str
-    context: str
-    rows: int
-    classes: int
-    fingerprint: str
-
-
-def split_source_uri(split_h5: str | Path) -> str:
-    """The raw-data URI a split was ingested from (ingest.json beside it), else the split file's own URI."""
-    from longtail.ingest import INGEST_FILE
-
-    split_h5 = Path(split_h5)
-    manifest = split_h5.parent / INGEST_FILE
-    source = None
-    if manifest.is_file():
-        source = json.loads(manifest.read_text()).get("source")
-    if not source:
-        return split_h5.resolve().as_uri()
-    if "://" in source:
-        return source
-    return Path(source).resolve().as_uri()
-
-
-def dataset_name(source_uri: str, split: str) -> str:
-    """`<data>/<split>`: the source folder's name (its parent's when the folder is train/ or test/)."""
-    parts = [p for p in source_uri.split("://", 1)[-1].rstrip("/").split("/") if p]
-    label = parts[-1] if parts else "data"
-    if label.lower() in ("train", "test", "images") and len(parts) > 1:
-        label = parts[-2]
-    if label.lower().endswith(".csv"):
-        label = label[:-4]
-    return f"{label}/{split}"
-
-
-def split_dataset(split_h5: str | Path, split: str, n_classes: int | None = None) -> SplitDataset:
-    """Describe a split for MLflow: name, digest (its source fingerprint), raw-data URI, rows, classes.
-
-    Args:
-        split: train, val or test (its MLflow context is training, validation or test).
-        n_classes: for an unlabelled split, the classes of the model that reads it.
+    Raises:
+        LongtailError: naming the URI and how to fix it.
     """
-    from longtail.splits import read_info
-
-    info = read_info(split_h5)
-    source = split_source_uri(split_h5)
-    fingerprint = info.source_fingerprint or ""
-    digest = fingerprint.split(":", 1)[-1][:DIGEST_CHARS] or "unknown"
-    return SplitDataset(name=dataset_name(source, split), digest=digest, source_uri=source,
-                        context=DATASET_CONTEXTS[split], rows=info.n,
-                        classes=n_classes if n_classes is not None else len(info.class_names),
-                        fingerprint=fingerprint)
-
-
-def log_datasets(tracking_uri: str, run_id: str, datasets: list[SplitDataset]) -> None:
-    """Log splits as the run's dataset inputs (MlflowClient.log_inputs), each with its context tag."""
-    import mlflow
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    inputs = []
-    for d in datasets:
-        source_type = d.source_uri.split("://", 1)[0] if "://" in d.source_uri else "local"
-        entity = Dataset(
-            name=d.name, digest=d.digest, source_type="local" if source_type == "file" else source_type,
-            source=json.dumps({"uri": d.source_uri}),
-            profile=json.dumps({"num_rows": d.rows, "num_classes": d.classes, "source_fingerprint": d.fingerprint}),
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    shown = redact_credentials(tracking_uri)
+    # user:password@ is the MLflow client's business (basic auth); /health needs none, and urllib
+    # would take the password for part of the host name.
+    scheme, netloc, path, _, _ = urllib.parse.urlsplit(tracking_uri)
+    url = urllib.parse.urlunsplit((scheme, netloc.rpartition("@")[2], path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status, body = response.status, response.read(64)
+    except urllib.error.HTTPError as e:
+        status, body = e.code, b""
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = redact_credentials(str(getattr(e, "reason", e)))
+        raise LongtailError(
+            f"MLflow tracking server {shown} is unreachable ({reason}); start it, fix "
+            "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store under .longtail/"
+        ) from None
+    if status != 200 or body.strip() != b"OK":
+        detail = " without MLflow's OK" if status == 200 else ""
+        raise LongtailError(
+            f"MLflow tracking server {shown} is not healthy: GET /health answered HTTP {status}{detail}; "
+            "check the server's log, or fix MLFLOW_TRACKING_URI if another service answers there"
         )
-        inputs.append(DatasetInput(dataset=entity, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=d.context)]))
-    mlflow.MlflowClient(tracking_uri=tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def check_store(tracking_uri: str) -> None:
+    """Reach the tracking store now (server health, then one query), so it fails before any step runs.
+
+    Raises:
+        LongtailError: naming the store.
+    """
+    import logging
+
+    import mlflow
+
+    check_tracking_reachable(tracking_uri)  # seconds, not the MLflow client's minutes of retries
+    # A new SQLite store announces its table creation at INFO; the run's own lines say more.
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.WARNING)
+    try:
+        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store
+        raise LongtailError(f"MLflow tracking store {tracking_uri} is not reachable: {e}") from e
+    finally:
+        db_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking URI at `tracking_uri` for the block, then restore it.
+
+    Only for the two MLflow calls that read the global URI whatever client they are given
+    (mlflow.keras.log_model, and create_model_version resolving a models:/ source); everything
+    else uses MlflowClient(tracking_uri=...).
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from longtail.errors import LongtailError
-from longtail.tracking import (
+from longtail.tracking.inputs import SplitDataset, log_datasets
+from longtail.tracking.names import (
+    DATA_CLASSES_PARAM,
+    DATA_FINGERPRINT_TAG,
+    DATA_IMAGE_SIZE_TAG,
+    DATA_TRAIN_SAMPLES_PARAM,
+    DATA_VAL_SAMPLES_PARAM,
+    DESCRIPTION_TAG,
     KFP_TASK_RUN_TAG,
-    SplitDataset,
+    MODEL_ARTIFACT,
+    MODEL_NAME_TAG,
+    PARENT_RUN_TAG,
+    POSTHOC_TAU,
+    STEP_TAG,
+    VAL_MACRO_F1_AFTER_POSTHOC,
+    VAL_MACRO_F1_BEFORE_POSTHOC,
+    WEIGHTS_MAX_PARAM,
+    WEIGHTS_MIN_PARAM,
+)
+from longtail.tracking.store import (
+    check_tracking_reachable,
     ensure_experiment,
     env_run_id_hidden,
-    log_datasets,
+    fluent_tracking_uri,
+    git_commit,
     redact_credentials,
+    source_tags,
 )
 
 log = logging.getLogger(__name__)
@@ -32,41 +49,6 @@ SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
 def system_metrics_enabled(environ: Any) -> bool:
     """On unless MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING is false/0/no/off (read at an entry point)."""
     return str(environ.get(SYSTEM_METRICS_ENV, "true")).strip().lower() not in ("false", "0", "no", "off")
-
-
-def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before any training, when an MLflow server does not answer.
-
-    Only http(s) URIs are probed (GET /health, bounded by `timeout_s`); a SQLite or file store
-    is local and is created on first use.
-
-    Raises:
-        LongtailError: naming the URI and how to fix it.
-    """
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    shown = redact_credentials(tracking_uri)
-    # user:password@ is the MLflow client's business (basic auth); /health needs none, and urllib
-    # would take the password for part of the host name.
-    scheme, netloc, path, _, _ = urllib.parse.urlsplit(tracking_uri)
-    url = urllib.parse.urlunsplit((scheme, netloc.rpartition("@")[2], path.rstrip("/") + "/health", "", ""))
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            status, body = response.status, response.read(64)
-    except urllib.error.HTTPError as e:
-        status, body = e.code, b""
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = redact_credentials(str(getattr(e, "reason", e)))
-        raise LongtailError(
-            f"MLflow tracking server {shown} is unreachable ({reason}); start it, fix "
-            "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store under .longtail/"
-        ) from None
-    if status != 200 or body.strip() != b"OK":
-        detail = " without MLflow's OK" if status == 200 else ""
-        raise LongtailError(
-            f"MLflow tracking server {shown} is not healthy: GET /health answered HTTP {status}{detail}; "
-            "check the server's log, or fix MLFLOW_TRACKING_URI if another service answers there"
-        )
 
 
 class TrainingRun:
@@ -128,14 +110,10 @@ class TrainingRun:
         signature = infer_signature(input_example, np.asarray(model(input_example, training=False)))
         # Explicit requirements: inferring them would load the model again in a subprocess.
         requirements = [f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"]
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            with env_run_id_hidden(), mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-                info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                              pip_requirements=requirements)
-        finally:
-            mlflow.set_tracking_uri(previous)
+        with fluent_tracking_uri(self.tracking_uri), env_run_id_hidden(), \
+                mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.keras.log_model(model, name=MODEL_ARTIFACT, signature=signature,
+                                          pip_requirements=requirements)
         for path in extra_files:
             self.client.log_model_artifact(info.model_id, str(path))
             self.log_artifact(path)
@@ -211,7 +189,7 @@ def start_training_run(
         parent = nesting_parent(client, tracking_uri, parent_run_id, task_run_id)
         if parent is not None:
             experiment_id = parent.info.experiment_id
-            run_tags["mlflow.parentRunId"] = parent.info.run_id
+            run_tags[PARENT_RUN_TAG] = parent.info.run_id
         if task_run_id:
             run_tags[KFP_TASK_RUN_TAG] = task_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
@@ -289,16 +267,49 @@ def config_changes(config: Any, base: Any) -> list[str]:
 
 def training_run_tags(config: Any, source: str, commit: str | None) -> dict[str, str]:
     """Tags a training run starts with: its description and where it came from."""
-    from longtail.tracking import DESCRIPTION_TAG, source_tags
-
     return {DESCRIPTION_TAG: describe_experiment(config), **source_tags(source, commit)}
+
+
+def start_experiment_run(tracking_uri: str, config: Any, *, source: str, parent_run_id: str | None = None,
+                         resume_run_id: str | None = None, task_run_id: str | None = None) -> tuple[TrainingRun, bool]:
+    """start_training_run for an experiment config: named after it, described, tagged with this commit."""
+    return start_training_run(tracking_uri, config.experiment, config.name, parent_run_id=parent_run_id,
+                              resume_run_id=resume_run_id, task_run_id=task_run_id,
+                              tags=training_run_tags(config, source, git_commit()))
+
+
+def log_training_facts(run: TrainingRun, config: Any, train_info: Any, val_info: Any,
+                       class_weights: list[float] | None) -> None:
+    """The resolved config as params, plus the dataset facts the log wrote by hand."""
+    from longtail.config import config_to_dict, flatten
+
+    params = flatten(config_to_dict(config))
+    params.update({
+        DATA_CLASSES_PARAM: len(train_info.class_names),
+        DATA_TRAIN_SAMPLES_PARAM: train_info.n,
+        DATA_VAL_SAMPLES_PARAM: val_info.n,
+        WEIGHTS_MIN_PARAM: min(class_weights) if class_weights else 1.0,
+        WEIGHTS_MAX_PARAM: max(class_weights) if class_weights else 1.0,
+    })
+    run.log_params(params)
+    run.set_tags({
+        STEP_TAG: "train",
+        DATA_FINGERPRINT_TAG: train_info.source_fingerprint,
+        DATA_IMAGE_SIZE_TAG: train_info.image_size,
+        MODEL_NAME_TAG: config.model.name,
+    })
+
+
+def log_posthoc_choice(run: TrainingRun, tau: float, val_macro_f1_before: float, val_macro_f1_after: float,
+                       step: int) -> None:
+    """The post-hoc logit adjustment chosen on the val split, and val macro-F1 before and after it."""
+    run.log_metrics({POSTHOC_TAU: tau, VAL_MACRO_F1_BEFORE_POSTHOC: val_macro_f1_before,
+                     VAL_MACRO_F1_AFTER_POSTHOC: val_macro_f1_after}, step=step)
 
 
 def append_description(tracking_uri: str, run_id: str, text: str) -> None:
     """Add a paragraph to a run's description (e.g. the config file and overrides it came from)."""
     import mlflow
-
-    from longtail.tracking import DESCRIPTION_TAG
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     current = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG, "")

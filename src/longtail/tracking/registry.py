@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from longtail.errors import LongtailError
+from longtail.tracking.names import (
+    CANDIDATE,
+    CHAMPION,
+    CONFIG_TAG,
+    MODEL_ARTIFACT,
+    TEST_MACRO_F1_TAG,
+    VAL_MACRO_F1_TAG,
+)
+from longtail.tracking.store import fluent_tracking_uri
 
-# A sweep's best model is the champion; a single run registered on request is a candidate.
-CHAMPION = "champion"
-CANDIDATE = "candidate"
-# Version tags: what the model scored and which experiment config produced it.
-VAL_MACRO_F1_TAG = "val_macro_f1"
-TEST_MACRO_F1_TAG = "test_macro_f1"
-CONFIG_TAG = "config"
+__all__ = ["CANDIDATE", "CHAMPION", "alias_version", "promote", "register_run_model", "tag_version", "version_tags"]
 
 
 def version_tags(config_name: str, val_macro_f1: float | None, test_macro_f1: float | None = None) -> dict[str, str]:
@@ -38,19 +41,15 @@ def register_run_model(tracking_uri: str, run_id: str, name: str, *, alias: str,
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
-    source = f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run_id}/model"
+    source = f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run_id}/{MODEL_ARTIFACT}"
     try:
         client.create_registered_model(name)
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)  # the registry resolves models:/ sources through the global URI
-    try:
+    with fluent_tracking_uri(tracking_uri):  # the registry resolves models:/ sources through the global URI
         version = client.create_model_version(name, source, run_id=run_id, tags=tags,
                                               model_id=outputs[-1].model_id if outputs else None)
-    finally:
-        mlflow.set_tracking_uri(previous)
     client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
 

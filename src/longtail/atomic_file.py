@@ -1,0 +1,53 @@
+"""The one way longtail writes a local file so it appears whole or not at all: a temporary file beside it, fsynced, then renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from longtail.errors import LongtailError, StorageError
+
+# Every file longtail writes is read by other pipeline steps, other users and the MLflow server.
+FILE_MODE = 0o644
+# Temporary files are `.NAME.<random>.tmp` beside their target (splits.remove_stale_temps finds them).
+TEMP_SUFFIX = ".tmp"
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str], *, what: str = "",
+                error: type[LongtailError] = StorageError) -> Iterator[Path]:
+    """A temporary path beside `target` to write into; on success it replaces `target`, on failure it is removed.
+
+    The temporary file is created in the target's folder (so the rename never crosses file
+    systems) with mode FILE_MODE, and fsynced before the rename, so after a crash `target` holds
+    either its old content or the new one.
+
+    Raises:
+        `error` (StorageError by default): the folder cannot take a new file, naming `what` and the path.
+    """
+    target = Path(target)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    except OSError as e:
+        shown = f"{what} {target}" if what else str(target)
+        raise error(f"cannot write {shown}: {e.strerror or e}; pass a path in a folder you can write") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(target: str | os.PathLike[str], text: str, *, what: str = "") -> Path:
+    """Write `text` (UTF-8) to `target` atomically; returns the path."""
+    with atomic_path(target, what=what) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)

@@ -1,0 +1,214 @@
+"""The MLflow run a model directory belongs to: its mlflow_run.json, and what evaluate, predict and scoring log into it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from longtail.errors import DataError, LongtailError, StorageError
+from longtail.model_dir import RUN_FILE, read_json, write_json
+from longtail.tracking.names import (
+    EVAL_GATE_TAG,
+    EVAL_MACRO_F1,
+    EVAL_PREFIX,
+    EVAL_SPLIT_TAG,
+    EVALUATION_ARTIFACTS,
+    GATE_FAILED,
+    GATE_PASSED,
+    GATE_REASON_TAG,
+    LB_MINUS_LOCAL,
+    LB_SCORE,
+    PREDICT_N_ROWS,
+    PREDICT_POSTHOC_TAU_TAG,
+    PREDICT_SPLIT_TAG,
+    PREDICT_TTA_TAG,
+    SUBMISSION_ARTIFACTS,
+    SUBMISSION_SKIPPED,
+    SUBMISSION_SKIPPED_BECAUSE_TAG,
+    SUBMISSION_TAG,
+    TEST_MACRO_F1,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunInfo:
+    """Which MLflow run a model belongs to, so evaluate/predict log into the training run."""
+
+    tracking_uri: str
+    experiment: str
+    run_id: str
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write mlflow_run.json into a model directory."""
+        return write_json(model_dir, RUN_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> RunInfo | None:
+        """Read mlflow_run.json, or None when the model was trained without tracking."""
+        data = read_json(model_dir, RUN_FILE)
+        return None if data is None else cls(**data)
+
+
+def pick_model_dir(model_dirs: list[str | Path], run_id: str) -> Path:
+    """The model directory (among a sweep's) whose mlflow_run.json names `run_id`."""
+    for d in model_dirs:
+        info = RunInfo.load(d)
+        if info is not None and info.run_id == run_id:
+            return Path(d)
+    raise LongtailError(f"none of the {len(model_dirs)} model directories belongs to run {run_id}")
+
+
+def log_to_model_run(
+    model_dir: str | Path,
+    *,
+    metrics: dict[str, float] | None = None,
+    artifacts: list[tuple[Path, str]] | None = None,
+    tags: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+) -> str | None:
+    """Log metrics, tags and files into the training run recorded in `model_dir/mlflow_run.json`.
+
+    The run may already be finished; MlflowClient logs into it without reopening it, so a
+    pipeline's train, evaluate and submit steps all land in one run.
+
+    Args:
+        artifacts: (local file, artifact folder) pairs.
+        tracking_uri: overrides the URI stored at training time (a pod reaching the MLflow
+            server by another name than the trainer did).
+
+    Returns:
+        The run id, or None when the model was trained without tracking (nothing is logged).
+
+    Raises:
+        StorageError: the tracking server or artifact store refused the write.
+    """
+    info = RunInfo.load(model_dir)
+    if info is None:
+        log.info("%s has no mlflow_run.json: not logging to MLflow", model_dir)
+        return None
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.time import get_current_time_millis
+
+    uri = tracking_uri or info.tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    now = get_current_time_millis()
+    try:
+        client.log_batch(
+            info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+        for local, folder in artifacts or []:
+            client.log_artifact(info.run_id, str(local), artifact_path=folder)
+    except MlflowException as e:
+        raise StorageError(
+            f"could not log to MLflow run {info.run_id} at {uri}: {e.message}. "
+            "Check MLFLOW_TRACKING_URI (or pass --tracking-uri)"
+        ) from e
+    log.info("logged %d metrics and %d files to MLflow run %s", len(metrics or {}), len(artifacts or []), info.run_id)
+    return info.run_id
+
+
+def log_test_dataset(model_dir: str | Path, test_h5: str | Path, *, tracking_uri: str | None = None) -> str | None:
+    """Record the test split a model predicted as a dataset input (context `test`) of its training run.
+
+    Returns:
+        The run id, or None when the model was trained without tracking.
+    """
+    info = RunInfo.load(model_dir)
+    if info is None:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from longtail.preprocessing import Preprocessing
+    from longtail.tracking.inputs import log_datasets, split_dataset
+
+    classes = len(Preprocessing.load(model_dir).class_names)
+    uri = tracking_uri or info.tracking_uri
+    try:
+        log_datasets(uri, info.run_id, [split_dataset(test_h5, "test", n_classes=classes)])
+    except MlflowException as e:
+        raise StorageError(f"could not log the test dataset to MLflow run {info.run_id} at {uri}: {e.message}") from e
+    return info.run_id
+
+
+def log_evaluation(model_dir: str | Path, metrics: dict[str, float], *, passed: bool, reason: str, split: str,
+                   files: list[Path], tracking_uri: str | None = None) -> str | None:
+    """Log an evaluation into the model's run: eval_<metric>, the gate and its reason, the report files."""
+    return log_to_model_run(
+        model_dir,
+        metrics={EVAL_PREFIX + k: v for k, v in metrics.items()},
+        tags={EVAL_GATE_TAG: GATE_PASSED if passed else GATE_FAILED, GATE_REASON_TAG: reason, EVAL_SPLIT_TAG: split},
+        artifacts=[(p, EVALUATION_ARTIFACTS) for p in files],
+        tracking_uri=tracking_uri,
+    )
+
+
+def log_submission_skipped(model_dir: str | Path, reason: str, *, tracking_uri: str | None = None) -> str | None:
+    """The gate closed: tag the model's run with why no submission was written."""
+    return log_to_model_run(model_dir, tags={SUBMISSION_TAG: SUBMISSION_SKIPPED, SUBMISSION_SKIPPED_BECAUSE_TAG: reason},
+                            tracking_uri=tracking_uri)
+
+
+def log_prediction(model_dir: str | Path, submission_csv: Path, *, rows: int, tta: bool, split: str,
+                   posthoc_tau: float, tracking_uri: str | None = None) -> str | None:
+    """Log a written submission into the model's run: its rows, how it was predicted, the CSV itself."""
+    return log_to_model_run(
+        model_dir,
+        metrics={PREDICT_N_ROWS: float(rows)},
+        tags={PREDICT_TTA_TAG: str(tta).lower(), PREDICT_SPLIT_TAG: split, PREDICT_POSTHOC_TAU_TAG: str(posthoc_tau)},
+        artifacts=[(submission_csv, SUBMISSION_ARTIFACTS)],
+        tracking_uri=tracking_uri,
+    )
+
+
+def log_test_score(tracking_uri: str, run_id: str, macro_f1: float, metric: str = TEST_MACRO_F1) -> None:
+    """Log a submission's macro-F1 against held-out labels on a run (test_macro_f1 by default)."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=tracking_uri).log_metric(run_id, metric, macro_f1)
+
+
+def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
+    """Log a leaderboard score on an MLflow run, next to its local evaluation.
+
+    Logs `lb_score`, and `lb_minus_local` = lb_score - eval_macro_f1 when the run has been
+    evaluated, so the log's "LB score = local macro f1_score + 0.02" becomes a column to compare.
+
+    Returns:
+        {"run_id", LB_SCORE, EVAL_MACRO_F1 (or None), LB_MINUS_LOCAL (or None)}.
+
+    Raises:
+        DataError: the score is not a number in [0, 1], or the run does not exist at `tracking_uri`.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise DataError(f"leaderboard score must be a number, got {score!r}")
+    if not 0.0 <= score <= 1.0:
+        raise DataError(f"leaderboard score must be a macro-F1 in [0, 1], got {score}")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise DataError(
+            f"MLflow run {run_id!r} not found at {tracking_uri}: check the run id (mlflow_run.json in the "
+            f"model directory) and MLFLOW_TRACKING_URI"
+        ) from e
+    local = run.data.metrics.get(EVAL_MACRO_F1)
+    client.log_metric(run_id, LB_SCORE, float(score))
+    diff = None
+    if local is not None:
+        diff = float(score) - float(local)
+        client.log_metric(run_id, LB_MINUS_LOCAL, diff)
+    else:
+        log.info("run %s has no %s yet: logged %s only (run `longtail evaluate` to compare)", run_id, EVAL_MACRO_F1, LB_SCORE)
+    return {"run_id": run_id, LB_SCORE: float(score), EVAL_MACRO_F1: local, LB_MINUS_LOCAL: diff}

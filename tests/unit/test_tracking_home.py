@@ -1,0 +1,43 @@
+"""longtail.tracking is the one home of MLflow: no other module imports it, every name is defined once,
+and MLflow's global tracking URI is only borrowed (and given back)."""
+
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from longtail.tracking import names
+from longtail.tracking.store import fluent_tracking_uri
+
+REPO = Path(__file__).resolve().parents[2]
+CODE = [p for folder in ("src", "components", "pipelines") for p in (REPO / folder).rglob("*.py")]
+TRACKING = REPO / "src" / "longtail" / "tracking"
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    importing = [p.relative_to(REPO) for p in CODE
+                 if TRACKING not in p.parents and re.search(r"^\s*(import|from) mlflow\b", p.read_text(), re.M)]
+    assert importing == []
+
+
+def test_only_the_store_sets_mlflows_global_tracking_uri():
+    setting = [p.relative_to(REPO) for p in CODE if "set_tracking_uri(" in p.read_text()]
+    assert setting == [Path("src/longtail/tracking/store.py")]
+
+
+@pytest.mark.parametrize("name", ["eval_macro_f1", "eval_gate", "best_run_id", "val_macro_f1", "lb_score",
+                                  "gate_reason", "test_macro_f1", "best_test_macro_f1", "longtail.sweep"])
+def test_an_mlflow_name_is_written_out_in_names_only(name):
+    assert name in vars(names).values()
+    quoted = re.compile(rf"[\"']{re.escape(name)}[\"']")
+    assert [p.relative_to(REPO) for p in CODE if quoted.search(p.read_text())] == [
+        Path("src/longtail/tracking/names.py")]
+
+
+def test_the_global_tracking_uri_is_given_back_even_after_an_error(tmp_path):
+    before = mlflow.get_tracking_uri()
+    with pytest.raises(RuntimeError, match="boom"), fluent_tracking_uri(f"sqlite:///{tmp_path}/borrowed.db"):
+        assert mlflow.get_tracking_uri().endswith("borrowed.db")
+        raise RuntimeError("boom")
+    assert mlflow.get_tracking_uri() == before
