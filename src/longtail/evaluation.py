@@ -498,7 +498,9 @@ def _plot_extremes(ax: Any, per_class: list[ClassResult], f1: np.ndarray, counts
     ax.barh(y, [max(f1[i], 0.004) for i in rows], color=colours, alpha=0.75)  # a sliver shows F1 = 0
     ax.set_yticks(y, labels=[f"{_short(per_class[i].name, 28)} ({int(counts[i]):g})" for i in rows], fontsize=7)
     for yy, i in zip(y, rows, strict=True):
-        ax.text(min(f1[i], 0.86) + 0.01, yy, f"{f1[i]:.2f}", va="center", fontsize=7)
+        inside = f1[i] > 0.85  # no room right of the bar: write the value inside its end
+        ax.text(f1[i] - 0.01 if inside else f1[i] + 0.01, yy, f"{f1[i]:.2f}", va="center", fontsize=7,
+                ha="right" if inside else "left", color="white" if inside else "black")
     ax.axhline(k, color="grey", linewidth=0.5)
     ax.set_xlim(0, 1.0)
     ax.set_ylim(-0.7, 2 * k + 0.7)

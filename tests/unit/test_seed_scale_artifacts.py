@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from seed_scale_scores import NAMES, seed_scale_scores
 
 from longtail.datasets import DEBIAN_FASHION_MNIST
 from longtail.kfp_metrics import KFP_METADATA_BUDGET_BYTES, kfp_confusion_matrix, kfp_scalar_metrics
-from longtail.scaled_lt import SEED_CLASSES, SEED_IMAGES, class_name, class_styles, scaled_counts
-from longtail.scoring import classification_scores
+from longtail.scaled_lt import SEED_CLASSES
 
 dsl = pytest.importorskip("kfp.dsl")
 struct_pb2 = pytest.importorskip("google.protobuf.struct_pb2")
 
 # grpc's default max message size, which ML Metadata's server and KFP's launcher keep (kubeflow/pipelines#11949).
 MLMD_MAX_MESSAGE_BYTES = 4 * 2**20
-NAMES = [class_name(s) for s in class_styles(SEED_CLASSES)]
 
 
 def wire_bytes(artifact: object) -> int:
@@ -34,19 +33,6 @@ def wire_bytes(artifact: object) -> int:
     message = struct_pb2.Struct()
     message.update(artifact.metadata)  # type: ignore[attr-defined]
     return len(message.SerializeToString())
-
-
-def seed_scale_scores(names: list[str], seed: int = 0):
-    """Val predictions at the seed's profile (21,753 val images, max/min 600): the rarer a class the more
-    often it is missed (15% right for the rarest, 90% for the largest), errors drawn towards the head."""
-    rng = np.random.default_rng(seed)
-    support = np.maximum(1, np.round(0.2 * np.asarray(scaled_counts(SEED_IMAGES, len(names))))).astype(int)
-    y = np.repeat(np.arange(len(names)), support)
-    right = 0.15 + 0.75 * np.log(support) / np.log(support.max())
-    head = rng.choice(len(names), size=len(y), p=support / support.sum())
-    wrong = np.where(rng.random(len(y)) < 0.5, head, rng.integers(0, len(names), len(y)))
-    pred = np.where(rng.random(len(y)) < right[y], y, wrong)
-    return classification_scores(y, pred, names)
 
 
 @pytest.mark.parametrize("names", [NAMES, [f"{i:03d}_" + "x" * 251 for i in range(SEED_CLASSES)]],
