@@ -64,6 +64,8 @@ train:
 evaluate: {{min_macro_f1: 0.0}}
 """
 POLL_S = 0.2
+# A step shorter than this is a few samples of its start-up: its time and RSS are not fitted or plotted.
+MIN_STEP_S = 1.0
 
 
 @dataclass
@@ -220,6 +222,12 @@ def measure_loader(kind: str, h5: Path, batches: int) -> None:
     print(json.dumps({"batches_per_s": batches / (time.perf_counter() - start), "batches": batches}))
 
 
+def measurable(results: list[dict]) -> list[str]:
+    """Steps seen at every N and lasting at least MIN_STEP_S each time."""
+    return [step for step in results[-1]["steps"]
+            if all(step in r["steps"] and r["steps"][step]["seconds"] >= MIN_STEP_S for r in results)]
+
+
 def exponent(ns: list[int], values: list[float]) -> float:
     """Slope of log(value) against log(N): 1 is linear growth, 0 flat."""
     if len(ns) < 2 or min(values) <= 0:
@@ -234,10 +242,9 @@ def plot(results: list[dict], path: Path) -> None:
     ns = [r["n"] for r in results]
     fig = Figure(figsize=(12, 5), dpi=100)
     ax_t, ax_m = fig.subplots(1, 2)
-    for step in results[-1]["steps"]:
-        if all(step in r["steps"] for r in results):
-            ax_t.plot(ns, [r["steps"][step]["seconds"] for r in results], marker="o", label=step)
-            ax_m.plot(ns, [r["steps"][step]["peak_rss_mb"] for r in results], marker="o", label=step)
+    for step in measurable(results):
+        ax_t.plot(ns, [r["steps"][step]["seconds"] for r in results], marker="o", label=step)
+        ax_m.plot(ns, [r["steps"][step]["peak_rss_mb"] for r in results], marker="o", label=step)
     for ax, label in ((ax_t, "wall time, s"), (ax_m, "peak RSS of the step's processes, MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -264,14 +271,15 @@ def report(results: list[dict]) -> None:
             print(f"  {step:14s} {c['seconds']:8.1f} s {rate} {c['peak_rss_mb']:8.0f} MB peak RSS")
     if len(results) > 1:
         print(f"\ngrowth exponents from N = {ns[0]} to {ns[-1]} (log-log slope; targets: time <= 1.1, RSS <= 0.1)")
-        for step in results[-1]["steps"]:
-            if all(step in r["steps"] for r in results):
-                seconds = [r["steps"][step]["seconds"] for r in results]
-                # A step under a second is all start-up and poll jitter: no exponent to fit.
-                t = exponent(ns, seconds) if min(seconds) >= 1.0 else float("nan")
-                m = exponent(ns, [r["steps"][step]["peak_rss_mb"] for r in results])
-                peak = max(r["steps"][step]["peak_rss_mb"] for r in results)
-                print(f"  {step:14s} time {t:5.2f}   RSS {m:5.2f}   largest peak RSS {peak:6.0f} MB")
+        short = [s for s in results[-1]["steps"] if s not in measurable(results)]
+        if short:
+            print(f"  {', '.join(short)}: under {MIN_STEP_S:g} s at some N, too short for 0.2 s polling to time or "
+                  "catch at its peak: not fitted")
+        for step in measurable(results):
+            t = exponent(ns, [r["steps"][step]["seconds"] for r in results])
+            m = exponent(ns, [r["steps"][step]["peak_rss_mb"] for r in results])
+            peak = max(r["steps"][step]["peak_rss_mb"] for r in results)
+            print(f"  {step:14s} time {t:5.2f}   RSS {m:5.2f}   largest peak RSS {peak:6.0f} MB")
     print("\nloader over the run's train split (batch 128), each in its own process; RSS above the same "
           "imports with nothing read (baseline)")
     for r in results:
@@ -290,6 +298,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="timed batches per loader")
     parser.add_argument("--out", default=str(REPO / ".longtail" / "bench-scale"), help="results, logs and work files")
     parser.add_argument("--keep", action="store_true", help="keep each N's data and pipeline root")
+    parser.add_argument("--report", metavar="SCALE_JSON", help="only print the tables and draw the plot of a past run")
     parser.add_argument("--measure-loader", choices=["baseline", "streamed", "generator"], help=argparse.SUPPRESS)
     parser.add_argument("--h5", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -298,6 +307,12 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        report(results)
+        plot(results, out / "scale.png")
+        print(f"\nwrote {out / 'scale.png'}")
+        return
     log_path = out / "scale.log"
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; step output in {log_path}")
     results = []
