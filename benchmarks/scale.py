@@ -12,6 +12,8 @@ step whose executor started it (`--function_to_execute`); a step's peak RSS is t
 its processes' RSS at one sample (shared pages of forked workers count once per process, so this
 errs high). Step time runs from its first process's start (psutil create_time) to the last sample
 that saw one of them alive, so it is exact to the 0.2 s poll.
+"orchestrator" is the `longtail run` process itself: its RSS is kfp.local's and MLflow's, its time the
+whole run's.
 
 The model is small_cnn, not the demo's ResNet: this measures how each step's cost grows with N
 (I/O, decode, HDF5, the loader, prediction over 209 classes), and one epoch of ResNet-20 at 64 px
