@@ -242,9 +242,7 @@ def _write_long_tail(
     Everything goes into a temporary sibling folder that replaces OUT at the end, so an interrupted
     run leaves no half-made dataset; an existing OUT is only replaced if this module made it.
     """
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / SUMMARY_FILE).is_file():
-        raise DataError(f"{out} exists and is not a longtail dataset folder; choose an empty or new folder")
+    out = check_output_folder(out_dir)
     counts = long_tail_counts(n_max, len(class_names), imbalance)
     rng = np.random.default_rng(seed)
     train_images, train_labels = train
@@ -279,16 +277,33 @@ def _write_long_tail(
             "n_test": int(len(test_picks)),
         }
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**summary, "out_dir": str(out)}
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """OUT as a Path, if it is new, empty, or a dataset folder this module made (and may replace).
+
+    Raises:
+        DataError: OUT holds something else.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / SUMMARY_FILE).is_file():
+        raise DataError(f"{out} exists and is not a longtail dataset folder; choose an empty or new folder")
+    return out
+
+
+def publish_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder `tmp` to `out`, replacing an old `out` only once the new one is whole."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / "d")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -8,7 +8,7 @@ import os
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add `longtail data fashion-mnist-lt|digits-lt OUT`."""
+    """Add `longtail data fashion-mnist-lt|digits-lt|scaled-lt OUT`."""
     parser = subparsers.add_parser(
         "data",
         help="write a long-tailed demo dataset (class folders, test/ and test_labels.csv)",
@@ -25,7 +25,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fashion.add_argument("--imbalance", type=float, default=100.0, help="largest / smallest class (default 100)")
     digits = kinds.add_parser("digits-lt", help="scikit-learn's digits as 32x32 PNGs, 30 per class held out")
     digits.add_argument("--imbalance", type=float, default=10.0, help="largest / smallest class (default 10)")
-    for sub in (fashion, digits):
+    scaled = kinds.add_parser(
+        "scaled-lt",
+        help="the seed's scale: 209 classes, 108,764 JPEG/PNG images (max/min class 600) from Fashion-MNIST",
+        description="Fashion-MNIST items recoloured, rescaled and composited onto varied canvases: one class "
+        "per (item, colour, background pattern), long-tailed, JPEG and PNG of varied sizes. Deterministic per --seed.",
+    )
+    scaled.add_argument("--classes", type=int, default=209, help="number of classes (default 209, at most 420)")
+    scaled.add_argument("--images", type=int, default=108764, help="labelled images in train/ (default 108764)")
+    scaled.add_argument("--source-size", type=int, default=256, help="typical image side in pixels (default 256)")
+    scaled.add_argument("--imbalance", type=float, default=600.0, help="largest / smallest class (default 600)")
+    scaled.add_argument("--workers", type=int, default=None, help="rendering processes (default: every CPU)")
+    for sub in (fashion, digits, scaled):
         sub.add_argument("out", metavar="OUT", help="output folder (created; replaced if made by longtail data)")
         sub.add_argument("--seed", type=int, default=0, help="which images are kept (default 0)")
         sub.set_defaults(func=run)
@@ -39,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         summary = datasets.make_fashion_mnist_lt(
             args.out, imbalance=args.imbalance, seed=args.seed, source_dir=os.environ.get("LONGTAIL_DATA") or None
         )
+    elif args.dataset == "scaled-lt":
+        from longtail.scaled_lt import make_scaled_lt
+
+        summary = make_scaled_lt(args.out, classes=args.classes, images=args.images, source_size=args.source_size,
+                                 seed=args.seed, imbalance=args.imbalance, workers=args.workers,
+                                 source_dir=os.environ.get("LONGTAIL_DATA") or None)
     else:
         summary = datasets.make_digits_lt(args.out, imbalance=args.imbalance, seed=args.seed)
     print(f"{summary['dataset']}: {summary['n_train']} training images over {len(summary['class_counts'])} "
