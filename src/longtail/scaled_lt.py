@@ -178,13 +178,24 @@ def encode_image(image: np.ndarray, rng: np.random.Generator) -> tuple[bytes, st
     return data.tobytes(), ext
 
 
-# Set in the parent before the workers fork: the items and the job parameters (read-only).
+# Set by _init_worker in each process that renders: the items and the job parameters (read-only).
 _ITEMS: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
 _JOB: dict[str, Any] = {}
 
 
-def _init_worker() -> None:
+def _init_worker(job: dict[str, Any], source_dir: str | Path | None) -> None:
+    """Load the source items and the job's parameters into this process.
+
+    Workers start from a fresh interpreter (forkserver), never by forking the caller: a caller
+    that has started threads (TensorFlow, a test runner) would deadlock the forked children.
+    """
     cv2.setNumThreads(1)
+    arrays = load_fashion_mnist(source_dir)
+    _ITEMS.update({
+        "train": (arrays["train_images"], [np.flatnonzero(arrays["train_labels"] == k) for k in range(10)]),
+        "test": (arrays["test_images"], [np.flatnonzero(arrays["test_labels"] == k) for k in range(10)]),
+    })
+    _JOB.update(job)
 
 
 def _render_job(job: tuple[str, int, int, str]) -> int:
@@ -249,7 +260,7 @@ def make_scaled_lt(
     if workers is not None and workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
     out = check_output_folder(out_dir)
-    arrays = load_fashion_mnist(source_dir)
+    load_fashion_mnist(source_dir)  # here, so a missing source fails (or downloads) once, before any worker
     rng = np.random.default_rng(seed)
     # Which class is the head is the seed's choice, not always the first category's.
     order = rng.permutation(classes)
@@ -260,11 +271,7 @@ def make_scaled_lt(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    _ITEMS.update({
-        "train": (arrays["train_images"], [np.flatnonzero(arrays["train_labels"] == k) for k in range(10)]),
-        "test": (arrays["test_images"], [np.flatnonzero(arrays["test_labels"] == k) for k in range(10)]),
-    })
-    _JOB.update(seed=seed, source_size=source_size, styles=styles, root=tmp)
+    job = {"seed": seed, "source_size": source_size, "styles": styles, "root": tmp}
     try:
         for name in names:
             (tmp / "train" / name).mkdir(parents=True)
@@ -273,9 +280,11 @@ def make_scaled_lt(
         jobs = _jobs([int(n) for n in class_counts], test_ids, test_per_class)
         n_workers = workers or os.cpu_count() or 1
         if n_workers == 1:
+            _init_worker(job, source_dir)
             n_bytes = sum(map(_render_job, jobs))
         else:
-            with multiprocessing.get_context("fork").Pool(n_workers, initializer=_init_worker) as pool:
+            with multiprocessing.get_context("forkserver").Pool(
+                    n_workers, initializer=_init_worker, initargs=(job, source_dir)) as pool:
                 n_bytes = sum(pool.imap_unordered(_render_job, jobs, chunksize=CHUNK))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
