@@ -45,18 +45,6 @@ class ClassificationScores:
     confusion: np.ndarray = field(repr=False)
 
 
-@dataclass
-class ScoreResult:
-    """A submission scored against held-out labels."""
-
-    macro_f1: float
-    accuracy: float
-    weighted_f1: float
-    report_text: str
-    n: int
-    per_class: list[ClassMetrics] = field(default_factory=list, repr=False)
-
-
 def classification_scores(y_true: Any, y_pred: Any, class_names: list[str]) -> ClassificationScores:
     """Macro/weighted F1, accuracy, per-class precision/recall/F1/support and the report table.
 
@@ -108,8 +96,8 @@ def score(
     id_column: str = "id",
     label_column: str = "label",
     class_names: list[str] | None = None,
-) -> ScoreResult:
-    """Score a submission CSV against held-out labels, as the leaderboard does (macro-F1).
+) -> ClassificationScores:
+    """Score a submission CSV against held-out labels, as the leaderboard does (macro-F1), with sklearn's report.
 
     Ids are compared without folders and image extensions on both sides, so "test/00042.png" in
     one file matches "00042" in the other.
@@ -149,19 +137,11 @@ def score(
             + f"; known labels: {examples(set(vocabulary))}"
         )
     ids = sorted(truth)
-    s = classification_scores([index[truth[i]] for i in ids], [index[sub[i]] for i in ids], vocabulary)
-    return ScoreResult(
-        macro_f1=s.macro_f1,
-        accuracy=s.accuracy,
-        weighted_f1=s.weighted_f1,
-        report_text=s.report_text,
-        n=s.n,
-        per_class=s.per_class,
-    )
+    return classification_scores([index[truth[i]] for i in ids], [index[sub[i]] for i in ids], vocabulary)
 
 
 def score_into_run(submission_csv: str | Path, labels_csv: str | Path, *, tracking_uri: str, run_id: str,
-                   metric: str = TEST_MACRO_F1) -> ScoreResult:
+                   metric: str = TEST_MACRO_F1) -> ClassificationScores:
     """Score a submission against held-out labels and log its macro-F1 on an MLflow run as `metric`."""
     from longtail.tracking.model_runs import log_test_score
 

@@ -24,6 +24,9 @@ from longtail.ingest import ingest
 from longtail.splits import read_arrays, read_info
 from longtail.storage import S3Settings
 
+# Every test here talks to a real S3 server process (SeaweedFS, or moto for fault injection).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> Path:
@@ -213,7 +216,6 @@ def test_cli_reads_the_endpoint_from_the_environment(fashion, tmp_path, s3_serve
     assert "Traceback" not in done.stderr and not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_lt_end_to_end_through_the_cli(tmp_path):
     """Issue 2's check: `longtail data fashion-mnist-lt F && longtail ingest F/train H --image-size 32`."""

@@ -1,8 +1,7 @@
 """The wheel the step images install holds every subpackage of the library (pyproject lists them by hand)."""
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
