@@ -1,7 +1,8 @@
 """The wheel the step images install holds every subpackage of the library (pyproject lists them by hand)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -117,3 +117,15 @@ def test_cli_writes_it_and_refuses_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--classes must be between 1 and 420, got 500" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_the_printed_class_counts_stay_one_short_line_at_many_classes():
+    from longtail.commands.data import SHOWN_CLASSES, class_counts_line
+
+    few = {f"c{i}": 100 - i for i in range(2 * SHOWN_CLASSES)}
+    assert class_counts_line(few) == "class counts " + json.dumps(few)
+    many = {f"class_{i:03d}": 1000 - 4 * i for i in range(209)}
+    line = class_counts_line(many)
+    assert line.startswith('class counts, largest 5 {"class_000": 1000,') and "all 209 in dataset.json" in line
+    assert '"class_208": 168}' in line and "class_100" not in line
+    assert len(line) < 400

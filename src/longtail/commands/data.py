@@ -6,6 +6,9 @@ import argparse
 import json
 import os
 
+# Above twice this many classes, the printed line names only the largest and smallest few.
+SHOWN_CLASSES = 5
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `longtail data fashion-mnist-lt|digits-lt|scaled-lt OUT`."""
@@ -60,5 +63,17 @@ def run(args: argparse.Namespace) -> int:
         summary = datasets.make_digits_lt(args.out, imbalance=args.imbalance, seed=args.seed)
     print(f"{summary['dataset']}: {summary['n_train']} training images over {len(summary['class_counts'])} "
           f"classes, {summary['n_test']} test images in {summary['out_dir']}")
-    print("class counts " + json.dumps(summary["class_counts"]))
+    print(class_counts_line(summary["class_counts"]))
     return 0
+
+
+def class_counts_line(counts: dict[str, int], shown: int = SHOWN_CLASSES) -> str:
+    """Every count when there are few classes; else the largest and smallest few (the rest is in dataset.json)."""
+    from longtail.datasets import SUMMARY_FILE
+
+    if len(counts) <= 2 * shown:
+        return "class counts " + json.dumps(counts)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return (f"class counts, largest {shown} " + json.dumps(dict(ranked[:shown]))
+            + f", smallest {shown} " + json.dumps(dict(ranked[-shown:]))
+            + f" (all {len(counts)} in {SUMMARY_FILE})")
