@@ -1,6 +1,7 @@
 """longtail.tracking is the one home of MLflow: no other module imports it, every name is defined once,
 and MLflow's global tracking URI is only borrowed (and given back)."""
 
+import os
 import re
 from pathlib import Path
 
@@ -40,4 +41,23 @@ def test_the_global_tracking_uri_is_given_back_even_after_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="boom"), fluent_tracking_uri(f"sqlite:///{tmp_path}/borrowed.db"):
         assert mlflow.get_tracking_uri().endswith("borrowed.db")
         raise RuntimeError("boom")
+    assert mlflow.get_tracking_uri() == before
+
+
+@pytest.mark.parametrize("env_before", [None, "sqlite:////somewhere/else.db"])
+def test_the_global_tracking_uri_and_the_environment_are_put_back(monkeypatch, tmp_path, env_before):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; the helper must undo that too."""
+    import mlflow
+
+    from longtail.tracking.store import TRACKING_URI_ENV, fluent_tracking_uri
+
+    if env_before is None:
+        monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRACKING_URI_ENV, env_before)
+    before = mlflow.get_tracking_uri()
+    inside = f"sqlite:///{tmp_path / 'inside.db'}"
+    with fluent_tracking_uri(inside):
+        assert mlflow.get_tracking_uri() == inside
+    assert os.environ.get(TRACKING_URI_ENV) == env_before
     assert mlflow.get_tracking_uri() == before

@@ -10,6 +10,8 @@ from pathlib import Path
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 # MLflow's dataset digest column holds 36 characters; a fingerprint is "sha256:" + 64 hex digits.
 DIGEST_CHARS = 32
+# Tries at recording a run's datasets when a parallel run inserts the same dataset first.
+DATASET_INSERT_ATTEMPTS = 3
 
 
 @dataclass
@@ -86,4 +88,15 @@ def log_datasets(tracking_uri: str, run_id: str, datasets: list[SplitDataset]) -
             profile=json.dumps({"num_rows": d.rows, "num_classes": d.classes, "source_fingerprint": d.fingerprint}),
         )
         inputs.append(DatasetInput(dataset=entity, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=d.context)]))
-    mlflow.MlflowClient(tracking_uri=tracking_uri).log_inputs(run_id, datasets=inputs)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for attempt in range(DATASET_INSERT_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            # Sweep children train in parallel and record the same train/val datasets at the same
+            # moment: the store inserts a dataset row it did not see a moment ago and one of them
+            # loses the race on the (experiment, name, digest) key. Asked again, the store finds the
+            # row and only links it to this run.
+            if "UNIQUE constraint" not in str(e) or attempt == DATASET_INSERT_ATTEMPTS - 1:
+                raise

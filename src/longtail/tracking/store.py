@@ -24,6 +24,8 @@ from longtail.tracking.names import (
 )
 
 DEFAULT_HOME = Path(".longtail")
+# The environment variable MLflow (and KFP's MLflow plugin) read the tracking URI from.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 20 s each, 1-2 s apart (about
 # a minute at worst), instead of MLflow's default of 8 tries of up to 120 s with 2-128 s backoff.
 CLIENT_LIMITS = {
@@ -234,10 +236,18 @@ def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
     else uses MlflowClient(tracking_uri=...).
     """
     import mlflow
+    from mlflow.tracking._tracking_service import utils as uri_state  # where MLflow keeps the global URI
 
-    previous = mlflow.get_tracking_uri()
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, and get_tracking_uri
+    # answers a default when none is set: restore MLflow's own value and the environment exactly,
+    # or a later step in this process would read a store it never chose.
+    global_before, env_before = uri_state._tracking_uri, os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(global_before)
+        if env_before is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = env_before
