@@ -17,6 +17,7 @@ from longtail.model_dir import RUN_FILE
 from longtail.run_log import RunConsole, step_figure
 from longtail.tracking import RunInfo, check_store, default_tracking_uri
 from longtail.tracking.queries import experiment_id_of, run_summary, tag_pipeline_run
+from longtail.tracking.store import TRACKING_URI_ENV
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     tracking_uri = tracking_uri or default_tracking_uri(home)
     # Task subprocesses inherit the environment: this is how the tracking URI reaches them,
     # as the ConfigMap does on a cluster.
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ[TRACKING_URI_ENV] = tracking_uri
     check_store(tracking_uri)
     _quiet_local_warnings()
     if runner == "container":

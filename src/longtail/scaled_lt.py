@@ -190,7 +190,11 @@ def _init_worker(job: dict[str, Any], source_dir: str | Path | None) -> None:
     that has started threads (TensorFlow, a test runner) would deadlock the forked children.
     """
     cv2.setNumThreads(1)
-    arrays = load_fashion_mnist(source_dir)
+    _set_items(load_fashion_mnist(source_dir), job)
+
+
+def _set_items(arrays: dict[str, np.ndarray], job: dict[str, Any]) -> None:
+    """This process's items by split and category, and the job's parameters."""
     _ITEMS.update({
         "train": (arrays["train_images"], [np.flatnonzero(arrays["train_labels"] == k) for k in range(10)]),
         "test": (arrays["test_images"], [np.flatnonzero(arrays["test_labels"] == k) for k in range(10)]),
@@ -260,7 +264,7 @@ def make_scaled_lt(
     if workers is not None and workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
     out = check_output_folder(out_dir)
-    load_fashion_mnist(source_dir)  # here, so a missing source fails (or downloads) once, before any worker
+    arrays = load_fashion_mnist(source_dir)  # here, so a missing source fails (or downloads) before any worker
     rng = np.random.default_rng(seed)
     # Which class is the head is the seed's choice, not always the first category's.
     order = rng.permutation(classes)
@@ -280,7 +284,7 @@ def make_scaled_lt(
         jobs = _jobs([int(n) for n in class_counts], test_ids, test_per_class)
         n_workers = workers or os.cpu_count() or 1
         if n_workers == 1:
-            _init_worker(job, source_dir)
+            _set_items(arrays, job)
             n_bytes = sum(map(_render_job, jobs))
         else:
             with multiprocessing.get_context("forkserver").Pool(
