@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from longtail.atomic_file import atomic_path
 from longtail.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -105,9 +106,13 @@ def _find_file(folder: Path, name: str, *, required: bool = True) -> Path | None
 def _read_idx(path: Path | None, name: str) -> np.ndarray:
     """Parse an IDX file (gzipped or not) after checking its SHA-256."""
     assert path is not None
-    raw = path.read_bytes()
+    return _parse_idx(path.read_bytes(), name, str(path), gzipped=path.suffix == ".gz")
+
+
+def _parse_idx(raw: bytes, name: str, path: str, *, gzipped: bool) -> np.ndarray:
+    """The array in IDX bytes `raw` (Fashion-MNIST file `name`, read from `path`), after checking its SHA-256."""
     try:
-        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+        data = gzip.decompress(raw) if gzipped else raw
     except (OSError, EOFError) as e:
         raise DataError(f"{path} is not a valid gzip file ({e}); delete it and run again") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -136,15 +141,12 @@ def _download(base_url: str, cache: Path, debian_dir: str | Path) -> None:
                 "set LONGTAIL_DATA to a folder holding the four *-ubyte.gz files, "
                 "or allow network access to download them"
             ) from None
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{name}.", suffix=".gz")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
         try:
-            _read_idx(Path(tmp), name)
+            _parse_idx(payload, name, url, gzipped=True)
         except DataError:
-            os.unlink(tmp)
             raise DataError(f"download of {url} fails its checksum; try again later") from None
-        os.replace(tmp, cache / f"{name}.gz")
+        with atomic_path(cache / f"{name}.gz", what="the Fashion-MNIST cache file", error=DataError) as tmp:
+            tmp.write_bytes(payload)
 
 
 def make_fashion_mnist_lt(

@@ -100,7 +100,7 @@ def _train_figure(task_dir: Path) -> str:
 
 
 def _evaluate_figure(task_dir: Path) -> str:
-    from longtail.evaluation import METRICS_FILE
+    from longtail.evaluation.report import METRICS_FILE
 
     data = _output_json(task_dir, METRICS_FILE)
     if data is None or "passed" not in data:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from longtail.atomic_file import FILE_MODE
 from longtail.cli import main
 from longtail.datasets import (
     DEBIAN_FASHION_MNIST,
@@ -155,6 +156,7 @@ def test_download_is_checked_and_cached(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{n}.gz" for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                             "t10k-labels-idx1-ubyte"))
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {FILE_MODE}  # written by atomic_file
 
 
 def test_cli_data_digits(tmp_path, capsys):

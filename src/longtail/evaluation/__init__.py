@@ -1,0 +1,50 @@
+"""Evaluation of a model directory on a labelled split, one job per module.
+
+- run: evaluate(), from predictions to the files and the model's MLflow run;
+- gate: the macro-F1 gate, the warnings beside it, and recording a closed gate;
+- frequency: train images per class, the x axis of the long-tail view;
+- report: the file names and report.md;
+- plots: the confusion matrix and per-class F1 against frequency.
+"""
+
+from longtail.evaluation.frequency import ClassResult, train_class_counts
+from longtail.evaluation.gate import (
+    class_warnings,
+    gate,
+    load_history,
+    overfitting_warning,
+    record_gate_closed,
+)
+from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
+from longtail.evaluation.report import (
+    CONFUSION_PNG,
+    MARKDOWN_MAX_ROWS,
+    METRICS_FILE,
+    PER_CLASS_PNG,
+    REPORT_MD,
+    REPORT_TXT,
+    render_markdown,
+)
+from longtail.evaluation.run import EvaluationResult, evaluate, model_name
+
+__all__ = [
+    "CONFUSION_PNG",
+    "MARKDOWN_MAX_ROWS",
+    "METRICS_FILE",
+    "PER_CLASS_PNG",
+    "REPORT_MD",
+    "REPORT_TXT",
+    "ClassResult",
+    "EvaluationResult",
+    "class_warnings",
+    "evaluate",
+    "gate",
+    "load_history",
+    "model_name",
+    "overfitting_warning",
+    "plot_confusion_matrix",
+    "plot_f1_vs_frequency",
+    "record_gate_closed",
+    "render_markdown",
+    "train_class_counts",
+]

@@ -1,0 +1,69 @@
+"""Class frequency for the long-tail view: each class's scores beside how many train images it had."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longtail.model_dir import HISTORY_FILE
+from longtail.scoring import ClassMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassResult(ClassMetrics):
+    """One class's evaluation, with its train frequency for the long-tail view."""
+
+    train_count: int | None
+
+
+
+
+def train_class_counts(
+    model_dir: str | Path,
+    class_names: list[str],
+    extra: dict[str, Any],
+    val_support: np.ndarray,
+    weights_json: str | Path | None = None,
+) -> tuple[np.ndarray, str]:
+    """Images per class in the training data, and where that number came from.
+
+    Looks for counts (`class_counts`, or `counts` as `longtail weights` writes them: a list by
+    class index, or {name: count}) in `weights_json`, then preprocessing.json's `extra`, then
+    class_counts.json / weights.json / history.json in the model directory. Without them it
+    falls back to the val support, which ingest's stratified split keeps proportional to train.
+    """
+    files = [Path(weights_json)] if weights_json else []
+    files += [Path(model_dir) / n for n in ("class_counts.json", "weights.json", HISTORY_FILE)]
+    candidates: list[tuple[Any, str]] = [(extra, "preprocessing.json")]
+    for path in files:
+        if path.is_file():
+            try:
+                candidates.append((json.loads(path.read_text()), path.name))
+            except json.JSONDecodeError:
+                log.warning("ignoring unreadable %s", path)
+    for data, source in candidates:
+        if not isinstance(data, dict):
+            continue
+        if "class_names" in data and data["class_names"] != class_names:
+            log.warning("ignoring class counts in %s: its class_names differ from the model's", source)
+            continue
+        for key in ("class_counts", "counts"):
+            counts = _counts_by_index(data.get(key), class_names)
+            if counts is not None:
+                return counts, f"train images per class ({source})"
+    return np.asarray(val_support, dtype=np.int64), "val images per class (stratified like train)"
+
+
+def _counts_by_index(value: Any, class_names: list[str]) -> np.ndarray | None:
+    if isinstance(value, dict) and all(n in value for n in class_names):
+        return np.asarray([int(value[n]) for n in class_names], dtype=np.int64)
+    if isinstance(value, list) and len(value) == len(class_names):
+        return np.asarray([int(v) for v in value], dtype=np.int64)
+    return None

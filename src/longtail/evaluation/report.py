@@ -1,0 +1,93 @@
+"""The files evaluate writes a person to read: their names, report.md for KFP's Markdown artifact, and text output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from longtail.atomic_file import write_text
+from longtail.evaluation.frequency import ClassResult
+from longtail.scoring import ClassificationScores
+
+METRICS_FILE = "metrics.json"
+REPORT_TXT = "report.txt"
+REPORT_MD = "report.md"
+CONFUSION_PNG = "confusion_matrix.png"
+PER_CLASS_PNG = "per_class_f1.png"
+
+# Rows of the per-class Markdown table (worst F1 first); report.txt always has every class.
+MARKDOWN_MAX_ROWS = 40
+
+
+def report_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Where evaluate writes each file in `out_dir`, by the key EvaluationResult.paths uses."""
+    out = Path(out_dir)
+    return {
+        "metrics_json": out / METRICS_FILE,
+        "report_txt": out / REPORT_TXT,
+        "report_md": out / REPORT_MD,
+        "confusion_png": out / CONFUSION_PNG,
+        "per_class_png": out / PER_CLASS_PNG,
+    }
+
+
+def render_markdown(
+    *,
+    title: str,
+    scores: ClassificationScores,
+    per_class: list[ClassResult],
+    passed: bool,
+    reason: str,
+    warnings: list[str],
+    confusions: list[dict[str, Any]],
+    tta: bool = False,
+    frequency: str = "train images",
+) -> str:
+    """report.md: headline numbers, the gate, warnings, top confusions, the per-class table and the report."""
+    lines = [
+        f"# Evaluation: {title}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| **macro-F1** (the leaderboard metric) | **{scores.macro_f1:.4f}** |",
+        f"| weighted-F1 | {scores.weighted_f1:.4f} |",
+        f"| accuracy | {scores.accuracy:.4f} |",
+        f"| images | {scores.n} |",
+        f"| classes | {len(per_class)} |",
+        f"| flip TTA | {'yes' if tta else 'no'} |",
+        "",
+        f"**Gate: {'PASSED' if passed else 'FAILED'}**: {reason}",
+        "",
+    ]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    if confusions:
+        lines += ["## Top confusions", "", "| true | predicted as | images | share of true class |", "|---|---|---:|---:|"]
+        lines += [
+            f"| {_md(c['true'])} | {_md(c['predicted'])} | {c['count']} | {c['fraction_of_true']:.1%} |"
+            for c in confusions
+        ]
+        lines.append("")
+    rows = sorted(per_class, key=lambda c: (c.f1, c.index))
+    shown = rows[:MARKDOWN_MAX_ROWS]
+    heading = "## Per class, worst F1 first"
+    if len(rows) > len(shown):
+        heading += f" ({len(shown)} worst of {len(rows)}; report.txt has all)"
+    lines += [heading, "", f"| class | {frequency} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| {_md(c.name)} | {'' if c.train_count is None else c.train_count} | {c.precision:.3f} | "
+        f"{c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+        for c in shown
+    ]
+    lines += ["", "## classification_report", "", "```text", scores.report_text.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def write_report_text(path: Path, text: str) -> Path:
+    """Write `text` atomically, ending in one newline."""
+    return write_text(path, text if text.endswith("\n") else text + "\n")
+

@@ -1,0 +1,178 @@
+"""evaluate(): one model directory on one labelled split, from predictions to the gate, the files and the MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longtail.errors import DataError
+from longtail.evaluation.frequency import ClassResult, train_class_counts
+from longtail.evaluation.gate import class_warnings, gate, load_history
+from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
+from longtail.evaluation.report import render_markdown, report_paths, write_report_text
+from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
+from longtail.logit_adjustment import LogitAdjustment
+from longtail.model_dir import CONFIG_FILE
+from longtail.prediction import open_split_for_model, predict_probabilities
+from longtail.preprocessing import load_model
+from longtail.scoring import classification_scores, top_confusions
+from longtail.tracking.model_runs import log_evaluation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate` found and wrote.
+
+    `metrics` is flat {name: float} for KFP's `Metrics` artifact (logged to MLflow as eval_<name>);
+    `confusion` is {"categories", "matrix", ...} for `ClassificationMetrics.log_confusion_matrix`;
+    `passed` is the gate the pipeline branches on, and `reason` says why in words.
+    """
+
+    macro_f1: float
+    weighted_f1: float
+    accuracy: float
+    passed: bool
+    reason: str
+    per_class: list[ClassResult]
+    report_text: str
+    metrics: dict[str, float]
+    confusion: dict[str, Any] = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
+    n: int = 0
+    min_macro_f1: float = 0.0
+    mlflow_run_id: str | None = None
+
+
+def model_name(model_dir: str | Path) -> str:
+    """The experiment name saved with the model (config.yaml), else the folder's name.
+
+    In a pipeline every model folder is called "model"; the experiment name says which one it is.
+    """
+    config = Path(model_dir) / CONFIG_FILE
+    if config.is_file():
+        import yaml
+
+        name = (yaml.safe_load(config.read_text()) or {}).get("name")
+        if name:
+            return str(name)
+    return Path(model_dir).name
+
+
+def evaluate(
+    model_dir: str | Path,
+    val_h5: str | Path,
+    out_dir: str | Path,
+    *,
+    min_macro_f1: float = 0.0,
+    tracking_uri: str | None = None,
+    batch_size: int = 256,
+    tta: bool = False,
+    weights_json: str | Path | None = None,
+) -> EvaluationResult:
+    """Evaluate a model directory on a labelled split and write the report a person reads.
+
+    Predictions go through the model's own preprocessing.json, after checking the split was
+    ingested the same way, and its post-hoc logit adjustment when it has one, as predict does. Writes metrics.json, report.txt (sklearn's classification_report),
+    report.md (for KFP's Markdown artifact), confusion_matrix.png and per_class_f1.png into
+    `out_dir`, and logs them with the eval_* metrics into the model's MLflow run.
+
+    Args:
+        min_macro_f1: the gate (config `evaluate.min_macro_f1`); 0 passes everything.
+        tracking_uri: overrides the MLflow URI stored in the model directory.
+        tta: average the softmax of each image and its left-right flip, as `predict(tta=True)`.
+        weights_json: `longtail weights` output; its train counts put the long-tail plot's x axis
+            in train images (else counts stored with the model, else the stratified val support).
+
+    Returns:
+        The numbers, the gate result and its reason, KFP structures and the written paths.
+    """
+    gate(0.0, min_macro_f1)  # reject a bad gate before minutes of prediction
+    preprocessing, info = open_split_for_model(model_dir, val_h5)
+    if not info.has_labels or info.labels is None:
+        raise DataError(
+            f"{Path(val_h5).name} has no labels: evaluate needs a labelled split (val.h5 from ingest); "
+            "use `longtail predict` for an unlabelled test split"
+        )
+    class_names = preprocessing.class_names
+    model = load_model(model_dir)
+    probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
+                                  adjustment=LogitAdjustment.load(model_dir))
+    scores = classification_scores(info.labels, probs.argmax(axis=1), class_names)
+    passed, reason = gate(scores.macro_f1, min_macro_f1)
+
+    support = scores.confusion.sum(axis=1)
+    counts, counts_source = train_class_counts(model_dir, class_names, preprocessing.extra, support, weights_json)
+    per_class = [ClassResult(**asdict(c), train_count=int(counts[c.index])) for c in scores.per_class]
+    warnings = class_warnings(scores, class_names, support, load_history(model_dir))
+    for w in warnings:
+        log.warning("%s", w)
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = report_paths(out_dir)
+    metrics = kfp_scalar_metrics(scores, min_macro_f1=min_macro_f1, passed=passed)
+    confusion = kfp_confusion_matrix(scores.confusion, class_names)
+    confusions = top_confusions(scores.confusion, class_names)
+    title = f"{model_name(model_dir)} on {Path(val_h5).name}"
+
+    write_report_text(paths["report_txt"], scores.report_text)
+    plot_confusion_matrix(scores.confusion, class_names, paths["confusion_png"], title=title)
+    plot_f1_vs_frequency(per_class, paths["per_class_png"], macro_f1=scores.macro_f1, x_label=counts_source, title=title)
+    frequency = "train images" if counts_source.startswith("train") else "val images"
+    write_report_text(
+        paths["report_md"],
+        render_markdown(
+            title=title, scores=scores, per_class=per_class, passed=passed, reason=reason,
+            warnings=warnings, confusions=confusions, tta=tta, frequency=frequency,
+        ),
+    )
+    write_report_text(
+        paths["metrics_json"],
+        json.dumps(
+            {
+                "model_dir": str(model_dir),
+                "split": str(val_h5),
+                "macro_f1": scores.macro_f1,
+                "weighted_f1": scores.weighted_f1,
+                "accuracy": scores.accuracy,
+                "n": scores.n,
+                "min_macro_f1": min_macro_f1,
+                "passed": passed,
+                "reason": reason,
+                "tta": tta,
+                "metrics": metrics,
+                "warnings": warnings,
+                "train_counts_source": counts_source,
+                "per_class": [asdict(c) for c in per_class],
+                "top_confusions": confusions,
+                "class_names": class_names,
+                "confusion_matrix": scores.confusion.astype(int).tolist(),
+            },
+            indent=1,
+        ),
+    )
+    run_id = log_evaluation(model_dir, metrics, passed=passed, reason=reason, split=Path(val_h5).name,
+                            files=list(paths.values()), tracking_uri=tracking_uri)
+    log.info("macro-F1 %.4f on %d images; gate %s: %s", scores.macro_f1, scores.n, "passed" if passed else "failed", reason)
+    return EvaluationResult(
+        macro_f1=scores.macro_f1,
+        weighted_f1=scores.weighted_f1,
+        accuracy=scores.accuracy,
+        passed=passed,
+        reason=reason,
+        per_class=per_class,
+        report_text=scores.report_text,
+        metrics=metrics,
+        confusion=confusion,
+        warnings=warnings,
+        paths=paths,
+        n=scores.n,
+        min_macro_f1=min_macro_f1,
+        mlflow_run_id=run_id,
+    )
+
