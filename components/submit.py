@@ -17,23 +17,30 @@ def submit(
 
     from longtail.prediction import predict_submission
     from longtail.splits import split_path
+    from longtail.submission import ROWS_KEY
     from longtail.tracking import resolve_tracking_uri
 
     result = predict_submission(model.path, split_path(test_data.path, "test"), submission.path,
                                 tta=config["evaluate"]["tta"],
                                 tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
-    submission.metadata.update({"rows": result.n_rows})
+    submission.metadata.update({ROWS_KEY: result.n_rows})
 
 
 @dsl.component(base_image=image_ref("evaluate"), install_kfp_package=False)
-def skip_submission(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact]) -> str:
-    """The gate closed: record why on the MLflow run and in the step's output, and submit nothing."""
+def skip_submission(
+    model: dsl.Input[dsl.Model],
+    evaluation: dsl.Input[dsl.Artifact],
+    submission: dsl.Output[dsl.Dataset],
+) -> str:
+    """The gate closed: record why on the MLflow run and as the submission (a note marked skipped), submit nothing."""
     import os
 
     from longtail.evaluation import record_gate_closed
+    from longtail.submission import write_skipped_submission
     from longtail.tracking import resolve_tracking_uri
 
     reason = record_gate_closed(model.path, evaluation.path,
                                 tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
+    submission.metadata.update(write_skipped_submission(submission.path, reason))
     print(f"submission skipped: {reason}")
     return reason

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from longtail.errors import DataError, LongtailError
 from longtail.model_dir import RUN_FILE
@@ -18,6 +19,9 @@ from longtail.run_log import RunConsole, step_figure
 from longtail.tracking import RunInfo, check_store, default_tracking_uri
 from longtail.tracking.queries import experiment_id_of, run_summary, tag_pipeline_run
 from longtail.tracking.store import TRACKING_URI_ENV
+
+if TYPE_CHECKING:
+    from kfp.dsl import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +109,14 @@ def run_local(
     root = Path(home).resolve() / "pipeline-root"
     before = _run_dirs(root)
     start = time.perf_counter()
-    with _console(root, "longtail-training", verbose) as console:
+    with _console(root, "longtail-training", verbose) as console, _one_of_artifacts():
         try:
             task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
         except RuntimeError as e:
             raise _step_failed(console, e) from e
     seconds = time.perf_counter() - start
-    model_dir = Path(task.output.path)
-    result = _summarise(model_dir, tracking_uri, labels, seconds)
+    model_dir = Path(task.outputs["model"].path)
+    result = _summarise(model_dir, task.outputs["submission"], tracking_uri, labels, seconds)
     result.log_path = console.log_path
     _record_run_facts(tracking_uri, _run_dirs(root) - before, "longtail-training")
     _describe_origin(tracking_uri, result.run_id, config_path, overrides)
@@ -223,14 +227,17 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
     return tracking_uri
 
 
-def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, seconds: float) -> LocalRunResult:
+def _summarise(model_dir: Path, submission_artifact: Artifact, tracking_uri: str, labels: str | Path | None,
+               seconds: float) -> LocalRunResult:
+    """The run's result from its outputs: the model folder's MLflow run, and the submission unless the gate closed."""
+    from longtail.submission import is_skipped_submission
+
     info = RunInfo.load(model_dir)
     if info is None:
         raise LongtailError(f"the train step left no MLflow run in {model_dir}")
     summary = run_summary(tracking_uri, info.run_id)
-    # kfp.local lays task outputs out as <pipeline_root>/<run>/<task>/<output>.
-    submission = model_dir.parents[1] / "submit" / "submission"
-    submission = submission if submission.is_file() else None
+    skipped = is_skipped_submission(submission_artifact.metadata)
+    submission = None if skipped else Path(submission_artifact.path)
     test_f1 = None
     if submission is not None and labels is not None:
         from longtail.scoring import score_into_run
@@ -239,6 +246,44 @@ def _summarise(model_dir: Path, tracking_uri: str, labels: str | Path | None, se
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
                           macro_f1=summary.macro_f1, passed=summary.gate_passed and submission is not None,
                           submission=submission, test_macro_f1=test_f1, seconds=seconds)
+
+
+@contextlib.contextmanager
+def _one_of_artifacts() -> Iterator[None]:
+    """Let kfp.local resolve a `dsl.OneOf` of artifacts (the training pipeline's submission) while it runs.
+
+    kfp.local 2.17 resolves `dsl.OneOf` for parameters (the branch that ran wins) but refuses it for
+    artifacts: OrchestratorUtils.get_dag_output_artifacts raises "Expected 1 artifact in
+    ArtifactSelectorSpec. Got: 2" for the If/Else group's output (no narrower upstream issue found;
+    kubeflow/pipelines#11793 tracks kfp.local's control-flow gaps). The compiled pipeline keeps the
+    real OneOf; only the local orchestrator is taught, for the duration of a run, to pick the
+    artifact of the branch that ran, as it already does for parameters.
+    """
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    original = OrchestratorUtils.__dict__["get_dag_output_artifacts"]
+
+    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store) -> dict:
+        outputs = {}
+        for key, spec in dag_outputs_spec.artifacts.items():
+            produced = []
+            for selector in spec.artifact_selectors:
+                try:
+                    produced.append(io_store.get_task_output(selector.producer_subtask, selector.output_artifact_key))
+                except (KeyError, ValueError):  # that branch did not run
+                    continue
+            if len(produced) != 1:
+                ran = "none" if not produced else f"{len(produced)}"
+                raise ValueError(f"output {key!r}: {ran} of its {len(spec.artifact_selectors)} producers ran, "
+                                 "expected exactly one")
+            outputs[key] = produced[0]
+        return outputs
+
+    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
+    try:
+        yield
+    finally:
+        OrchestratorUtils.get_dag_output_artifacts = original
 
 
 @dataclass(kw_only=True)

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: KFP reads the pipeline signature's real types.
 
+from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
@@ -43,6 +44,9 @@ def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: 
 
 
 CHECKPOINT_MOUNT = "/checkpoints"
+# What a training run gives back: the trained model and its submission, which is the gate-closed note
+# (metadata "skipped": true, see longtail.submission) when the evaluation gate closed.
+TrainingOutputs = NamedTuple("TrainingOutputs", [("model", dsl.Model), ("submission", dsl.Dataset)])  # noqa: UP014 (KFP docs form)
 
 
 def experiment_branch(data, config, gpus, parent_run_id,
@@ -136,7 +140,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         weight_decay: float = k["weight_decay"],
         posthoc_tau: str = k["posthoc_tau"],
         parent_run_id: str = "",
-    ) -> dsl.Model:
+    ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).
         knobs = {knob: value for knob, value in locals().items() if knob in KNOBS}
         resolved = wire(resolve_config(base_config=base_config, **knobs), image_ref("ingest", registry, tag),
@@ -154,14 +158,18 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         _, trained, evaluated = experiment_branch(
             train_data.outputs["data"], config, gpus, parent_run_id, dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
+        # The gate: submit when it opened, else record why; either branch writes the run's submission.
+        # (The KFP backend resolves an artifact OneOf at runtime since kubeflow/pipelines#13437; 2.16 failed, #13436.)
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
-            wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"], config=config),
-                 image_ref("evaluate", registry, tag), "2", "4Gi", retries=2)
+            submitted = wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"],
+                                    config=config),
+                             image_ref("evaluate", registry, tag), "2", "4Gi", retries=2)
         with dsl.Else(name="gate-closed"):
-            wire(skip_submission(model=trained.outputs["model"],
-                                 evaluation=evaluated.outputs["evaluation"]),
-                 image_ref("evaluate", registry, tag), "500m", "1Gi")
-        return trained.outputs["model"]
+            skipped = wire(skip_submission(model=trained.outputs["model"],
+                                           evaluation=evaluated.outputs["evaluation"]),
+                           image_ref("evaluate", registry, tag), "500m", "1Gi")
+        return TrainingOutputs(model=trained.outputs["model"],
+                               submission=dsl.OneOf(submitted.outputs["submission"], skipped.outputs["submission"]))
 
     return training_pipeline
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from longtail.atomic_file import atomic_path
+from longtail.atomic_file import atomic_path, write_text
 from longtail.decode import IMAGE_EXTENSIONS
 from longtail.errors import DataError
 from longtail.storage import check_output_file
 
 # How many offending values an error message lists before "and N more".
 EXAMPLES = 5
+# The pipeline's submission artifact metadata, as the Kubeflow UI shows it: how many rows it has,
+# and, when the evaluation gate closed, that it is a note saying why rather than a CSV.
+ROWS_KEY = "rows"
+SKIPPED_KEY = "skipped"
+REASON_KEY = "reason"
 
 
 def submission_id(raw: str) -> str:
@@ -146,3 +152,26 @@ def _read_rows(path: Path, id_column: str, label_column: str, what: str) -> dict
     if not rows:
         raise DataError(f"{what} CSV {path} has a header but no rows")
     return rows
+
+
+def write_skipped_submission(path: str | Path, reason: str) -> dict[str, object]:
+    """Stand in for the submission when the evaluation gate closed: a one-line note saying why, no CSV.
+
+    The training pipeline's submission output comes from whichever branch the gate took, so the
+    closed branch writes this note where the CSV would be. The note has no `id,label` header, so
+    it can never be mistaken for (or scored as) an empty submission.
+
+    Args:
+        path: where the submission would have been written.
+        reason: why the gate closed, as evaluate worded it (e.g. "macro-F1 0.4120 < gate 0.9000").
+
+    Returns:
+        The artifact metadata that marks it as skipped: {"skipped": True, "reason": ..., "rows": 0}.
+    """
+    write_text(path, f"No submission: the evaluation gate closed ({reason}).\n", what="skipped-submission note")
+    return {SKIPPED_KEY: True, REASON_KEY: reason, ROWS_KEY: 0}
+
+
+def is_skipped_submission(metadata: Mapping[str, object]) -> bool:
+    """Whether a submission artifact's metadata marks it as the gate-closed note, not a CSV."""
+    return bool(metadata.get(SKIPPED_KEY, False))

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -10,6 +14,8 @@ from conftest import TINY_PIPELINE
 
 from longtail.errors import LongtailError
 from longtail.pipelines.local import run_local
+from longtail.tracking import default_tracking_uri
+from longtail.tracking.store import TRACKING_URI_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,6 +69,8 @@ def test_the_mlflow_run_holds_everything(open_gate):
 
 
 def test_submission_has_one_row_per_test_image(open_gate, digits):
+    # The pipeline's submission output: the gate-open branch's CSV.
+    assert open_gate.submission == open_gate.model_dir.parents[1] / "submit" / "submission"
     with open(open_gate.submission) as f:
         rows = list(csv.DictReader(f))
     n_test = len(list((digits / "test").glob("*.png")))
@@ -71,14 +79,27 @@ def test_submission_has_one_row_per_test_image(open_gate, digits):
 
 
 def test_a_gate_above_reach_skips_submission_and_says_why(digits, tmp_path):
-    result = run(digits, tmp_path / "home", ["evaluate.min_macro_f1=1.0"])
-    assert result.submission is None and result.passed is False
-    run_dir = result.model_dir.parents[1]
-    assert (run_dir / "skip-submission").is_dir() and not (run_dir / "submit").exists()
-    tags = mlflow.MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data.tags
+    home = tmp_path / "home"
+    proc = subprocess.run([sys.executable, "-m", "longtail.cli", "run", str(REPO / "experiments" / "demo.yaml"),
+                           "--data", str(digits / "train"), "--test", str(digits / "test"),
+                           "--labels", str(digits / "test_labels.csv"), "--home", str(home),
+                           *sum((["--set", s] for s in [*TINY_PIPELINE, "evaluate.min_macro_f1=1.0"]), [])],
+                          env={k: v for k, v in os.environ.items() if k != TRACKING_URI_ENV},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "submission:      skipped (the evaluation gate closed; see the run's gate_reason tag)" in proc.stdout
+    assert "test macro-F1" not in proc.stdout, "a skipped submission is never scored"
+    (run_dir,) = [d for d in (home / "pipeline-root").iterdir() if d.is_dir()]
+    assert not (run_dir / "submit").exists()
+    # The pipeline's submission output is the closed branch's note, saying why.
+    note = (run_dir / "skip-submission" / "submission").read_text()
+    run_id, tracking_uri = re.search(r"MLflow run:\s+(\w+)\s+\((\S+)\)", proc.stdout).groups()
+    assert tracking_uri == default_tracking_uri(home)
+    tags = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
     assert tags["eval_gate"] == "failed" and tags["submission"] == "skipped"
     assert "evaluate.min_macro_f1 1.0000" in tags["gate_reason"] and "macro-F1" in tags["gate_reason"]
     assert tags["submission_skipped_because"] == tags["gate_reason"]
+    assert note == f"No submission: the evaluation gate closed ({tags['gate_reason']}).\n"
 
 
 def test_the_run_explains_itself_in_mlflow(open_gate):

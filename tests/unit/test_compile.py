@@ -146,6 +146,33 @@ def test_the_sweep_returns_its_submission_and_opens_its_own_parent_run(compiled)
     assert compare["taskOutputParameter"] == {"outputParameterKey": "sweep_run_id", "producerTask": "start-sweep"}
 
 
+def producers(spec, component, output):
+    """The leaf tasks and their output keys that feed `output` of a DAG component, through nested DAGs."""
+    dag = spec["root"] if component == "root" else spec["components"][component]
+    found = set()
+    for selector in dag["dag"]["outputs"]["artifacts"][output]["artifactSelectors"]:
+        task = selector["producerSubtask"]
+        ref = dag["dag"]["tasks"][task]["componentRef"]["name"]
+        if "dag" in spec["components"][ref]:
+            found |= producers(spec, ref, selector["outputArtifactKey"])
+        else:
+            found.add((task, selector["outputArtifactKey"]))
+    return found
+
+
+def test_the_training_run_returns_its_submission_from_either_gate_branch(compiled):
+    spec, _ = documents(compiled["training"])
+    outputs = spec["root"]["outputDefinitions"]["artifacts"]
+    assert outputs["submission"]["artifactType"]["schemaTitle"] == "system.Dataset"
+    assert outputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    # One selector from the root: the If/Else group's OneOf, which selects between its two branches.
+    (selector,) = spec["root"]["dag"]["outputs"]["artifacts"]["submission"]["artifactSelectors"]
+    group = spec["components"][f"comp-{selector['producerSubtask']}"]
+    assert len(group["dag"]["outputs"]["artifacts"][selector["outputArtifactKey"]]["artifactSelectors"]) == 2
+    assert producers(spec, "root", "submission") == {("submit", "submission"), ("skip-submission", "submission")}
+    assert producers(spec, "root", "model") == {("train", "model")}
+
+
 def test_config_map_everywhere_and_s3_secret_only_on_ingest(compiled):
     _, platform = documents(compiled["training"])
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
