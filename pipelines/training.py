@@ -159,7 +159,8 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
             train_data.outputs["data"], config, gpus, parent_run_id, dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
         # The gate: submit when it opened, else record why; either branch writes the run's submission.
-        # (The KFP backend resolves an artifact OneOf at runtime since kubeflow/pipelines#13437; 2.16 failed, #13436.)
+        # (The KFP backend resolves an artifact OneOf at runtime since kubeflow/pipelines#13437, merged before
+        # the 2.17.0 release that the kind setup pins a patch of; 2.16 failed, #13436.)
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
             submitted = wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"],
                                     config=config),
