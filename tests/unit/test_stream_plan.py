@@ -73,3 +73,22 @@ def test_streamed_reader_returns_the_rows_asked_for(tmp_path: Path) -> None:
     np.testing.assert_array_equal(labels, digits.train_labels[idx])
     images, _ = reader(np.arange(590, 600))
     np.testing.assert_array_equal(images, digits.train_images[590:600])
+
+
+@pytest.mark.slow
+def test_training_streams_under_a_tiny_budget(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from longtail.config import config_from_dict
+    from longtail.training import train
+
+    digits = write_digits_splits(tmp_path / "digits")
+    cfg = config_from_dict({
+        "name": "streamed", "model": {"name": "small_cnn", "args": {"width": 4}}, "weights": {"scheme": "none"},
+        "train": {"epochs": 2, "batch_size": 32, "memory_budget_mb": 0, "lr": {"schedule": "constant", "initial": 0.05},
+                  "augmentation": {"flip": True, "shift": 0.1}},
+    })
+    with caplog.at_level("INFO", logger="longtail.input_pipeline"):
+        result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", progress=False)
+    assert "streaming train.h5" in caplog.text and "streaming val.h5" in caplog.text
+    assert result.epochs_run == 2 and result.steps_per_epoch == 600 // 32
+    assert result.history["loss"][1] < result.history["loss"][0]
+    assert (tmp_path / "model" / "model.keras").is_file()
