@@ -3,9 +3,11 @@
 Rows are read in groups through one `tf.numpy_function` per group, never one row at a time:
 - in memory (the split fits `train.memory_budget_mb`): a group is one batch of a fresh permutation
   of all rows, gathered from a numpy array;
-- streamed: a group is `stream_chunks` HDF5 chunks picked in a fresh random order over the whole
-  file, read as contiguous slices and shuffled together, then re-cut into batches. A class-sorted
-  file still gives mixed batches, because the chunks of a group come from anywhere in the file.
+- streamed: a group is a few HDF5 chunks picked in a fresh random order over the whole file, read
+  as contiguous slices and shuffled together, then re-cut into batches. A class-sorted file still
+  gives mixed batches, because the chunks of a group come from anywhere in the file. The group size,
+  the parallel reads and maps and the prefetch depth are fixed numbers drawn from
+  `train.memory_budget_mb` (`stream_plan`), so what the pipeline buffers stays within the budget.
 
 The order is a pure function of (seed, epoch), not of iterator state, so a training resumed at
 epoch k sees exactly the batches an uninterrupted one would (see `EpochPlan`). Augmentation uses
@@ -15,6 +17,8 @@ after the uint8 colour operations of ingest, so mean subtraction cannot wrap aro
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +32,24 @@ from longtail.errors import DataError
 from longtail.preprocessing import Preprocessing
 from longtail.splits import CHUNK_ROWS, IMAGES, LABELS, SplitInfo, read_info
 
-# Chunks shuffled together when streaming: 32 x 64 rows = 2048 rows per group.
+log = logging.getLogger(__name__)
+
+# Most chunks shuffled together when streaming: 32 x 64 rows = 2048 rows per group.
 DEFAULT_STREAM_CHUNKS = 32
+# Fewest chunks per group when the budget is small: a batch still draws on rows from 4 places in the file.
+MIN_GROUP_CHUNKS = 4
+# Arrays alive per streamed stage, counted by stream_plan: a group read as numpy and held as a tensor;
+# while one batch is scaled, the cast and the scaled float32 copies; while it is also flipped, padded
+# and cropped, ~6 float32 batches' worth (each parallel map added ~18 MB of RSS at 64 px, batch 128).
+READ_COPIES = 2
+FLOAT_COPIES = 2
+AUGMENT_FLOAT_COPIES = 6
+# What the streamed pipeline costs before it holds any rows: tf.data's threads and function graphs, the
+# open file and the labels (~10 MB of RSS over a process with the same imports, at 8 px).
+RUNTIME_BYTES = 12 * 2**20
+# Deepest prefetch and most parallel reads when streaming; reads share one file lock, so more would wait.
+MAX_PREFETCH = 2
+MAX_READS = 2
 # Rows per read when in memory (a whole number of batches).
 GROUP_ROWS = 2048
 
@@ -138,6 +158,71 @@ class EpochPlan:
         return _PinEpoch()
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """Fixed sizes of the streamed pipeline, and the bytes it holds at most with them."""
+
+    group_chunks: int
+    reads: int
+    maps: int
+    prefetch: int
+    peak_bytes: int
+
+
+def stream_peak_bytes(group_rows: int, reads: int, maps: int, prefetch: int, row_bytes: int,
+                      batch_size: int, float_copies: int = FLOAT_COPIES) -> int:
+    """Bytes the streamed pipeline holds at most: its runtime, uint8 groups, float32 batches.
+
+    RUNTIME_BYTES, then: reads in flight or waiting hold a group each (READ_COPIES arrays), rebatch
+    cuts one group and builds one uint8 batch, each parallel map holds its uint8 batch and
+    `float_copies` float32 arrays, and the prefetch buffer and the model each hold one float32 batch.
+    """
+    group, batch = group_rows * row_bytes, batch_size * row_bytes
+    return (RUNTIME_BYTES + reads * READ_COPIES * group + group + batch
+            + maps * (batch + float_copies * 4 * batch) + (prefetch + 1) * 4 * batch)
+
+
+def stream_plan(budget_bytes: float, row_bytes: int, batch_size: int, chunk_rows: int, *,
+                float_copies: int = FLOAT_COPIES, max_group_chunks: int = DEFAULT_STREAM_CHUNKS,
+                max_maps: int = 2) -> StreamPlan:
+    """The streamed pipeline's group size, parallelism and prefetch depth for a memory budget.
+
+    Starts from the floor (groups of MIN_GROUP_CHUNKS chunks, or enough chunks for one batch, one
+    read, one map, a prefetch of one) and grows one knob at a time, in turn, while
+    `stream_peak_bytes` stays within the budget: parallel maps (up to `max_maps`), prefetch depth
+    (up to MAX_PREFETCH), parallel reads (up to MAX_READS), then the group size, doubled up to
+    `max_group_chunks`. The floor is kept even when it exceeds a tiny budget (0 included): the
+    pipeline still runs, with the least it can hold, and `peak_bytes` says by how much it is over.
+
+    Args:
+        budget_bytes: what the pipeline may hold (train.memory_budget_mb in bytes).
+        row_bytes: one stored image (uint8).
+        batch_size: rows per batch.
+        chunk_rows: rows per HDF5 chunk.
+        float_copies: float32 batches alive per map call (AUGMENT_FLOAT_COPIES when augmenting).
+        max_group_chunks: the most chunks shuffled together per group (also caps the floor).
+        max_maps: the most batches scaled and augmented at once (the CPU cores).
+    """
+    floor_chunks = max(MIN_GROUP_CHUNKS, -(-batch_size // chunk_rows))
+    knobs = {"group_chunks": max(1, min(max_group_chunks, floor_chunks)), "reads": 1, "maps": 1, "prefetch": 1}
+    caps = {"maps": max(1, max_maps), "prefetch": MAX_PREFETCH, "reads": MAX_READS,
+            "group_chunks": max(knobs["group_chunks"], max_group_chunks)}
+
+    def peak(k: dict[str, int]) -> int:
+        return stream_peak_bytes(k["group_chunks"] * chunk_rows, k["reads"], k["maps"], k["prefetch"],
+                                 row_bytes, batch_size, float_copies)
+
+    grown = True
+    while grown:
+        grown = False
+        for name in ("maps", "prefetch", "reads", "group_chunks"):
+            step = min(caps[name], knobs[name] * 2 if name == "group_chunks" else knobs[name] + 1)
+            if step > knobs[name] and peak({**knobs, name: step}) <= budget_bytes:
+                knobs[name] = step
+                grown = True
+    return StreamPlan(**knobs, peak_bytes=peak(knobs))
+
+
 class RowReader:
     """Reads groups of rows from memory or from the HDF5 file (one open handle per process).
 
@@ -151,11 +236,14 @@ class RowReader:
         self.path = path
         self.in_memory = in_memory
         self._file: h5py.File | None = None
+        self._dataset: h5py.Dataset | None = None
         self._images: np.ndarray | None = None
         self._lock = threading.Lock()
+        self._thread = threading.local()  # each reading thread's chunk buffer
         with h5py.File(path, "r") as f:
             images = f[IMAGES]
             self.n = images.shape[0]
+            self.row_shape = images.shape[1:]
             self.chunk_rows = images.chunks[0] if images.chunks else CHUNK_ROWS
             self._raw_chunks = bool(images.chunks) and images.chunks[1:] == images.shape[1:] and not (
                 images.compression or images.shuffle or images.scaleoffset or images.fletcher32)
@@ -164,27 +252,36 @@ class RowReader:
                 self._images = images[:]
 
     def _chunk(self, c: int) -> np.ndarray:
-        ds = self._file[IMAGES]
+        """Chunk c's rows; a raw read lands in this thread's buffer, valid until its next read."""
+        if self._dataset is None:
+            self._file = h5py.File(self.path, "r")
+            self._dataset = self._file[IMAGES]
         start = c * self.chunk_rows
         rows = min(self.chunk_rows, self.n - start)
-        if self._raw_chunks:
-            _, raw = ds.id.read_direct_chunk((start, 0, 0, 0))
-            return np.frombuffer(raw, np.uint8).reshape(ds.chunks)[:rows]
-        return ds[start: start + rows]
+        if not self._raw_chunks:
+            return self._dataset[start: start + rows]
+        buf = getattr(self._thread, "buf", None)
+        if buf is None:
+            buf = self._thread.buf = np.empty((self.chunk_rows, *self.row_shape), np.uint8)
+        self._dataset.id.read_direct_chunk((start, 0, 0, 0), out=buf.reshape(-1))
+        return buf[:rows]
 
     def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = idx[idx >= 0]
         labels = self.labels[idx]
         if self.in_memory:
             return self._images[idx], labels
-        chunk_ids, where = np.unique(idx // self.chunk_rows, return_inverse=True)
-        with self._lock:
-            if self._file is None:
-                self._file = h5py.File(self.path, "r")
-            chunks = [self._chunk(c) for c in chunk_ids]
-        blocks = np.stack([np.pad(b, [(0, self.chunk_rows - len(b))] + [(0, 0)] * 3)
-                           if len(b) < self.chunk_rows else b for b in chunks])
-        return blocks[where, idx % self.chunk_rows], labels
+        # Each chunk is read once and its rows copied straight to their places: the call holds the
+        # group and one chunk, not a stacked copy of every chunk besides.
+        chunk_of = idx // self.chunk_rows
+        by_chunk = np.argsort(chunk_of, kind="stable")
+        starts = np.flatnonzero(np.diff(chunk_of[by_chunk])) + 1
+        out = np.empty((len(idx), *self.row_shape), np.uint8)
+        for places in np.split(by_chunk, starts) if len(idx) else []:
+            with self._lock:
+                chunk = self._chunk(int(chunk_of[places[0]]))
+            out[places] = chunk[idx[places] % self.chunk_rows]
+        return out, labels
 
 
 @dataclass
@@ -309,8 +406,9 @@ def make_dataset(
         smoothing: with one_hot, targets become onehot * (1 - s) + s / K on the fly
             (label_smoothing.mode "labels"); the file is never rewritten.
         class_weights: per class index; adds a per-sample weight as the third element.
-        memory_budget_mb: load the split into memory when its pixels fit, else stream from h5py.
-        stream_chunks: HDF5 chunks shuffled together per group when streaming.
+        memory_budget_mb: load the split into memory when its pixels fit, else stream from h5py
+            with the group size, parallelism and prefetch of `stream_plan` for this budget.
+        stream_chunks: the most HDF5 chunks shuffled together per group when streaming.
         with_labels: False yields images only (prediction).
         weights_start_epoch: deferred re-weighting: sample weights are 1 in epochs before this one.
         mixing: mixup/cutmix on each training batch (needs one_hot); sample weights are mixed
@@ -337,12 +435,24 @@ def make_dataset(
     in_memory = fits_in_memory(info, memory_budget_mb)
     reader = RowReader(path, in_memory, info.has_labels and with_labels)
     streamed_shuffle = training and not in_memory
-    # Few, large reads: one numpy_function call per ~2048 rows, re-cut into batches by rebatch().
-    group_rows = (stream_chunks * reader.chunk_rows if streamed_shuffle
-                  else batch_size * max(1, GROUP_ROWS // batch_size))
+    size = info.image_size
+    stream = None
+    if in_memory:
+        # Few, large reads: one numpy_function call per ~2048 rows, re-cut into batches by rebatch().
+        group_rows = batch_size * max(1, GROUP_ROWS // batch_size)
+    else:
+        augmenting = training and (augmentation is not None or mixing is not None)
+        stream = stream_plan(memory_budget_mb * 2**20, size * size * 3, batch_size, reader.chunk_rows,
+                             float_copies=AUGMENT_FLOAT_COPIES if augmenting else FLOAT_COPIES,
+                             max_group_chunks=stream_chunks, max_maps=os.cpu_count() or 1)
+        group_rows = stream.group_chunks * reader.chunk_rows
+        log.info("streaming %s: %s (budget %s MB)", path.name, stream, memory_budget_mb)
+        if stream.peak_bytes > memory_budget_mb * 2**20:
+            log.warning("streaming %s holds up to %.0f MB, over train.memory_budget_mb %s even at its "
+                        "smallest: raise the budget or lower train.batch_size", path.name,
+                        stream.peak_bytes / 2**20, memory_budget_mb)
     plan = EpochPlan(info.n, group_rows, shuffle=training, streamed=streamed_shuffle, seed=seed,
                      drop_remainder=training, chunk_rows=reader.chunk_rows, batch_size=batch_size)
-    size = info.image_size
     weights = tf.constant(class_weights or [1.0], tf.float32)
 
     def read(gid: tf.Tensor, group: tf.Tensor, epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -383,19 +493,26 @@ def make_dataset(
         ids = tf.range(n_groups, dtype=tf.int64) + epoch * n_groups  # unique over epochs
         return tf.data.Dataset.from_tensor_slices((ids, groups, tf.fill([n_groups], epoch)))
 
-    # Read ~2048 uint8 rows per call, re-cut them into batches, then scale and augment per batch
-    # (cutting uint8 moves a quarter of the bytes that cutting float32 would).
+    # Read a group of uint8 rows per call, re-cut them into batches, then scale and augment per batch
+    # (cutting uint8 moves a quarter of the bytes that cutting float32 would). In memory, tf.data
+    # tunes the parallelism and buffers; streamed, they are the plan's fixed numbers, which bound
+    # what the pipeline holds (AUTOTUNE grows buffers with no regard to the budget).
+    auto = tf.data.AUTOTUNE
     ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_groups)
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(read, num_parallel_calls=stream.reads if stream else auto, deterministic=True)
     ds = ds.rebatch(batch_size, drop_remainder=training and info.n >= batch_size)
-    ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(to_model_inputs, num_parallel_calls=stream.maps if stream else auto, deterministic=True)
     if training:
         steps = max(1, info.n // batch_size)
     else:
         steps = -(-info.n // batch_size)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(stream.prefetch if stream else auto)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    if stream:  # no buffers beyond the plan's: tf.data would otherwise inject and grow its own
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False
+        options.experimental_optimization.map_parallelization = False
     ds = ds.with_options(options)
     return SplitDataset(ds, info, steps, batch_size, in_memory, plan)
 

@@ -56,7 +56,13 @@ class Preprocessing:
             return (images.astype(np.float32) - self.offset) / np.float32(255.0)
         import tensorflow as tf  # only when called on tensors: evaluate/predict on numpy need no TF here
 
-        return (tf.cast(images, tf.float32) - tf.constant(self.offset)) / 255.0
+        x = tf.cast(images, tf.float32)
+        if not self.offset.any():  # x - 0 is x: one pass over the batch fewer
+            return x / 255.0
+        # The same offset laid over a whole image: TF subtracts that ~2x faster than a (3,) vector
+        # broadcast to every pixel, with the same values.
+        shape = images.shape[1:] if images.shape.rank and images.shape[1:].is_fully_defined() else (3,)
+        return (x - tf.constant(np.broadcast_to(self.offset, shape))) / 255.0
 
     def ingest_settings(self) -> dict[str, Any]:
         """The part of this preprocessing that ingest applied (checked against any split fed in)."""

@@ -194,3 +194,13 @@ def test_mixing_is_off_in_the_last_epochs(tmp_path: Path) -> None:
         ds.plan.set_epoch(epoch)
         _, y = next(iter(ds.dataset))
         assert (y.numpy().max() < 1.0) == mixed, epoch
+
+
+@pytest.mark.parametrize("scale", ["scale", "mean_subtraction"])
+def test_scaling_in_the_graph_equals_scaling_in_numpy(scale: str) -> None:
+    import tensorflow as tf
+
+    pre = Preprocessing(image_size=8, class_names=["a"], scale=scale, mean_rgb=[120.5, 110.25, 99.75])
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(pre.to_float(tf.constant(images)).numpy(), pre.to_float(images))
+    np.testing.assert_array_equal(pre.to_float(tf.constant(images[0])).numpy(), pre.to_float(images[0]))
