@@ -416,6 +416,9 @@ def make_dataset(
 
     Returns:
         A SplitDataset whose `dataset` yields (x, y), (x, y, w) or x batches of float32 images.
+        Let go of an iterator over it before the interpreter exits (Keras' fit and predict do): a
+        streamed read still in flight at shutdown cannot take the GIL, and the exit waits on it
+        forever (tensorflow/tensorflow#21277).
 
     Raises:
         DataError: an empty split, or labels asked for on an unlabelled split.
