@@ -39,6 +39,7 @@ def resolve_config(
     mix_off_last_epochs: int,
     weight_decay: float,
     posthoc_tau: str,
+    target_prior: str,
 ) -> dict:
     """Validate once, before any work: a bad knob fails here, naming its config field.
 

@@ -17,7 +17,7 @@ def evaluate(
     report: dsl.Output[dsl.Markdown],
     plots: dsl.Output[dsl.HTML],
 ) -> bool:
-    """Returns whether val macro-F1 reached evaluate.min_macro_f1 (the pipeline's submission gate)."""
+    """Returns whether val macro-F1 (under evaluate.target_prior) reached evaluate.min_macro_f1 (the submission gate)."""
     import os
     import shutil
 
@@ -29,7 +29,7 @@ def evaluate(
     result = evaluate_model(
         model.path, split_path(data.path, "val"), evaluation.path,
         min_macro_f1=config["evaluate"]["min_macro_f1"], tta=config["evaluate"]["tta"],
-        weights_json=class_weights.path,
+        weights_json=class_weights.path, target_prior=config["evaluate"]["target_prior"],
         tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
     )
     for name, value in result.metrics.items():

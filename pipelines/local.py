@@ -17,7 +17,7 @@ from longtail.errors import DataError, LongtailError
 from longtail.model_dir import RUN_FILE
 from longtail.run_log import RunConsole, step_figure
 from longtail.tracking import RunInfo, check_store, default_tracking_uri
-from longtail.tracking.queries import experiment_id_of, run_summary, tag_pipeline_run
+from longtail.tracking.queries import RunSummary, experiment_id_of, run_summary, tag_pipeline_run
 from longtail.tracking.store import TRACKING_URI_ENV
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class LocalRunResult(LocalResult):
     macro_f1: float | None
     passed: bool
     registered_version: str | None = None
+    summary: RunSummary | None = None
 
 
 def check_source(uri: str, what: str) -> None:
@@ -245,7 +246,7 @@ def _summarise(model_dir: Path, submission_artifact: Artifact, tracking_uri: str
         test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=info.run_id).macro_f1
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
                           macro_f1=summary.macro_f1, passed=summary.gate_passed and submission is not None,
-                          submission=submission, test_macro_f1=test_f1, seconds=seconds)
+                          submission=submission, test_macro_f1=test_f1, seconds=seconds, summary=summary)
 
 
 @contextlib.contextmanager

@@ -139,6 +139,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         mix_off_last_epochs: int = k["mix_off_last_epochs"],
         weight_decay: float = k["weight_decay"],
         posthoc_tau: str = k["posthoc_tau"],
+        target_prior: str = k["target_prior"],
         parent_run_id: str = "",
     ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).

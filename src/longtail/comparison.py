@@ -26,6 +26,15 @@ class Entry:
     seconds: float | None
     lb_score: float | None = None
     gate: str | None = None
+    macro_f1_plain: float | None = None
+    interval: tuple[float, float] | None = None
+    test_macro_f1: float | None = None
+
+    def indistinguishable_from(self, other: Entry) -> bool:
+        """Whether this entry's macro-F1 interval overlaps `other`'s: the val split cannot rank the two."""
+        if self.interval is None or other.interval is None:
+            return False
+        return self.interval[0] <= other.interval[1] and other.interval[0] <= self.interval[1]
 
 
 @dataclass
@@ -43,18 +52,41 @@ class Leaderboard:
         """The top entry (highest macro-F1)."""
         return self.entries[0]
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether any entry carries a macro-F1 interval."""
+        return any(e.interval is not None for e in self.entries)
+
+    @property
+    def indistinguishable_from_best(self) -> list[Entry]:
+        """The entries below the best whose intervals overlap the best one's."""
+        return [e for e in self.entries[1:] if e.indistinguishable_from(self.best)]
+
     def markdown(self, title: str = "Leaderboard") -> str:
-        """The table the seed log kept by hand, as Markdown (KFP's Markdown artifact, report files)."""
+        """The table the seed log kept by hand, as Markdown (KFP's Markdown artifact, report files).
+
+        macro-F1 is the run's target-prior estimate with its 95% interval; ≈ marks a run whose
+        interval overlaps the best one's (the val split cannot tell them apart).
+        """
         has_lb = any(e.lb_score is not None for e in self.entries)
-        head = ["#", "experiment", *self.knobs, "macro-F1", "accuracy", "weighted-F1", "epochs", "wall time"]
+        has_plain = any(e.macro_f1_plain is not None for e in self.entries)
+        has_test = any(e.test_macro_f1 is not None for e in self.entries)
+        head = ["#", "experiment", *self.knobs, "macro-F1", *(["95% interval"] if self.has_intervals else []),
+                *(["val as drawn"] if has_plain else []), *(["test macro-F1"] if has_test else []),
+                "accuracy", "weighted-F1", "epochs", "wall time"]
         if has_lb:
             head += ["LB", "LB − local"]
         lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
                  "|" + "|".join("---:" if i == 0 or i > 1 + len(self.knobs) else "---" for i in range(len(head))) + "|"]
         for rank, e in enumerate(self.entries, 1):
-            row = [str(rank), e.name, *(e.params.get(k, "") for k in self.knobs), _f(e.macro_f1), _f(e.accuracy),
-                   _f(e.weighted_f1), "" if e.epochs is None else str(e.epochs),
-                   "" if e.seconds is None else f"{e.seconds:.0f} s"]
+            row = [str(rank), e.name, *(e.params.get(k, "") for k in self.knobs), _f(e.macro_f1)]
+            if self.has_intervals:
+                tie = " ≈" if rank > 1 and e.indistinguishable_from(self.best) else ""
+                row.append("" if e.interval is None else f"{e.interval[0]:.4f}–{e.interval[1]:.4f}{tie}")
+            row += [_f(e.macro_f1_plain)] if has_plain else []
+            row += [_f(e.test_macro_f1)] if has_test else []
+            row += [_f(e.accuracy), _f(e.weighted_f1), "" if e.epochs is None else str(e.epochs),
+                    "" if e.seconds is None else f"{e.seconds:.0f} s"]
             if has_lb:
                 diff = None if e.lb_score is None or e.macro_f1 is None else e.lb_score - e.macro_f1
                 row += [_f(e.lb_score), _f(diff, signed=True)]
@@ -63,6 +95,10 @@ class Leaderboard:
         if self.largest_effect:
             knob, spread = self.largest_effect
             lines.append(f"**Largest effect:** `{knob}` moves mean macro-F1 by {spread:.4f} across its values.")
+        ties = self.indistinguishable_from_best
+        if ties:
+            lines.append(f"**≈ best:** {', '.join(e.name for e in ties)}: their intervals overlap "
+                         f"{self.best.name}'s, so the val split cannot rank them below it.")
         if self.lb_mean_difference is not None:
             lines.append(f"**LB − local macro-F1:** {self.lb_mean_difference:+.4f} on average.")
         lines += [f"- {n}" for n in self.notes]

@@ -168,6 +168,10 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
 
+# evaluate.target_prior's values (longtail.scoring scores under them).
+TargetPrior = Literal["balanced", "train"]
+
+
 @dataclass
 class EvaluateConfig:
     """The evaluation gate and prediction options."""
@@ -176,6 +180,10 @@ class EvaluateConfig:
     tta: bool = False
     # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val.
     posthoc_tau: float | Literal["tune"] = 0.0
+    # The test distribution every decision aims at: "balanced" weighs each val image 1/(its class's
+    # val count), the unbiased estimate of macro-F1 on a class-balanced test set; "train" scores
+    # val as drawn, for a test set drawn like the training set.
+    target_prior: TargetPrior = "balanced"
 
 
 @dataclass

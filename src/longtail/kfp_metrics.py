@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from longtail.scoring import ClassificationScores, most_confused_classes
+from longtail.scoring import ClassificationScores, MacroF1Interval, most_confused_classes
 
 # Artifact metadata is written to ML Metadata over gRPC, whose default message limit is 4 MiB
 # (4194304 bytes; kubeflow/pipelines#11949: "Received message larger than max" for big
@@ -23,11 +23,21 @@ KFP_MAX_CLASSES = 30
 OTHER = "(other classes)"
 
 
-def kfp_scalar_metrics(scores: ClassificationScores, *, min_macro_f1: float, passed: bool) -> dict[str, float]:
-    """Flat {name: float} for KFP's `Metrics` artifact (the KFP run-compare view reads these)."""
+def kfp_scalar_metrics(scores: ClassificationScores, *, min_macro_f1: float, passed: bool,
+                       macro_f1_plain: float | None = None,
+                       interval: MacroF1Interval | None = None) -> dict[str, float]:
+    """Flat {name: float} for KFP's `Metrics` artifact (the KFP run-compare view reads these).
+
+    macro_f1 is under the run's target prior; macro_f1_plain (the split as drawn) and the
+    interval's bounds (macro_f1_low, macro_f1_high) are added when given.
+    """
     f1s = [c.f1 for c in scores.per_class]
+    extra = {} if macro_f1_plain is None else {"macro_f1_plain": float(macro_f1_plain)}
+    if interval is not None:
+        extra.update(macro_f1_low=interval.low, macro_f1_high=interval.high)
     return {
         "macro_f1": float(scores.macro_f1),
+        **extra,
         "weighted_f1": float(scores.weighted_f1),
         "accuracy": float(scores.accuracy),
         "worst_class_f1": float(min(f1s)) if f1s else 0.0,

@@ -43,6 +43,8 @@ KNOBS: dict[str, str] = {
     "mix_off_last_epochs": "train.augmentation.mix_off_last_epochs",
     "weight_decay": "train.optimizer.weight_decay",
     "posthoc_tau": "evaluate.posthoc_tau",
+    # What every choice aims at: a class-balanced test set, or one drawn like the training set.
+    "target_prior": "evaluate.target_prior",
 }
 # Knobs whose field takes a number or a word (posthoc_tau: 1.0 or tune): a string parameter in the
 # pipeline, read as YAML like a `--set` value.

@@ -16,6 +16,7 @@ import numpy as np
 
 from longtail.errors import DataError
 from longtail.model_dir import ADJUSTMENT_FILE, read_json, write_json
+from longtail.scoring import macro_f1
 
 # The values `evaluate.posthoc_tau: tune` tries on the val split.
 TAU_GRID = tuple(float(t) for t in np.round(np.arange(0.0, 2.01, 0.25), 2))
@@ -59,17 +60,16 @@ class LogitAdjustment:
             raise DataError(f"{path} is not a valid logit adjustment ({e}); re-run training") from e
 
 
-def macro_f1_at(probs: np.ndarray, labels: np.ndarray, adjustment: LogitAdjustment) -> float:
-    """Macro-F1 of the adjusted predictions against the labels."""
-    from sklearn.metrics import f1_score
-
+def macro_f1_at(probs: np.ndarray, labels: np.ndarray, adjustment: LogitAdjustment, *,
+                target_prior: str = "balanced") -> float:
+    """Macro-F1 of the adjusted predictions against the labels, under the target prior (longtail.scoring)."""
     pred = adjustment.apply(probs).argmax(axis=1)
-    return float(f1_score(labels, pred, average="macro", zero_division=0))
+    return macro_f1(labels, pred, probs.shape[1], target_prior=target_prior)
 
 
 @dataclass(frozen=True)
 class PosthocChoice:
-    """The adjustment chosen on the val split and the val macro-F1 before (tau 0) and after it."""
+    """The adjustment chosen on the val split and the target-prior val macro-F1 before (tau 0) and after it."""
 
     adjustment: LogitAdjustment
     val_macro_f1_before: float
@@ -79,24 +79,29 @@ class PosthocChoice:
 
 def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarray,
                       class_counts: list[int] | np.ndarray,
-                      grid: tuple[float, ...] = TAU_GRID) -> PosthocChoice:
+                      grid: tuple[float, ...] = TAU_GRID, *, target_prior: str = "balanced") -> PosthocChoice:
     """Resolve `evaluate.posthoc_tau` on the val split's predictions.
+
+    Tuning reads the target-prior macro-F1: on a val split with the training prior, plain macro-F1
+    is already best at tau 0 (the prior-matched decision), so only the balanced estimate can find
+    the shift a balanced test set rewards.
 
     Args:
         setting: a fixed tau, or "tune": the grid value with the highest val macro-F1 (the smallest
             such tau on a tie, so no adjustment wins when it does not help).
         probs: the model's val class probabilities (N, C); labels: the val labels.
         class_counts: the train split's rows per class (the prior).
+        target_prior: config `evaluate.target_prior`.
     """
+    def f1(tau: float) -> float:
+        return macro_f1_at(probs, labels, LogitAdjustment.from_counts(tau, class_counts), target_prior=target_prior)
+
     if setting == "tune":
-        scored = [(macro_f1_at(probs, labels, LogitAdjustment.from_counts(t, class_counts)), -t) for t in grid]
-        tau = -max(scored)[1]
+        tau = -max((f1(t), -t) for t in grid)[1]
         tuned = True
     else:
         tau, tuned = float(setting), False
-    adjustment = LogitAdjustment.from_counts(tau, class_counts)
-    before = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, class_counts))
-    return PosthocChoice(adjustment, before, macro_f1_at(probs, labels, adjustment), tuned)
+    return PosthocChoice(LogitAdjustment.from_counts(tau, class_counts), f1(0.0), f1(tau), tuned)
 
 
 def probability_model(model: Any, adjustment: LogitAdjustment | None) -> Any:

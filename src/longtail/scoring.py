@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from longtail.errors import DataError
+from longtail.config import TargetPrior
+from longtail.errors import ConfigError, DataError
 from longtail.submission import examples, read_submission
 from longtail.tracking.names import TEST_MACRO_F1
 
 # Digits in the classification_report table (the log pastes 2; LB differences are in the third digit).
 REPORT_DIGITS = 4
+
+
+# evaluate.target_prior: the class distribution of the test set every decision aims at.
+# "balanced": each val image weighs 1/(its class's val count), so the confusion matrix is the one
+# expected on a class-balanced test set; "train": the val split as drawn (like the training set).
+TARGET_PRIORS: tuple[str, ...] = typing.get_args(TargetPrior)
+BALANCED = "balanced"
+
+# The stratified bootstrap behind the interval of the target-prior macro-F1.
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
 
 
 @dataclass
@@ -30,10 +43,13 @@ class ClassMetrics:
 
 @dataclass
 class ClassificationScores:
-    """sklearn's view of one set of predictions: the headline numbers, the table, the confusion matrix.
+    """One set of predictions scored under a target prior: the headline numbers, the table, the confusion matrix.
 
     Averages run over the classes that occur in the truth or the predictions (sklearn's default, and
-    so `f1_score(y_true, y_pred, average="macro")` exactly); `confusion` is over every class index.
+    so `f1_score(y_true, y_pred, average="macro")` exactly when `balanced` is False); under a
+    balanced target prior each image weighs 1/(its class's count), as sklearn's `sample_weight`
+    would. `confusion` holds raw counts over every class index; `support` in `per_class` is the
+    raw image count.
     """
 
     macro_f1: float
@@ -43,50 +59,167 @@ class ClassificationScores:
     per_class: list[ClassMetrics]
     report_text: str
     confusion: np.ndarray = field(repr=False)
+    balanced: bool = False
 
 
-def classification_scores(y_true: Any, y_pred: Any, class_names: list[str]) -> ClassificationScores:
-    """Macro/weighted F1, accuracy, per-class precision/recall/F1/support and the report table.
+def is_balanced(target_prior: str) -> bool:
+    """Whether a target prior (config `evaluate.target_prior`) re-weights val to a class-balanced test set.
 
-    Args:
-        y_true, y_pred: integer class indices into `class_names`.
+    Raises:
+        ConfigError: a prior other than those in TARGET_PRIORS.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        classification_report,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
+    if target_prior not in TARGET_PRIORS:
+        raise ConfigError(f"evaluate.target_prior must be one of {', '.join(TARGET_PRIORS)}, got {target_prior!r}")
+    return target_prior == BALANCED
 
+
+def confusion_counts(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
+    """The (n_classes, n_classes) confusion matrix of raw counts, rows the truth (checked indices)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise DataError(f"{len(y_true)} true labels for {len(y_pred)} predictions")
     if len(y_true) == 0:
         raise DataError("nothing to score: no labelled rows")
-    n_classes = len(class_names)
     top = int(max(y_true.max(), y_pred.max()))
     if top >= n_classes or min(y_true.min(), y_pred.min()) < 0:
         raise DataError(f"class index {top} is outside the {n_classes} class names")
-    labels = np.unique(np.concatenate([y_true, y_pred]))
-    names = [class_names[i] for i in labels]
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def class_scores(confusion: np.ndarray, *, balanced: bool) -> tuple[np.ndarray, ...]:
+    """Per-class precision, recall and F1 of a confusion matrix (or a stack of them), and which classes count.
+
+    The one place longtail turns predictions into F1. Under `balanced` each row is divided by its
+    sum first (every image weighs 1/its class's count), so precision is the one a class-balanced
+    test set would give; recall is unchanged. Zero divisions give 0, as sklearn's zero_division=0.
+
+    Args:
+        confusion: (..., C, C) counts, rows the truth.
+
+    Returns:
+        precision, recall, f1, present: each (..., C); `present` marks the classes that occur in the
+        truth or the predictions (the classes sklearn averages over).
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(axis=-1)
+    present = (rows > 0) | (cm.sum(axis=-2) > 0)
+    if balanced:
+        cm = cm / np.where(rows > 0, rows, 1.0)[..., None]
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    predicted, actual = cm.sum(axis=-2), cm.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1, present
+
+
+def macro_f1_of(confusion: np.ndarray, *, balanced: bool) -> np.ndarray | float:
+    """Macro-F1 of a confusion matrix (a float), or of a stack of them (an array), under the target prior."""
+    _, _, f1, present = class_scores(confusion, balanced=balanced)
+    macro = (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+    return float(macro) if np.ndim(macro) == 0 else macro
+
+
+def macro_f1(y_true: Any, y_pred: Any, n_classes: int, *, target_prior: str = "train") -> float:
+    """Macro-F1 of predictions under a target prior: the figure every longtail decision reads.
+
+    Args:
+        y_true, y_pred: integer class indices below `n_classes`.
+        target_prior: "balanced" (each image weighs 1/its class's count) or "train" (as drawn).
+    """
+    return float(macro_f1_of(confusion_counts(y_true, y_pred, n_classes), balanced=is_balanced(target_prior)))
+
+
+def classification_scores(y_true: Any, y_pred: Any, class_names: list[str], *,
+                          target_prior: str = "train") -> ClassificationScores:
+    """Macro/weighted F1, accuracy, per-class precision/recall/F1/support and the report table.
+
+    Args:
+        y_true, y_pred: integer class indices into `class_names`.
+        target_prior: "balanced" scores as on a class-balanced test set (accuracy is then the mean
+            recall); "train" (the default, and what a leaderboard does) scores the rows as given.
+    """
+    from sklearn.metrics import classification_report
+
+    balanced = is_balanced(target_prior)
+    n_classes = len(class_names)
+    cm = confusion_counts(y_true, y_pred, n_classes)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    precision, recall, f1, present = class_scores(cm, balanced=balanced)
+    labels = np.flatnonzero(present)
+    support = cm.sum(axis=1)
+    weight = (present & (support > 0)).astype(np.float64) if balanced else support.astype(np.float64)
     per_class = [
-        ClassMetrics(int(i), class_names[i], float(pi), float(ri), float(fi), int(si))
-        for i, pi, ri, fi, si in zip(labels, p, r, f, s, strict=True)
+        ClassMetrics(int(i), class_names[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+        for i in labels
     ]
+    sample_weight = 1.0 / support[y_true] if balanced else None
     return ClassificationScores(
-        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        weighted_f1=float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        accuracy=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1[labels].mean()),
+        weighted_f1=float((f1 * weight).sum() / weight.sum()) if weight.sum() else 0.0,
+        accuracy=float((recall * weight).sum() / weight.sum()) if weight.sum() else 0.0,
         n=int(len(y_true)),
         per_class=per_class,
         report_text=classification_report(
-            y_true, y_pred, labels=labels, target_names=names, digits=REPORT_DIGITS, zero_division=0
+            y_true, np.asarray(y_pred, dtype=np.int64), labels=labels, target_names=[class_names[i] for i in labels],
+            digits=REPORT_DIGITS, zero_division=0, sample_weight=sample_weight,
         ),
-        confusion=confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)),
+        confusion=cm,
+        balanced=balanced,
     )
+
+
+@dataclass(frozen=True)
+class MacroF1Interval:
+    """A stratified-bootstrap interval of a macro-F1, and the classes whose F1 varies most across it.
+
+    `noisiest` holds (class index, val images, bootstrap sd of its F1), largest sd first: the tail
+    classes with a handful of val images that dominate the interval's width.
+    """
+
+    low: float
+    high: float
+    mean: float
+    level: float
+    samples: int
+    noisiest: list[tuple[int, int, float]]
+
+    def overlaps(self, other: MacroF1Interval) -> bool:
+        """Whether two intervals share any value (two runs the val split cannot tell apart)."""
+        return self.low <= other.high and other.low <= self.high
+
+
+def bootstrap_interval(confusion: np.ndarray, *, balanced: bool, samples: int = BOOTSTRAP_SAMPLES,
+                       level: float = BOOTSTRAP_LEVEL, seed: int = 0, top: int = 5) -> MacroF1Interval:
+    """Stratified bootstrap of macro-F1: each class's val images are resampled with replacement.
+
+    Resampling a class's images keeps its count and draws its row of predictions from a multinomial
+    with the row's observed proportions, so `samples` confusion matrices are drawn directly.
+
+    Args:
+        confusion: (C, C) counts, rows the truth.
+        balanced: score each draw under the balanced target prior.
+        seed: the generator's seed (the interval is reproducible).
+        top: how many of the noisiest classes to name.
+    """
+    cm = np.asarray(confusion, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((samples, *cm.shape), dtype=np.int64)
+    for c, row in enumerate(cm):
+        n = int(row.sum())
+        if n:
+            draws[:, c, :] = rng.multinomial(n, row / n, size=samples)
+    _, _, f1, present = class_scores(draws, balanced=balanced)
+    macro = (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+    tail = (1.0 - level) / 2
+    sd = f1.std(axis=0)
+    support = cm.sum(axis=1)
+    order = [int(i) for i in np.argsort(-sd, kind="stable") if support[i] > 0][:top]
+    return MacroF1Interval(low=float(np.quantile(macro, tail)), high=float(np.quantile(macro, 1 - tail)),
+                           mean=float(macro.mean()), level=level, samples=samples,
+                           noisiest=[(i, int(support[i]), float(sd[i])) for i in order])
 
 
 def score(

@@ -35,7 +35,7 @@ from longtail.errors import ConfigError, DataError
 from longtail.model_dir import CONFIG_FILE, CURVES_FILE, HISTORY_FILE, MODEL_FILE
 from longtail.preprocessing import Preprocessing
 from longtail.splits import SplitInfo, read_info
-from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1
+from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1, VAL_MACRO_F1_PLAIN
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +244,17 @@ def epoch_progress(name: str, epochs: int) -> Any:
     return EpochProgress()
 
 
-def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
+def macro_f1_callback(model_inputs: Any, labels: np.ndarray, target_prior: str) -> Any:
     """A callback computing val loss, accuracy and macro-F1 (the leaderboard metric) once per epoch.
 
-    One prediction pass over the val split gives all three; they are added to the epoch's logs
-    as val_loss (plain cross-entropy: no smoothing, no class weights), val_accuracy and val_macro_f1.
+    One prediction pass over the val split gives them all; they are added to the epoch's logs as
+    val_loss (plain cross-entropy: no smoothing, no class weights), val_accuracy, val_macro_f1
+    (under `target_prior`, the figure that picks the best epoch) and val_macro_f1_plain (the val
+    split as drawn, for reference).
     """
     import keras
-    from sklearn.metrics import f1_score
+
+    from longtail.scoring import macro_f1
 
     class MacroF1(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -259,9 +262,11 @@ def macro_f1_callback(model_inputs: Any, labels: np.ndarray) -> Any:
             pred = probs.argmax(axis=1)
             p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
             if logs is not None:
+                n_classes = probs.shape[1]
                 logs[VAL_LOSS] = float(-np.log(p_true).mean())
                 logs[VAL_ACCURACY] = float((pred == labels).mean())
-                logs[VAL_MACRO_F1] = float(f1_score(labels, pred, average="macro", zero_division=0))
+                logs[VAL_MACRO_F1] = macro_f1(labels, pred, n_classes, target_prior=target_prior)
+                logs[VAL_MACRO_F1_PLAIN] = macro_f1(labels, pred, n_classes, target_prior="train")
 
     return MacroF1()
 
@@ -547,7 +552,7 @@ def _fit(
             timer,  # first: its epoch end is the end of the training phase
             train_data.callback(),
             schedule_callback(t.lr, t.epochs),
-            macro_f1_callback(val_data.dataset, val_info.labels),
+            macro_f1_callback(val_data.dataset, val_info.labels, config.evaluate.target_prior),
             history_cb,
             epoch_progress(config.name, t.epochs),
         ]
@@ -599,7 +604,8 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_i
     if setting == 0:
         return 0.0
     probs = softmax(model.predict(val_inputs, verbose=0))
-    choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts())
+    choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts(),
+                               target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
     choice.adjustment.save(out_dir)
     log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f", choice.adjustment.tau,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.scoring import TARGET_PRIORS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail evaluate`."""
@@ -22,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="folder for the report, metrics and plots")
     p.add_argument("--min-macro-f1", type=float, default=0.0, metavar="X",
                    help="gate: passed when macro-F1 >= X (config evaluate.min_macro_f1; default 0: always passes)")
+    p.add_argument("--target-prior", choices=TARGET_PRIORS, default=None,
+                   help="the test distribution macro-F1 estimates: balanced (each image weighs 1/its class's "
+                   "count) or train (the split as drawn); default: the model's evaluate.target_prior")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
     p.add_argument("--weights", dest="weights_json",
                    help="class weights JSON from `longtail weights`: train counts for the long-tail plot")
@@ -41,11 +46,14 @@ def run(args: argparse.Namespace) -> int:
     r = evaluate(
         args.model_dir, args.val_h5, args.out_dir,
         min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, weights_json=args.weights_json,
+        target_prior=args.target_prior,
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
     )
     print(r.report_text.rstrip())
     print()
-    print(f"macro-F1 {r.macro_f1:.4f}   weighted-F1 {r.weighted_f1:.4f}   accuracy {r.accuracy:.4f}   ({r.n} images)")
+    span = f", {100 * r.interval.level:.0f}% interval {r.interval.low:.4f}-{r.interval.high:.4f}" if r.interval else ""
+    print(f"macro-F1 {r.macro_f1:.4f} ({r.target_prior} target prior{span}; split as drawn {r.macro_f1_plain:.4f})   "
+          f"weighted-F1 {r.weighted_f1:.4f}   accuracy {r.accuracy:.4f}   ({r.n} images)")
     for w in r.warnings:
         print(f"WARNING: {w}")
     print(f"GATE {'PASSED' if r.passed else 'FAILED'}: {r.reason}")

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
     print(f"  MLflow run:      {result.run_id}  ({redact_credentials(result.tracking_uri)})")
-    if result.macro_f1 is not None:
-        print(f"  val macro-F1:    {result.macro_f1:.4f}")
+    if result.summary is not None and result.macro_f1 is not None:
+        print(f"  val macro-F1:    {result.summary.describe_macro_f1()}")
     if result.submission is not None:
         print(f"  submission:      {result.submission}")
     else:

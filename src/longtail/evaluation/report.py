@@ -7,7 +7,7 @@ from typing import Any
 
 from longtail.atomic_file import write_text
 from longtail.evaluation.frequency import ClassResult
-from longtail.scoring import ClassificationScores
+from longtail.scoring import ClassificationScores, MacroF1Interval
 
 METRICS_FILE = "metrics.json"
 REPORT_TXT = "report.txt"
@@ -42,14 +42,19 @@ def render_markdown(
     confusions: list[dict[str, Any]],
     tta: bool = False,
     frequency: str = "train images",
+    target_prior: str = "train",
+    macro_f1_plain: float | None = None,
+    interval: MacroF1Interval | None = None,
 ) -> str:
     """report.md: headline numbers, the gate, warnings, top confusions, the per-class table and the report."""
+    span = "" if interval is None else f" ({100 * interval.level:.0f}% interval {interval.low:.4f}–{interval.high:.4f})"
     lines = [
         f"# Evaluation: {title}",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| **macro-F1** (the leaderboard metric) | **{scores.macro_f1:.4f}** |",
+        f"| **macro-F1** (the leaderboard metric, {target_prior} target prior) | **{scores.macro_f1:.4f}**{span} |",
+        *([] if macro_f1_plain is None else [f"| macro-F1 of the split as drawn | {macro_f1_plain:.4f} |"]),
         f"| weighted-F1 | {scores.weighted_f1:.4f} |",
         f"| accuracy | {scores.accuracy:.4f} |",
         f"| images | {scores.n} |",
@@ -59,6 +64,11 @@ def render_markdown(
         f"**Gate: {'PASSED' if passed else 'FAILED'}**: {reason}",
         "",
     ]
+    if interval is not None and interval.noisiest:
+        names = {c.index: c.name for c in per_class}
+        noisy = ", ".join(f"{_md(names.get(i, str(i)))} ({n} images, F1 sd {sd:.3f})" for i, n, sd in interval.noisiest)
+        lines += [f"The interval is a stratified bootstrap of the split ({interval.samples} draws). "
+                  f"The classes whose F1 varies most across it, and so widen it most: {noisy}.", ""]
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if confusions:

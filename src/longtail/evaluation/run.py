@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longtail.config import EvaluateConfig
 from longtail.errors import DataError
 from longtail.evaluation.frequency import ClassResult, train_class_counts
 from longtail.evaluation.gate import class_warnings, gate, load_history
@@ -18,7 +19,14 @@ from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_dir import CONFIG_FILE
 from longtail.prediction import open_split_for_model, predict_probabilities
 from longtail.preprocessing import load_model
-from longtail.scoring import classification_scores, top_confusions
+from longtail.scoring import (
+    MacroF1Interval,
+    bootstrap_interval,
+    classification_scores,
+    is_balanced,
+    macro_f1_of,
+    top_confusions,
+)
 from longtail.tracking.model_runs import log_evaluation
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,20 @@ class EvaluationResult:
     n: int = 0
     min_macro_f1: float = 0.0
     mlflow_run_id: str | None = None
+    target_prior: str = "balanced"
+    macro_f1_plain: float = 0.0
+    interval: MacroF1Interval | None = None
+
+
+def saved_config(model_dir: str | Path) -> dict[str, Any]:
+    """The experiment config saved with the model (config.yaml) as plain data; {} when it has none."""
+    config = Path(model_dir) / CONFIG_FILE
+    if not config.is_file():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    return data if isinstance(data, dict) else {}
 
 
 def model_name(model_dir: str | Path) -> str:
@@ -54,14 +76,13 @@ def model_name(model_dir: str | Path) -> str:
 
     In a pipeline every model folder is called "model"; the experiment name says which one it is.
     """
-    config = Path(model_dir) / CONFIG_FILE
-    if config.is_file():
-        import yaml
+    return str(saved_config(model_dir).get("name") or Path(model_dir).name)
 
-        name = (yaml.safe_load(config.read_text()) or {}).get("name")
-        if name:
-            return str(name)
-    return Path(model_dir).name
+
+def saved_target_prior(model_dir: str | Path) -> str:
+    """evaluate.target_prior of the config the model was trained with (the config's default when unset)."""
+    section = saved_config(model_dir).get("evaluate") or {}
+    return str(section.get("target_prior") or EvaluateConfig().target_prior)
 
 
 def evaluate(
@@ -74,6 +95,7 @@ def evaluate(
     batch_size: int = 256,
     tta: bool = False,
     weights_json: str | Path | None = None,
+    target_prior: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a model directory on a labelled split and write the report a person reads.
 
@@ -88,11 +110,16 @@ def evaluate(
         tta: average the softmax of each image and its left-right flip, as `predict(tta=True)`.
         weights_json: `longtail weights` output; its train counts put the long-tail plot's x axis
             in train images (else counts stored with the model, else the stratified val support).
+        target_prior: "balanced" or "train" (config `evaluate.target_prior`); None: the one the
+            model was trained with. macro-F1, the gate and the interval use it; the val split's
+            plain macro-F1 is reported beside it.
 
     Returns:
         The numbers, the gate result and its reason, KFP structures and the written paths.
     """
-    gate(0.0, min_macro_f1)  # reject a bad gate before minutes of prediction
+    gate(0.0, min_macro_f1)  # reject a bad gate or prior before minutes of prediction
+    target_prior = target_prior or saved_target_prior(model_dir)
+    is_balanced(target_prior)
     preprocessing, info = open_split_for_model(model_dir, val_h5)
     if not info.has_labels or info.labels is None:
         raise DataError(
@@ -103,7 +130,9 @@ def evaluate(
     model = load_model(model_dir)
     probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
                                   adjustment=LogitAdjustment.load(model_dir))
-    scores = classification_scores(info.labels, probs.argmax(axis=1), class_names)
+    scores = classification_scores(info.labels, probs.argmax(axis=1), class_names, target_prior=target_prior)
+    plain = float(macro_f1_of(scores.confusion, balanced=False))
+    interval = bootstrap_interval(scores.confusion, balanced=scores.balanced)
     passed, reason = gate(scores.macro_f1, min_macro_f1)
 
     support = scores.confusion.sum(axis=1)
@@ -115,7 +144,8 @@ def evaluate(
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = report_paths(out_dir)
-    metrics = kfp_scalar_metrics(scores, min_macro_f1=min_macro_f1, passed=passed)
+    metrics = kfp_scalar_metrics(scores, min_macro_f1=min_macro_f1, passed=passed, macro_f1_plain=plain,
+                                 interval=interval)
     confusion = kfp_confusion_matrix(scores.confusion, class_names)
     confusions = top_confusions(scores.confusion, class_names)
     title = f"{model_name(model_dir)} on {Path(val_h5).name}"
@@ -129,6 +159,7 @@ def evaluate(
         render_markdown(
             title=title, scores=scores, per_class=per_class, passed=passed, reason=reason,
             warnings=warnings, confusions=confusions, tta=tta, frequency=frequency,
+            target_prior=target_prior, macro_f1_plain=plain, interval=interval,
         ),
     )
     write_report_text(
@@ -138,6 +169,12 @@ def evaluate(
                 "model_dir": str(model_dir),
                 "split": str(val_h5),
                 "macro_f1": scores.macro_f1,
+                "target_prior": target_prior,
+                "macro_f1_plain": plain,
+                "macro_f1_interval": [interval.low, interval.high],
+                "interval_level": interval.level,
+                "noisiest_classes": [{"class": class_names[i], "val_images": n, "f1_sd": sd}
+                                     for i, n, sd in interval.noisiest],
                 "weighted_f1": scores.weighted_f1,
                 "accuracy": scores.accuracy,
                 "n": scores.n,
@@ -158,7 +195,9 @@ def evaluate(
     )
     run_id = log_evaluation(model_dir, metrics, passed=passed, reason=reason, split=Path(val_h5).name,
                             files=list(paths.values()), tracking_uri=tracking_uri)
-    log.info("macro-F1 %.4f on %d images; gate %s: %s", scores.macro_f1, scores.n, "passed" if passed else "failed", reason)
+    log.info("macro-F1 %.4f (%s target prior; %.0f%% interval %.4f-%.4f; val as drawn %.4f) on %d images; gate %s: %s",
+             scores.macro_f1, target_prior, 100 * interval.level, interval.low, interval.high, plain, scores.n,
+             "passed" if passed else "failed", reason)
     return EvaluationResult(
         macro_f1=scores.macro_f1,
         weighted_f1=scores.weighted_f1,
@@ -174,5 +213,8 @@ def evaluate(
         n=scores.n,
         min_macro_f1=min_macro_f1,
         mlflow_run_id=run_id,
+        target_prior=target_prior,
+        macro_f1_plain=plain,
+        interval=interval,
     )
 

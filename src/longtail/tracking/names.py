@@ -23,7 +23,9 @@ KFP_TASK_RUN_TAG = "kfp.task_run_id"
 # --- Training: per-epoch curves (also the Keras log and history.json keys), params and tags ------
 VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
+# val_macro_f1 is under evaluate.target_prior (what picks the best epoch); _plain is the val split as drawn.
 VAL_MACRO_F1 = "val_macro_f1"
+VAL_MACRO_F1_PLAIN = "val_macro_f1_plain"
 POSTHOC_TAU = "posthoc_tau"
 VAL_MACRO_F1_BEFORE_POSTHOC = "val_macro_f1_before_posthoc"
 VAL_MACRO_F1_AFTER_POSTHOC = "val_macro_f1_after_posthoc"
@@ -33,8 +35,9 @@ DATA_TRAIN_SAMPLES_PARAM = "data.train_samples"
 DATA_VAL_SAMPLES_PARAM = "data.val_samples"
 WEIGHTS_MIN_PARAM = "weights.min"
 WEIGHTS_MAX_PARAM = "weights.max"
-# The epochs param the leaderboard reads back (the flattened config key).
+# The epochs param the leaderboard reads back, and the target prior `longtail run` prints (flattened config keys).
 EPOCHS_KEY = "train.epochs"
+TARGET_PRIOR_PARAM = "evaluate.target_prior"
 # Params every run differs in by construction (never a sweep "knob").
 SEED_RUN_PARAM = "train.seed_run"
 DATASET_FINGERPRINT_PARAM = "dataset.fingerprint"
@@ -48,7 +51,11 @@ MODEL_ARTIFACT = "model"
 
 # --- Evaluation: eval_<metric> from the KFP metrics dict, the gate, and its artifacts -------------
 EVAL_PREFIX = "eval_"
+# eval_macro_f1 is under evaluate.target_prior, with its bootstrap interval; _plain is the split as drawn.
 EVAL_MACRO_F1 = "eval_macro_f1"
+EVAL_MACRO_F1_PLAIN = "eval_macro_f1_plain"
+EVAL_MACRO_F1_LOW = "eval_macro_f1_low"
+EVAL_MACRO_F1_HIGH = "eval_macro_f1_high"
 EVAL_ACCURACY = "eval_accuracy"
 EVAL_WEIGHTED_F1 = "eval_weighted_f1"
 EVAL_GATE_TAG = "eval_gate"

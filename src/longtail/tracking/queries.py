@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from longtail.tracking.names import (
     EVAL_GATE_TAG,
     EVAL_MACRO_F1,
+    EVAL_MACRO_F1_HIGH,
+    EVAL_MACRO_F1_LOW,
+    EVAL_MACRO_F1_PLAIN,
     GATE_PASSED,
     KFP_PIPELINE_TAG,
     KFP_RUN_ID_TAG,
+    TARGET_PRIOR_PARAM,
 )
 
 
@@ -21,6 +25,21 @@ class RunSummary:
     experiment_id: str
     macro_f1: float | None
     gate_passed: bool
+    macro_f1_plain: float | None = None
+    interval: tuple[float, float] | None = None
+    target_prior: str | None = None
+
+    def describe_macro_f1(self) -> str:
+        """'0.8560 (balanced target prior, 95% interval 0.8301-0.8790; val as drawn 0.8116)'."""
+        if self.macro_f1 is None:
+            return "n/a"
+        detail = [f"{self.target_prior} target prior"] if self.target_prior else []
+        if self.interval is not None:
+            detail.append(f"95% interval {self.interval[0]:.4f}-{self.interval[1]:.4f}")
+        text = f"{self.macro_f1:.4f}" + (f" ({', '.join(detail)}" if detail else "")
+        if self.macro_f1_plain is not None:
+            text += ("; " if detail else " (") + f"val as drawn {self.macro_f1_plain:.4f}"
+        return text + (")" if detail or self.macro_f1_plain is not None else "")
 
 
 def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
@@ -28,9 +47,14 @@ def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
     import mlflow
 
     run = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    m = run.data.metrics
     return RunSummary(run_id=run_id, experiment_id=run.info.experiment_id,
-                      macro_f1=run.data.metrics.get(EVAL_MACRO_F1),
-                      gate_passed=run.data.tags.get(EVAL_GATE_TAG) == GATE_PASSED)
+                      macro_f1=m.get(EVAL_MACRO_F1),
+                      gate_passed=run.data.tags.get(EVAL_GATE_TAG) == GATE_PASSED,
+                      macro_f1_plain=m.get(EVAL_MACRO_F1_PLAIN),
+                      interval=(m[EVAL_MACRO_F1_LOW], m[EVAL_MACRO_F1_HIGH])
+                      if EVAL_MACRO_F1_LOW in m and EVAL_MACRO_F1_HIGH in m else None,
+                      target_prior=run.data.params.get(TARGET_PRIOR_PARAM))
 
 
 def experiment_id_of(tracking_uri: str, run_id: str) -> str:
