@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 # The digits data and tiny-model builders are shared with the unit tests.
@@ -17,6 +19,8 @@ from longtail.cli import main  # noqa: E402
 from longtail.errors import DataError  # noqa: E402
 from longtail.evaluation import evaluate  # noqa: E402
 from longtail.prediction import predict  # noqa: E402
+from longtail.scoring import macro_f1_of  # noqa: E402
+from longtail.splits import read_info  # noqa: E402
 from longtail.tracking import (  # noqa: E402
     RunInfo,
     ensure_experiment,
@@ -53,6 +57,14 @@ def test_evaluate_predict_score_and_lb_land_in_the_training_run(tracked, tmp_pat
     assert result.mlflow_run_id == run_id
     run = client.get_run(run_id)
     assert run.data.metrics["eval_macro_f1"] == pytest.approx(result.macro_f1)
+    # The val classes differ in size: eval_macro_f1 is the balanced estimate, the plain one sits beside it.
+    labels = read_info(data.val_h5).labels
+    pred = np.array(json.loads((tmp_path / "eval" / "metrics.json").read_text())["confusion_matrix"])
+    assert result.target_prior == "balanced" and len(set(np.bincount(labels))) > 1
+    assert result.macro_f1 == pytest.approx(macro_f1_of(pred, balanced=True))
+    assert run.data.metrics["eval_macro_f1_plain"] == pytest.approx(macro_f1_of(pred, balanced=False))
+    assert run.data.metrics["eval_macro_f1_low"] <= result.macro_f1 <= run.data.metrics["eval_macro_f1_high"]
+    assert result.passed == (result.macro_f1 >= 0.5)  # the gate reads the balanced figure
     assert run.data.metrics["eval_accuracy"] == pytest.approx(result.accuracy)
     assert run.data.metrics["eval_gate_passed"] == 1.0
     assert run.data.tags["eval_gate"] == "passed" and run.data.tags["gate_reason"] == result.reason

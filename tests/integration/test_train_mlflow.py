@@ -79,7 +79,9 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     assert params["data.classes"] == "10" and params["data.train_samples"] == str(read_rows(train_h5))
     assert float(params["weights.max"]) > float(params["weights.min"])
     assert run.data.tags["data.fingerprint"] == "digits-lt"
-    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate"):
+    assert params["evaluate.target_prior"] == "balanced"
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "val_macro_f1_plain",
+                   "learning_rate"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
     lrs = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
     assert lrs == pytest.approx([0.05, 0.05 * 0.5**2.5])

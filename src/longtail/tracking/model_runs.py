@@ -179,8 +179,9 @@ def log_test_score(tracking_uri: str, run_id: str, macro_f1: float, metric: str 
 def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
     """Log a leaderboard score on an MLflow run, next to its local evaluation.
 
-    Logs `lb_score`, and `lb_minus_local` = lb_score - eval_macro_f1 when the run has been
-    evaluated, so the log's "LB score = local macro f1_score + 0.02" becomes a column to compare.
+    Logs `lb_score`, and `lb_minus_local` = lb_score - eval_macro_f1 (the run's target-prior
+    estimate) when the run has been evaluated, so the log's "LB score = local macro-F1 + 0.02"
+    becomes a column to compare.
 
     Returns:
         {"run_id", LB_SCORE, EVAL_MACRO_F1 (or None), LB_MINUS_LOCAL (or None)}.
