@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         system_metrics=system_metrics_enabled(os.environ),
     )
     print(
-        f"trained {config.name}: {result.epochs_run} epochs, val macro-F1 final {result.final_val_macro_f1:.4f} "
-        f"best {result.best_val_macro_f1:.4f}, {result.images_per_second:.0f} images/s, "
+        f"trained {config.name}: {result.epochs_run} epochs, val macro-F1 ({config.evaluate.target_prior} target "
+        f"prior) final {result.final_val_macro_f1:.4f} best {result.best_val_macro_f1:.4f}, {result.images_per_second:.0f} images/s, "
         f"{result.seconds:.0f} s -> {result.model_dir}" + (f" (MLflow run {result.run_id})" if result.run_id else "")
     )
     if args.register_as:
