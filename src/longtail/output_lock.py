@@ -36,7 +36,8 @@ def output_lock(folder: str | os.PathLike[str], what: str) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StorageError(f"cannot make {what} {folder}: {e.strerror or e}; pass a folder you can write") from None
+        reason = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror or e
+        raise StorageError(f"cannot make {what} {folder}: {reason}; pass an output folder you can write") from None
     fd = _acquire(folder / LOCK_FILE, folder, what)
     try:
         yield folder
@@ -55,8 +56,8 @@ def _acquire(path: Path, folder: Path, what: str) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StorageError(f"cannot lock {what} {folder}: {e.strerror or e}; pass a folder you can write") \
-                from None
+            raise StorageError(f"cannot lock {what} {folder}: {e.strerror or e}; pass an output folder you can "
+                               "write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
