@@ -189,12 +189,13 @@ def test_a_second_train_into_a_live_model_dir_is_refused_and_the_first_finishes(
     assert (out / "model.keras").is_file() and not (out / ".longtail.lock").exists()
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path, holder) -> None:
     from longtail.output_lock import LOCK_FILE, output_lock
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    (tmp_path / LOCK_FILE).write_text(f"{dead}\n")
+    proc, live_temp = holder(tmp_path)
+    assert (tmp_path / LOCK_FILE).read_text() == f"{proc.pid}\n"
+    proc.kill()  # SIGKILL: nothing of its own runs, the lock file stays behind
+    proc.wait()
     with output_lock(tmp_path, "model directory"):
         assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     assert not (tmp_path / LOCK_FILE).exists()
