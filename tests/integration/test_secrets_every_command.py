@@ -75,6 +75,8 @@ def test_no_command_prints_or_stores_the_tracking_password(server, digits_lt: Pa
         "the MLflow store": files_holding(SECRET, store),  # its database and artifacts
     }
     assert leaks == {k: [] for k in leaks}
-    # The cases were exercised: MLflow's own "View run at" lines and the UI hint name the server.
+    # The cases were exercised: the kfp logs were among the files read, and MLflow's own "View run at"
+    # lines and the UI hint name the server.
+    assert len(list(work.glob("home-*/pipeline-root/*.log"))) == 2
     assert f"View run demo at: {mlflow_server.url}/#/experiments/" in printed["train"]
     assert f"compare in the UI: {mlflow_server.url}/#/experiments/" in printed["sweep"]
