@@ -21,9 +21,11 @@ RUNNERS = ("subprocess", "container")
 RUNNER_HELP = ("subprocess: steps in this Python (default); container: each step in its step image "
                "(podman/docker, `make images`), needs an MLflow server")
 # The environment a step may need, forwarded by name (values never reach an image or the YAML):
-# tracking server, S3 endpoint and keys for ingest from s3://, and the seed-independent TF settings.
-FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "TF_CPP_MIN_LOG_LEVEL")
+# tracking server and its basic-auth credentials, S3 endpoint and keys for ingest from s3://, and the
+# seed-independent TF settings.
+FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "S3_ENDPOINT_URL",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "TF_CPP_MIN_LOG_LEVEL")
 # podman's Docker API socket as `podman system service` (scripts/podman-service.sh) opens it as root.
 PODMAN_SOCKET = "/run/podman/podman.sock"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from longtail.errors import DataError, LongtailError
 from longtail.model_dir import RUN_FILE
 from longtail.run_log import RunConsole, step_figure
-from longtail.tracking import RunInfo, check_store, default_tracking_uri
+from longtail.tracking import RunInfo, check_store, credentials_to_env, default_tracking_uri
 from longtail.tracking.queries import RunSummary, experiment_id_of, run_summary, tag_pipeline_run
 from longtail.tracking.store import TRACKING_URI_ENV
 
@@ -212,9 +212,9 @@ def _start_local(data: str, test: str, labels: str | Path | None, home: str | Pa
         raise DataError(f"labels CSV not found: {labels}")
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    tracking_uri = tracking_uri or default_tracking_uri(home)
-    # Task subprocesses inherit the environment: this is how the tracking URI reaches them,
-    # as the ConfigMap does on a cluster.
+    # Task subprocesses inherit the environment: this is how the tracking URI reaches them, as the
+    # ConfigMap does on a cluster; its credentials travel apart from it, so no task log can show them.
+    tracking_uri = credentials_to_env(tracking_uri or default_tracking_uri(home), os.environ)
     os.environ[TRACKING_URI_ENV] = tracking_uri
     check_store(tracking_uri)
     _quiet_local_warnings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,17 @@ from longtail.errors import LongtailError, StorageError
 
 # Every file longtail writes is read by other pipeline steps, other users and the MLflow server.
 FILE_MODE = 0o644
-# Temporary files are `.NAME.<random>.tmp` beside their target (splits.remove_stale_temps finds them).
+# Temporary files are `.NAME.longtail-<8 random>.tmp` beside their target: a name no user file has,
+# so a later run can prove a leftover one is ours before it removes it (splits.remove_stale_temps).
+TEMP_MARK = ".longtail-"
 TEMP_SUFFIX = ".tmp"
+# mkstemp's random part is 8 characters of [a-z0-9_].
+_TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one atomic_path gives its temporary files (and so a file longtail made)."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 @contextmanager
@@ -30,7 +40,7 @@ def atomic_path(target: str | os.PathLike[str], *, what: str = "",
     """
     target = Path(target)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=TEMP_SUFFIX, dir=target.parent)
     except OSError as e:
         shown = f"{what} {target}" if what else str(target)
         raise error(f"cannot write {shown}: {e.strerror or e}; pass a path in a folder you can write") from None

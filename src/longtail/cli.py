@@ -7,10 +7,12 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 from longtail import __version__
+from longtail.credentials import redact, redact_log_records
 from longtail.errors import LongtailError
-from longtail.tracking import bound_client_retries, redact_credentials
+from longtail.tracking import bound_client_retries, credentials_to_env, tracking_credentials_to_env
 
 # Each module in longtail.commands has add_parser(subparsers) and run(args) -> int.
 # Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
@@ -44,23 +46,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Every MLflow call of this command gets one bounded timeout and retry budget (unless set).
     bound_client_retries(os.environ)
+    # The tracking URI enters here: its user name and password move to MLflow's credential
+    # variables, so no later line, file or task (or MLflow's own "View run at") can print them.
+    tracking_credentials_to_env(os.environ)
+    if getattr(args, "tracking_uri", None):
+        args.tracking_uri = credentials_to_env(args.tracking_uri, os.environ)
+    redact_log_records()
     try:
         return int(args.func(args) or 0)
     except LongtailError as e:
-        print(f"longtail {args.command}: error: {redact_credentials(str(e))}", file=sys.stderr)
+        print(f"longtail {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
         # The last net under "bad input is one line": a path that cannot be used (a file where a
         # folder belongs, /proc, no permission, a full disk) in code that does not check it itself.
         if args.verbose:
-            raise
+            return _print_traceback()
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"longtail {args.command}: error: cannot use{where}: {e.strerror or e}; check the path "
-              "(a folder where a file belongs, or the reverse?) and its permissions", file=sys.stderr)
+        print(redact(f"longtail {args.command}: error: cannot use{where}: {e.strerror or e}; check the path "
+                     "(a folder where a file belongs, or the reverse?) and its permissions"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"longtail {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - a bug's traceback is shown as Python would, credentials hidden
+        return _print_traceback()
+
+
+def _print_traceback() -> int:
+    """Print the exception being handled as Python would, with every URI's credentials hidden; returns 1."""
+    print(redact(traceback.format_exc()), end="", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

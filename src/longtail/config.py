@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from longtail.atomic_file import write_text
 from longtail.class_weights import WeightScheme
 from longtail.errors import ConfigError
 
@@ -451,9 +452,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (saved next to each model)."""
-    path = Path(path)
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    return path
+    return write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ import numpy as np
 from longtail import storage
 from longtail.decode import DecodeError, PixelSettings, is_image_name, to_pixels
 from longtail.errors import DataError
+from longtail.output_lock import output_lock
 from longtail.splits import SplitWriter, remove_stale_temps, split_file
 from longtail.storage import ObjectNotFound, S3Settings
 
@@ -370,13 +371,24 @@ def ingest(
         return result
 
     started = time.perf_counter()
-    # Temporary files of an ingest killed outright (SIGKILL) are older than this one: remove them.
-    remove_stale_temps(out_dir, older_than=time.time())
     settings = PixelSettings(image_size=image_size, resize=resize, clahe=clahe, white_balance=white_balance)  # type: ignore[arg-type]
     if workers is not None and workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    # One ingest per output folder; with the lock held, a temporary file of ours older than this
+    # ingest was left by one killed outright (SIGKILL), and is removed.
+    with output_lock(out_dir, "ingest output folder"):
+        remove_stale_temps(out_dir, older_than=time.time())
+        return _ingest_locally(source, Path(out_dir), settings, started, val_fraction=val_fraction, seed=seed,
+                               min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled,
+                               workers=workers, progress=progress, s3=s3)
+
+
+def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started: float, *, val_fraction: float,
+                    seed: int, min_per_class: int, max_classes: int | None, unlabelled: bool, workers: int | None,
+                    progress: bool, s3: S3Settings | None) -> dict[str, Any]:
+    """ingest() into a local folder whose lock the caller holds."""
     plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
                        seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
     written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from longtail.atomic_file import atomic_path
 from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1
 
 
@@ -47,6 +48,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str | Path, titl
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, what="learning curves") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path

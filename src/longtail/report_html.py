@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from longtail.atomic_file import write_text
 from longtail.errors import DataError
 
 PLOTS = ("confusion_matrix.png", "per_class_f1.png")
@@ -45,6 +46,4 @@ def write_html_report(evaluation_dir: str | Path, out_path: str | Path) -> Path:
     report = d / "report.txt"
     if report.is_file():
         parts.append(f"<h2>classification report</h2><pre>{html.escape(report.read_text())}</pre>")
-    out = Path(out_path)
-    out.write_text("\n".join(parts))
-    return out
+    return write_text(out_path, "\n".join(parts), what="HTML report")

@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from longtail.atomic_file import TEMP_SUFFIX, atomic_path
+from longtail.atomic_file import TEMP_SUFFIX, atomic_path, is_temp_name
 from longtail.errors import DataError
 
 SCHEMA_VERSION = 1
@@ -217,10 +217,11 @@ class SplitWriter:
 
 
 def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
-    """Delete `.NAME.<random>.tmp` files last modified before `older_than` (a time.time() value).
+    """Delete atomic_path's temporary files (`.NAME.longtail-<random>.tmp`) last modified before `older_than`.
 
     A writer killed outright (SIGKILL, power loss) cannot remove its temporary file; the next
     ingest into the folder does, sparing any written after it started (a writer still at work).
+    Any other file, `.notes.tmp` included, is not longtail's and stays.
 
     Returns:
         The files removed.
@@ -231,7 +232,8 @@ def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
         return removed
     for path in folder.glob(f".*{TEMP_SUFFIX}"):
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < older_than:
+            if (is_temp_name(path.name) and path.is_file() and not path.is_symlink()
+                    and path.stat().st_mtime < older_than):
                 path.unlink()
                 removed.append(path)
         except OSError:

@@ -7,14 +7,14 @@ not rescaled with the replica count.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from longtail.config import (
     flatten,
     save_config,
 )
-from longtail.errors import ConfigError, DataError
+from longtail.errors import ConfigError, DataError, StorageError
 from longtail.model_dir import CONFIG_FILE, CURVES_FILE, HISTORY_FILE, MODEL_FILE
+from longtail.output_lock import output_lock
 from longtail.preprocessing import Preprocessing
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1, VAL_MACRO_F1_PLAIN
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 # Files training keeps in the checkpoint directory, next to Keras' BackupAndRestore state.
 RESUME_FILE = "resume.json"
 BACKUP_SUBDIR = "backup"
+# What keras.callbacks.BackupAndRestore (Keras 3) writes into BACKUP_SUBDIR: the only files there
+# that training may remove. Anything else in a --checkpoint-dir is someone else's.
+KERAS_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
+                      "training_metadata.json.bkp")
 
 
 @dataclass
@@ -322,6 +327,12 @@ def _read_resume(checkpoint_dir: Path, fingerprint: str, config: ExperimentConfi
     """
     path = checkpoint_dir / RESUME_FILE
     if not path.is_file():
+        foreign = [p.relative_to(checkpoint_dir).as_posix() for p in _checkpoint_files(checkpoint_dir) if p.exists()]
+        if foreign:  # training would overwrite, then delete, files it has no record of writing
+            raise StorageError(
+                f"checkpoint directory {checkpoint_dir} holds {', '.join(foreign)} but no {RESUME_FILE}: "
+                "longtail did not write them; pass an empty or new --checkpoint-dir"
+            )
         return {}
     try:
         state = json.loads(path.read_text())
@@ -432,39 +443,42 @@ def train(
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
     fingerprint = config_fingerprint(config, train_info, val_info)
-    resume = _read_resume(checkpoint_dir, fingerprint, config, fresh)
+    # One training per model directory and per checkpoint directory: a second one would resume
+    # (and then fail) the first's live run.
+    with output_lock(out_dir, "model directory"), _locked_checkpoints(checkpoint_dir):
+        resume = _read_resume(checkpoint_dir, fingerprint, config, fresh)
 
-    run = None
-    if tracking_uri:
-        from longtail.tracking.runs import log_training_facts, start_experiment_run
+        run = None
+        if tracking_uri:
+            from longtail.tracking.runs import log_training_facts, start_experiment_run
 
-        run, resumed = start_experiment_run(tracking_uri, config, source=source, parent_run_id=parent_run_id,
-                                            resume_run_id=resume.get("run_id"), task_run_id=task_run_id)
-        if not resumed:
-            log_training_facts(run, config, train_info, val_info, class_weights)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    write_text(checkpoint_dir / RESUME_FILE, json.dumps(
-        {"fingerprint": fingerprint, "run_id": run.run_id if run else None,
-         "config": _flat_config(config)}))
+            run, resumed = start_experiment_run(tracking_uri, config, source=source, parent_run_id=parent_run_id,
+                                                resume_run_id=resume.get("run_id"), task_run_id=task_run_id)
+            if not resumed:
+                log_training_facts(run, config, train_info, val_info, class_weights)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        write_text(checkpoint_dir / RESUME_FILE, json.dumps(
+            {"fingerprint": fingerprint, "run_id": run.run_id if run else None,
+             "config": _flat_config(config)}))
 
-    monitor = None
-    try:
-        monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
-        result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
-                      run, progress, devices, extra_callbacks)
-    except BaseException:
+        monitor = None
+        try:
+            monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
+            result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
+                          run, progress, devices, extra_callbacks)
+        except BaseException:
+            if run is not None:
+                _stop_monitor(monitor)
+                run.finish("FAILED")
+            if _epochs_done(checkpoint_dir) == 0:  # nothing to resume: a corrected re-run starts clean
+                _remove_checkpoints(checkpoint_dir)
+            raise
+        result.seconds = time.perf_counter() - started
+        _remove_checkpoints(checkpoint_dir)
         if run is not None:
             _stop_monitor(monitor)
-            run.finish("FAILED")
-        if _epochs_done(checkpoint_dir) == 0:  # nothing to resume: a corrected re-run starts clean
-            _remove_checkpoints(checkpoint_dir)
-        raise
-    result.seconds = time.perf_counter() - started
-    _remove_checkpoints(checkpoint_dir)
-    if run is not None:
-        _stop_monitor(monitor)
-        run.finish("FINISHED")
-    return result
+            run.finish("FINISHED")
+        return result
 
 
 # --- MLflow extras: dataset inputs and system metrics (longtail.tracking.runs) ---
@@ -635,7 +649,7 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
     model.save(out_dir / MODEL_FILE)
     pre_path = preprocessing.save(out_dir)
     save_config(config, out_dir / CONFIG_FILE)
-    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+    write_text(out_dir / HISTORY_FILE, json.dumps(history, indent=1))
     curves = plot_learning_curves(history, out_dir / CURVES_FILE, title=config.name)
     if run is not None:
         RunInfo(run.tracking_uri, run.experiment, run.run_id).save(out_dir)
@@ -655,15 +669,29 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
     return result
 
 
+def _checkpoint_files(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoint layout training owns: resume.json, history.json and Keras' backup files."""
+    backup = checkpoint_dir / BACKUP_SUBDIR
+    return [checkpoint_dir / RESUME_FILE, checkpoint_dir / HISTORY_FILE, *(backup / n for n in KERAS_BACKUP_FILES)]
+
+
 def _remove_checkpoints(checkpoint_dir: Path) -> None:
-    """Drop the resume state of a finished training (only the files training wrote)."""
-    shutil.rmtree(checkpoint_dir / BACKUP_SUBDIR, ignore_errors=True)
-    for name in (RESUME_FILE, HISTORY_FILE):
-        (checkpoint_dir / name).unlink(missing_ok=True)
+    """Drop the resume state of a finished training: the files of its layout, and its folders once empty."""
+    for path in _checkpoint_files(checkpoint_dir):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (checkpoint_dir / BACKUP_SUBDIR).rmdir()
+
+
+@contextlib.contextmanager
+def _locked_checkpoints(checkpoint_dir: Path) -> Iterator[None]:
+    """Hold the checkpoint directory's lock; afterwards remove the folder if training left it empty."""
     try:
-        checkpoint_dir.rmdir()
-    except OSError:
-        pass
+        with output_lock(checkpoint_dir, "checkpoint directory"):
+            yield
+    finally:
+        with contextlib.suppress(OSError):
+            checkpoint_dir.rmdir()
 
 
 def checkpoint_dir_for(root: str, key: str) -> Path | None:

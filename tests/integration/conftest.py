@@ -75,6 +75,44 @@ class MotoServer:
         self.proc = None
 
 
+class MlflowServer:
+    """`mlflow server` in its own process group (server, workers and job consumers stop together)."""
+
+    def __init__(self, root: Path, artifacts: str, s3_endpoint: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+                    "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                    "--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(self.port),
+                    "--workers", "1"]
+        self.env = {**os.environ, **({"MLFLOW_S3_ENDPOINT_URL": s3_endpoint} if s3_endpoint else {})}
+        self.log = root / "mlflow-server.log"
+        self.proc = None
+
+    def start(self, timeout: float = 90.0) -> str:
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=1).close()
+                return self.url
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        raise RuntimeError(f"mlflow server did not answer within {timeout:.0f}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc = None
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

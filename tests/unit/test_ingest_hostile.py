@@ -187,7 +187,7 @@ def test_a_new_ingest_removes_stale_temporary_files(tmp_path):
     source = make_classes(tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
-    stale = [out / ".train.h5.abc123.tmp", out / ".ingest.json.xyz.tmp"]
+    stale = [out / ".train.h5.longtail-abc12345.tmp", out / ".ingest.json.longtail-xyz_6789.tmp"]
     for path in stale:
         path.write_bytes(b"left by a killed ingest")
         os.utime(path, (time.time() - 3600, time.time() - 3600))

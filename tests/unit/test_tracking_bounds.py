@@ -17,13 +17,13 @@ import pytest
 from digits_models import make_digits, train_model_dir
 
 from longtail.cli import main
+from longtail.credentials import redact
 from longtail.errors import LongtailError
 from longtail.tracking import (
     CLIENT_LIMITS,
     RunInfo,
     bound_client_retries,
     check_tracking_reachable,
-    redact_credentials,
 )
 
 
@@ -115,7 +115,7 @@ def test_an_unreachable_server_with_credentials_names_the_real_cause():
 
 def test_redaction_keeps_everything_but_the_password():
     text = "API request to http://bob:pa55@mlflow:5000/api/2.0/x failed; s3://bucket/key and https://h/p stay"
-    assert redact_credentials(text) == "API request to http://bob:***@mlflow:5000/api/2.0/x failed; " \
+    assert redact(text) == "API request to http://bob:***@mlflow:5000/api/2.0/x failed; " \
                                        "s3://bucket/key and https://h/p stay"
 
 

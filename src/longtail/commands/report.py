@@ -21,14 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, print and save the report."""
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.atomic_file import write_text
+    from longtail.tracking import check_store, resolve_tracking_uri
     from longtail.tracking.sweep import leaderboard_from_mlflow
 
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    check_store(uri)  # a failing server is one line, not a traceback
     board = leaderboard_from_mlflow(uri, experiment=args.experiment, parent_run_id=args.sweep)
     text = board.markdown(f"{args.experiment}: {len(board.entries)} run(s)")
     out = Path(args.out or f"{args.experiment}-report.md")
-    out.write_text(text)
+    write_text(out, text, what="report")
     print(text)
     print(f"saved to {out}")
     return 0

@@ -35,9 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
+    from longtail.credentials import redact
     from longtail.errors import DataError
     from longtail.pipelines.local import run_local
-    from longtail.tracking import GATE_REASON_TAG, redact_credentials
+    from longtail.tracking import GATE_REASON_TAG
 
     data, test, labels = args.data, args.test, args.labels
     if data is None:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
-    print(f"  MLflow run:      {result.run_id}  ({redact_credentials(result.tracking_uri)})")
+    print(f"  MLflow run:      {result.run_id}  ({redact(result.tracking_uri)})")
     if result.summary is not None and result.macro_f1 is not None:
         print(f"  val macro-F1:    {result.summary.describe_macro_f1()}")
     if result.submission is not None:
@@ -76,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  registered:      {args.register_as} version {result.registered_version} (alias candidate; "
               f"`longtail promote {args.register_as} {result.registered_version}` makes it the champion)")
     print(f"  full log:        {result.log_path}")
-    print(f"  compare runs:    {ui_hint(redact_credentials(result.tracking_uri), result.experiment_id)}")
+    print(f"  compare runs:    {ui_hint(result.tracking_uri, result.experiment_id)}")
     return 0

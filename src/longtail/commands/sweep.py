@@ -37,9 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Plan, run, print the leaderboard."""
     from longtail.config import config_to_dict, flatten
+    from longtail.credentials import redact
     from longtail.errors import ConfigError
     from longtail.sweep_plan import group_by_data, load_sweep
-    from longtail.tracking import redact_credentials
 
     if args.parallelism < 1:
         raise ConfigError(f"--parallelism must be >= 1, got {args.parallelism}")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(result.leaderboard)
     print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} "
-          f"({redact_credentials(result.tracking_uri)})")
+          f"({redact(result.tracking_uri)})")
     if result.submission:
         print(f"best model's submission: {result.submission}")
     if result.test_macro_f1 is not None:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from longtail.credentials import split_userinfo
 from longtail.errors import DataError, LongtailError, StorageError
 from longtail.model_dir import RUN_FILE, read_json, write_json
 from longtail.tracking.names import (
@@ -44,8 +45,8 @@ class RunInfo:
     run_id: str
 
     def save(self, model_dir: str | Path) -> Path:
-        """Write mlflow_run.json into a model directory."""
-        return write_json(model_dir, RUN_FILE, asdict(self))
+        """Write mlflow_run.json into a model directory (the URI without credentials: they live in the environment)."""
+        return write_json(model_dir, RUN_FILE, {**asdict(self), "tracking_uri": split_userinfo(self.tracking_uri)[0]})
 
     @classmethod
     def load(cls, model_dir: str | Path) -> RunInfo | None:

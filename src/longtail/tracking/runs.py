@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from longtail.credentials import redact
 from longtail.errors import LongtailError
 from longtail.tracking.inputs import SplitDataset, log_datasets
 from longtail.tracking.names import (
@@ -32,7 +33,6 @@ from longtail.tracking.store import (
     env_run_id_hidden,
     fluent_tracking_uri,
     git_commit,
-    redact_credentials,
     source_tags,
 )
 
@@ -196,7 +196,7 @@ def start_training_run(
         return TrainingRun(tracking_uri, experiment, run.info.run_id), False
     except MlflowException as e:
         raise LongtailError(
-            f"MLflow at {redact_credentials(tracking_uri)} refused to start a run: {redact_credentials(e.message)}"
+            f"MLflow at {redact(tracking_uri)} refused to start a run: {redact(e.message)}"
         ) from None
 
 
@@ -229,7 +229,7 @@ def existing_parent_run(client: Any, run_id: str, tracking_uri: str) -> Any:
     except MlflowException as e:
         raise LongtailError(
             f"MLflow run {run_id} (the parent to nest under) is not in the tracking store "
-            f"{redact_credentials(tracking_uri)}; set MLFLOW_TRACKING_URI to the server that holds it"
+            f"{redact(tracking_uri)}; set MLFLOW_TRACKING_URI to the server that holds it"
         ) from e
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -12,6 +11,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from longtail.credentials import redact, split_userinfo
 from longtail.errors import LongtailError
 from longtail.tracking.names import (
     CUSTOM_MODEL_DEVELOPMENT,
@@ -26,6 +26,10 @@ from longtail.tracking.names import (
 DEFAULT_HOME = Path(".longtail")
 # The environment variable MLflow (and KFP's MLflow plugin) read the tracking URI from.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# Where the MLflow client (and every process or task that inherits the environment) takes basic-auth
+# credentials from, so that the tracking URI itself never carries them.
+TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 20 s each, 1-2 s apart (about
 # a minute at worst), instead of MLflow's default of 8 tries of up to 120 s with 2-128 s backoff.
 CLIENT_LIMITS = {
@@ -33,7 +37,6 @@ CLIENT_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
-_USERINFO = re.compile(r"(?<=://)([^/@:\s]+):([^/@\s]+)@")
 
 
 def bound_client_retries(environ: MutableMapping[str, str]) -> None:
@@ -42,9 +45,26 @@ def bound_client_retries(environ: MutableMapping[str, str]) -> None:
         environ.setdefault(name, value)
 
 
-def redact_credentials(text: str) -> str:
-    """'http://user:pass@host' -> 'http://user:***@host', wherever a URI appears in `text`."""
-    return _USERINFO.sub(r"\1:***@", text)
+def credentials_to_env(uri: str, environ: MutableMapping[str, str]) -> str:
+    """`uri` without its userinfo; the user name and password move to MLFLOW_TRACKING_USERNAME/PASSWORD.
+
+    Call it where a tracking URI enters longtail (the CLI): MLflow's client sends those variables as
+    basic auth, child processes and kfp.local tasks inherit them, and nothing downstream (MLflow's
+    "View run at" lines, mlflow_run.json, hints, logs) ever holds the password.
+    """
+    bare, user, password = split_userinfo(uri)
+    if user is not None:
+        environ[TRACKING_USERNAME_ENV] = user
+        if password is not None:
+            environ[TRACKING_PASSWORD_ENV] = password
+    return bare
+
+
+def tracking_credentials_to_env(environ: MutableMapping[str, str]) -> None:
+    """Strip MLFLOW_TRACKING_URI's userinfo into the credential variables, in place (the CLI edge)."""
+    uri = environ.get(TRACKING_URI_ENV)
+    if uri:
+        environ[TRACKING_URI_ENV] = credentials_to_env(uri, environ)
 
 
 def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
@@ -131,9 +151,12 @@ def runs_page_url(base_url: str, experiment_id: str) -> str:
 
 
 def ui_hint(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
-    """How to open the runs page: the URL itself for a server, `mlflow ui` plus the URL for a local store."""
+    """How to open the runs page: the URL itself for a server, `mlflow ui` plus the URL for a local store.
+
+    A server's credentials are left out: the browser asks for them.
+    """
     if tracking_uri.startswith(("http://", "https://")):
-        return runs_page_url(tracking_uri, experiment_id)
+        return runs_page_url(split_userinfo(tracking_uri)[0], experiment_id)
     return (f"mlflow ui --backend-store-uri {tracking_uri} --port {port}, then open "
             f"{runs_page_url(f'http://127.0.0.1:{port}', experiment_id)}")
 
@@ -180,7 +203,7 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    shown = redact_credentials(tracking_uri)
+    shown = redact(tracking_uri)
     # user:password@ is the MLflow client's business (basic auth); /health needs none, and urllib
     # would take the password for part of the host name.
     scheme, netloc, path, _, _ = urllib.parse.urlsplit(tracking_uri)
@@ -191,7 +214,7 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError as e:
         status, body = e.code, b""
     except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = redact_credentials(str(getattr(e, "reason", e)))
+        reason = redact(str(getattr(e, "reason", e)))
         raise LongtailError(
             f"MLflow tracking server {shown} is unreachable ({reason}); start it, fix "
             "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store under .longtail/"
@@ -222,7 +245,7 @@ def check_store(tracking_uri: str) -> None:
     try:
         mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot track"; say which store
-        raise LongtailError(f"MLflow tracking store {tracking_uri} is not reachable: {e}") from e
+        raise LongtailError(f"MLflow tracking store {redact(tracking_uri)} is not reachable: {redact(str(e))}") from e
     finally:
         db_log.setLevel(level)
 
