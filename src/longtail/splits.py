@@ -290,6 +290,25 @@ def read_ids(path: str | Path) -> list[str]:
         return decode_ids(f[IDS][:])
 
 
+def check_disjoint(train: str | Path, val: str | Path) -> None:
+    """Refuse a val split that shares rows with the train split: the same file, or any id.
+
+    Two ingest runs of one source with other seeds (or --val given the train split) would score
+    the model on images it trained on, with no other sign than a flattering macro-F1.
+
+    Raises:
+        DataError: naming both splits, how many ids they share, and one of them.
+    """
+    if Path(train).resolve() == Path(val).resolve():
+        raise DataError(f"the val split {val} is the train split itself; pass the val.h5 from the same ingest")
+    shared = set(read_ids(train)).intersection(read_ids(val))
+    if shared:
+        raise DataError(
+            f"the val split {val} shares {len(shared)} ids with the train split {train} (e.g. {min(shared)!r}): "
+            "pass the train.h5 and val.h5 of one `longtail ingest` run"
+        )
+
+
 def image_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
     """A split's images, `batch_size` rows at a time, in row order (uint8 (n, H, W, 3) each)."""
     with h5py.File(path, "r") as f:
