@@ -109,7 +109,10 @@ def test_a_fifo_as_manifest_or_in_a_manifest_is_refused_unread(tmp_path, capsys)
     os.mkfifo(source / "a" / "f.png")
     (source / "ok.csv").write_text("path,label\n" + "".join(f"{c}/{i}.png,{c}\n" for c in "ab" for i in range(6))
                                    + "a/f.png,a\n")
-    result = ingest(str(source / "ok.csv"), tmp_path / "out", workers=1)
+    script = f"from longtail.ingest import ingest; ingest({str(source / 'ok.csv')!r}, 'out', workers=1)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "ingest.json").read_text())
     assert result["rejected"] == [{"path": "a/f.png", "reason": "not a regular file (a FIFO, socket or device): not read"}]
 
 
@@ -300,3 +303,38 @@ def test_lb_against_a_failing_server_says_so_not_run_not_found(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "answered HTTP 500" in err and "not found" not in err
+
+
+def test_a_download_that_trickles_or_never_ends_is_given_up(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from longtail.datasets import _fetch
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"x" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/x.gz"
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError, match="not complete after 2 s"):
+            _fetch(url, deadline_s=2.0)
+        assert time.monotonic() - started < 4
+        with pytest.raises(OSError, match="more than 0 MiB"):
+            _fetch(url, max_bytes=4096)
+    finally:
+        server.shutdown()
