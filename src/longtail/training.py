@@ -125,7 +125,7 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
             f"the train split {train.path} holds one class, and a classifier needs at least two (one class "
             "trains to a meaningless macro-F1 of 1.0); ingest a source with two or more class folders"
         )
-    check_disjoint(train.path, val.path)
+    check_disjoint(train, val)
     pre = Preprocessing.from_split(train, "scale")
     pre.check_split(val.preprocessing, val.image_size, f"val split {val.path}")
     return pre

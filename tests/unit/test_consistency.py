@@ -81,6 +81,28 @@ def test_a_val_split_overlapping_train_is_refused(tmp_path):
         check_splits(train, val1)
 
 
+def test_val_images_with_train_pixels_are_refused_from_another_ingest_and_warned_within_one(tmp_path, caplog):
+    from longtail.splits import read_info, write_split
+    from longtail.training import check_splits
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    common = dict(class_names=["x", "y"], image_size=8, preprocessing={"image_size": 8})
+    train = write_split(tmp_path / "train.h5", images[:2], ["a.png", "b.png"], labels=np.array([0, 1]),
+                        source_fingerprint="sha256:one", **common)
+    val_images = np.stack([images[0], images[2], images[3]])  # a.png's pixels again, under another name
+    for fingerprint in ("sha256:two", "sha256:one"):
+        val = write_split(tmp_path / f"val-{fingerprint[-3:]}.h5", val_images, ["c.png", "d.png", "e.png"],
+                          labels=np.array([0, 1, 1]), source_fingerprint=fingerprint, **common)
+        if fingerprint == "sha256:two":
+            with pytest.raises(DataError, match="has 1 images whose pixels are also in the train split .* another "
+                                                "ingest run"):
+                check_splits(read_info(train), read_info(val))
+        else:
+            with caplog.at_level(logging.WARNING, logger="longtail.splits"):
+                check_splits(read_info(train), read_info(val))
+            assert "val macro-F1 is optimistic" in caplog.text
+
+
 def test_train_refuses_its_own_train_split_as_val_before_training(tmp_path, capsys):
     source = make_classes(tmp_path / "src", per_class=20)
     ingest(str(source), tmp_path / "data", workers=1)
