@@ -68,8 +68,10 @@ class S3Settings:
 
     @property
     def attempt_worst_s(self) -> float:
-        """The longest one call of ours can take: botocore's tries, each timing out on connect and read."""
-        return self.max_attempts * (self.connect_timeout + self.read_timeout)
+        """The longest one call of ours can take: botocore's tries, each timing out on connect and
+        read, and botocore's backoff between them (standard mode: under 2**i s before try i + 1)."""
+        backoff = sum(min(2.0**i, 20.0) for i in range(self.max_attempts - 1))
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + backoff
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
