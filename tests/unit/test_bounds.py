@@ -257,6 +257,16 @@ def test_a_sqlite_store_that_cannot_work_is_refused_at_once(uri, message):
     assert not Path("/nonexistent-longtail").exists()
 
 
+@pytest.mark.parametrize("command", [["report", "x"], ["promote", "m", "1"], ["lb", "0123abcd", "0.5"]])
+def test_every_command_refuses_a_sqlite_store_that_cannot_work_in_one_line(command, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/mlflow.db")
+    started = time.monotonic()
+    assert main(command) == 2  # was 106 s of retries, then a traceback
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot create a file in /proc" in err
+
+
 def test_a_sqlite_store_naming_another_file_is_refused(tmp_path):
     from longtail.tracking.store import check_tracking_reachable
 

@@ -65,13 +65,18 @@ def resolve_tracking_uri(env_value: str | None, home: str | Path = DEFAULT_HOME)
     """MLFLOW_TRACKING_URI when set (read by the caller at the edge), else the SQLite default.
 
     A relative SQLite path (sqlite:///m.db) is made absolute here, so every step and the artifact
-    folder beside it name the same file whatever their working folder.
+    folder beside it name the same file whatever their working folder; a SQLite store that cannot
+    work is refused here (check_sqlite_store), before MLflow retries it for minutes.
+
+    Raises:
+        LongtailError: a SQLite store whose folder is missing or unwritable, or a file that is no database.
     """
-    if env_value and env_value.startswith(SQLITE_PREFIX):
-        path = env_value[len(SQLITE_PREFIX):]
-        if path and not path.startswith(("/", ":memory:")):
-            return SQLITE_PREFIX + str(Path(path).resolve())
-    return env_value or default_tracking_uri(home)
+    uri = env_value or default_tracking_uri(home)
+    path = uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else "/"
+    if path and not path.startswith(("/", ":memory:")):
+        uri = SQLITE_PREFIX + str(Path(path).resolve())
+    check_sqlite_store(uri)
+    return uri
 
 
 SQLITE_PREFIX = "sqlite:///"
@@ -112,7 +117,8 @@ def check_sqlite_store(tracking_uri: str) -> None:
             pass
     except OSError as e:
         raise LongtailError(
-            f"MLflow tracking store {tracking_uri}: cannot create a file in {db.parent} ({e.strerror or e}); {fix}"
+            f"MLflow tracking store {tracking_uri}: cannot create a file in {db.parent} ({e.strerror or e}); "
+            "name a folder you can write in MLFLOW_TRACKING_URI (unset, it is .longtail/mlflow.db)"
         ) from None
 
 
