@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class Registry:
         return self.builders[name]
 
 
+@functools.cache  # a sweep validates many configs; the modules do not change while it runs
 def declared_names(folder: str | Path, decorator: str) -> list[str]:
     """Names registered with `@decorator("name")` in the modules of `folder`, read from their source.
 
