@@ -42,6 +42,8 @@ WINDOW_BATCHES = 32
 # ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
 # beyond it they are only counted, so a million missing files make a report of kilobytes.
 LISTED_MAX = 100
+# A manifest on S3 is read whole (a local one is streamed): 10 million rows of 100 bytes.
+MANIFEST_MAX_BYTES = 2**30
 
 
 @dataclass
@@ -145,7 +147,8 @@ def _manifest_lines(source: str, s3: S3Settings | None) -> Iterator[str]:
     """A manifest's lines: streamed from a local file (a regular file only), whole from S3."""
     try:
         if storage.is_s3(source):
-            yield from io.StringIO(storage.read_bytes(source, s3).decode("utf-8-sig"), newline="")
+            text = storage.read_bytes(source, s3, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8-sig")
+            yield from io.StringIO(text, newline="")
             return
         if not Path(source).is_file():
             storage.read_bytes(source, max_bytes=0)  # raises: not found, or not a regular file (a FIFO)
