@@ -17,4 +17,4 @@ def ingest(source: str, config: dict, unlabelled: bool, data: dsl.Output[dsl.Dat
     report = ingest_images(source, data.path, unlabelled=unlabelled, s3=S3Settings.from_env(os.environ),
                            **ingest_settings(config_from_dict(config)))
     data.metadata.update({"n_images": report["n_images"], "n_classes": report["n_classes"],
-                          "rejected": len(report["rejected"])})
+                          "rejected": report["rejected_total"]})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import logging
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,10 @@ from longtail.errors import ConfigError
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
 # Upper bounds that catch a typo (an extra zero) before it costs days of compute or all memory.
 EPOCHS_MAX, BATCH_SIZE_MAX = 10_000, 65_536
+# Seeds reach NumPy and Keras, which take 0 .. 2**32 - 1.
+SEED_MAX = 2**32 - 1
+# A learning rate above this is a typo (1e30 for 1e-3), and trains to NaN.
+LR_MAX = 10.0
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -37,6 +43,29 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Refuse a key given twice in one mapping (PyYAML keeps the last one silently)."""
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    raise ConfigError(
+                        f"duplicate key {key_node.value!r} at line {line} (first at line {first[key_node.value]}); "
+                        "keep one"
+                    )
+                first[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 numbers: PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so
+# 1e-3 and 5E4 would load as strings.
+_NoAliasLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 
 def load_yaml(text: str, where: str) -> Any:
     """Parse config YAML (aliases refused) with any failure as a one-line ConfigError naming `where`."""
@@ -44,6 +73,8 @@ def load_yaml(text: str, where: str) -> Any:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"{where} is not valid YAML: {' '.join(str(e).split())}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     except RecursionError:
         raise ConfigError(f"{where} is nested too deeply to be a config") from None
 
@@ -338,6 +369,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
     need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)
     need(d.seed is None or d.seed >= 0, "data.seed", ">= 0 or null", d.seed)
+    need(d.seed is None or d.seed <= SEED_MAX, "data.seed", f"<= {SEED_MAX} or null", d.seed)
+    need(0 <= t.seed <= SEED_MAX, "train.seed", f"between 0 and {SEED_MAX}", t.seed)
     need(0.0 < cfg.weights.beta < 1.0, "weights.beta", "> 0 and < 1", cfg.weights.beta)
     need(1 <= t.epochs <= EPOCHS_MAX, "train.epochs", f"between 1 and {EPOCHS_MAX}", t.epochs)
     need(1 <= t.batch_size <= BATCH_SIZE_MAX, "train.batch_size", f"between 1 and {BATCH_SIZE_MAX}", t.batch_size)
@@ -346,7 +379,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(0.0 <= t.optimizer.momentum < 1.0, "train.optimizer.momentum", ">= 0 and < 1", t.optimizer.momentum)
     need(t.optimizer.weight_decay >= 0, "train.optimizer.weight_decay", ">= 0", t.optimizer.weight_decay)
     lr = t.lr
-    need(lr.initial > 0, "train.lr.initial", "> 0", lr.initial)
+    need(0 < lr.initial <= LR_MAX, "train.lr.initial", f"> 0 and <= {LR_MAX:g}", lr.initial)
     need(lr.power > 0, "train.lr.power", "> 0", lr.power)
     need(0 <= lr.warmup_epochs < t.epochs, "train.lr.warmup_epochs", f">= 0 and < train.epochs ({t.epochs})",
          lr.warmup_epochs)
@@ -355,14 +388,29 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
              f"one longer than train.lr.boundaries ({len(lr.boundaries)} boundaries)", lr.values)
         need(all(b > 0 for b in lr.boundaries) and lr.boundaries == sorted(set(lr.boundaries)),
              "train.lr.boundaries", "strictly increasing epochs > 0", lr.boundaries)
-        need(all(v > 0 for v in lr.values), "train.lr.values", "all > 0", lr.values)
+        need(all(0 < v <= LR_MAX for v in lr.values), "train.lr.values", f"all > 0 and <= {LR_MAX:g}", lr.values)
     ls = t.label_smoothing
     need(0.0 <= ls.factor < 1.0, "train.label_smoothing.factor", ">= 0 and < 1", ls.factor)
     need(0.0 <= t.augmentation.shift < 0.5, "train.augmentation.shift", ">= 0 and < 0.5", t.augmentation.shift)
     need(0.0 <= cfg.evaluate.min_macro_f1 <= 1.0, "evaluate.min_macro_f1", "between 0 and 1",
          cfg.evaluate.min_macro_f1)
     need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
+    _check_model(cfg.model, need)
     _check_long_tail_methods(cfg, need)
+
+
+def _check_model(model: ModelConfig, need: Any) -> None:
+    """model.name among the registered models (read from their source: no TensorFlow start-up), and
+    model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
+    from longtail.name_registry import declared_names
+
+    spec = importlib.util.find_spec("longtail.models")
+    known = declared_names(spec.submodule_search_locations[0], "register_model") if spec else []
+    if known and model.name not in known:
+        raise ConfigError(f"config field model.name: unknown model {model.name!r}; known models: {', '.join(known)}")
+    for key, value in model.args.items():
+        for v in value if isinstance(value, list) else [value]:
+            need(isinstance(v, bool) or not isinstance(v, int | float) or v >= 0, f"model.args.{key}", ">= 0", value)
 
 
 def _check_long_tail_methods(cfg: ExperimentConfig, need: Any) -> None:

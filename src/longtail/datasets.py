@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 from longtail.atomic_file import atomic_path
 from longtail.errors import DataError
+from longtail.storage import NETWORK_DEADLINE_S
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -126,14 +128,35 @@ def _parse_idx(raw: bytes, name: str, path: str, *, gzipped: bool) -> np.ndarray
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+# The largest Fashion-MNIST file is 26 MB: a server sending more is not serving Fashion-MNIST.
+DOWNLOAD_MAX_BYTES = 64 * 2**20
+
+
+def _fetch(url: str, deadline_s: float = NETWORK_DEADLINE_S, max_bytes: int = DOWNLOAD_MAX_BYTES) -> bytes:
+    """The body at `url`, read in 1 MiB pieces: at most `max_bytes`, and all of it within `deadline_s`.
+
+    Raises:
+        OSError: the deadline passed or the body is too big (a socket timeout is one too).
+    """
+    started = time.monotonic()
+    pieces: list[bytes] = []
+    with urllib.request.urlopen(url, timeout=min(30.0, deadline_s)) as response:
+        while piece := response.read1(2**20):  # read1: returns what arrived, so the deadline is checked
+            pieces.append(piece)
+            if sum(map(len, pieces)) > max_bytes:
+                raise OSError(f"more than {max_bytes // 2**20} MiB")
+            if time.monotonic() - started > deadline_s:
+                raise OSError(f"not complete after {deadline_s:.0f} s")
+    return b"".join(pieces)
+
+
 def _download(base_url: str, cache: Path, debian_dir: str | Path) -> None:
     """Fetch the four files into the cache, each checked before it is kept."""
     cache.mkdir(parents=True, exist_ok=True)
     for name in FASHION_MNIST_FILES:
         url = base_url.rstrip("/") + f"/{name}.gz"
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                payload = response.read()
+            payload = _fetch(url)
         except (urllib.error.URLError, OSError) as e:
             raise DataError(
                 f"Fashion-MNIST not found and not downloadable ({url}: {getattr(e, 'reason', e)}). Either "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -27,9 +28,15 @@ RESIZE_MODES = ("stretch", "aspect")
 # claims 30000x30000) is rejected. Pillow's own, looser guard (~179 MP) stays on behind it.
 MAX_IMAGE_PIXELS = 40_000_000
 # The per-image memory bound: the decoder's own buffer (width x height x channels x bytes per
-# sample, read from the header) may not exceed this. Conversion to RGB uint8 adds about as much
-# again, so one worker's peak stays under ~2 x this whatever the file claims.
+# sample, read from the header, at least 3) may not exceed this. One image then holds at most its
+# file (MAX_FILE_BYTES, half this), the decoder's buffer, and the RGB uint8 result (no bigger than
+# the buffer claim, converted in strips of STRIP_ROWS): under 2 x this, measured in test_decode.
 MAX_DECODE_BYTES = 256 * 2**20
+# Files over this are rejected before they are read.
+MAX_FILE_BYTES = MAX_DECODE_BYTES // 2
+STRIP_ROWS = 256
+# PNGs decoding to more than this go to Pillow (see _png_for_opencv).
+OPENCV_PNG_MAX_BYTES = MAX_DECODE_BYTES // 4
 # The containers Pillow may identify a file as (whatever its extension): the ones ingest accepts.
 # (A camera's multi-picture JPEG opens as JPEG too, as MPO.)
 PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "TIFF", "GIF")
@@ -144,7 +151,7 @@ def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
         bgr = cv2.imdecode(buf, flag)
         if bgr is not None:
             return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    elif data.startswith(_PNG_MAGIC):
+    elif data.startswith(_PNG_MAGIC) and _png_for_opencv(data):
         raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         if raw is not None:
             return _to_rgb8(raw, bgr=True)
@@ -190,6 +197,32 @@ def image_header(data: bytes) -> tuple[int, int, int] | None:
         raise DecodeError(f"image too large to decode safely: {e}") from None
     except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to name, below
         return None
+
+
+def _png_for_opencv(data: bytes) -> bool:
+    """True for a PNG OpenCV decodes as it should, in little memory: up to 8 bits per sample, under
+    OPENCV_PNG_MAX_BYTES decoded, and no eXIf chunk (OpenCV ignores its orientation).
+
+    OpenCV holds about twice the decoded size while it decodes, and a 16-bit file at full depth;
+    Pillow reads 16-bit samples as 8-bit and is converted in strips (see MAX_DECODE_BYTES).
+    """
+    header = image_header(data)
+    if header is None or len(data) < 26 or data[24] > 8:
+        return False
+    return header[0] * header[1] * header[2] <= OPENCV_PNG_MAX_BYTES and not _png_has_exif(data)
+
+
+def _png_has_exif(data: bytes) -> bool:
+    """True if a PNG has an eXIf chunk (it must come before the image data)."""
+    i = len(_PNG_MAGIC)
+    while i + 8 <= len(data):
+        kind = data[i + 4 : i + 8]
+        if kind == b"eXIf":
+            return True
+        if kind == b"IDAT":
+            return False
+        i += 12 + _u32be(data, i)
+    return False
 
 
 def _u32be(data: bytes, offset: int) -> int:
@@ -253,7 +286,8 @@ def _decode_pillow(data: bytes) -> np.ndarray:
                     f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"
                 )
             img.load()
-            return _pil_to_rgb8(ImageOps.exif_transpose(img))
+            ImageOps.exif_transpose(img, in_place=True)  # in place: without it, a full copy when upright
+            return _pil_to_rgb8(img)
     except Image.DecompressionBombError as e:
         raise DecodeError(f"image too large to decode safely: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -283,12 +317,6 @@ def _sniff(data: bytes) -> str:
 def _pil_to_rgb8(img: Image.Image) -> np.ndarray:
     """Any Pillow mode to RGB uint8, with 16/32-bit samples scaled (Pillow's own convert clips them)."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img)
-        if mode == "I":
-            # 32-bit integer images from 16-bit PNG/TIFF hold 0..65535.
-            arr = np.clip(arr, 0, 65535)
-        return _to_rgb8((arr.astype(np.uint32) >> 8).astype(np.uint8), bgr=False)
     if mode == "F":
         arr = np.clip(np.asarray(img), 0.0, 1.0 if np.asarray(img).max() <= 1.0 else 255.0)
         scale = 255.0 if arr.max() <= 1.0 else 1.0
@@ -297,19 +325,39 @@ def _pil_to_rgb8(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA")
     elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
-    elif mode not in ("L", "LA", "RGB", "RGBA", "La", "RGBa", "PA"):
+    elif mode not in ("L", "LA", "RGB", "RGBA", "La", "RGBa", "PA", "I;16", "I;16B", "I;16L", "I;16N", "I"):
         img = img.convert("RGBA")
-    return _to_rgb8(np.asarray(img), bgr=False)
+    # Strip by strip: np.asarray of the whole image would be one more full-size copy.
+    return _rgb8_by_strips(img.height, img.width, bgr=False,
+                           strip=lambda top: np.asarray(img.crop((0, top, img.width, min(img.height, top + STRIP_ROWS)))))
 
 
 def _to_rgb8(arr: np.ndarray, *, bgr: bool) -> np.ndarray:
-    """(H, W), (H, W, 1|2|3|4) of uint8/uint16 -> RGB uint8 (H, W, 3), alpha composited over white."""
-    if arr.dtype == np.uint16:
-        arr = (arr >> 8).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    """(H, W), (H, W, 1|2|3|4) of uint8/uint16/int32/float -> RGB uint8 (H, W, 3), alpha composited over white.
+
+    Converted STRIP_ROWS rows at a time into one preallocated output, so the only full-size arrays
+    are the decoder's buffer and the result (see MAX_DECODE_BYTES): never a full-size uint16 copy.
+    """
+    return _rgb8_by_strips(arr.shape[0], arr.shape[1], bgr=bgr, strip=lambda top: arr[top : top + STRIP_ROWS])
+
+
+def _rgb8_by_strips(height: int, width: int, *, bgr: bool, strip: Callable[[int], np.ndarray]) -> np.ndarray:
+    """RGB uint8 (height, width, 3) filled from strip(top), the STRIP_ROWS rows from `top` on."""
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, STRIP_ROWS):
+        out[top : top + STRIP_ROWS] = _strip_to_rgb8(strip(top), bgr=bgr)
+    return out
+
+
+def _strip_to_rgb8(arr: np.ndarray, *, bgr: bool) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:  # 16-bit samples, either byte order
+        arr = (arr.astype(np.uint16, copy=False) >> 8).astype(np.uint8)
+    elif arr.dtype == np.int32:  # Pillow's mode I: 16-bit PNG/TIFF samples as 0..65535
+        arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
     channels = arr.shape[2]
     if channels in (2, 4):
         color, alpha = arr[:, :, : channels - 1], arr[:, :, channels - 1 :]
@@ -318,10 +366,10 @@ def _to_rgb8(arr: np.ndarray, *, bgr: bool) -> np.ndarray:
             color = ((color.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
         arr = color
     if arr.shape[2] == 1:
-        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+        return np.repeat(arr, 3, axis=2)
     if bgr:
-        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(arr)
+        return arr[:, :, ::-1]
+    return arr
 
 
 def resize(image: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from longtail import storage
-from longtail.decode import DecodeError, PixelSettings, is_image_name, to_pixels
+from longtail.config import SEED_MAX
+from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, is_image_name, to_pixels
 from longtail.errors import DataError
 from longtail.output_lock import output_lock
 from longtail.splits import SplitWriter, remove_stale_temps, split_file
@@ -39,6 +40,49 @@ FLUSH_ROWS = 1024
 BATCH_FILES = 64
 # Batches per window; two windows are in flight, which bounds memory whatever the image size.
 WINDOW_BATCHES = 32
+# ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
+# beyond it they are only counted, so a million missing files make a report of kilobytes.
+LISTED_MAX = 100
+# A manifest on S3 is read whole (a local one is streamed): 10 million rows of 100 bytes.
+MANIFEST_MAX_BYTES = 2**30
+
+
+@dataclass
+class Rejections:
+    """Rejected files, bounded: the first LISTED_MAX as {path, reason}, every one counted per reason."""
+
+    listed: list[dict[str, str]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, path: str, reason: str) -> None:
+        """Count a rejected file, and name it while fewer than LISTED_MAX are named."""
+        self.counts[reason] += 1
+        if len(self.listed) < LISTED_MAX:
+            self.listed.append({"path": path, "reason": reason})
+
+    @property
+    def total(self) -> int:
+        """Every rejected file, named or not."""
+        return sum(self.counts.values())
+
+
+class RepeatedWarning:
+    """One log line per case for the first LISTED_MAX cases, then a count (summary() says how many more)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+
+    def warn(self, msg: str, *args: Any) -> None:
+        """Log `msg` unless LISTED_MAX lines of this kind were logged already; count it either way."""
+        self.count += 1
+        if self.count <= LISTED_MAX:
+            log.warning(msg, *args)
+
+    def summary(self) -> None:
+        """One line for the cases not logged one by one."""
+        if self.count > LISTED_MAX:
+            log.warning("... and %d more %s (%d in all)", self.count - LISTED_MAX, self.what, self.count)
 
 
 @dataclass(frozen=True)
@@ -57,7 +101,7 @@ class Listing:
 
     files: list[SourceFile]
     ignored: int = 0
-    rejected: list[dict[str, str]] = field(default_factory=list)
+    rejected: Rejections = field(default_factory=Rejections)
     loose_images: int = 0  # images directly in a labelled folder's root (no class folder)
     duplicates: int = 0  # manifest rows repeating an earlier row (same path, same label)
 
@@ -87,7 +131,7 @@ def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None 
             listing.ignored += 1
             continue
         if f.refused:
-            listing.rejected.append({"path": f.relative, "reason": f.refused})
+            listing.rejected.add(f.relative, f.refused)
             continue
         parts = f.relative.split("/")
         if unlabelled:
@@ -100,15 +144,35 @@ def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None 
     return listing
 
 
+def _manifest_lines(source: str, s3: S3Settings | None) -> Iterator[str]:
+    """A manifest's lines: streamed from a local file (a regular file only), whole from S3."""
+    try:
+        if storage.is_s3(source):
+            text = storage.read_bytes(source, s3, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8-sig")
+            yield from io.StringIO(text, newline="")
+            return
+        if not Path(source).is_file():
+            storage.read_bytes(source, max_bytes=0)  # raises: not found, or not a regular file (a FIFO)
+        with open(source, encoding="utf-8-sig", newline="") as f:
+            yield from f
+    except storage.ObjectNotFound:
+        raise DataError(f"ingest manifest not found: {source}") from None
+    except storage.ReadRefused as e:
+        raise DataError(f"ingest manifest {source}: {e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"manifest {source} is not UTF-8 text") from None
+
+
 def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> Listing:
     """Rows of a CSV manifest, paths relative to the CSV's folder; rows whose file is missing are rejected."""
     try:
-        text = storage.read_bytes(source, s3).decode("utf-8-sig")
-    except storage.ObjectNotFound:
-        raise DataError(f"ingest manifest not found: {source}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"manifest {source} is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
+        return _read_manifest(source, unlabelled=unlabelled, s3=s3)
+    except csv.Error as e:  # a field over csv.field_size_limit(), a NUL byte
+        raise DataError(f"manifest {source} is not a valid CSV: {e}") from None
+
+
+def _read_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> Listing:
+    reader = csv.DictReader(_manifest_lines(source, s3))
     columns = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = columns
     if "path" not in columns:
@@ -120,14 +184,30 @@ def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> L
     # manifest beside unrelated trees (or a symlink loop) costs nothing.
     present = {f.relative: f for f in storage.list_files(base, s3)} if storage.is_s3(source) else None
     listing = Listing(files=[])
+    repeats = RepeatedWarning("repeated manifest rows")
+    labels: dict[str, str] = {}  # one string per label, shared by every row naming it
     first_row: dict[str, tuple[int, str | None]] = {}  # normalised path -> (line, label) of its first row
     for line, row in enumerate(reader, start=2):
-        relative = posixpath.normpath((row.get("path") or "").strip().replace("\\", "/"))
+        path = row.get("path") or ""
+        if "\x00" in path:
+            raise DataError(f"manifest {source} line {line}: the path holds a NUL byte")
+        relative = posixpath.normpath(path.strip().replace("\\", "/"))
         if relative in ("", ".") or relative == ".." or relative.startswith("../") or relative.startswith("/"):
             raise DataError(f"manifest {source} line {line}: path {row.get('path')!r} must be relative to the CSV's folder")
-        label = None if unlabelled else (row.get("label") or "").strip()
+        label = None if unlabelled else labels.setdefault(text := (row.get("label") or "").strip(), text)
         if label == "":
             raise DataError(f"manifest {source} line {line}: {relative} has no label")
+        if _hidden(relative) or not is_image_name(relative):
+            listing.ignored += 1
+            continue
+        # Rows of missing files are counted, never kept: a million of them cost no memory.
+        found = present.get(relative) if present is not None else storage.find_file(base, relative)
+        if found is None:
+            listing.rejected.add(relative, "listed in the manifest but not found")
+            continue
+        if found.refused:
+            listing.rejected.add(relative, found.refused)
+            continue
         if relative in first_row:
             first_line, first_label = first_row[relative]
             if first_label != label:
@@ -135,21 +215,13 @@ def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> L
                     f"manifest {source} lines {first_line} and {line} give {relative} two labels "
                     f"({first_label!r} and {label!r}); keep one row per file"
                 )
-            log.warning("manifest %s line %d repeats %s from line %d; counted once", source, line, relative, first_line)
+            repeats.warn("manifest %s line %d repeats %s from line %d; counted once", source, line, relative,
+                         first_line)
             listing.duplicates += 1
             continue
         first_row[relative] = (line, label)
-        if _hidden(relative) or not is_image_name(relative):
-            listing.ignored += 1
-            continue
-        found = present.get(relative) if present is not None else storage.find_file(base, relative)
-        if found is None:
-            listing.rejected.append({"path": relative, "reason": "listed in the manifest but not found"})
-            continue
-        if found.refused:
-            listing.rejected.append({"path": relative, "reason": found.refused})
-            continue
         listing.files.append(SourceFile(found.uri, relative, label, found.size))
+    repeats.summary()
     return listing
 
 
@@ -215,9 +287,11 @@ def _load(uri: str) -> tuple[np.ndarray | None, str, str, int]:
     """Read and convert one file: (pixels, "", sha256, size), or (None, reason, "", size) if rejected."""
     assert _settings is not None
     try:
-        data = storage.read_bytes(uri, _s3)
+        data = storage.read_bytes(uri, _s3, max_bytes=MAX_FILE_BYTES)
     except ObjectNotFound:
         return None, "file not found", "", 0
+    except storage.ReadRefused as e:
+        return None, str(e), "", 0
     except storage.StorageError as e:
         if storage.is_s3(uri):
             raise  # endpoint trouble stops the ingest; it says nothing about this file
@@ -376,6 +450,8 @@ def ingest(
         raise DataError(f"--workers must be >= 1, got {workers}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if not 0 <= seed <= SEED_MAX:
+        raise DataError(f"--seed must be between 0 and {SEED_MAX}, got {seed}")
     # One ingest per output folder; with the lock held, a temporary file of ours older than this
     # ingest was left by one killed outright (SIGKILL), and is removed.
     with output_lock(out_dir, "ingest output folder"):
@@ -430,6 +506,10 @@ def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int
             if listing.loose_images
             else ""
         )
+        refused = listing.rejected
+        if refused.total:
+            reason, n = refused.counts.most_common(1)[0]
+            hint += f"; {refused.total} rejected, {n} of them {reason}, e.g. {refused.listed[0]['path']}"
         raise DataError(f"no images found in {source} ({listing.ignored} files ignored){hint}")
     if unlabelled:
         return IngestPlan(source, listing, True, listing.files, [], [], {"test": list(range(len(listing.files)))},
@@ -459,27 +539,32 @@ class WrittenSplits:
     """What decode_and_write put into the split files."""
 
     accepted: list[tuple[str, str, int, str]]  # (relative, label, size, sha256) of every decoded file
-    rejected: list[dict[str, str]]
+    rejected: Rejections
     split_counts: dict[str, int]
     classes_seen: dict[str, int]  # split -> classes that have rows in it
     fingerprint: str
     workers: int
     n_files: int
+    duplicate_images: int = 0  # files dropped (or, unlabelled, kept) for holding an earlier file's bytes
 
 
 def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3: S3Settings | None,
                      workers: int | None, progress: bool, fingerprint_extra: dict[str, Any]) -> WrittenSplits:
     """Decode the planned files in parallel and stream them, in plan order, into one split file each.
 
-    A file that fails to decode is listed in `rejected` and its row dropped. The split files appear
+    A file that fails to decode is listed in `rejected` and its row dropped. A file with the bytes
+    of an earlier one (by SHA-256, across classes and splits) under the same label is dropped with a
+    warning; unlabelled, both rows stay (a test id needs its prediction). The split files appear
     whole (SplitWriter) once every row is in.
 
     Raises:
-        DataError: no planned file could be decoded.
+        DataError: no planned file could be decoded, or the same bytes carry two labels.
     """
     files, labels, unlabelled = plan.files, plan.labels, plan.unlabelled
-    rejected = list(plan.listing.rejected)
+    rejected = plan.listing.rejected
     accepted: list[tuple[str, str, int, str]] = []
+    first_of: dict[str, SourceFile] = {}  # sha256 -> the first decoded file with those bytes
+    duplicates = RepeatedWarning("duplicate images")
     # Batches never straddle two splits, so each decoded block goes to one writer whole.
     batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.rows.items()
                for i in range(0, len(rows), BATCH_FILES)]
@@ -507,19 +592,25 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
             tqdm(total=n_files, disable=not progress, unit="img", desc="ingest", file=sys.stderr, smoothing=0.1)
         )
         for (split, rows), batch in zip(batches, results, strict=True):
-            kept = []
+            kept, keep_pixels = [], []
             for row, reason, digest, size in zip(rows, batch.reasons, batch.digests, batch.sizes, strict=True):
                 f = files[row]
                 if reason:
-                    rejected.append({"path": f.relative, "reason": reason})
-                else:
-                    kept.append(row)
-                    accepted.append((f.relative, f.label or "", size, digest))
-            sinks[split].add(batch.pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [])
+                    rejected.add(f.relative, reason)
+                    continue
+                if not _first_copy(first_of.setdefault(digest, f), f, unlabelled, duplicates):
+                    keep_pixels.append(False)
+                    continue
+                keep_pixels.append(True)
+                kept.append(row)
+                accepted.append((f.relative, f.label or "", size, digest))
+            pixels = batch.pixels if all(keep_pixels) else batch.pixels[np.asarray(keep_pixels, bool)]
+            sinks[split].add(pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [])
             bar.update(len(rows))
+        duplicates.summary()
         if not accepted:
-            reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])
-            raise DataError(f"no image in {plan.source} could be decoded ({len(rejected)} rejected, e.g. {reasons})")
+            reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected.listed[:3])
+            raise DataError(f"no image in {plan.source} could be decoded ({rejected.total} rejected, e.g. {reasons})")
         fingerprint = source_fingerprint(accepted, settings, extra=fingerprint_extra)
         split_counts: dict[str, int] = {}
         for split, sink in sinks.items():
@@ -532,7 +623,27 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
             split_counts[split] = sink.written
     return WrittenSplits(accepted=accepted, rejected=rejected, split_counts=split_counts,
                          classes_seen={split: len(sink.classes) for split, sink in sinks.items()},
-                         fingerprint=fingerprint, workers=n_workers, n_files=n_files)
+                         fingerprint=fingerprint, workers=n_workers, n_files=n_files,
+                         duplicate_images=duplicates.count)
+
+
+def _first_copy(first: SourceFile, f: SourceFile, unlabelled: bool, duplicates: RepeatedWarning) -> bool:
+    """True if `f` is to be stored: it is the first file with its bytes, or a test image (kept twice).
+
+    Raises:
+        DataError: `f` has the bytes of `first` under another label (a copied or linked class folder?).
+    """
+    if first is f:
+        return True
+    if first.label != f.label:
+        one, two = sorted((first, f), key=lambda x: x.relative)
+        raise DataError(
+            f"{one.relative} and {two.relative} hold the same image (same bytes) under two labels, {one.label!r} "
+            f"and {two.label!r}; remove one copy (a linked or copied class folder?), or it would sit in both classes"
+        )
+    duplicates.warn("%s holds the same image as %s%s", f.relative, first.relative,
+                    " (both kept: a test id needs a prediction)" if unlabelled else "; counted once")
+    return unlabelled
 
 
 def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSettings, *, source: str,
@@ -547,9 +658,13 @@ def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSetti
         "class_names": plan.class_names,
         "class_counts": {name: int(class_counts.get(name, 0)) for name in plan.class_names},
         "splits": written.split_counts,
-        "rejected": sorted(written.rejected, key=lambda r: r["path"]),
+        # The first LISTED_MAX rejected files by name; every one counted per reason.
+        "rejected": sorted(written.rejected.listed, key=lambda r: r["path"]),
+        "rejected_total": written.rejected.total,
+        "rejected_counts": dict(written.rejected.counts.most_common()),
         "ignored": plan.listing.ignored,
         "duplicate_rows": plan.listing.duplicates,
+        "duplicate_images": written.duplicate_images,
         "filtered": plan.filtered,
         "source_fingerprint": written.fingerprint,
         "preprocessing": settings.as_dict(),
@@ -586,5 +701,7 @@ def _print_summary(result: dict[str, Any], classes_seen: dict[str, int]) -> None
         for split, title in (("train", "training"), ("val", "validation")):
             n_classes = classes_seen[split]
             print(f"{title} data has {result['splits'][split]} samples over {n_classes} classes")
-    if result["rejected"]:
-        print(f"rejected {len(result['rejected'])} files that could not be decoded (listed in {INGEST_FILE})")
+    if result["rejected_total"]:
+        reasons = "; ".join(f"{n} {reason}" for reason, n in islice(result["rejected_counts"].items(), 3))
+        more = f"; {len(result['rejected_counts']) - 3} other reasons" if len(result["rejected_counts"]) > 3 else ""
+        print(f"rejected {result['rejected_total']} files: {reasons}{more} (see {INGEST_FILE})")

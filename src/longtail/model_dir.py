@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from longtail.atomic_file import write_text
+from longtail.errors import DataError
 
 # The Keras model, and exactly the preprocessing predict must apply to it.
 MODEL_FILE = "model.keras"
@@ -31,4 +32,9 @@ def write_json(model_dir: str | Path, name: str, data: Any, *, indent: int = 2) 
 def read_json(model_dir: str | Path, name: str) -> Any:
     """The JSON in `model_dir/name`, or None when the model directory has no such file."""
     path = Path(model_dir) / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path} is corrupt (not JSON: {e}); train the model again or restore the file") from None

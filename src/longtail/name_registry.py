@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from longtail.errors import ConfigError
@@ -50,3 +53,19 @@ class Registry:
                 f"known {self.kind}{'es' if self.kind.endswith('s') else 's'}: {', '.join(self.names())}"
             )
         return self.builders[name]
+
+
+@functools.cache  # a sweep validates many configs; the modules do not change while it runs
+def declared_names(folder: str | Path, decorator: str) -> list[str]:
+    """Names registered with `@decorator("name")` in the modules of `folder`, read from their source.
+
+    Checking a config's choice this way imports nothing: model modules import Keras, whose
+    TensorFlow start-up takes seconds, and a typo in a name is better refused before that.
+    """
+    names = []
+    for path in sorted(Path(folder).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == decorator
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                names.append(node.args[0].value)
+    return sorted(names)

@@ -98,7 +98,11 @@ class Preprocessing:
         data = read_json(model_dir, PREPROCESSING_FILE)
         if data is None:
             raise DataError(f"{model_dir} is not a longtail model directory: {PREPROCESSING_FILE} is missing")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as e:  # not a mapping, or other keys than these fields
+            raise DataError(f"{Path(model_dir) / PREPROCESSING_FILE} is not a longtail preprocessing file ({e}); "
+                            "train the model again or restore the file") from None
 
     @classmethod
     def from_split(cls, split_info: Any, scale: str) -> Preprocessing:
@@ -122,4 +126,9 @@ def load_model(model_dir: str | Path):
     path = Path(model_dir) / MODEL_FILE
     if not path.is_file():
         raise DataError(f"{model_dir} is not a longtail model directory: {MODEL_FILE} is missing")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a damaged file; the user's fix is one
+        reason = " ".join(str(e).split())[:200]
+        raise DataError(f"{path} cannot be loaded as a Keras model ({type(e).__name__}: {reason}); "
+                        "train the model again or restore the file") from None

@@ -76,7 +76,8 @@ def _ingest_figure(task_dir: Path) -> str:
     if info is None:
         return ""
     classes = f" in {info['n_classes']} classes" if info.get("n_classes") else ""
-    return f"{info['n_images']} images{classes}, {len(info.get('rejected', []))} rejected"
+    rejected = info.get("rejected_total", len(info.get("rejected", [])))  # before rejected_total: the whole list
+    return f"{info['n_images']} images{classes}, {rejected} rejected"
 
 
 def _weights_figure(task_dir: Path) -> str:

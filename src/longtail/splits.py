@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ import numpy as np
 
 from longtail.atomic_file import TEMP_SUFFIX, atomic_path, is_temp_name
 from longtail.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # The splits ingest writes, one file each (DESIGN.md: OUT/train.h5 and OUT/val.h5, or OUT/test.h5).
@@ -290,6 +294,39 @@ def read_ids(path: str | Path) -> list[str]:
     """A split's ids, in row order."""
     with h5py.File(path, "r") as f:
         return decode_ids(f[IDS][:])
+
+
+def check_disjoint(train: SplitInfo, val: SplitInfo) -> None:
+    """Refuse a val split that shares rows with the train split: the same file, an id, or, from
+    another ingest run, an image's pixels.
+
+    Two ingest runs of one source with other seeds (or --val given the train split) would score
+    the model on images it trained on, with no other sign than a flattering macro-F1. Within one
+    ingest run (same source_fingerprint), equal pixels can only come from copies with other bytes
+    in the source (ingest dedupes equal bytes): a warning.
+
+    Raises:
+        DataError: naming both splits, how many rows they share, and one shared id.
+    """
+    if train.path.resolve() == val.path.resolve():
+        raise DataError(f"the val split {val.path} is the train split itself; pass the val.h5 from the same ingest")
+    fix = "pass the train.h5 and val.h5 of one `longtail ingest` run"
+    shared = set(read_ids(train.path)).intersection(read_ids(val.path))
+    if shared:
+        raise DataError(f"the val split {val.path} shares {len(shared)} ids with the train split {train.path} "
+                        f"(e.g. {min(shared)!r}): {fix}")
+    seen = {digest for batch in image_batches(train.path, 1024) for digest in _pixel_digests(batch)}
+    same = sum(digest in seen for batch in image_batches(val.path, 1024) for digest in _pixel_digests(batch))
+    if not same:
+        return
+    what = f"the val split {val.path} has {same} images whose pixels are also in the train split {train.path}"
+    if train.source_fingerprint != val.source_fingerprint:
+        raise DataError(f"{what}, from another ingest run: {fix}")
+    log.warning("%s (copies with other bytes in the source); val macro-F1 is optimistic", what)
+
+
+def _pixel_digests(batch: np.ndarray) -> list[bytes]:
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in batch]
 
 
 def image_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:

@@ -34,6 +34,16 @@ class ObjectNotFound(StorageError):
     """The file or object does not exist (the bucket does, and the endpoint answered)."""
 
 
+class ReadRefused(StorageError):
+    """The file exists but is not read: not a regular file, or bigger than the caller's bound."""
+
+
+# Why a path that is no regular file is never opened for reading (a FIFO would block forever).
+NOT_REGULAR = "not a regular file (a FIFO, socket or device): not read"
+# Every S3 call, its retries and ours included, ends within this many seconds (DESIGN "Bounds").
+NETWORK_DEADLINE_S = 60.0
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach S3: a value passed down from the edge, hashable and picklable for worker processes.
@@ -44,9 +54,24 @@ class S3Settings:
 
     endpoint_url: str | None = None
     region: str | None = None
-    max_attempts: int = 4
+    max_attempts: int = 2  # botocore's tries per call of ours
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    read_timeout: float = 20.0
+    deadline_s: float = NETWORK_DEADLINE_S  # whatever the retries, a call gives up after this
+
+    def __post_init__(self) -> None:
+        if self.attempt_worst_s > self.deadline_s:
+            raise StorageError(
+                f"S3 settings: {self.max_attempts} tries of up to {self.connect_timeout} + {self.read_timeout} s "
+                f"exceed the {self.deadline_s} s deadline; lower the timeouts or the tries"
+            )
+
+    @property
+    def attempt_worst_s(self) -> float:
+        """The longest one call of ours can take: botocore's tries, each timing out on connect and
+        read, and botocore's backoff between them (standard mode: under 2**i s before try i + 1)."""
+        backoff = sum(min(2.0**i, 20.0) for i in range(self.max_attempts - 1))
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + backoff
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> S3Settings:
@@ -138,12 +163,14 @@ def _s3_call(
 ) -> T:
     """Run one S3 operation with bounded retries on connection errors, mapping failures to StorageError.
 
-    Each attempt already includes botocore's own retries (settings.max_attempts), so the worst case
-    is attempts x max_attempts tries, with exponential backoff and jitter between ours.
+    Each attempt already includes botocore's own retries (settings.max_attempts); another attempt
+    starts only if its worst case still ends within settings.deadline_s of the first, so a hung
+    endpoint costs at most the deadline, never attempts x tries x timeouts.
     """
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
     where = f"{uri} (endpoint {settings.endpoint_name})"
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -173,12 +200,13 @@ def _s3_call(
                 if isinstance(e, BotoCoreError):
                     raise StorageError(f"cannot {what} {where}: {e}") from None
                 raise
-            if attempt == attempts:
+            delay = backoff * 2 ** (attempt - 1) * (1 + random.random())
+            elapsed = time.monotonic() - started
+            if attempt == attempts or elapsed + delay + settings.attempt_worst_s > settings.deadline_s:
                 raise StorageError(
-                    f"cannot {what} {where}: endpoint unreachable after {attempts} attempts "
+                    f"cannot {what} {where}: endpoint unreachable after {attempt} attempts in {elapsed:.0f} s "
                     f"({type(e).__name__}: {e}); check that the endpoint is up and S3_ENDPOINT_URL is right"
                 ) from None
-            delay = backoff * 2 ** (attempt - 1) * (1 + random.random())
             log.warning("%s %s failed (%s), retrying in %.1fs", what, uri, type(e).__name__, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -237,10 +265,14 @@ def _scan(folder: str, prefix: str, out: list[StoredFile], root: str, ancestors:
             _scan(entry.path, relative + "/", out, root, (*ancestors, real))
             continue
         try:
-            size = entry.stat().st_size
+            st = entry.stat()
         except OSError:  # a dangling symlink: listed with size 0, rejected when read
-            size = 0
-        out.append(StoredFile(entry.path, relative, size))
+            out.append(StoredFile(entry.path, relative, 0))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out.append(StoredFile(entry.path, relative, 0, NOT_REGULAR))
+            continue
+        out.append(StoredFile(entry.path, relative, st.st_size))
 
 
 def find_file(root: str, relative: str) -> StoredFile | None:
@@ -258,7 +290,7 @@ def find_file(root: str, relative: str) -> StoredFile | None:
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        return None
+        return StoredFile(path, relative, 0, NOT_REGULAR) if not stat.S_ISDIR(st.st_mode) else None
     return StoredFile(path, relative, st.st_size)
 
 
@@ -281,26 +313,51 @@ def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
     return sorted(out, key=lambda f: f.relative)
 
 
-def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
-    """The whole content of a local file or an S3 object.
+def read_bytes(uri: str, s3: S3Settings | None = None, *, max_bytes: int | None = None) -> bytes:
+    """The whole content of a local file or an S3 object, its type and size checked before reading.
+
+    Args:
+        max_bytes: refuse (ReadRefused) a file or object bigger than this, before reading it.
 
     Raises:
         ObjectNotFound: no such file or object.
+        ReadRefused: not a regular file (a FIFO, socket or device), or over max_bytes.
         StorageError: unreadable file, missing bucket, unreachable endpoint (after retries).
     """
     if is_s3(uri):
         settings = s3 or S3Settings()
         bucket, key = split_s3(uri)
         client = s3_client(settings)
+
+        def get() -> bytes:
+            body = client.get_object(Bucket=bucket, Key=key)
+            _check_size(uri, int(body.get("ContentLength") or 0), max_bytes, body["Body"].close)
+            return body["Body"].read()
+
         # Get and read in one retried step: a connection that breaks mid-body is retried whole.
-        return _s3_call("read", uri, settings, lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return _s3_call("read", uri, settings, get)
     try:
-        with open(uri, "rb") as f:
-            return f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it unread.
+        fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ObjectNotFound(f"file not found: {uri}") from None
-    except OSError as e:
-        raise StorageError(f"cannot read {uri}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise StorageError(f"cannot read {uri!r}: {getattr(e, 'strerror', None) or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadRefused(NOT_REGULAR)
+        _check_size(uri, st.st_size, max_bytes, lambda: None)
+        try:
+            return f.read() if max_bytes is None else f.read(max_bytes)
+        except OSError as e:
+            raise StorageError(f"cannot read {uri}: {e.strerror or e}") from None
+
+
+def _check_size(uri: str, size: int, max_bytes: int | None, close: Callable[[], Any]) -> None:
+    if max_bytes is not None and size > max_bytes:
+        close()
+        raise ReadRefused(f"file of {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit: not read")
 
 
 def exists(uri: str, s3: S3Settings | None = None) -> bool:

@@ -103,6 +103,8 @@ def read_submission(
         raise DataError(f"{what} CSV not found: {path}")
     try:
         return _read_rows(path, id_column, label_column, what)
+    except csv.Error as e:  # a field over csv.field_size_limit(), a NUL byte
+        raise DataError(f"{what} CSV {path} is not a valid CSV: {e}") from None
     except UnicodeDecodeError:
         raw = path.read_bytes()
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):

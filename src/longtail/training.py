@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -31,11 +32,11 @@ from longtail.config import (
     flatten,
     save_config,
 )
-from longtail.errors import ConfigError, DataError, StorageError
+from longtail.errors import ConfigError, DataError, LongtailError, StorageError
 from longtail.model_dir import CONFIG_FILE, CURVES_FILE, HISTORY_FILE, MODEL_FILE
 from longtail.output_lock import output_lock
 from longtail.preprocessing import Preprocessing
-from longtail.splits import SplitInfo, read_info
+from longtail.splits import SplitInfo, check_disjoint, read_info
 from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1, VAL_MACRO_F1_PLAIN
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
             f"the train split {train.path} holds one class, and a classifier needs at least two (one class "
             "trains to a meaningless macro-F1 of 1.0); ingest a source with two or more class folders"
         )
+    check_disjoint(train, val)
     pre = Preprocessing.from_split(train, "scale")
     pre.check_split(val.preprocessing, val.image_size, f"val split {val.path}")
     return pre
@@ -274,6 +276,26 @@ def macro_f1_callback(model_inputs: Any, labels: np.ndarray, target_prior: str) 
                 logs[VAL_MACRO_F1_PLAIN] = macro_f1(labels, pred, n_classes, target_prior="train")
 
     return MacroF1()
+
+
+def finite_loss_guard() -> Any:
+    """A callback that stops training at the end of an epoch whose loss is NaN or infinite.
+
+    Keras trains on through NaNs and saves the model; the error raised here fails the run instead
+    (train() marks the MLflow run FAILED and writes no model).
+    """
+    import keras
+
+    class FiniteLoss(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise LongtailError(
+                    f"training diverged: the loss is {float(loss)} after epoch {epoch + 1}; no model was saved. "
+                    "Lower train.lr.initial (or the schedule's values), or check the class weights and the data"
+                )
+
+    return FiniteLoss()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -564,6 +586,7 @@ def _fit(
         history_cb = history_callback(checkpoint_dir / HISTORY_FILE)
         callbacks = [
             timer,  # first: its epoch end is the end of the training phase
+            finite_loss_guard(),  # before the checkpoint and the history keep a NaN epoch
             train_data.callback(),
             schedule_callback(t.lr, t.epochs),
             macro_f1_callback(val_data.dataset, val_info.labels, config.evaluate.target_prior),

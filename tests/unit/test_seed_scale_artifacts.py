@@ -76,7 +76,7 @@ def test_every_step_artifact_and_mlflow_value_fits_at_209_classes(tmp_path: Path
     # The metadata the ingest and weights components attach, filled as they fill it.
     dataset = dsl.Dataset(name="data")
     dataset.metadata.update({"n_images": report["n_images"], "n_classes": report["n_classes"],
-                             "rejected": len(report["rejected"])})
+                             "rejected": report["rejected_total"]})
     class_weights = dsl.Artifact(name="class_weights")
     class_weights.metadata.update({"scheme": weights["scheme"], "min": weights["min"], "max": weights["max"]})
 

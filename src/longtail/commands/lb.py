@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Record and print the comparison."""
     from longtail.tracking import record_lb, resolve_tracking_uri
 
-    uri = args.tracking_uri or resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     r = record_lb(args.run_id, args.score, uri)
     print(f"run {args.run_id}: {LB_SCORE} {args.score:.4f}")
     if r[LB_MINUS_LOCAL] is None:

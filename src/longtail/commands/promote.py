@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from longtail.tracking import resolve_tracking_uri
     from longtail.tracking.registry import promote
 
-    uri = args.tracking_uri or resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     before = promote(uri, args.model, args.version, alias=args.alias)
     was = f"was version {before}" if before else "was not set"
     print(f"{args.model}@{args.alias} -> version {args.version} ({was})")

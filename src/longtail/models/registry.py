@@ -46,3 +46,6 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
                 f"it takes: {', '.join(known)}"
             ) from e
         raise
+    except ValueError as e:  # Keras refusing a layer size or rate the config gave
+        reason = " ".join(str(e).split())[:200]
+        raise ConfigError(f"config field model.args {args} do not build model {name!r}: {reason}") from e

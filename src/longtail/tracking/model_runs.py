@@ -32,6 +32,7 @@ from longtail.tracking.names import (
     SUBMISSION_TAG,
     TEST_MACRO_F1,
 )
+from longtail.tracking.store import check_tracking_reachable, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,14 @@ def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
         raise DataError(f"leaderboard score must be a number, got {score!r}")
     if not 0.0 <= score <= 1.0:
         raise DataError(f"leaderboard score must be a macro-F1 in [0, 1], got {score}")
+    check_tracking_reachable(tracking_uri)  # a failing server is not a missing run
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise LongtailError(f"MLflow tracking store {redact_credentials(tracking_uri)} failed to read run "
+                                f"{run_id!r}: {' '.join(str(e).split())[:300]}") from e
         raise DataError(
             f"MLflow run {run_id!r} not found at {tracking_uri}: check the run id (mlflow_run.json in the "
             f"model directory) and MLFLOW_TRACKING_URI"
