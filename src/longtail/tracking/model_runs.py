@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from longtail.credentials import split_userinfo
+from longtail.credentials import redact, split_userinfo
 from longtail.errors import DataError, LongtailError, StorageError
 from longtail.model_dir import RUN_FILE, read_json, write_json
 from longtail.tracking.names import (
@@ -32,7 +32,7 @@ from longtail.tracking.names import (
     SUBMISSION_TAG,
     TEST_MACRO_F1,
 )
-from longtail.tracking.store import check_tracking_reachable, redact_credentials
+from longtail.tracking.store import check_tracking_reachable
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
         run = client.get_run(run_id)
     except MlflowException as e:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise LongtailError(f"MLflow tracking store {redact_credentials(tracking_uri)} failed to read run "
+            raise LongtailError(f"MLflow tracking store {redact(tracking_uri)} failed to read run "
                                 f"{run_id!r}: {' '.join(str(e).split())[:300]}") from e
         raise DataError(
             f"MLflow run {run_id!r} not found at {tracking_uri}: check the run id (mlflow_run.json in the "
