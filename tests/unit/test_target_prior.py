@@ -196,3 +196,13 @@ def test_every_decision_point_reads_scoring(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls == [True]
     assert confusion_counts([0, 1, 1], [0, 0, 1], 2).tolist() == [[1, 0], [1, 1]]
     assert class_scores is real
+
+
+def test_longtail_run_summary_shows_the_prior_the_interval_and_the_plain_figure() -> None:
+    from longtail.tracking.queries import RunSummary
+
+    s = RunSummary(run_id="r", experiment_id="1", macro_f1=0.85621, gate_passed=True, macro_f1_plain=0.81164,
+                   interval=(0.8251, 0.8849), target_prior="balanced")
+    assert s.describe_macro_f1() == ("0.8562 (balanced target prior, 95% interval 0.8251-0.8849; "
+                                     "val as drawn 0.8116)")
+    assert RunSummary(run_id="r", experiment_id="1", macro_f1=0.5, gate_passed=True).describe_macro_f1() == "0.5000"
