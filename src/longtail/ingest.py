@@ -38,6 +38,9 @@ FLUSH_ROWS = 1024
 BATCH_FILES = 64
 # Batches per window; two windows are in flight, which bounds memory whatever the image size.
 WINDOW_BATCHES = 32
+# Below this many files the default is one process: a pool's start-up (a fork server importing the
+# decoders, ~0.3 s of CPU, then the workers) costs more than a second core saves on them.
+POOL_MIN_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ class _Batch:
     reasons: list[str]  # "" where decoded
     digests: list[str]
     sizes: list[int]
+    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of `pixels`, for the train mean
 
 
 def _load_batch(uris: list[str]) -> _Batch:
@@ -245,7 +249,42 @@ def _load_batch(uris: list[str]) -> _Batch:
     ok = [px for px, _, _, _ in loaded if px is not None]
     size = _settings.image_size
     pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
-    return _Batch(pixels, [r for _, r, _, _ in loaded], [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded])
+    # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
+    # every row. Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
+    per_row = pixels.reshape(-1, size * 3).sum(axis=0, dtype=np.uint64)
+    sums = per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
+    return _Batch(pixels, [r for _, r, _, _ in loaded], [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded],
+                  sums)
+
+
+def _pool_context(*, start_now: bool = False) -> Any:
+    """The context ingest's pools start from: forkserver where there is one, else spawn.
+
+    forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE, big
+    resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead, which
+    imports the decoders once (preload), so a pool starts in milliseconds once the server is up.
+
+    Args:
+        start_now: start the fork server now, without waiting for it. It imports the decoders
+            (~0.3 s of CPU) on another core while this process lists the source, instead of after.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["longtail.ingest"])
+    if start_now:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # spawns the server and returns; the first fork waits for it
+    return ctx
+
+
+def _worker_count(workers: int | None, n_files: int) -> int:
+    """Processes for `n_files`: the asked number (default one per CPU, but one below POOL_MIN_FILES),
+    never more than one per two batches."""
+    if workers is None:
+        workers = 1 if n_files < POOL_MIN_FILES else os.cpu_count() or 1
+    return max(1, min(workers, n_files // (2 * BATCH_FILES)))
 
 
 def _decoded(
@@ -256,16 +295,8 @@ def _decoded(
         _init_worker(settings, s3, single_thread=False)
         yield from map(_load_batch, batches)
         return
-    # forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE,
-    # big resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead,
-    # which imports the decoders once (preload), so a pool still starts in milliseconds after the first.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["longtail.ingest"])
-    else:
-        ctx = multiprocessing.get_context("spawn")
     aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True, aws_environ)) as pool:
+    with _pool_context().Pool(workers, initializer=_init_worker, initargs=(settings, s3, True, aws_environ)) as pool:
         windows = (batches[i : i + WINDOW_BATCHES] for i in range(0, len(batches), WINDOW_BATCHES))
         pending = deque(pool.imap(_load_batch, w) for w in islice(windows, 2))
         while pending:
@@ -290,10 +321,15 @@ class _SplitSink:
     pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
     classes: set[int] = field(default_factory=set)
 
-    def add(self, block: np.ndarray, ids: list[str], labels: list[int]) -> None:
-        """Queue rows (block of images, their ids and labels), writing whenever FLUSH_ROWS are queued."""
+    def add(self, block: np.ndarray, ids: list[str], labels: list[int], channel_sums: np.ndarray) -> None:
+        """Queue rows (block of images, their ids and labels), writing whenever FLUSH_ROWS are queued.
+
+        channel_sums: the block's per-channel pixel sums (the worker took them), for the mean.
+        """
         if not len(block):
             return
+        if self.track_mean:
+            self.pixel_sum += channel_sums
         self.blocks.append(block)
         self.ids.extend(ids)
         if self.labelled:
@@ -307,10 +343,6 @@ class _SplitSink:
         if not self.pending:
             return
         batch = np.concatenate(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
-        if self.track_mean:
-            # Sum whole rows of pixels first: a reduction over a (N, 3) view is ten times slower.
-            per_row = batch.reshape(-1, batch.shape[2] * 3).sum(axis=0, dtype=np.uint64)
-            self.pixel_sum += per_row.reshape(-1, 3).sum(axis=0)
         labels = np.asarray(self.labels, dtype=np.int32) if self.labelled else None
         self.writer.write(self.written, batch, self.ids, labels)
         self.written += len(batch)
@@ -343,7 +375,8 @@ def ingest(
     Args:
         source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
         out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
-        workers: decoding processes; None means os.cpu_count(), 1 decodes in this process. Workers
+        workers: decoding processes; None means os.cpu_count() from POOL_MIN_FILES files on and
+            one below; 1 decodes in this process. Workers
             start from a fork server, so a script calling ingest needs the usual
             `if __name__ == "__main__":` guard of multiprocessing code.
         progress: show a tqdm bar on stderr.
@@ -377,6 +410,8 @@ def ingest(
         raise DataError(f"--workers must be >= 1, got {workers}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if (workers or os.cpu_count() or 1) > 1:
+        _pool_context(start_now=True)  # a pool is likely: its fork server starts while the source is listed
     plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
                        seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
     written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,
@@ -472,7 +507,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.rows.items()
                for i in range(0, len(rows), BATCH_FILES)]
     n_files = sum(len(rows) for rows in plan.rows.values())
-    n_workers = min(workers or os.cpu_count() or 1, max(1, n_files // (2 * BATCH_FILES)))
+    n_workers = _worker_count(workers, n_files)
     results = _decoded([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers)
     with ExitStack() as stack:
         sinks = {
@@ -503,7 +538,8 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
                 else:
                     kept.append(row)
                     accepted.append((f.relative, f.label or "", size, digest))
-            sinks[split].add(batch.pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [])
+            sinks[split].add(batch.pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [],
+                             batch.channel_sums)
             bar.update(len(rows))
         if not accepted:
             reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])

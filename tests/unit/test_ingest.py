@@ -207,3 +207,13 @@ def test_parallel_ingest_after_opencv_ran_its_threads_here(digits, tmp_path):
     cv2.resize(cv2.cvtColor(big, cv2.COLOR_RGB2LAB), (1000, 1000))  # parallel_for in this process
     result = ingest(str(digits / "train"), tmp_path, workers=2, clahe=True)
     assert result["workers"] == 2 and result["n_images"] == 588
+
+
+def test_default_worker_count_is_one_process_below_a_few_thousand_files(monkeypatch):
+    monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 4)
+    below = ingest_module.POOL_MIN_FILES - 1
+    assert ingest_module._worker_count(None, below) == 1  # a pool's start-up costs more than it saves
+    assert ingest_module._worker_count(None, ingest_module.POOL_MIN_FILES) == 4  # one per core
+    assert ingest_module._worker_count(2, 600) == 2  # asked for: honoured, if the files fill two batches each
+    assert ingest_module._worker_count(8, 600) == 4
+    assert ingest_module._worker_count(2, 100) == 1
