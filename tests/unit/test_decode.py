@@ -258,6 +258,13 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(ext):
         decode(data)
 
 
+def test_a_jpeg_bomb_is_refused_on_its_full_size_even_when_a_reduced_decode_would_be_small():
+    data = BOMBS["jpg"]()
+    # At 1/8 scale the decoder would allocate only 1/64 of the claim; the limit is on the full size.
+    with pytest.raises(DecodeError, match=f"the header claims {BOMB_SIDE}x{BOMB_SIDE}"):
+        to_pixels(data, PixelSettings(image_size=16))
+
+
 def test_a_valid_png_bomb_is_refused_before_opencv_inflates_it():
     data = png_bomb(20_000)  # 400 MP of zeros in well under 1 MB
     assert len(data) < 1_000_000
