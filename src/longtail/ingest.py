@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import io
 import json
@@ -37,9 +38,11 @@ INGEST_FILE = "ingest.json"
 FLUSH_ROWS = 1024
 # Files per task sent to a worker (one pickled array comes back per batch).
 BATCH_FILES = 64
-# Batches submitted to the pool and not yet consumed: the read-ahead, which bounds memory whatever
-# the image size (64 x 64 files).
+# Batches submitted to the pool and not yet consumed: the read-ahead (64 x 64 files).
 IN_FLIGHT_BATCHES = 64
+# Workers put their pixels into a ring of batch-sized slots shared with this process, at most this
+# many bytes (fewer slots for bigger images, but two per worker and one more each at least).
+RING_BYTES = 64 * 2**20
 # Below this many files the default is one process: a pool's start-up (a fork server importing the
 # decoders, ~0.3 s of CPU, then the workers) costs more than a second core saves on them.
 POOL_MIN_FILES = 2000
@@ -198,14 +201,18 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
 # Worker state, set once per process by _init_worker.
 _settings: PixelSettings | None = None
 _s3: S3Settings | None = None
+_ring: np.ndarray | None = None  # (slots, batch files, S, S, 3): the pool's shared pixel slots
 
 
 def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
-                 aws_environ: dict[str, str] | None = None) -> None:
-    global _settings, _s3
+                 aws_environ: dict[str, str] | None = None, ring: Any = None,
+                 ring_shape: tuple[int, ...] | None = None) -> None:
+    global _settings, _s3, _ring
     import cv2
 
     _settings, _s3 = settings, s3
+    if ring is not None and ring_shape is not None:
+        _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
     # A forkserver keeps the environment of the moment it started, which may predate the caller's
     # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
     os.environ.update(aws_environ or {})
@@ -235,28 +242,34 @@ def _load(uri: str) -> tuple[np.ndarray | None, str, str, int]:
 
 @dataclass
 class _Batch:
-    """What a worker sends back for a batch of files: the decoded rows stacked into one array
-    (one pickle per batch, not per image) and, per file, its reason if rejected, hash and size."""
+    """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
+    of the shared ring, when it was given one) and, per file, its reason if rejected, hash and size."""
 
-    pixels: np.ndarray  # (n_ok, S, S, 3) uint8, in file order
+    pixels: np.ndarray | None  # (n_ok, S, S, 3) uint8, in file order; None when in the ring
     reasons: list[str]  # "" where decoded
     digests: list[str]
     sizes: list[int]
-    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of `pixels`, for the train mean
+    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
 
 
-def _load_batch(uris: list[str]) -> _Batch:
+def _load_batch(uris: list[str], slot: int | None = None) -> _Batch:
+    """Load a batch of files; with a slot, their pixels go into that slot of the shared ring."""
     assert _settings is not None
     loaded = [_load(uri) for uri in uris]
     ok = [px for px, _, _, _ in loaded if px is not None]
     size = _settings.image_size
-    pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
+    if slot is not None and _ring is not None:
+        pixels = _ring[slot, : len(ok)]
+        for row, px in zip(pixels, ok, strict=True):
+            row[...] = px
+    else:
+        pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
     # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
     # every row. Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
     per_row = pixels.reshape(-1, size * 3).sum(axis=0, dtype=np.uint64)
     sums = per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
-    return _Batch(pixels, [r for _, r, _, _ in loaded], [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded],
-                  sums)
+    return _Batch(None if slot is not None and _ring is not None else pixels, [r for _, r, _, _ in loaded],
+                  [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], sums)
 
 
 def _pool_context(*, start_now: bool = False) -> Any:
@@ -297,24 +310,39 @@ def _decoded(
     The pool is a ProcessPoolExecutor, not a multiprocessing.Pool: Pool's worker-handler thread
     waits on the result pipe as well as on the workers, so while a result is waiting to be read it
     spins (18,000 wake-ups for 313 batches) and takes the GIL from the threads doing the work; on
-    2 cores that was the largest share of the parent's CPU. At most IN_FLIGHT_BATCHES are submitted
-    and not yet consumed, which bounds memory whatever the image size.
+    2 cores that was the largest share of the parent's CPU. Pixels come back through a ring of
+    shared slots, not pickled through the result pipe (245 MB for 20k images at 64 px): batch i
+    fills slot i mod slots, and batch i + slots is submitted only once batch i is copied out, which
+    also bounds the read-ahead and its memory.
     """
     if workers <= 1:
         _init_worker(settings, s3, single_thread=False)
         yield from map(_load_batch, batches)
         return
+    ctx = _pool_context()
+    size = settings.image_size
+    shape = (0, max(map(len, batches)), size, size, 3)
+    slot_bytes = int(np.prod(shape[1:]))
+    slots = min(IN_FLIGHT_BATCHES, max(2 * workers + 1, RING_BYTES // slot_bytes))
+    shape = (slots, *shape[1:])
+    # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
+    # workers receive at start-up; it goes away with the last process that maps it.
+    ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
+    ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
     aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    executor = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
-                                   initargs=(settings, s3, True, aws_environ))
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(settings, s3, True, aws_environ, ring_memory, shape))
     try:
-        todo = iter(batches)
-        pending = deque(executor.submit(_load_batch, b) for b in islice(todo, IN_FLIGHT_BATCHES))
+        todo = enumerate(batches)
+        pending = deque((i, executor.submit(_load_batch, b, i % slots)) for i, b in islice(todo, slots))
         while pending:
-            batch = pending.popleft().result()
+            i, future = pending.popleft()
+            batch = future.result()
+            n_ok = sum(1 for reason in batch.reasons if not reason)
+            batch.pixels = ring[i % slots, :n_ok].copy()  # before the slot is handed out again
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append(executor.submit(_load_batch, nxt))
+                pending.append((nxt[0], executor.submit(_load_batch, nxt[1], nxt[0] % slots)))
             yield batch
     finally:
         # On an error, batches not yet started are dropped; the few already running finish first.
@@ -556,6 +584,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
                 else:
                     kept.append(row)
                     accepted.append((f.relative, f.label or "", size, digest))
+            assert batch.pixels is not None  # the pool's parent copied them out of the ring
             sinks[split].add(batch.pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [],
                              batch.channel_sums)
             bar.update(len(rows))
