@@ -1,42 +1,234 @@
-"""Images/s of `longtail ingest` against the classic single-process loop and parallel decode alone.
+"""Wall time of `longtail ingest` against the classic single-process loop, each a whole process, alternating.
 
-All three turn the same folder of 256x256 JPEGs (Fashion-MNIST, upscaled, 10 class folders) into
-32x32 RGB uint8:
-- (a) reference: one process, cv2.imread + cv2.resize + BGR->RGB per file, rows buffered and
+Inputs (--inputs, default both):
+- jpeg: --images (20,000) Fashion-MNIST training images upscaled to 256x256 3-channel JPEGs in 10
+  class folders (made once under --jpeg-folder);
+- scaled-lt: `longtail data scaled-lt --classes 209 --images 30000 --source-size 256` (80% JPEG,
+  20% PNG, sides 0.7-1.3 x 256; made once under --scaled-folder), its train/ folder.
+Each is ingested at --image-size (64) by these contenders, every one a separate process timed from
+its start to its exit (interpreter start-up, imports, listing and pool start-up included):
+- classic: one process, cv2.imread + INTER_AREA resize + BGR->RGB per file, rows buffered and
   written to HDF5 1,000 at a time (pyimagesearch's HDF5DatasetWriter pattern);
-- (b) longtail.ingest.ingest: listing, split plan, parallel decode, streamed chunked writes,
-  write-then-rename, ingest.json;
-- (c) the limit: the same read + decode + resize as ingest in a process pool, results dropped.
-Each is timed end to end (pool start-up included), best of --repeats, after one untimed pass
-that warms the page cache. The machine may be shared: the load average is printed.
-Run: python benchmarks/ingest.py [--images 5000] [--folder DIR]. The JPEGs are cached under
-.longtail/bench/ (made once).
-Targets (issue 2): b/a >= 1.6 and b/c >= 0.8 on 2 cores.
+- longtail w1 / w2: `longtail ingest SRC OUT --image-size S --workers 1|2`;
+- longtail w1 full: ingest with one worker, JPEGs decoded at full size (the reduced-scale DCT
+  decode switched off): what the reduced decode is worth end to end;
+- decode-only w1 reduced / w1 full / w2 reduced: read + decode + resize of every file in a pool of
+  forkserver workers, results dropped. w2 reduced is the limit: ingest with nothing else to do.
+Rounds alternate the contenders (each round starts one later), so a change in the machine's load
+touches all of them; the table gives each one's median and best time over the rounds, and ratios
+of medians. A poller samples every process of a contender every 20 ms: its peak RSS (the largest of
+one process; the contender's own process and its largest child) and CPU time (last sample, so it
+slightly undercounts). The 1-minute load average is printed beside every time: the machine may be
+shared, and a load above the core count makes every figure slower and noisier.
+
+    python benchmarks/ingest.py [--inputs jpeg,scaled-lt] [--rounds 3] [--max-minutes 20]
+
+Done when (issue 23): jpeg: w2 <= 0.4 x classic time; scaled-lt: w2 <= 0.5 x classic, peak RSS
+< 500 MB; w2 >= 1.7 x w1 on both.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import h5py
-import numpy as np
+import psutil
 
-from longtail.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
-from longtail.decode import PixelSettings, to_pixels
-from longtail.ingest import ingest
-
-SIZE = 32
+BIN = Path(sys.executable).parent
+TARGETS = {"jpeg": 0.4, "scaled-lt": 0.5}  # w2 time / classic time
+TARGET_W2_OVER_W1 = 1.7
+POLL_S = 0.02
 
 
-def make_jpeg_folder(folder: Path, n: int) -> list[Path]:
-    """n Fashion-MNIST training images as 256x256 3-channel JPEGs in class folders (made once)."""
+# ---- the child processes (each contender but longtail's CLI runs this file with --child) ----
+
+def classic_loop(folder: Path, out: Path, size: int) -> int:
+    """The classic pattern: one process, imread + resize, HDF5 writes in 1,000-row buffers."""
+    import cv2
+    import h5py
+    import numpy as np
+
+    from longtail.decode import is_image_name
+
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+    classes = {name: i for i, name in enumerate(sorted({p.parent.name for p in paths}))}
+    with h5py.File(out, "w") as f:
+        images = f.create_dataset("images", (len(paths), size, size, 3), dtype=np.uint8)
+        labels = f.create_dataset("labels", (len(paths),), dtype=np.int32)
+        buf_x, buf_y, start = [], [], 0
+        for p in paths:
+            image = cv2.imread(str(p))
+            image = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            buf_x.append(image)
+            buf_y.append(classes[p.parent.name])
+            if len(buf_x) == 1000:
+                images[start : start + 1000], labels[start : start + 1000] = buf_x, buf_y
+                start, buf_x, buf_y = start + 1000, [], []
+        if buf_x:
+            images[start:], labels[start:] = buf_x, buf_y
+    return len(paths)
+
+
+def _full_size_jpeg_decode() -> None:
+    """Switch off the reduced-scale JPEG decode in this process (workers=1 only: a pool's workers
+    come from a fork server that never sees this)."""
+    import cv2
+
+    from longtail import decode
+
+    decode._reduced_flag = lambda height, width, target: cv2.IMREAD_COLOR  # type: ignore[attr-defined]
+
+
+_DECODE_SIZE = 0
+
+
+def _init_decode(size: int, full: bool) -> None:
+    global _DECODE_SIZE
+    import cv2
+
+    cv2.setNumThreads(1)
+    _DECODE_SIZE = size
+    if full:
+        _full_size_jpeg_decode()
+
+
+def _decode_file(path: str) -> int:
+    from longtail.decode import DecodeError, PixelSettings, to_pixels
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return to_pixels(data, PixelSettings(image_size=_DECODE_SIZE)).size
+    except DecodeError:
+        return 0
+
+
+def decode_only(folder: Path, size: int, workers: int, full: bool) -> int:
+    """Read + decode + resize of every image in a pool of `workers` forkserver processes, nothing written."""
+    import multiprocessing
+
+    from longtail.decode import is_image_name
+
+    paths = [str(p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_name(p.name)]
+    ctx = multiprocessing.get_context("forkserver")  # as ingest: fork after OpenCV's threads ran can hang
+    ctx.set_forkserver_preload(["longtail.decode"])
+    with ctx.Pool(workers, initializer=_init_decode, initargs=(size, full)) as pool:
+        for _ in pool.imap_unordered(_decode_file, paths, chunksize=64):
+            pass
+    return len(paths)
+
+
+def run_child(argv: list[str]) -> None:
+    kind, folder, out, size = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3])
+    if kind == "classic":
+        classic_loop(folder, out / "classic.h5", size)
+    elif kind == "ingest-full":
+        import contextlib
+        import io
+
+        from longtail.ingest import ingest
+
+        _full_size_jpeg_decode()
+        with contextlib.redirect_stdout(io.StringIO()):
+            ingest(str(folder), out, image_size=size, workers=1)
+    elif kind.startswith("decode-"):
+        _, workers, scale = kind.split("-")  # decode-1-full, decode-2-reduced
+        decode_only(folder, size, int(workers), scale == "full")
+    else:
+        raise SystemExit(f"unknown child {kind!r}")
+
+
+# ---- the parent: inputs, contenders, rounds, table ----
+
+CONTENDERS = {
+    "classic": "classic loop (1 process)",
+    "w1": "longtail ingest --workers 1",
+    "w2": "longtail ingest --workers 2",
+    "w1-full": "longtail ingest --workers 1, full-size JPEG decode",
+    "decode-1-full": "decode+resize only, 1 process, full-size",
+    "decode-1-reduced": "decode+resize only, 1 process, reduced",
+    "decode-2-reduced": "decode+resize only, 2 processes (the limit)",
+}
+
+
+def command(name: str, folder: Path, out: Path, size: int) -> list[str]:
+    if name in ("w1", "w2"):
+        return [str(BIN / "longtail"), "ingest", str(folder), str(out), "--image-size", str(size),
+                "--workers", name[1:]]
+    child = "ingest-full" if name == "w1-full" else name
+    return [sys.executable, __file__, "--child", child, str(folder), str(out), str(size)]
+
+
+@dataclass
+class Sample:
+    seconds: float
+    load: float
+    cpu_s: float
+    rss_main_mb: float
+    rss_child_mb: float  # the largest other process of the contender (fork server, worker)
+
+
+@dataclass
+class Results:
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        return statistics.median(s.seconds for s in self.samples[name])
+
+
+def timed(cmd: list[str]) -> Sample:
+    """Run one contender, sampling its process tree; its exit must be 0."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak: dict[int, float] = {}
+    cpu: dict[int, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                try:
+                    with p.oneshot():
+                        peak[p.pid] = max(peak.get(p.pid, 0.0), p.memory_info().rss / 2**20)
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
+            done.wait(POLL_S)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    done.set()
+    poller.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+    others = [v for pid, v in peak.items() if pid != proc.pid]
+    return Sample(seconds, load, sum(cpu.values()), peak.get(proc.pid, 0.0), max(others, default=0.0))
+
+
+def make_jpeg_folder(folder: Path, n: int) -> Path:
+    """n Fashion-MNIST training images as 256x256 3-channel JPEGs (quality 90) in class folders, made once."""
+    import cv2
+
+    from longtail.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+
     marker = folder / f".complete-{n}"
     if not marker.exists():
         data = load_fashion_mnist()
@@ -47,91 +239,109 @@ def make_jpeg_folder(folder: Path, n: int) -> list[Path]:
             out.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out), cv2.cvtColor(big, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         marker.touch()
-    return sorted(p for p in folder.rglob("*.jpg"))
+    return folder
 
 
-def reference_loop(folder: Path, out: Path) -> int:
-    """(a) The classic pattern: one process, imread + resize, HDF5 writes in 1,000-row buffers."""
-    paths = sorted(p for p in folder.rglob("*.jpg"))
-    classes = sorted({p.parent.name for p in paths})
-    with h5py.File(out, "w") as f:
-        images = f.create_dataset("images", (len(paths), SIZE, SIZE, 3), dtype=np.uint8)
-        labels = f.create_dataset("labels", (len(paths),), dtype=np.int32)
-        buf_x, buf_y, start = [], [], 0
-        for p in paths:
-            image = cv2.imread(str(p))
-            image = cv2.cvtColor(cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-            buf_x.append(image)
-            buf_y.append(classes.index(p.parent.name))
-            if len(buf_x) == 1000:
-                images[start : start + 1000], labels[start : start + 1000] = buf_x, buf_y
-                start, buf_x, buf_y = start + 1000, [], []
-        if buf_x:
-            images[start:], labels[start:] = buf_x, buf_y
-    return len(paths)
+def make_scaled_folder(folder: Path, classes: int, images: int) -> Path:
+    """`longtail data scaled-lt` at --classes/--images, 256 px, made once; returns its train/ folder."""
+    if not (folder / "train").is_dir():
+        subprocess.run([str(BIN / "longtail"), "data", "scaled-lt", str(folder), "--classes", str(classes),
+                        "--images", str(images), "--source-size", "256"], check=True, stdout=subprocess.DEVNULL)
+    return folder / "train"
 
 
-_SETTINGS = PixelSettings(image_size=SIZE)
+def describe(folder: Path) -> str:
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    jpeg = sum(p.suffix.lower() in (".jpg", ".jpeg") for p in files)
+    classes = len({p.parent for p in files})
+    return f"{len(files)} files ({jpeg / max(1, len(files)):.0%} JPEG) in {classes} classes"
 
 
-def _decode_file(path: str) -> np.ndarray:
-    with open(path, "rb") as f:
-        return to_pixels(f.read(), _SETTINGS)
+def bench(name: str, folder: Path, args: argparse.Namespace, deadline: float) -> Results:
+    for p in folder.rglob("*"):  # warm the page cache so no contender pays the first disk read
+        if p.is_file():
+            p.read_bytes()
+    print(f"\n== {name}: {folder} - {describe(folder)} -> {args.image_size}x{args.image_size}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+    contenders = [c for c in CONTENDERS if c in args.contenders]
+    results = Results({c: [] for c in contenders})
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        for r in range(args.rounds):
+            if r and time.monotonic() > deadline:
+                print(f"   (stopped after {r} rounds: --max-minutes reached)")
+                break
+            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            for c in order:
+                out = Path(tmp) / c
+                out.mkdir()
+                s = timed(command(c, folder, out, args.image_size))
+                shutil.rmtree(out)
+                results.samples[c].append(s)
+                print(f"   round {r + 1}: {c:17s} {s.seconds:6.2f} s  cpu {s.cpu_s:5.1f} s  load {s.load:4.1f}  "
+                      f"peak RSS {s.rss_main_mb:4.0f} MB (+ child {s.rss_child_mb:4.0f} MB)", flush=True)
+    return results
 
 
-def parallel_decode(folder: Path, workers: int) -> int:
-    """(c) The limit: ingest's read + decode + resize over the files in a pool, nothing written."""
-    paths = [str(p) for p in sorted(folder.rglob("*.jpg"))]
-    ctx = multiprocessing.get_context("forkserver")  # as ingest: fork after OpenCV's threads ran can hang
-    ctx.set_forkserver_preload(["longtail.ingest"])
-    with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        for _ in pool.imap_unordered(_decode_file, paths, chunksize=64):
-            pass
-    return len(paths)
+def report(name: str, results: Results, n: int) -> None:
+    have = [c for c, s in results.samples.items() if s]
+    base = results.median("classic") if "classic" in have else None
+    print(f"\n{name}: median / best of {len(results.samples[have[0]])} rounds, whole processes")
+    print(f"   {'contender':47s} {'median':>7s} {'best':>7s} {'img/s':>7s} {'x classic':>9s} {'cpu s':>6s} "
+          f"{'RSS MB':>7s} {'child':>6s} {'load':>9s}")
+    for c in have:
+        s = results.samples[c]
+        med = results.median(c)
+        ratio = f"{base / med:9.2f}" if base else f"{'-':>9s}"
+        loads = f"{min(x.load for x in s):.1f}-{max(x.load for x in s):.1f}"
+        print(f"   {CONTENDERS[c]:47s} {med:7.2f} {min(x.seconds for x in s):7.2f} {n / med:7.0f} {ratio} "
+              f"{statistics.median(x.cpu_s for x in s):6.1f} {max(x.rss_main_mb for x in s):7.0f} "
+              f"{max(x.rss_child_mb for x in s):6.0f} {loads:>9s}")
 
+    def ratio(a: str, b: str) -> float | None:
+        return results.median(b) / results.median(a) if a in have and b in have else None
 
-def longtail_ingest(folder: Path, out: Path, workers: int) -> int:
-    """(b) longtail ingest, end to end."""
-    return ingest(str(folder), out, image_size=SIZE, workers=workers)["n_images"]
-
-
-def best_rate(run: Callable[[], int], repeats: int) -> float:
-    """Images/s of the fastest of `repeats` timed runs."""
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        n = run()
-        best = max(best, n / (time.perf_counter() - t))
-    return best
+    lines = [
+        ("w2 vs classic (time ratio classic/w2)", ratio("w2", "classic"), 1 / TARGETS.get(name, 0.5)),
+        ("w2 vs w1", ratio("w2", "w1"), TARGET_W2_OVER_W1),
+        ("w1 reduced vs w1 full-size decode", ratio("w1", "w1-full"), None),
+        ("decode only: reduced vs full-size, 1 process", ratio("decode-1-reduced", "decode-1-full"), None),
+        ("w2 vs the limit (decode only, 2 processes)", ratio("w2", "decode-2-reduced"), None),
+    ]
+    for label, value, target in lines:
+        if value is not None:
+            goal = f"  (target >= {target:.1f}: {'met' if value >= target else 'NOT met'})" if target else ""
+            print(f"   {label:47s} {value:5.2f}x{goal}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--folder", type=Path, default=Path(".longtail/bench/fashion-jpeg-256"))
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--inputs", default="jpeg,scaled-lt", help="comma-separated: jpeg, scaled-lt")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated of {', '.join(CONTENDERS)}")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=20000, help="JPEGs in the jpeg input")
+    parser.add_argument("--jpeg-folder", type=Path, default=Path(".longtail/bench/fashion-jpeg-256"))
+    parser.add_argument("--scaled-folder", type=Path, default=Path(".longtail/bench/scaled-lt-30k"))
+    parser.add_argument("--scaled-images", type=int, default=30000)
+    parser.add_argument("--scaled-classes", type=int, default=209)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-minutes", type=float, default=30.0,
+                        help="start no new round after this long (each input finishes the round it is in)")
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "FOLDER", "OUT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    paths = make_jpeg_folder(args.folder, args.images)
-    for p in paths:  # warm the page cache so no contender pays the first disk read
-        p.read_bytes()
-    print(f"{len(paths)} JPEGs 256x256 in {args.folder} -> {SIZE}x{SIZE}, {args.workers} workers, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        import contextlib
-        import io
-
-        quiet = contextlib.redirect_stdout(io.StringIO())
-        with quiet:
-            longtail_ingest(args.folder, Path(tmp) / "warm", args.workers)
-        a = best_rate(lambda: reference_loop(args.folder, Path(tmp) / "ref.h5"), args.repeats)
-        with quiet:
-            b = best_rate(lambda: longtail_ingest(args.folder, Path(tmp) / "out", args.workers), args.repeats)
-        c = best_rate(lambda: parallel_decode(args.folder, args.workers), args.repeats)
-    print(f"(a) reference loop (imread + resize + HDF5, 1 process) {a:9.0f} images/s")
-    print(f"(b) longtail ingest                                    {b:9.0f} images/s")
-    print(f"(c) parallel decode + resize, no writing (limit)       {c:9.0f} images/s")
-    print(f"b/a = {b / a:.2f} (target >= 1.6)   b/c = {b / c:.2f} (target >= 0.8)")
+    if args.child:
+        run_child(args.child)
+        return
+    args.contenders = set(args.contenders.split(","))
+    deadline = time.monotonic() + 60 * args.max_minutes
+    for name in args.inputs.split(","):
+        if name == "jpeg":
+            folder = make_jpeg_folder(args.jpeg_folder, args.images)
+        elif name == "scaled-lt":
+            folder = make_scaled_folder(args.scaled_folder, args.scaled_classes, args.scaled_images)
+        else:
+            raise SystemExit(f"--inputs: unknown input {name!r} (jpeg, scaled-lt)")
+        n = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        report(name, bench(name, folder, args, deadline), n)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import io
 import json
@@ -15,7 +16,8 @@ import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import ExitStack
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -38,8 +40,6 @@ INGEST_FILE = "ingest.json"
 FLUSH_ROWS = 1024
 # Files per task sent to a worker (one pickled array comes back per batch).
 BATCH_FILES = 64
-# Batches per window; two windows are in flight, which bounds memory whatever the image size.
-WINDOW_BATCHES = 32
 # ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
 # beyond it they are only counted, so a million missing files make a report of kilobytes.
 LISTED_MAX = 100
@@ -83,6 +83,16 @@ class RepeatedWarning:
         """One line for the cases not logged one by one."""
         if self.count > LISTED_MAX:
             log.warning("... and %d more %s (%d in all)", self.count - LISTED_MAX, self.what, self.count)
+
+
+# Batches submitted to the pool and not yet consumed: the read-ahead (64 x 64 files).
+IN_FLIGHT_BATCHES = 64
+# Workers put their pixels into a ring of batch-sized slots shared with this process, at most this
+# many bytes (fewer slots for bigger images, but two per worker and one more each at least).
+RING_BYTES = 64 * 2**20
+# Below this many files the default is one process: a pool's start-up (a fork server importing the
+# decoders, ~0.3 s of CPU, then the workers) costs more than a second core saves on them.
+POOL_MIN_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -266,14 +276,18 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
 # Worker state, set once per process by _init_worker.
 _settings: PixelSettings | None = None
 _s3: S3Settings | None = None
+_ring: np.ndarray | None = None  # (slots, batch files, S, S, 3): the pool's shared pixel slots
 
 
 def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
-                 aws_environ: dict[str, str] | None = None) -> None:
-    global _settings, _s3
+                 aws_environ: dict[str, str] | None = None, ring: Any = None,
+                 ring_shape: tuple[int, ...] | None = None) -> None:
+    global _settings, _s3, _ring
     import cv2
 
     _settings, _s3 = settings, s3
+    if ring is not None and ring_shape is not None:
+        _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
     # A forkserver keeps the environment of the moment it started, which may predate the caller's
     # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
     os.environ.update(aws_environ or {})
@@ -305,49 +319,118 @@ def _load(uri: str) -> tuple[np.ndarray | None, str, str, int]:
 
 @dataclass
 class _Batch:
-    """What a worker sends back for a batch of files: the decoded rows stacked into one array
-    (one pickle per batch, not per image) and, per file, its reason if rejected, hash and size."""
+    """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
+    of the shared ring, when it was given one) and, per file, its reason if rejected, hash and size."""
 
-    pixels: np.ndarray  # (n_ok, S, S, 3) uint8, in file order
+    pixels: np.ndarray | None  # (n_ok, S, S, 3) uint8, in file order; None when in the ring
     reasons: list[str]  # "" where decoded
     digests: list[str]
     sizes: list[int]
+    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
 
 
-def _load_batch(uris: list[str]) -> _Batch:
+def _load_batch(uris: list[str], slot: int | None = None) -> _Batch:
+    """Load a batch of files; with a slot, their pixels go into that slot of the shared ring."""
     assert _settings is not None
     loaded = [_load(uri) for uri in uris]
     ok = [px for px, _, _, _ in loaded if px is not None]
     size = _settings.image_size
-    pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
-    return _Batch(pixels, [r for _, r, _, _ in loaded], [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded])
+    if slot is not None and _ring is not None:
+        pixels = _ring[slot, : len(ok)]
+        for row, px in zip(pixels, ok, strict=True):
+            row[...] = px
+    else:
+        pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
+    # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
+    # every row.
+    return _Batch(None if slot is not None and _ring is not None else pixels, [r for _, r, _, _ in loaded],
+                  [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], channel_sums(pixels))
+
+
+def channel_sums(pixels: np.ndarray) -> np.ndarray:
+    """Exact per-channel sums (3,) of (N, S, S, 3) uint8 pixels, as float64, for the train mean.
+
+    Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
+    """
+    per_row = pixels.reshape(-1, pixels.shape[-2] * 3).sum(axis=0, dtype=np.uint64)
+    return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
+
+
+def _pool_context(*, start_now: bool = False) -> Any:
+    """The context ingest's pools start from: forkserver where there is one, else spawn.
+
+    forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE, big
+    resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead, which
+    imports the decoders once (preload), so a pool starts in milliseconds once the server is up.
+
+    Args:
+        start_now: start the fork server now, without waiting for it. It imports the decoders
+            (~0.3 s of CPU) on another core while this process lists the source, instead of after.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["longtail.ingest"])
+    if start_now:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # spawns the server and returns; the first fork waits for it
+    return ctx
+
+
+def _worker_count(workers: int | None, n_files: int) -> int:
+    """Processes for `n_files`: the asked number (default one per CPU, but one below POOL_MIN_FILES),
+    never more than one per two batches."""
+    if workers is None:
+        workers = 1 if n_files < POOL_MIN_FILES else os.cpu_count() or 1
+    return max(1, min(workers, n_files // (2 * BATCH_FILES)))
 
 
 def _decoded(
     batches: list[list[str]], settings: PixelSettings, s3: S3Settings | None, workers: int
 ) -> Iterator[_Batch]:
-    """_load_batch over batches, results in order: in this process, or in a pool with bounded read-ahead."""
+    """_load_batch over batches, results in order: in this process, or in a pool with bounded read-ahead.
+
+    The pool is a ProcessPoolExecutor, not a multiprocessing.Pool: Pool's worker-handler thread
+    waits on the result pipe as well as on the workers, so while a result is waiting to be read it
+    spins (18,000 wake-ups for 313 batches) and takes the GIL from the threads doing the work; on
+    2 cores that was the largest share of the parent's CPU. Pixels come back through a ring of
+    shared slots, not pickled through the result pipe (245 MB for 20k images at 64 px): batch i
+    fills slot i mod slots, and batch i + slots is submitted only once batch i is copied out, which
+    also bounds the read-ahead and its memory.
+    """
     if workers <= 1:
         _init_worker(settings, s3, single_thread=False)
         yield from map(_load_batch, batches)
         return
-    # forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE,
-    # big resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead,
-    # which imports the decoders once (preload), so a pool still starts in milliseconds after the first.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["longtail.ingest"])
-    else:
-        ctx = multiprocessing.get_context("spawn")
+    ctx = _pool_context()
+    size = settings.image_size
+    shape = (0, max(map(len, batches)), size, size, 3)
+    slot_bytes = int(np.prod(shape[1:]))
+    slots = min(IN_FLIGHT_BATCHES, max(2 * workers + 1, RING_BYTES // slot_bytes))
+    shape = (slots, *shape[1:])
+    # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
+    # workers receive at start-up; it goes away with the last process that maps it.
+    ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
+    ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
     aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, s3, True, aws_environ)) as pool:
-        windows = (batches[i : i + WINDOW_BATCHES] for i in range(0, len(batches), WINDOW_BATCHES))
-        pending = deque(pool.imap(_load_batch, w) for w in islice(windows, 2))
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(settings, s3, True, aws_environ, ring_memory, shape))
+    try:
+        todo = enumerate(batches)
+        pending = deque((i, executor.submit(_load_batch, b, i % slots)) for i, b in islice(todo, slots))
         while pending:
-            yield from pending.popleft()
-            nxt = next(windows, None)
+            i, future = pending.popleft()
+            batch = future.result()
+            n_ok = sum(1 for reason in batch.reasons if not reason)
+            batch.pixels = ring[i % slots, :n_ok].copy()  # before the slot is handed out again
+            nxt = next(todo, None)
             if nxt is not None:
-                pending.append(pool.imap(_load_batch, nxt))
+                pending.append((nxt[0], executor.submit(_load_batch, nxt[1], nxt[0] % slots)))
+            yield batch
+    finally:
+        # On an error, batches not yet started are dropped; the few already running finish first.
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -365,10 +448,15 @@ class _SplitSink:
     pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
     classes: set[int] = field(default_factory=set)
 
-    def add(self, block: np.ndarray, ids: list[str], labels: list[int]) -> None:
-        """Queue rows (block of images, their ids and labels), writing whenever FLUSH_ROWS are queued."""
+    def add(self, block: np.ndarray, ids: list[str], labels: list[int], channel_sums: np.ndarray) -> None:
+        """Queue rows (block of images, their ids and labels), writing whenever FLUSH_ROWS are queued.
+
+        channel_sums: the block's per-channel pixel sums (the worker took them), for the mean.
+        """
         if not len(block):
             return
+        if self.track_mean:
+            self.pixel_sum += channel_sums
         self.blocks.append(block)
         self.ids.extend(ids)
         if self.labelled:
@@ -382,10 +470,6 @@ class _SplitSink:
         if not self.pending:
             return
         batch = np.concatenate(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
-        if self.track_mean:
-            # Sum whole rows of pixels first: a reduction over a (N, 3) view is ten times slower.
-            per_row = batch.reshape(-1, batch.shape[2] * 3).sum(axis=0, dtype=np.uint64)
-            self.pixel_sum += per_row.reshape(-1, 3).sum(axis=0)
         labels = np.asarray(self.labels, dtype=np.int32) if self.labelled else None
         self.writer.write(self.written, batch, self.ids, labels)
         self.written += len(batch)
@@ -418,7 +502,8 @@ def ingest(
     Args:
         source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
         out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
-        workers: decoding processes; None means os.cpu_count(), 1 decodes in this process. Workers
+        workers: decoding processes; None means os.cpu_count() from POOL_MIN_FILES files on and
+            one below; 1 decodes in this process. Workers
             start from a fork server, so a script calling ingest needs the usual
             `if __name__ == "__main__":` guard of multiprocessing code.
         progress: show a tqdm bar on stderr.
@@ -465,6 +550,8 @@ def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started
                     seed: int, min_per_class: int, max_classes: int | None, unlabelled: bool, workers: int | None,
                     progress: bool, s3: S3Settings | None) -> dict[str, Any]:
     """ingest() into a local folder whose lock the caller holds."""
+    if (workers or os.cpu_count() or 1) > 1:
+        _pool_context(start_now=True)  # a pool is likely: its fork server starts while the source is listed
     plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
                        seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
     written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,
@@ -569,9 +656,12 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.rows.items()
                for i in range(0, len(rows), BATCH_FILES)]
     n_files = sum(len(rows) for rows in plan.rows.values())
-    n_workers = min(workers or os.cpu_count() or 1, max(1, n_files // (2 * BATCH_FILES)))
-    results = _decoded([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers)
+    n_workers = _worker_count(workers, n_files)
     with ExitStack() as stack:
+        # Closed on the way out, so the pool stops even when writing fails.
+        results = stack.enter_context(
+            closing(_decoded([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers))
+        )
         sinks = {
             split: _SplitSink(
                 stack.enter_context(
@@ -604,8 +694,13 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
                 keep_pixels.append(True)
                 kept.append(row)
                 accepted.append((f.relative, f.label or "", size, digest))
-            pixels = batch.pixels if all(keep_pixels) else batch.pixels[np.asarray(keep_pixels, bool)]
-            sinks[split].add(pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [])
+            assert batch.pixels is not None  # the pool's parent copied them out of the ring
+            pixels, sums = batch.pixels, batch.channel_sums
+            if not all(keep_pixels):  # a duplicate image counts once: drop its row, and its pixels from the mean
+                pixels = pixels[np.asarray(keep_pixels, bool)]
+                sums = channel_sums(pixels)
+            sinks[split].add(pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [],
+                             sums)
             bar.update(len(rows))
         duplicates.summary()
         if not accepted:

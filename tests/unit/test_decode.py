@@ -132,6 +132,39 @@ def test_reduced_jpeg_decode_keeps_the_short_side_and_the_content(photo):
     assert mean_abs(resize(small, 32), resize(decode(data), 32)) < 1.5
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+# Reduced-scale decode + area resize against full decode + area resize, on real photos, at the
+# exact 2x margin (the worst case the margin allows). Measured (china, flower; quality 90; OpenCV
+# 4.14): 1/2: 2.33, 1.01 grey levels; 1/4: 2.01, 1.03; 1/8: 3.46, 2.40 (PSNR >= 33 dB). That is
+# the spread between two standard antialiased downscalers of the same full decode (INTER_AREA vs
+# Pillow's bilinear: 2.14, 0.95 / 2.33, 1.42 / 2.93, 2.10), so the bound is 4 grey levels and 32 dB.
+# At a 1x margin the difference doubles (1.40-6.09), which is why the margin is 2x.
+REDUCED_MAX_MEAN_ABS = 4.0
+REDUCED_MIN_PSNR_DB = 32.0
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
+def test_reduced_scale_decode_matches_full_decode_and_area_resize(name, scale):
+    photo = load_sample_image(name)
+    data = encode(photo, "JPEG", quality=90)
+    target = min(photo.shape[:2]) // (2 * scale)  # the largest target this scale is used for
+    decoded = decode(data, target_size=target)
+    assert min(decoded.shape[:2]) == -(-min(photo.shape[:2]) // scale)  # decoded at 1/scale (rounded up)
+    reduced = to_pixels(data, PixelSettings(image_size=target))
+    full = resize(decode(data), target)
+    assert mean_abs(reduced, full) <= REDUCED_MAX_MEAN_ABS
+    assert psnr(reduced, full) >= REDUCED_MIN_PSNR_DB
+    # One scale further (a 1x margin) differs more: the margin is what keeps the difference small.
+    if scale < 8:
+        coarser = resize(decode(data, target_size=target // 2), target)
+        assert mean_abs(coarser, full) > mean_abs(reduced, full)
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -223,6 +256,13 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(ext):
     assert image_header(data)[:2] == (BOMB_SIDE, BOMB_SIDE)  # ... claiming 144 MP, read from the header
     with pytest.raises(DecodeError, match=f"too large to decode safely: the header claims {BOMB_SIDE}x{BOMB_SIDE}"):
         decode(data)
+
+
+def test_a_jpeg_bomb_is_refused_on_its_full_size_even_when_a_reduced_decode_would_be_small():
+    data = BOMBS["jpg"]()
+    # At 1/8 scale the decoder would allocate only 1/64 of the claim; the limit is on the full size.
+    with pytest.raises(DecodeError, match=f"the header claims {BOMB_SIDE}x{BOMB_SIDE}"):
+        to_pixels(data, PixelSettings(image_size=16))
 
 
 def test_a_valid_png_bomb_is_refused_before_opencv_inflates_it():

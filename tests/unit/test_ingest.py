@@ -207,3 +207,32 @@ def test_parallel_ingest_after_opencv_ran_its_threads_here(digits, tmp_path):
     cv2.resize(cv2.cvtColor(big, cv2.COLOR_RGB2LAB), (1000, 1000))  # parallel_for in this process
     result = ingest(str(digits / "train"), tmp_path, workers=2, clahe=True)
     assert result["workers"] == 2 and result["n_images"] == 588
+
+
+def test_default_worker_count_is_one_process_below_a_few_thousand_files(monkeypatch):
+    monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 4)
+    below = ingest_module.POOL_MIN_FILES - 1
+    assert ingest_module._worker_count(None, below) == 1  # a pool's start-up costs more than it saves
+    assert ingest_module._worker_count(None, ingest_module.POOL_MIN_FILES) == 4  # one per core
+    assert ingest_module._worker_count(2, 600) == 2  # asked for: honoured, if the files fill two batches each
+    assert ingest_module._worker_count(8, 600) == 4
+    assert ingest_module._worker_count(2, 100) == 1
+
+
+def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_process(digits, tmp_path, monkeypatch):
+    """Rows of a batch with rejected files fill only the front of its shared slot; slots are reused."""
+    src = tmp_path / "src"
+    for i, f in enumerate(sorted((digits / "train").rglob("*.png"))):
+        (src / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (src / f.parent.name / f.name).write_bytes(f.read_bytes())
+        if i % 7 == 0:
+            (src / f.parent.name / f"broken{i}.png").write_bytes(f.read_bytes()[:40])
+    monkeypatch.setattr(ingest_module, "BATCH_FILES", 8)  # many batches, slots handed out again
+    monkeypatch.setattr(ingest_module, "IN_FLIGHT_BATCHES", 5)
+    parallel = ingest(str(src), tmp_path / "two", image_size=16, workers=2)
+    single = ingest(str(src), tmp_path / "one", image_size=16, workers=1)
+    assert parallel["workers"] == 2 and len(parallel["rejected"]) == len(single["rejected"]) > 50
+    for split in ("train", "val"):
+        a, b = read_arrays(tmp_path / "two" / f"{split}.h5"), read_arrays(tmp_path / "one" / f"{split}.h5")
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert read_info(tmp_path / "two" / "train.h5").mean_rgb == read_info(tmp_path / "one" / "train.h5").mean_rgb

@@ -64,7 +64,7 @@ def tree_rss(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
-def test_ingest_of_a_folder_of_bombs_stays_under_1_gb_with_default_workers(tmp_path):
+def test_ingest_of_a_folder_of_bombs_stays_under_1_gb_with_two_workers(tmp_path):
     source = make_classes(tmp_path / "src", per_class=100)
     real_bomb = png_bomb(20_000)  # 400 MP of zeros: 1.2 GB as RGB if decoded
     for c in "ab":
@@ -78,7 +78,8 @@ def test_ingest_of_a_folder_of_bombs_stays_under_1_gb_with_default_workers(tmp_p
     # A wrapper process measures its children: the ingest, its fork server and every worker.
     measure = (
         "import resource, subprocess, sys;"
-        f"subprocess.run([sys.executable, '-m', 'longtail.cli', 'ingest', {str(source)!r}, {str(out)!r}], check=True);"
+        f"subprocess.run([sys.executable, '-m', 'longtail.cli', 'ingest', {str(source)!r}, {str(out)!r}, "
+        "'--workers', '2'], check=True);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)"
     )
     proc = subprocess.Popen([sys.executable, "-c", measure], stdout=subprocess.PIPE, text=True)
@@ -90,7 +91,7 @@ def test_ingest_of_a_folder_of_bombs_stays_under_1_gb_with_default_workers(tmp_p
     assert proc.returncode == 0
     peak_one = int(stdout.strip().splitlines()[-1])
     result = json.loads((out / "ingest.json").read_text())
-    assert result["workers"] >= 2  # the default: one per core, as many as the file count allows
+    assert result["workers"] == 2  # bombs decoded side by side (the default is one process below 2,000 files)
     assert result["n_images"] == 200
     assert result["rejected_total"] == 2 * (10 * len(BOMBS) + 2)  # only the first 100 are named
     assert all(reason.startswith("image too large to decode safely") for reason in result["rejected_counts"])
