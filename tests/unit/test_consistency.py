@@ -50,6 +50,12 @@ def test_a_copied_image_under_its_own_label_counts_once_with_a_warning(tmp_path,
     assert len(ids) == len(set(ids)) == 20
     digests = {p: (source / p).read_bytes() for p in ids}
     assert len(set(digests.values())) == 20  # no image stored twice, so none in both train and val
+    # The train mean counts only the rows kept: a dropped copy's pixels are out of it too.
+    from longtail.splits import read_arrays, read_info
+
+    images, _, _ = read_arrays(tmp_path / "out" / "train.h5")
+    assert read_info(tmp_path / "out" / "train.h5").mean_rgb == pytest.approx(
+        images.reshape(-1, 3).mean(axis=0).tolist())
 
 
 def test_unlabelled_duplicates_keep_every_test_id_with_a_warning(tmp_path, caplog):
