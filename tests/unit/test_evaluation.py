@@ -54,11 +54,16 @@ def test_numbers_are_sklearn_on_the_models_own_predictions(world, evaluated):
     prep = Preprocessing.load(model_dir)
     pred = load_model(model_dir).predict(prep.to_float(images), verbose=0).argmax(axis=1)
     r = evaluated
-    assert r.macro_f1 == pytest.approx(f1_score(labels, pred, average="macro"))
-    assert r.weighted_f1 == pytest.approx(f1_score(labels, pred, average="weighted"))
-    assert r.accuracy == pytest.approx(np.mean(labels == pred))
+    # The default target prior is balanced: each val image weighs 1/(its class's val count).
+    weight = 1.0 / np.bincount(labels)[labels]
+    assert r.target_prior == "balanced" and len(set(np.bincount(labels))) > 1
+    assert r.macro_f1 == pytest.approx(f1_score(labels, pred, average="macro", sample_weight=weight))
+    assert r.macro_f1_plain == pytest.approx(f1_score(labels, pred, average="macro"))
+    assert r.weighted_f1 == pytest.approx(f1_score(labels, pred, average="weighted", sample_weight=weight))
+    assert r.accuracy == pytest.approx(np.mean([np.mean(pred[labels == c] == c) for c in range(10)]))
     assert r.macro_f1 > 0.85
-    assert r.report_text == classification_report(labels, pred, target_names=CLASS_NAMES, digits=REPORT_DIGITS)
+    assert r.report_text == classification_report(labels, pred, target_names=CLASS_NAMES, digits=REPORT_DIGITS,
+                                                  sample_weight=weight)
     assert [c.name for c in r.per_class] == CLASS_NAMES
     assert sum(c.support for c in r.per_class) == r.n == len(labels)
 
