@@ -115,10 +115,15 @@ def class_scores(confusion: np.ndarray, *, balanced: bool) -> tuple[np.ndarray, 
     return precision, recall, f1, present
 
 
+def _macro(f1: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The mean F1 over the classes that count (the last axis), for one matrix's scores or a stack's."""
+    return (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
 def macro_f1_of(confusion: np.ndarray, *, balanced: bool) -> np.ndarray | float:
     """Macro-F1 of a confusion matrix (a float), or of a stack of them (an array), under the target prior."""
     _, _, f1, present = class_scores(confusion, balanced=balanced)
-    macro = (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+    macro = _macro(f1, present)
     return float(macro) if np.ndim(macro) == 0 else macro
 
 
@@ -157,7 +162,7 @@ def classification_scores(y_true: Any, y_pred: Any, class_names: list[str], *,
     ]
     sample_weight = 1.0 / support[y_true] if balanced else None
     return ClassificationScores(
-        macro_f1=float(f1[labels].mean()),
+        macro_f1=float(_macro(f1, present)),
         weighted_f1=float((f1 * weight).sum() / weight.sum()) if weight.sum() else 0.0,
         accuracy=float((recall * weight).sum() / weight.sum()) if weight.sum() else 0.0,
         n=int(len(y_true)),
@@ -186,10 +191,6 @@ class MacroF1Interval:
     samples: int
     noisiest: list[tuple[int, int, float]]
 
-    def overlaps(self, other: MacroF1Interval) -> bool:
-        """Whether two intervals share any value (two runs the val split cannot tell apart)."""
-        return self.low <= other.high and other.low <= self.high
-
 
 def bootstrap_interval(confusion: np.ndarray, *, balanced: bool, samples: int = BOOTSTRAP_SAMPLES,
                        level: float = BOOTSTRAP_LEVEL, seed: int = 0, top: int = 5) -> MacroF1Interval:
@@ -212,7 +213,7 @@ def bootstrap_interval(confusion: np.ndarray, *, balanced: bool, samples: int = 
         if n:
             draws[:, c, :] = rng.multinomial(n, row / n, size=samples)
     _, _, f1, present = class_scores(draws, balanced=balanced)
-    macro = (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+    macro = _macro(f1, present)
     tail = (1.0 - level) / 2
     sd = f1.std(axis=0)
     support = cm.sum(axis=1)

@@ -52,9 +52,15 @@ def run_summary(tracking_uri: str, run_id: str) -> RunSummary:
                       macro_f1=m.get(EVAL_MACRO_F1),
                       gate_passed=run.data.tags.get(EVAL_GATE_TAG) == GATE_PASSED,
                       macro_f1_plain=m.get(EVAL_MACRO_F1_PLAIN),
-                      interval=(m[EVAL_MACRO_F1_LOW], m[EVAL_MACRO_F1_HIGH])
-                      if EVAL_MACRO_F1_LOW in m and EVAL_MACRO_F1_HIGH in m else None,
+                      interval=eval_interval(m),
                       target_prior=run.data.params.get(TARGET_PRIOR_PARAM))
+
+
+def eval_interval(metrics: dict[str, float]) -> tuple[float, float] | None:
+    """A run's bootstrap interval of eval_macro_f1 (low, high) from its metrics; None before evaluate logged one."""
+    if EVAL_MACRO_F1_LOW in metrics and EVAL_MACRO_F1_HIGH in metrics:
+        return metrics[EVAL_MACRO_F1_LOW], metrics[EVAL_MACRO_F1_HIGH]
+    return None
 
 
 def experiment_id_of(tracking_uri: str, run_id: str) -> str:

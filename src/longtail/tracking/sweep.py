@@ -19,8 +19,6 @@ from longtail.tracking.names import (
     EVAL_ACCURACY,
     EVAL_GATE_TAG,
     EVAL_MACRO_F1,
-    EVAL_MACRO_F1_HIGH,
-    EVAL_MACRO_F1_LOW,
     EVAL_MACRO_F1_PLAIN,
     EVAL_WEIGHTED_F1,
     GATE_PASSED,
@@ -36,6 +34,7 @@ from longtail.tracking.names import (
     SWEEP_TAG,
     TEST_MACRO_F1,
 )
+from longtail.tracking.queries import eval_interval
 
 
 def _entry(run: Any) -> Any:
@@ -50,8 +49,7 @@ def _entry(run: Any) -> Any:
         weighted_f1=m.get(EVAL_WEIGHTED_F1), epochs=int(epochs) if epochs and epochs.isdigit() else None,
         seconds=(end - start) / 1000.0 if end and start else None, lb_score=m.get(LB_SCORE),
         gate=run.data.tags.get(EVAL_GATE_TAG), macro_f1_plain=m.get(EVAL_MACRO_F1_PLAIN),
-        interval=(m[EVAL_MACRO_F1_LOW], m[EVAL_MACRO_F1_HIGH]) if EVAL_MACRO_F1_LOW in m and EVAL_MACRO_F1_HIGH in m
-        else None,
+        interval=eval_interval(m),
         test_macro_f1=m.get(TEST_MACRO_F1),
     )
 
