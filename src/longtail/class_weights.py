@@ -12,6 +12,14 @@ from longtail.errors import DataError
 # The schemes `weights.scheme` may name (the config's type, the CLI's choices).
 WeightScheme = Literal["none", "inverse-frequency", "effective-number"]
 SCHEMES: tuple[str, ...] = get_args(WeightScheme)
+# The effective-number beta's range: the one rule for `weights.beta` and `longtail weights --beta`
+# (beta 0 would weigh every class as one sample; 1 divides by zero).
+BETA_RULE = "> 0 and < 1"
+
+
+def beta_in_range(beta: float) -> bool:
+    """Whether `beta` satisfies BETA_RULE."""
+    return 0.0 < beta < 1.0
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
@@ -20,7 +28,7 @@ def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
     return [largest / n for n in counts]
 
 
-def effective_number_weights(counts: Sequence[int], beta: float = 0.999) -> list[float]:
+def effective_number_weights(counts: Sequence[int], beta: float) -> list[float]:
     """Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples":
     w_c proportional to (1 - beta) / (1 - beta^n_c), normalised so the weights sum to the number of classes.
     """
@@ -29,13 +37,13 @@ def effective_number_weights(counts: Sequence[int], beta: float = 0.999) -> list
     return [w * len(counts) / total for w in raw]
 
 
-def class_weights(counts: Sequence[int], scheme: str, beta: float = 0.999) -> list[float]:
+def class_weights(counts: Sequence[int], scheme: str, beta: float) -> list[float]:
     """Weights by class index.
 
     Args:
         counts: training samples per class index.
         scheme: "none" (all 1.0), "inverse-frequency" or "effective-number".
-        beta: the effective-number hyper-parameter, in [0, 1).
+        beta: the effective-number hyper-parameter (weights.beta), > 0 and < 1.
 
     Raises:
         DataError: unknown scheme, beta out of range, or a class without samples.
@@ -54,12 +62,12 @@ def class_weights(counts: Sequence[int], scheme: str, beta: float = 0.999) -> li
         )
     if scheme == "inverse-frequency":
         return inverse_frequency_weights(counts)
-    if not 0.0 <= beta < 1.0:
-        raise DataError(f"effective-number beta must be in [0, 1), got {beta}")
+    if not beta_in_range(beta):
+        raise DataError(f"weights.beta must be {BETA_RULE}, got {beta!r}")
     return effective_number_weights(counts, beta)
 
 
-def write_weights(train_h5: str | Path, out_json: str | Path, scheme: str, beta: float = 0.999) -> dict[str, Any]:
+def write_weights(train_h5: str | Path, out_json: str | Path, scheme: str, beta: float) -> dict[str, Any]:
     """Compute class weights from a train split's labels and write them as JSON (atomically).
 
     Prints "class weights (min, max) = (1.0, 51.73684210526316)" as the seed log does.

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from longtail.atomic_file import write_text
-from longtail.class_weights import WeightScheme
+from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
 from longtail.errors import ConfigError
 
 # Bounds shared by the config and the `longtail ingest` options.
@@ -371,7 +371,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     need(d.seed is None or d.seed >= 0, "data.seed", ">= 0 or null", d.seed)
     need(d.seed is None or d.seed <= SEED_MAX, "data.seed", f"<= {SEED_MAX} or null", d.seed)
     need(0 <= t.seed <= SEED_MAX, "train.seed", f"between 0 and {SEED_MAX}", t.seed)
-    need(0.0 < cfg.weights.beta < 1.0, "weights.beta", "> 0 and < 1", cfg.weights.beta)
+    need(beta_in_range(cfg.weights.beta), "weights.beta", BETA_RULE, cfg.weights.beta)
     need(1 <= t.epochs <= EPOCHS_MAX, "train.epochs", f"between 1 and {EPOCHS_MAX}", t.epochs)
     need(1 <= t.batch_size <= BATCH_SIZE_MAX, "train.batch_size", f"between 1 and {BATCH_SIZE_MAX}", t.batch_size)
     need(t.gpus >= 0, "train.gpus", ">= 0 (0 means every visible GPU)", t.gpus)

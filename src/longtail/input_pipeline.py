@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from longtail.config import TrainConfig
 from longtail.errors import DataError
 from longtail.preprocessing import Preprocessing
 from longtail.splits import CHUNK_ROWS, IMAGES, LABELS, SplitInfo, read_info
@@ -391,7 +392,7 @@ def make_dataset(
     smoothing: float = 0.0,
     class_weights: list[float] | None = None,
     seed: int = 0,
-    memory_budget_mb: float = 2048,
+    memory_budget_mb: float = TrainConfig.memory_budget_mb,
     stream_chunks: int = DEFAULT_STREAM_CHUNKS,
     with_labels: bool = True,
     weights_start_epoch: int = 0,

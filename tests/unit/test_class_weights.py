@@ -9,19 +9,20 @@ import pytest
 
 from longtail.class_weights import class_weights, write_weights
 from longtail.cli import main
-from longtail.errors import DataError
+from longtail.config import WeightsConfig, config_from_dict
+from longtail.errors import ConfigError, DataError
 from longtail.splits import write_split
 
 
 def test_none_is_all_ones():
-    assert class_weights([5, 50, 500], "none") == [1.0, 1.0, 1.0]
+    assert class_weights([5, 50, 500], "none", beta=0.999) == [1.0, 1.0, 1.0]
 
 
 def test_inverse_frequency_by_hand():
     # max / count: the largest class weighs exactly 1.0.
-    assert class_weights([100, 50, 10, 100], "inverse-frequency") == [1.0, 2.0, 10.0, 1.0]
+    assert class_weights([100, 50, 10, 100], "inverse-frequency", beta=0.999) == [1.0, 2.0, 10.0, 1.0]
     # The seed log's EXP2 line: largest class 983 images, smallest 19 -> 51.73684210526316.
-    assert max(class_weights([983, 400, 19], "inverse-frequency")) == 51.73684210526316
+    assert max(class_weights([983, 400, 19], "inverse-frequency", beta=0.999)) == 51.73684210526316
 
 
 def test_effective_number_by_hand():
@@ -39,19 +40,23 @@ def test_effective_number_sums_to_classes_and_tends_to_its_limits():
     assert sum(w) == pytest.approx(len(counts))
     assert w == sorted(w)  # rarer classes weigh more
     # beta -> 0: every class counts as one sample -> all weights 1; beta -> 1: inverse frequency, rescaled.
-    assert class_weights(counts, "effective-number", beta=0.0) == pytest.approx([1.0] * 10)
-    inv = np.array(class_weights(counts, "inverse-frequency"))
+    assert class_weights(counts, "effective-number", beta=1e-9) == pytest.approx([1.0] * 10)
+    inv = np.array(class_weights(counts, "inverse-frequency", beta=0.999))
     near_one = np.array(class_weights(counts, "effective-number", beta=1 - 1e-9))
     assert near_one == pytest.approx(inv * len(counts) / inv.sum(), rel=1e-4)
 
 
 def test_bad_input_is_a_clear_error():
     with pytest.raises(DataError, match="unknown class-weight scheme 'balanced'; choose one of none, inverse"):
-        class_weights([1, 2], "balanced")
-    with pytest.raises(DataError, match=r"beta must be in \[0, 1\), got 1.0"):
-        class_weights([1, 2], "effective-number", beta=1.0)
+        class_weights([1, 2], "balanced", beta=0.999)
+    # One range for beta, the config's: weights.beta (0 weighs every class as one sample, 1 divides by zero).
+    for beta in (1.0, 0.0):
+        with pytest.raises(DataError, match=f"weights.beta must be > 0 and < 1, got {beta}"):
+            class_weights([1, 2], "effective-number", beta=beta)
+        with pytest.raises(ConfigError, match=f"config field weights.beta must be > 0 and < 1, got {beta}"):
+            config_from_dict({"weights": {"beta": beta}})
     with pytest.raises(DataError, match="class index 1 has no training samples"):
-        class_weights([3, 0], "inverse-frequency")
+        class_weights([3, 0], "inverse-frequency", beta=0.999)
 
 
 @pytest.fixture
@@ -65,7 +70,7 @@ def train_h5(tmp_path):
 
 def test_write_weights_json_and_the_log_line(train_h5, tmp_path, capsys):
     out = tmp_path / "w" / "weights.json"
-    result = write_weights(train_h5, out, "inverse-frequency")
+    result = write_weights(train_h5, out, "inverse-frequency", beta=0.999)
     assert capsys.readouterr().out == "class weights (min, max) = (1.0, 51.73684210526316)\n"
     assert json.loads(out.read_text()) == result
     assert result == {
@@ -86,3 +91,9 @@ def test_cli_weights(train_h5, tmp_path, capsys):
                           image_size=4, preprocessing={}, source_fingerprint="x")
     assert main(["weights", str(test_h5), str(tmp_path / "x.json"), "--scheme", "none"]) == 2
     assert "has no labels" in capsys.readouterr().err
+
+
+def test_cli_beta_defaults_to_the_config_declaration(train_h5, tmp_path):
+    out = tmp_path / "w.json"
+    assert main(["weights", str(train_h5), str(out), "--scheme", "effective-number"]) == 0
+    assert json.loads(out.read_text())["beta"] == WeightsConfig.beta

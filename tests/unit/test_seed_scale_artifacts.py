@@ -72,7 +72,8 @@ def test_every_step_artifact_and_mlflow_value_fits_at_209_classes(tmp_path: Path
                                test_per_class=1, workers=2)["out_dir"])
     report = ingest(str(data / "train"), tmp_path / "h5", image_size=16, val_fraction=0.3)
     assert report["n_classes"] == SEED_CLASSES
-    weights = write_weights(tmp_path / "h5" / "train.h5", tmp_path / "weights.json", scheme="effective-number")
+    weights = write_weights(tmp_path / "h5" / "train.h5", tmp_path / "weights.json", scheme="effective-number",
+                            beta=0.999)
     # The metadata the ingest and weights components attach, filled as they fill it.
     dataset = dsl.Dataset(name="data")
     dataset.metadata.update({"n_images": report["n_images"], "n_classes": report["n_classes"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from longtail.class_weights import SCHEMES
+from longtail.class_weights import BETA_RULE, SCHEMES, write_weights
+from longtail.config import WeightsConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,13 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("train_h5", metavar="TRAIN_H5")
     parser.add_argument("out_json", metavar="OUT_JSON")
     parser.add_argument("--scheme", required=True, choices=SCHEMES)
-    parser.add_argument("--beta", type=float, default=0.999, help="effective-number beta in [0, 1) (default 0.999)")
+    parser.add_argument("--beta", type=float, default=WeightsConfig.beta,
+                        help=f"effective-number beta, {BETA_RULE} (default: weights.beta's, {WeightsConfig.beta})")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the weights JSON; the library prints "class weights (min, max) = (...)"."""
-    from longtail.class_weights import write_weights
-
     write_weights(args.train_h5, args.out_json, args.scheme, args.beta)
     return 0
