@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import logging
 import math
 import re
@@ -19,6 +18,7 @@ import yaml
 from longtail.atomic_file import write_text
 from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
 from longtail.errors import ConfigError
+from longtail.name_registry import registered_names
 
 # Bounds shared by the config and the `longtail ingest` options.
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
@@ -402,11 +402,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 def _check_model(model: ModelConfig, need: Any) -> None:
     """model.name among the registered models (read from their source: no TensorFlow start-up), and
     model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
-    from longtail.name_registry import declared_names
-
-    spec = importlib.util.find_spec("longtail.models")
-    known = declared_names(spec.submodule_search_locations[0], "register_model") if spec else []
-    if known and model.name not in known:
+    known = registered_names("longtail.models", "register_model", "available_models")
+    if model.name not in known:
         raise ConfigError(f"config field model.name: unknown model {model.name!r}; known models: {', '.join(known)}")
     for key, value in model.args.items():
         for v in value if isinstance(value, list) else [value]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,19 @@ def declared_names(folder: str | Path, decorator: str) -> list[str]:
                     and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
                 names.append(node.args[0].value)
     return sorted(names)
+
+
+def registered_names(package: str, decorator: str, names_function: str) -> list[str]:
+    """The names registered in `package`: read from its modules' source (declared_names) where there is
+    source to read, else from the registry itself (`package.names_function()`, which imports the builders).
+
+    Never an empty list where builders exist: a bytecode-only or zipped install has no .py files for
+    declared_names to read, and "no names known" used to let any name through, to fail only in the
+    step that builds it.
+    """
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    names = sorted({name for folder in folders for name in declared_names(folder, decorator)})
+    if names:
+        return names
+    return list(getattr(importlib.import_module(package), names_function)())

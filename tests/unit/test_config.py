@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from longtail import name_registry
 from longtail.config import (
     ExperimentConfig,
     apply_overrides,
@@ -259,3 +260,27 @@ def test_posthoc_tau_knob_is_a_string_parameter_read_as_yaml():
     assert apply_knobs({}, {"posthoc_tau": "tune", "loss": "focal", "loss_args": {"gamma": 1.0}}).train.loss.args == {"gamma": 1}
     with pytest.raises(ConfigError, match="evaluate.posthoc_tau"):
         apply_knobs({}, {"posthoc_tau": "always"})
+
+
+@pytest.fixture
+def no_model_source(monkeypatch):
+    """An install where the model modules' source cannot be read (bytecode only, zipped): the case
+    in which a mistyped model.name used to pass resolve-config and fail only in train, after ingest."""
+    monkeypatch.setattr(name_registry, "declared_names", lambda folder, decorator: [])
+
+
+def test_an_unknown_model_is_refused_even_where_no_model_source_can_be_read(no_model_source):
+    with pytest.raises(ConfigError, match="config field model.name: unknown model 'resnet_cifarr'; known models: "
+                                          "resnet50, resnet_cifar, small_cnn"):
+        config_from_dict({"model": {"name": "resnet_cifarr"}})
+    assert config_from_dict({"model": {"name": "small_cnn"}}).model.name == "small_cnn"
+
+
+def test_the_resolve_step_refuses_an_unknown_model_or_loss_name():
+    """resolve_config's body (apply_knobs) is where a pipeline run fails first: before ingest."""
+    base = config_to_dict(config_from_dict({}))
+    with pytest.raises(ConfigError, match="config field model.name: unknown model 'resnet_cifarr'"):
+        apply_knobs(base, {"model_name": "resnet_cifarr"})
+    with pytest.raises(ConfigError, match="config field train.loss.name: unknown loss 'focall'"):
+        apply_knobs(base, {"loss": "focall"})
+
