@@ -9,6 +9,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import yaml
 from longtail.atomic_file import write_text
 from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
 from longtail.errors import ConfigError
+from longtail.losses import check_loss
 from longtail.name_registry import registered_names
 
 # Bounds shared by the config and the `longtail ingest` options.
@@ -79,37 +81,96 @@ def load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where} is nested too deeply to be a config") from None
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A rule one config field's value must satisfy: `ok(value)`, worded `rule` in the error
+    "config field <field> must be <rule>, got <value>"."""
+
+    ok: Callable[[Any], bool]
+    rule: str
+
+
+def between(low: float, high: float) -> Bound:
+    """low <= value <= high."""
+    return Bound(lambda v: low <= v <= high, f"between {low} and {high}")
+
+
+def at_least(low: float, note: str = "") -> Bound:
+    """value >= low."""
+    return Bound(lambda v: v >= low, f">= {low}{note}")
+
+
+def unit_interval(*, closed_low: bool) -> Bound:
+    """0 <= value < 1 (closed_low) or 0 < value < 1."""
+    if closed_low:
+        return Bound(lambda v: 0.0 <= v < 1.0, ">= 0 and < 1")
+    return Bound(lambda v: 0.0 < v < 1.0, "> 0 and < 1")
+
+
+def or_null(bound: Bound) -> Bound:
+    """`bound`, or no value at all."""
+    return Bound(lambda v: v is None or bound.ok(v), f"{bound.rule} or null")
+
+
+POSITIVE_LR = Bound(lambda v: 0 < v <= LR_MAX, f"> 0 and <= {LR_MAX:g}")
+MIX_ALPHA = Bound(lambda v: 0.0 <= v <= 10.0, "between 0 (off) and 10")
+
+
+def setting(default: Any = dataclasses.MISSING, *bounds: Bound, factory: Callable[[], Any] | None = None,
+            knob: str | None = None, text: bool = False) -> Any:
+    """Declare a config field in one place: its default, the bounds its value must lie in, and
+    whether it is a pipeline knob (`knob`: the pipeline parameter's name; `text`: a knob whose field
+    takes a number or a word, a string parameter read as YAML). longtail.knobs and the generated
+    pipeline signatures (longtail.pipelines.knob_signatures) read the knobs from here.
+    """
+    metadata = {"bounds": bounds, "knob": knob, "text": text}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _need(ok: bool, where: str, rule: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config field {where} must be {rule}, got {got!r}")
+
+
 @dataclass
 class DataConfig:
     """How raw images become HDF5 splits (the ingest step)."""
 
-    image_size: int = 32
-    val_fraction: float = 0.2
-    min_per_class: int = 0
-    max_classes: int | None = None
-    resize: Literal["stretch", "aspect"] = "stretch"
-    clahe: bool = False
-    white_balance: bool = False
+    image_size: int = setting(32, between(IMAGE_SIZE_MIN, IMAGE_SIZE_MAX), knob="image_size")
+    val_fraction: float = setting(0.2, unit_interval(closed_low=False))
+    min_per_class: int = setting(0, at_least(0))
+    max_classes: int | None = setting(None, or_null(at_least(2)))
+    resize: Literal["stretch", "aspect"] = setting("stretch", knob="resize")
+    clahe: bool = setting(False, knob="clahe")
+    white_balance: bool = setting(False, knob="white_balance")
     # The train/val split seed. null falls back to train.seed (deprecated: a sweep groups its ingests
     # by the `data` section, so a seed there is one split per distinct seed).
-    seed: int | None = None
+    seed: int | None = setting(None, or_null(at_least(0)),
+                               or_null(Bound(lambda v: v <= SEED_MAX, f"<= {SEED_MAX}")))
 
 
 @dataclass
 class PreprocessConfig:
     """How uint8 pixels become model inputs: /255, or subtract the train split's mean_rgb."""
 
-    scale: Literal["scale", "mean_subtraction"] = "scale"
+    scale: Literal["scale", "mean_subtraction"] = setting("scale", knob="scale")
 
 
 @dataclass
 class WeightsConfig:
     """Class weights for the loss (the log's EXP9 'effective number of samples')."""
 
-    scheme: WeightScheme = "effective-number"
-    beta: float = 0.999
+    scheme: WeightScheme = setting("effective-number", knob="weight_scheme")
+    beta: float = setting(0.999, Bound(beta_in_range, BETA_RULE), knob="weight_beta")
     # Deferred re-weighting (Cao et al. 2019): weights are 1 before this epoch, the scheme's from it on.
-    start_epoch: int = 0
+    start_epoch: int = setting(0, knob="weight_start_epoch")
+
+    def check(self, epochs: int) -> None:
+        """Re-weighting starts within the run."""
+        _need(0 <= self.start_epoch < epochs, "weights.start_epoch", f">= 0 and < train.epochs ({epochs})",
+              self.start_epoch)
 
 
 @dataclass
@@ -124,17 +185,29 @@ class RegistryChoice:
 class ModelConfig(RegistryChoice):
     """A model from the registry by name, with builder keyword arguments."""
 
-    name: str = "resnet_cifar"
+    name: str = setting("resnet_cifar", knob="model_name")
+
+    def check(self) -> None:
+        """model.name among the registered models (read from their source: no TensorFlow start-up), and
+        model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
+        known = registered_names("longtail.models", "register_model", "available_models")
+        if self.name not in known:
+            raise ConfigError(
+                f"config field model.name: unknown model {self.name!r}; known models: {', '.join(known)}")
+        for key, value in self.args.items():
+            for v in value if isinstance(value, list) else [value]:
+                _need(isinstance(v, bool) or not isinstance(v, int | float) or v >= 0, f"model.args.{key}",
+                      ">= 0", value)
 
 
 @dataclass
 class OptimizerConfig:
     """The optimizer (SGD with momentum as in the log, or Adam)."""
 
-    name: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
+    name: Literal["sgd", "adam"] = setting("sgd", knob="optimizer")
+    momentum: float = setting(0.9, unit_interval(closed_low=True))
     nesterov: bool = True
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, at_least(0), knob="weight_decay")
 
 
 @dataclass
@@ -146,20 +219,32 @@ class LRConfig:
     cosine: initial * 0.5 * (1 + cos(pi * epoch/epochs)).
     """
 
-    schedule: Literal["constant", "step", "poly", "cosine"] = "poly"
-    initial: float = 0.1
-    power: float = 2.5
+    schedule: Literal["constant", "step", "poly", "cosine"] = setting("poly", knob="lr_schedule")
+    initial: float = setting(0.1, POSITIVE_LR, knob="lr_initial")
+    power: float = setting(2.5, Bound(lambda v: v > 0, "> 0"), knob="lr_power")
     boundaries: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     warmup_epochs: int = 0
+
+    def check(self, epochs: int) -> None:
+        """Warm-up within the run; a step schedule's values and boundaries agree."""
+        _need(0 <= self.warmup_epochs < epochs, "train.lr.warmup_epochs", f">= 0 and < train.epochs ({epochs})",
+              self.warmup_epochs)
+        if self.schedule == "step":
+            _need(len(self.values) == len(self.boundaries) + 1, "train.lr.values",
+                  f"one longer than train.lr.boundaries ({len(self.boundaries)} boundaries)", self.values)
+            _need(all(b > 0 for b in self.boundaries) and self.boundaries == sorted(set(self.boundaries)),
+                  "train.lr.boundaries", "strictly increasing epochs > 0", self.boundaries)
+            _need(all(POSITIVE_LR.ok(v) for v in self.values), "train.lr.values", f"all {POSITIVE_LR.rule}",
+                  self.values)
 
 
 @dataclass
 class LabelSmoothingConfig:
     """Label smoothing: in the loss (EXP8) or on the one-hot targets on the fly (EXP7)."""
 
-    factor: float = 0.0
-    mode: Literal["loss", "labels"] = "loss"
+    factor: float = setting(0.0, unit_interval(closed_low=True), knob="label_smoothing")
+    mode: Literal["loss", "labels"] = setting("loss", knob="smoothing_mode")
 
 
 @dataclass
@@ -167,35 +252,45 @@ class AugmentationConfig:
     """Random train-time augmentation."""
 
     flip: bool = True
-    shift: float = 0.1
+    shift: float = setting(0.1, Bound(lambda v: 0.0 <= v < 0.5, ">= 0 and < 0.5"))
     # Batch mixing: Beta(alpha, alpha) mixing weights; 0 is off. With both on, each batch uses one of them.
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    mixup: float = setting(0.0, MIX_ALPHA, knob="mixup")
+    cutmix: float = setting(0.0, MIX_ALPHA, knob="cutmix")
     # Switch mixup/cutmix off for the last k epochs (train on clean images at the end).
-    mix_off_last_epochs: int = 0
+    mix_off_last_epochs: int = setting(0, knob="mix_off_last_epochs")
+
+    def check(self, epochs: int) -> None:
+        """Mixing is switched off for at most the whole run."""
+        _need(0 <= self.mix_off_last_epochs <= epochs, "train.augmentation.mix_off_last_epochs",
+              f">= 0 and <= train.epochs ({epochs})", self.mix_off_last_epochs)
 
 
 @dataclass
 class LossConfig(RegistryChoice):
     """The training loss on logits: a name from longtail.losses, with builder keyword arguments."""
 
-    name: str = "cross_entropy"
+    name: str = setting("cross_entropy", knob="loss")
+    args: dict[str, Any] = setting(factory=dict, knob="loss_args")
+
+    def check(self) -> None:
+        """The name is a registered loss and its builder accepts the arguments."""
+        check_loss(self.name, self.args)
 
 
 @dataclass
 class TrainConfig:
     """The training loop."""
 
-    epochs: int = 12
-    batch_size: int = 128
+    epochs: int = setting(12, between(1, EPOCHS_MAX), knob="epochs")
+    batch_size: int = setting(128, between(1, BATCH_SIZE_MAX), knob="batch_size")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr: LRConfig = field(default_factory=LRConfig)
     label_smoothing: LabelSmoothingConfig = field(default_factory=LabelSmoothingConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    seed: int = 0
-    gpus: int = 0
+    seed: int = setting(0, between(0, SEED_MAX), knob="seed")
+    gpus: int = setting(0, at_least(0, " (0 means every visible GPU)"), knob="gpus")
     mixed_precision: bool = False
-    memory_budget_mb: int = 2048
+    memory_budget_mb: int = setting(2048, at_least(0))
     deterministic: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -208,28 +303,39 @@ TargetPrior = Literal["balanced", "train"]
 class EvaluateConfig:
     """The evaluation gate and prediction options."""
 
-    min_macro_f1: float = 0.0
+    min_macro_f1: float = setting(0.0, between(0, 1), knob="min_macro_f1")
     tta: bool = False
     # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val.
-    posthoc_tau: float | Literal["tune"] = 0.0
+    posthoc_tau: float | Literal["tune"] = setting(
+        0.0, Bound(lambda v: v == "tune" or 0.0 <= v <= 10.0, "between 0 and 10, or tune"), knob="posthoc_tau",
+        text=True)
     # The test distribution every decision aims at: "balanced" weighs each val image 1/(its class's
     # val count), the unbiased estimate of macro-F1 on a class-balanced test set; "train" scores
     # val as drawn, for a test set drawn like the training set.
-    target_prior: TargetPrior = "balanced"
+    target_prior: TargetPrior = setting("balanced", knob="target_prior")
 
 
 @dataclass
 class ExperimentConfig:
     """One experiment: one pipeline run, one MLflow run."""
 
-    name: str = "experiment"
-    experiment: str = "longtail"
+    name: str = setting("experiment", Bound(lambda v: bool(v.strip()), "a non-empty string"), knob="name")
+    experiment: str = setting("longtail", knob="experiment")
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def check(self) -> None:
+        """The rules that span fields: each section's against the run's length, and the registry choices."""
+        epochs = self.train.epochs
+        self.train.lr.check(epochs)
+        self.weights.check(epochs)
+        self.train.augmentation.check(epochs)
+        self.model.check()
+        self.train.loss.check()
 
 
 def _type_name(tp: Any) -> str:
@@ -357,73 +463,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _check_ranges(cfg: ExperimentConfig) -> None:
-    def need(ok: bool, where: str, rule: str, got: Any) -> None:
-        if not ok:
-            raise ConfigError(f"config field {where} must be {rule}, got {got!r}")
-
-    d, t = cfg.data, cfg.train
-    need(IMAGE_SIZE_MIN <= d.image_size <= IMAGE_SIZE_MAX, "data.image_size",
-         f"between {IMAGE_SIZE_MIN} and {IMAGE_SIZE_MAX}", d.image_size)
-    need(0.0 < d.val_fraction < 1.0, "data.val_fraction", "> 0 and < 1", d.val_fraction)
-    need(d.min_per_class >= 0, "data.min_per_class", ">= 0", d.min_per_class)
-    need(d.max_classes is None or d.max_classes >= 2, "data.max_classes", ">= 2 or null", d.max_classes)
-    need(d.seed is None or d.seed >= 0, "data.seed", ">= 0 or null", d.seed)
-    need(d.seed is None or d.seed <= SEED_MAX, "data.seed", f"<= {SEED_MAX} or null", d.seed)
-    need(0 <= t.seed <= SEED_MAX, "train.seed", f"between 0 and {SEED_MAX}", t.seed)
-    need(beta_in_range(cfg.weights.beta), "weights.beta", BETA_RULE, cfg.weights.beta)
-    need(1 <= t.epochs <= EPOCHS_MAX, "train.epochs", f"between 1 and {EPOCHS_MAX}", t.epochs)
-    need(1 <= t.batch_size <= BATCH_SIZE_MAX, "train.batch_size", f"between 1 and {BATCH_SIZE_MAX}", t.batch_size)
-    need(t.gpus >= 0, "train.gpus", ">= 0 (0 means every visible GPU)", t.gpus)
-    need(t.memory_budget_mb >= 0, "train.memory_budget_mb", ">= 0", t.memory_budget_mb)
-    need(0.0 <= t.optimizer.momentum < 1.0, "train.optimizer.momentum", ">= 0 and < 1", t.optimizer.momentum)
-    need(t.optimizer.weight_decay >= 0, "train.optimizer.weight_decay", ">= 0", t.optimizer.weight_decay)
-    lr = t.lr
-    need(0 < lr.initial <= LR_MAX, "train.lr.initial", f"> 0 and <= {LR_MAX:g}", lr.initial)
-    need(lr.power > 0, "train.lr.power", "> 0", lr.power)
-    need(0 <= lr.warmup_epochs < t.epochs, "train.lr.warmup_epochs", f">= 0 and < train.epochs ({t.epochs})",
-         lr.warmup_epochs)
-    if lr.schedule == "step":
-        need(len(lr.values) == len(lr.boundaries) + 1, "train.lr.values",
-             f"one longer than train.lr.boundaries ({len(lr.boundaries)} boundaries)", lr.values)
-        need(all(b > 0 for b in lr.boundaries) and lr.boundaries == sorted(set(lr.boundaries)),
-             "train.lr.boundaries", "strictly increasing epochs > 0", lr.boundaries)
-        need(all(0 < v <= LR_MAX for v in lr.values), "train.lr.values", f"all > 0 and <= {LR_MAX:g}", lr.values)
-    ls = t.label_smoothing
-    need(0.0 <= ls.factor < 1.0, "train.label_smoothing.factor", ">= 0 and < 1", ls.factor)
-    need(0.0 <= t.augmentation.shift < 0.5, "train.augmentation.shift", ">= 0 and < 0.5", t.augmentation.shift)
-    need(0.0 <= cfg.evaluate.min_macro_f1 <= 1.0, "evaluate.min_macro_f1", "between 0 and 1",
-         cfg.evaluate.min_macro_f1)
-    need(bool(cfg.name.strip()), "name", "a non-empty string", cfg.name)
-    _check_model(cfg.model, need)
-    _check_long_tail_methods(cfg, need)
-
-
-def _check_model(model: ModelConfig, need: Any) -> None:
-    """model.name among the registered models (read from their source: no TensorFlow start-up), and
-    model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
-    known = registered_names("longtail.models", "register_model", "available_models")
-    if model.name not in known:
-        raise ConfigError(f"config field model.name: unknown model {model.name!r}; known models: {', '.join(known)}")
-    for key, value in model.args.items():
-        for v in value if isinstance(value, list) else [value]:
-            need(isinstance(v, bool) or not isinstance(v, int | float) or v >= 0, f"model.args.{key}", ">= 0", value)
-
-
-def _check_long_tail_methods(cfg: ExperimentConfig, need: Any) -> None:
-    """Deferred re-weighting, batch mixing, the loss and post-hoc logit adjustment."""
-    from longtail.losses import check_loss
-
-    t, aug = cfg.train, cfg.train.augmentation
-    need(0 <= cfg.weights.start_epoch < t.epochs, "weights.start_epoch", f">= 0 and < train.epochs ({t.epochs})",
-         cfg.weights.start_epoch)
-    need(0.0 <= aug.mixup <= 10.0, "train.augmentation.mixup", "between 0 (off) and 10", aug.mixup)
-    need(0.0 <= aug.cutmix <= 10.0, "train.augmentation.cutmix", "between 0 (off) and 10", aug.cutmix)
-    need(0 <= aug.mix_off_last_epochs <= t.epochs, "train.augmentation.mix_off_last_epochs",
-         f">= 0 and <= train.epochs ({t.epochs})", aug.mix_off_last_epochs)
-    check_loss(t.loss.name, t.loss.args)
-    tau = cfg.evaluate.posthoc_tau
-    need(tau == "tune" or 0.0 <= tau <= 10.0, "evaluate.posthoc_tau", "between 0 and 10, or tune", tau)
+def _check_bounds(section: Any, prefix: str = "") -> None:
+    """Every field's declared bounds, section by section in declaration order."""
+    for f in dataclasses.fields(section):
+        value, where = getattr(section, f.name), f"{prefix}{f.name}"
+        for bound in f.metadata.get("bounds", ()):
+            _need(bound.ok(value), where, bound.rule, value)
+        if dataclasses.is_dataclass(value):
+            _check_bounds(value, f"{where}.")
 
 
 def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:
@@ -434,7 +481,8 @@ def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:
     """
     _refuse_shared(raw or {}, "", set())
     cfg = _build(ExperimentConfig, raw or {})
-    _check_ranges(cfg)
+    _check_bounds(cfg)
+    cfg.check()
     return cfg
 
 

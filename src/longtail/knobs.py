@@ -3,52 +3,50 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+import dataclasses
+import typing
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import yaml
 
 from longtail.config import ExperimentConfig, config_from_dict, config_to_dict
+from longtail.errors import ConfigError
 
-# Pipeline parameter name -> dotted config field. The pipeline exposes exactly these as typed
-# parameters (defaults from the experiment YAML it was built from); every other field travels
-# in the `base_config` parameter unchanged.
-KNOBS: dict[str, str] = {
-    "name": "name",
-    "experiment": "experiment",
-    "image_size": "data.image_size",
-    "resize": "data.resize",
-    "clahe": "data.clahe",
-    "white_balance": "data.white_balance",
-    "scale": "preprocess.scale",
-    "weight_scheme": "weights.scheme",
-    "weight_beta": "weights.beta",
-    "model_name": "model.name",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "optimizer": "train.optimizer.name",
-    "lr_schedule": "train.lr.schedule",
-    "lr_initial": "train.lr.initial",
-    "lr_power": "train.lr.power",
-    "label_smoothing": "train.label_smoothing.factor",
-    "smoothing_mode": "train.label_smoothing.mode",
-    "gpus": "train.gpus",
-    "seed": "train.seed",
-    "min_macro_f1": "evaluate.min_macro_f1",
-    # The long-tail methods (see experiments/long-tail-methods.yaml).
-    "loss": "train.loss.name",
-    "loss_args": "train.loss.args",
-    "weight_start_epoch": "weights.start_epoch",
-    "mixup": "train.augmentation.mixup",
-    "cutmix": "train.augmentation.cutmix",
-    "mix_off_last_epochs": "train.augmentation.mix_off_last_epochs",
-    "weight_decay": "train.optimizer.weight_decay",
-    "posthoc_tau": "evaluate.posthoc_tau",
-    # What every choice aims at: a class-balanced test set, or one drawn like the training set.
-    "target_prior": "evaluate.target_prior",
-}
+
+def _declared_knobs(section: type, prefix: str = "") -> Iterator[tuple[str, str, type, bool]]:
+    """(knob, dotted config field, parameter type, text) for every field declared with `knob=`
+    (longtail.config.setting), in declaration order."""
+    hints = typing.get_type_hints(section)
+    for f in dataclasses.fields(section):
+        if f.metadata.get("knob"):
+            yield f.metadata["knob"], prefix + f.name, _parameter_type(hints[f.name], f.metadata["text"]), \
+                f.metadata["text"]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            yield from _declared_knobs(hints[f.name], f"{prefix}{f.name}.")
+
+
+def _parameter_type(annotation: Any, text: bool) -> type:
+    """The KFP parameter type of a knob: its field's type; str for a Literal of words or a text knob."""
+    if text:
+        return str
+    if typing.get_origin(annotation) is Literal:
+        return type(typing.get_args(annotation)[0])
+    return typing.get_origin(annotation) or annotation
+
+
+# The knobs, read from the config declaration (longtail.config.setting(..., knob=...)). The pipeline
+# exposes exactly these as typed parameters (defaults from the experiment YAML it was built from);
+# every other field travels in the `base_config` parameter unchanged. The parameter lists of
+# resolve_config and the training pipeline are written from them by longtail.pipelines.knob_signatures.
+_DECLARED = list(_declared_knobs(ExperimentConfig))
+# Pipeline parameter name -> dotted config field.
+KNOBS: dict[str, str] = {knob: path for knob, path, _, _ in _DECLARED}
+# Pipeline parameter name -> its KFP parameter type (bool, int, float, str or dict).
+KNOB_TYPES: dict[str, type] = {knob: tp for knob, _, tp, _ in _DECLARED}
 # Knobs whose field takes a number or a word (posthoc_tau: 1.0 or tune): a string parameter in the
 # pipeline, read as YAML like a `--set` value.
-TEXT_KNOBS = {"posthoc_tau"}
+TEXT_KNOBS = {knob for knob, _, _, text in _DECLARED if text}
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -80,8 +78,6 @@ def apply_knobs(base_config: dict[str, Any], knobs: dict[str, Any]) -> Experimen
     Raises:
         ConfigError: for an unknown knob or a value the config rejects (named by its config field).
     """
-    from longtail.errors import ConfigError
-
     raw = copy.deepcopy(base_config or {})
     for knob, value in knobs.items():
         if knob not in KNOBS:

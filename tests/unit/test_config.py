@@ -1,5 +1,8 @@
 """Experiment config: defaults, validation messages that name the field, overrides, round trip."""
 
+import dataclasses
+import typing
+
 import pytest
 import yaml
 
@@ -284,3 +287,19 @@ def test_the_resolve_step_refuses_an_unknown_model_or_loss_name():
     with pytest.raises(ConfigError, match="config field train.loss.name: unknown loss 'focall'"):
         apply_knobs(base, {"loss": "focall"})
 
+
+def test_every_bound_is_declared_beside_its_field():
+    """Each field's bounds and knob live in its declaration (config.setting): the checker has no list of its own."""
+    bounded = {f"{prefix}{f.name}" for prefix, f in declared_fields(ExperimentConfig) if f.metadata.get("bounds")}
+    assert {"data.image_size", "weights.beta", "train.epochs", "train.lr.initial", "evaluate.posthoc_tau",
+            "train.memory_budget_mb", "name"} <= bounded
+    knobs = {f"{prefix}{f.name}" for prefix, f in declared_fields(ExperimentConfig) if f.metadata.get("knob")}
+    assert knobs == set(KNOBS.values())
+
+
+def declared_fields(section, prefix=""):
+    for f in dataclasses.fields(section):
+        yield prefix, f
+        tp = typing.get_type_hints(section)[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from declared_fields(tp, f"{prefix}{f.name}.")
