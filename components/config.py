@@ -7,6 +7,8 @@ from kfp import dsl
 from longtail.components.images import image_ref
 
 
+# The knob parameters after base_config are written from longtail.knobs by
+# `python -m longtail.pipelines.knob_signatures --write`: declare a knob in longtail.config, not here.
 @dsl.component(base_image=image_ref("ingest"), install_kfp_package=False)
 def resolve_config(
     base_config: dict,

@@ -102,8 +102,11 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         The @dsl.pipeline function, ready for kfp.local or the compiler.
     """
     k = knob_values(defaults)
+    k["gpus"] = pod_gpus(k["gpus"])  # train.gpus 0 is "every visible GPU"; the pod still asks for one
     base = config_to_params(defaults)
 
+    # The knob parameters, name .. target_prior, are written from longtail.knobs by
+    # `python -m longtail.pipelines.knob_signatures --write`: declare a knob in longtail.config, not here.
     @dsl.pipeline(name="longtail-training",
                   description="One long-tailed classification experiment, tracked in MLflow.")
     def training_pipeline(
@@ -128,7 +131,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         lr_power: float = k["lr_power"],
         label_smoothing: float = k["label_smoothing"],
         smoothing_mode: str = k["smoothing_mode"],
-        gpus: int = pod_gpus(k["gpus"]),
+        gpus: int = k["gpus"],
         seed: int = k["seed"],
         min_macro_f1: float = k["min_macro_f1"],
         loss: str = k["loss"],
