@@ -9,6 +9,12 @@ from pathlib import Path
 
 from kfp import compiler
 
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
+from longtail.config import load_config
+from longtail.errors import LongtailError
+from longtail.pipelines.sweep import create_sweep_pipeline
+from longtail.pipelines.training import create_pipeline
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "experiments" / "demo.yaml"
 DEFAULT_OUT = REPO / "build" / "pipelines"
@@ -31,11 +37,6 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
     Returns:
         The written paths.
     """
-    from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
-    from longtail.config import load_config
-    from longtail.pipelines.sweep import create_sweep_pipeline
-    from longtail.pipelines.training import create_pipeline
-
     defaults = load_config(config)
     registry, tag = registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG
     out = Path(out_dir)
@@ -66,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="PVC for train checkpoints, so a retried train pod resumes "
                              f"(default: {DEFAULT_CHECKPOINT_PVC}; '' to compile without)")
     args = parser.parse_args(argv)
-    from longtail.errors import LongtailError
-
     try:
         paths = compile_all(args.out, config=args.config, registry=args.image_registry, tag=args.image_tag,
                             checkpoint_pvc=args.checkpoint_pvc)

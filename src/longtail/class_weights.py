@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from longtail.errors import DataError
+from longtail.splits import read_info
+from longtail.storage import write_bytes
 
 # The schemes `weights.scheme` may name (the config's type, the CLI's choices).
 WeightScheme = Literal["none", "inverse-frequency", "effective-number"]
@@ -75,9 +77,6 @@ def write_weights(train_h5: str | Path, out_json: str | Path, scheme: str, beta:
     Returns:
         What was written: scheme, beta, class_names, counts, weights (by class index), min, max.
     """
-    from longtail.splits import read_info
-    from longtail.storage import write_bytes
-
     info = read_info(train_h5)
     if not info.has_labels:
         raise DataError(f"{train_h5} has no labels: class weights need the train split, not a test split")
