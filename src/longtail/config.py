@@ -20,7 +20,7 @@ from longtail.atomic_file import write_text
 from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
 from longtail.errors import ConfigError
 from longtail.losses import check_loss
-from longtail.name_registry import registered_names
+from longtail.name_registry import declared_in_package
 
 # Bounds shared by the config and the `longtail ingest` options.
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
@@ -190,7 +190,11 @@ class ModelConfig(RegistryChoice):
     def check(self) -> None:
         """model.name among the registered models (read from their source: no TensorFlow start-up), and
         model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
-        known = registered_names("longtail.models", "register_model", "available_models")
+        known = declared_in_package("longtail.models", "register_model")
+        if not known:  # no source to read: ask the registry, Keras start-up and all, rather than pass any name
+            from longtail.models import available_models  # imports Keras: only here
+
+            known = available_models()
         if self.name not in known:
             raise ConfigError(
                 f"config field model.name: unknown model {self.name!r}; known models: {', '.join(known)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -73,17 +72,9 @@ def declared_names(folder: str | Path, decorator: str) -> list[str]:
     return sorted(names)
 
 
-def registered_names(package: str, decorator: str, names_function: str) -> list[str]:
-    """The names registered in `package`: read from its modules' source (declared_names) where there is
-    source to read, else from the registry itself (`package.names_function()`, which imports the builders).
-
-    Never an empty list where builders exist: a bytecode-only or zipped install has no .py files for
-    declared_names to read, and "no names known" used to let any name through, to fail only in the
-    step that builds it.
-    """
+def declared_in_package(package: str, decorator: str) -> list[str]:
+    """declared_names over the folder(s) of `package`, found without importing it; [] where there is no
+    source to read (a bytecode-only or zipped install): the caller then asks the registry itself."""
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec else []
-    names = sorted({name for folder in folders for name in declared_names(folder, decorator)})
-    if names:
-        return names
-    return list(getattr(importlib.import_module(package), names_function)())
+    return sorted({name for folder in folders for name in declared_names(folder, decorator)})
