@@ -254,6 +254,11 @@ def test_each_image_name_is_written_once():
     for path in sources:
         hits = [line for line in path.read_text().splitlines() if IMAGE_LITERAL.search(line)]
         assert not hits, f"{path.relative_to(REPO)} spells an image reference: {hits}"
+    # Nor does the Makefile pick an image by name: the base is the table's first line, CUDA goes to
+    # whichever step Dockerfile declares it.
+    by_name = re.compile(rf"images/({_NAMES})/|filter(-out)? ({_NAMES})\b|\b({_NAMES})=")
+    recipe = [line for line in (REPO / "Makefile").read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in recipe if by_name.search(line)]
     for path in sorted((REPO / "components").glob("*.py")):
         if path.name == "images.py":
             continue
