@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from longtail import ingest as ingest_module
 from longtail import storage
 from longtail.datasets import DEBIAN_FASHION_MNIST, make_digits_lt, make_fashion_mnist_lt
 from longtail.errors import StorageError
@@ -167,8 +168,6 @@ def test_unreachable_endpoint_is_a_clear_error_and_leaves_nothing(tmp_path, s3_s
 def test_endpoint_killed_mid_ingest(fashion, tmp_path, monkeypatch, moto_server):
     """The S3 server dies after the first batch: a clear error after bounded retries, no partial HDF5,
     and after a restart the same ingest succeeds with the fingerprint of the local files."""
-    from longtail import ingest as ingest_module
-
     server = moto_server
     endpoint = server.url
     s3 = S3Settings(endpoint_url=endpoint, max_attempts=2, connect_timeout=1)
