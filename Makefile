@@ -47,14 +47,16 @@ clean:
 	rm -rf .longtail build *.egg-info
 
 # --- Containers and kind. Images build with podman or docker, whichever is installed; kind needs Docker.
-# Image names and tags come from components/images.py via scripts/image_refs.py, the same source the
-# compiled pipeline uses; override with `make images IMAGE_REGISTRY=ghcr.io/me IMAGE_TAG=dev`.
+# Image names and tags come from components/images.py (`python -m longtail.components.images`), the same
+# table the compiled pipeline uses; override with `make images IMAGE_REGISTRY=ghcr.io/me IMAGE_TAG=dev`.
 IMAGE_REGISTRY ?= $(LONGTAIL_IMAGE_REGISTRY)
 IMAGE_TAG ?= $(LONGTAIL_IMAGE_TAG)
 KIND_CLUSTER ?= longtail
 CHECKOV_VERSION ?= 3.3.30
-# "name ref" pairs, evaluated only by the targets that use them.
-IMAGE_REFS = $(shell LONGTAIL_IMAGE_REGISTRY='$(IMAGE_REGISTRY)' LONGTAIL_IMAGE_TAG='$(IMAGE_TAG)' $(BIN)/python scripts/image_refs.py | tr ' ' '=')
+# "name=ref" pairs, evaluated only by the targets that use them: the shared base first, then the step images.
+ALL_IMAGE_REFS = $(shell LONGTAIL_IMAGE_REGISTRY='$(IMAGE_REGISTRY)' LONGTAIL_IMAGE_TAG='$(IMAGE_TAG)' $(BIN)/python -m longtail.components.images | tr ' ' '=')
+BASE_REF = $(firstword $(ALL_IMAGE_REFS))
+IMAGE_REFS = $(wordlist 2,$(words $(ALL_IMAGE_REFS)),$(ALL_IMAGE_REFS))
 image_name = $(word 1,$(subst =, ,$(1)))
 image_ref = $(word 2,$(subst =, ,$(1)))
 
@@ -71,16 +73,20 @@ BASE_IMAGE ?= $(if $(filter podman,$(ENGINE)),$(DEBIAN_BASE),)
 # CUDA_PACKAGES: the train image's CUDA wheels; empty (the default) builds a CPU-only train image.
 # For GPU nodes: make images CUDA_PACKAGES='tensorflow[and-cuda]==2.21.0'
 CUDA_PACKAGES ?=
-# The shared base every step image starts FROM, tagged like the step images.
-LONGTAIL_BASE = $(subst /ingest:,/base:,$(call image_ref,$(firstword $(IMAGE_REFS))))
+# The shared base every step image starts FROM, tagged like the step images; each step Dockerfile
+# takes it as the LONGTAIL_BASE build argument (it has no default there).
+LONGTAIL_BASE = $(call image_ref,$(BASE_REF))
 # The host's CA bundle reaches pip as a build secret (mounted for one RUN, never in a layer), for
 # networks whose HTTPS goes through an intercepting proxy; --network host for the same networks.
 CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 BUILD_FLAGS = --network host $(if $(filter podman,$(ENGINE)),--format docker) $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE))
 comma := ,
 
+# CUDA_PACKAGES goes to the step Dockerfile that declares it (the train image's), found by its ARG line.
+takes_cuda = $(shell grep -qs '^ARG CUDA_PACKAGES' images/$(1)/Dockerfile && echo yes)
+
 define build_image
-	$(ENGINE) build $(BUILD_FLAGS) --file images/$(call image_name,$(1))/Dockerfile --build-arg LONGTAIL_BASE=$(LONGTAIL_BASE) $(if $(filter train,$(call image_name,$(1))),--build-arg CUDA_PACKAGES='$(CUDA_PACKAGES)') --tag $(call image_ref,$(1)) .
+	$(ENGINE) build $(BUILD_FLAGS) --file images/$(call image_name,$(1))/Dockerfile --build-arg LONGTAIL_BASE=$(LONGTAIL_BASE) $(if $(call takes_cuda,$(call image_name,$(1))),--build-arg CUDA_PACKAGES='$(CUDA_PACKAGES)') --tag $(call image_ref,$(1)) .
 
 endef
 
@@ -93,15 +99,15 @@ endef
 
 ## images: build the shared base, then every step image FROM it, tagged as the pipeline references them
 images: install
-	$(if $(strip $(IMAGE_REFS)),,$(error no image names from scripts/image_refs.py; run `make install` first))
+	$(if $(strip $(IMAGE_REFS)),,$(error no image names from `python -m longtail.components.images`; run `make install` first))
 	$(if $(ENGINE),,$(error neither podman nor docker is installed; apt-get install podman runc))
 	$(if $(filter $(DEBIAN_BASE),$(BASE_IMAGE)),CONTAINER_ENGINE=$(ENGINE) scripts/debian-base.sh $(DEBIAN_BASE))
-	$(ENGINE) build $(BUILD_FLAGS) --file images/base/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --tag $(LONGTAIL_BASE) .
+	$(ENGINE) build $(BUILD_FLAGS) --file images/$(call image_name,$(BASE_REF))/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --tag $(LONGTAIL_BASE) .
 	$(foreach pair,$(IMAGE_REFS),$(call build_image,$(pair)))
 
 ## kind-load: load the built step images into the kind cluster $(KIND_CLUSTER)
 kind-load: install
-	$(if $(strip $(IMAGE_REFS)),,$(error no image names from scripts/image_refs.py; run `make install` first))
+	$(if $(strip $(IMAGE_REFS)),,$(error no image names from `python -m longtail.components.images`; run `make install` first))
 	$(foreach pair,$(IMAGE_REFS),$(call load_image,$(pair)))
 
 ## pin-digests: print the registry digest of every pinned base/service image (needs Docker + buildx)

@@ -8,7 +8,7 @@ from kfp import dsl
 
 from longtail.components.compare import compare, shared_data, start_sweep
 from longtail.components.config import validate_config
-from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
 from longtail.components.ingest import ingest
 from longtail.config import ExperimentConfig, config_to_dict
 from longtail.knobs import config_to_params
@@ -28,17 +28,16 @@ def sweep_steps(data_uri, test_uri, configs, parent, register_as, *, parallelism
     Called inside a @dsl.pipeline; `parent` is the sweep's parent run id (a task output or a
     pipeline parameter). Returns the compare task (outputs: leaderboard, submission).
     """
-    ingest_image, eval_image = (image_ref(n, registry, tag) for n in ("ingest", "evaluate"))
     # Check the configs share one data setting.
-    data_config = wire(shared_data(configs=configs), ingest_image, "500m", "512Mi").output
+    data_config = wire(shared_data(configs=configs), "500m", "512Mi", registry=registry, tag=tag).output
     # Ingest once for every experiment.
     train_data = wire(ingest(source=data_uri, config=data_config, unlabelled=False),
-                      ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+                      "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
     test_data = wire(ingest(source=test_uri, config=data_config, unlabelled=True),
-                     ingest_image, "2", "4Gi", s3_keys=True, retries=2)
+                     "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
     # Fan out: weights → train → evaluate per config, `parallelism` at a time.
     with dsl.ParallelFor(configs, parallelism=parallelism) as item:
-        resolved = wire(validate_config(config=item), ingest_image, "500m", "512Mi")
+        resolved = wire(validate_config(config=item), "500m", "512Mi", registry=registry, tag=tag)
         # Several train tasks share the run id: each keys its checkpoints by its own task id,
         # which its driver resolves once, so a retried pod still finds them.
         _, trained, evaluated = experiment_branch(
@@ -48,7 +47,7 @@ def sweep_steps(data_uri, test_uri, configs, parent, register_as, *, parallelism
     return wire(compare(models=dsl.Collected(trained.outputs["model"]),
                         gates=dsl.Collected(evaluated.outputs["Output"]), test_data=test_data.outputs["data"],
                         parent_run_id=parent, register_as=register_as),
-                eval_image, "2", "4Gi")
+                "2", "4Gi", registry=registry, tag=tag)
 
 
 def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentConfig] | None = None,
@@ -64,7 +63,6 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
     """
     configs = configs or expand_grid(config_to_dict(defaults), DEFAULT_GRID)
     default_configs = [config_to_params(c) for c in configs]
-    eval_image = image_ref("evaluate", registry, tag)
 
     @dsl.pipeline(name="longtail-sweep",
                   description="Several experiments on one ingest, ranked by macro-F1 in one MLflow parent run.")
@@ -78,7 +76,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
     ) -> SweepOutputs:
         # Open the MLflow parent run every experiment nests under.
         parent = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name),
-                      eval_image, "500m", "1Gi").outputs["sweep_run_id"]
+                      "500m", "1Gi", registry=registry, tag=tag).outputs["sweep_run_id"]
         ranked = sweep_steps(data_uri, test_uri, configs, parent, register_as, parallelism=parallelism,
                              registry=registry, tag=tag, checkpoint_pvc=checkpoint_pvc)
         return SweepOutputs(leaderboard=ranked.outputs["leaderboard"], submission=ranked.outputs["submission"])

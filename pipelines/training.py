@@ -8,7 +8,7 @@ from kfp import dsl, kubernetes
 
 from longtail.components.config import resolve_config
 from longtail.components.evaluate import evaluate
-from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, image_ref
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, retarget
 from longtail.components.ingest import ingest
 from longtail.components.submit import skip_submission, submit
 from longtail.components.train import train
@@ -29,10 +29,14 @@ MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                      "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
 
-def wire(task: dsl.PipelineTask, image: str, cpu: str, memory: str, *, s3_keys: bool = False,
+def wire(task: dsl.PipelineTask, cpu: str, memory: str, *, registry: str, tag: str, s3_keys: bool = False,
          retries: int = 0) -> dsl.PipelineTask:
-    """Image, resource requests, the shared ConfigMap and MLflow Secret, optionally the S3 Secret and I/O retries."""
-    task.set_container_image(image).set_cpu_request(cpu).set_memory_request(memory)
+    """Image, resource requests, the shared ConfigMap and MLflow Secret, optionally the S3 Secret and I/O retries.
+
+    The image is the step's own (its component's base_image, components/images.py), moved to `registry`/`tag`.
+    """
+    task.set_container_image(retarget(task.container_spec.image, registry, tag))
+    task.set_cpu_request(cpu).set_memory_request(memory)
     kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP, config_map_key_to_env=CONFIG_MAP_ENV)
     kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env=MLFLOW_SECRET_ENV)
     if s3_keys:
@@ -67,22 +71,21 @@ def experiment_branch(data, config, gpus, parent_run_id,
     Returns:
         The weights, train and evaluate tasks.
     """
-    ingest_image = image_ref("ingest", registry, tag)
     # Class weights from the train split's counts.
-    class_weights = wire(weights(data=data, config=config), ingest_image, "500m", "1Gi", retries=2)
+    class_weights = wire(weights(data=data, config=config), "500m", "1Gi", registry=registry, tag=tag, retries=2)
     # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
     trained = wire(train(data=data, class_weights=class_weights.output, config=config,
                          parent_run_id=parent_run_id,
                          checkpoint_root=CHECKPOINT_MOUNT if checkpoint_pvc else "",
                          checkpoint_key=checkpoint_key if checkpoint_pvc else ""),
-                   image_ref("train", registry, tag), "4", "16Gi", retries=2 if checkpoint_pvc else 0)
+                   "4", "16Gi", registry=registry, tag=tag, retries=2 if checkpoint_pvc else 0)
     trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
     if checkpoint_pvc:
         kubernetes.mount_pvc(trained, pvc_name=checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
     # Evaluate on the validation split; the result gates the submission (or ranks the sweep).
     evaluated = wire(evaluate(model=trained.outputs["model"], data=data, class_weights=class_weights.output,
                               config=config),
-                     image_ref("evaluate", registry, tag), "2", "4Gi")
+                     "2", "4Gi", registry=registry, tag=tag)
     return class_weights, trained, evaluated
 
 
@@ -147,16 +150,16 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
     ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).
         knobs = {knob: value for knob, value in locals().items() if knob in KNOBS}
-        resolved = wire(resolve_config(base_config=base_config, **knobs), image_ref("ingest", registry, tag),
-                        "500m", "512Mi")
+        resolved = wire(resolve_config(base_config=base_config, **knobs), "500m", "512Mi",
+                        registry=registry, tag=tag)
         resolved.set_display_name("resolve config")
         config = resolved.output
         # Ingest the labelled images (train/val) and the unlabelled test images, from a folder or S3.
         train_data = wire(ingest(source=data_uri, config=config, unlabelled=False),
-                          image_ref("ingest", registry, tag), "2", "4Gi", s3_keys=True, retries=2)
+                          "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
         train_data.set_display_name("ingest train/val")
         test_data = wire(ingest(source=test_uri, config=config, unlabelled=True),
-                         image_ref("ingest", registry, tag), "2", "4Gi", s3_keys=True, retries=2)
+                         "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
         test_data.set_display_name("ingest test")
         # Weights → train → evaluate; one train task per run, so the run id keys its checkpoints.
         _, trained, evaluated = experiment_branch(
@@ -168,11 +171,11 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
             submitted = wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"],
                                     config=config),
-                             image_ref("evaluate", registry, tag), "2", "4Gi", retries=2)
+                             "2", "4Gi", registry=registry, tag=tag, retries=2)
         with dsl.Else(name="gate-closed"):
             skipped = wire(skip_submission(model=trained.outputs["model"],
                                            evaluation=evaluated.outputs["evaluation"]),
-                           image_ref("evaluate", registry, tag), "500m", "1Gi")
+                           "500m", "1Gi", registry=registry, tag=tag)
         return TrainingOutputs(model=trained.outputs["model"],
                                submission=dsl.OneOf(submitted.outputs["submission"], skipped.outputs["submission"]))
 

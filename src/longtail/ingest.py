@@ -743,7 +743,7 @@ def _first_copy(first: SourceFile, f: SourceFile, unlabelled: bool, duplicates: 
 
 def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSettings, *, source: str,
                   val_fraction: float, seed: int, seconds: float) -> dict[str, Any]:
-    """The content of ingest.json (DESIGN.md): counts, splits, rejected and ignored files, and how it was made."""
+    """The content of ingest.json (docs/architecture.md "ingest.json"): counts, splits, rejected and ignored files, and how it was made."""
     unlabelled = plan.unlabelled
     class_counts = Counter(label for _, label, _, _ in written.accepted) if not unlabelled else Counter()
     return {

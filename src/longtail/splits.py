@@ -20,10 +20,10 @@ from longtail.errors import DataError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-# The splits ingest writes, one file each (DESIGN.md: OUT/train.h5 and OUT/val.h5, or OUT/test.h5).
+# The splits ingest writes, one file each (docs/architecture.md "HDF5 splits": OUT/train.h5 and OUT/val.h5, or OUT/test.h5).
 SPLITS = ("train", "val", "test")
 SPLIT_SUFFIX = ".h5"
-# The datasets inside a split file (DESIGN.md "HDF5"); a test split has no LABELS.
+# The datasets inside a split file (docs/architecture.md "HDF5 splits"); a test split has no LABELS.
 IMAGES = "images"
 LABELS = "labels"
 IDS = "ids"

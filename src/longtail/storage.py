@@ -40,7 +40,7 @@ class ReadRefused(StorageError):
 
 # Why a path that is no regular file is never opened for reading (a FIFO would block forever).
 NOT_REGULAR = "not a regular file (a FIFO, socket or device): not read"
-# Every S3 call, its retries and ours included, ends within this many seconds (DESIGN "Bounds").
+# Every S3 call, its retries and ours included, ends within this many seconds (docs/architecture.md "Bounds").
 NETWORK_DEADLINE_S = 60.0
 
 

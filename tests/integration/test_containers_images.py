@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from longtail.components.images import IMAGES, image_ref
+from longtail.components.images import image_refs
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.containers
@@ -139,7 +139,7 @@ def image_findings(ref: str, findings) -> list[str]:
     return out
 
 
-REFS = {"base": image_ref("ingest").replace("/ingest:", "/base:"), **{n: image_ref(n) for n in IMAGES}}
+REFS = image_refs()
 
 
 @pytest.mark.parametrize("name", list(REFS))

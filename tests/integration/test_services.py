@@ -7,7 +7,6 @@ MinIO binary can be installed here) and MLflow is a real `mlflow server` process
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -66,7 +65,6 @@ def test_s3_data_and_proxied_artifacts_give_the_local_result(services, digits, t
 def test_mlflow_server_down_fails_before_any_training(digits, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": dead}
-    started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "longtail.cli", "run", str(REPO / "experiments" / "demo.yaml"),
                            "--data", str(digits / "train"), "--test", str(digits / "test"),
                            "--home", str(tmp_path / "home"), *sum((["--set", s] for s in TINY), [])],
@@ -74,5 +72,6 @@ def test_mlflow_server_down_fails_before_any_training(digits, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"MLflow tracking server {dead} is unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert time.monotonic() - started < 60, "a dead server is found in seconds, not after minutes of retries"
+    # Found by the one bounded health probe, not after the MLflow client's retries (urllib3 logs each).
+    assert "MLFLOW_TRACKING_URI, or unset it" in proc.stderr and "Retrying (" not in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / "home" / "pipeline-root").exists(), "no pipeline step may start"

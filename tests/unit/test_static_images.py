@@ -5,6 +5,7 @@ The images themselves are built and run by `make test-containers` (tests/integra
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -15,11 +16,19 @@ import pytest
 from packaging.requirements import Requirement
 from static_toolchain import IMAGES_DIR, REPO, require_tool
 
-from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG, IMAGES, image_ref
+from longtail.components.images import (
+    BASE,
+    IMAGES,
+    image_name,
+    image_ref,
+    retarget,
+)
 
 DOCKERFILES = sorted(IMAGES_DIR.glob("*/Dockerfile"))
 # images/base: the shared layers (Python, TensorFlow, the library) every step image starts FROM.
-SHARED_BASE = "base"
+SHARED_BASE = BASE
+# How a step Dockerfile starts: FROM the base `make images` passes, the one build argument with no default.
+FROM_SHARED_BASE = "FROM ${LONGTAIL_BASE}"
 
 
 def stages(dockerfile) -> list[list[str]]:
@@ -68,10 +77,15 @@ def test_there_is_one_dockerfile_per_step_image_and_the_shared_base():
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_step_images_start_from_the_shared_base(name):
-    """One base built once: the step images add settings, never a second copy of TensorFlow."""
+    """One base built once: the step images add settings, never a second copy of TensorFlow.
+
+    The base's name and tag are not in the Dockerfile: LONGTAIL_BASE has no default, so `make images`
+    (which takes it from components/images.py) is the one place that names it.
+    """
     from_lines = [stage[0] for stage in stages(IMAGES_DIR / name / "Dockerfile")]
-    assert len(from_lines) == 1, from_lines
-    assert re.fullmatch(rf"FROM {DEFAULT_REGISTRY}/{SHARED_BASE}:{re.escape(DEFAULT_TAG)}", from_lines[0]), from_lines[0]
+    assert from_lines == [FROM_SHARED_BASE], from_lines
+    args = [line for line in (IMAGES_DIR / name / "Dockerfile").read_text().splitlines() if line.startswith("ARG ")]
+    assert "ARG LONGTAIL_BASE" in args, args
 
 
 def test_make_images_builds_the_base_first_and_passes_it_to_every_step_image():
@@ -80,9 +94,11 @@ def test_make_images_builds_the_base_first_and_passes_it_to_every_step_image():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     builds = [line for line in result.stdout.splitlines() if re.match(r"(docker|podman) build ", line)]
-    assert "images/base/Dockerfile" in builds[0] and f"--tag {DEFAULT_REGISTRY}/base:9.9 " in builds[0]
+    base = image_ref(BASE, tag="9.9")
+    assert "images/base/Dockerfile" in builds[0] and f"--tag {base} " in builds[0]
+    assert len(builds) == 1 + len(IMAGES)
     for line in builds[1:]:
-        assert f"--build-arg LONGTAIL_BASE={DEFAULT_REGISTRY}/base:9.9 " in line, line
+        assert f"--build-arg LONGTAIL_BASE={base} " in line, line
     for line in builds:
         assert "--secret id=ca-bundle" in line or "ca-certificates" not in line, "CA bundle only as a secret"
         assert "--volume" not in line and "AWS_" not in line
@@ -104,6 +120,8 @@ def test_dockerfile_is_pinned_non_root_and_secret_free(dockerfile):
     for stage in all_stages:
         base = stage[0].split()[1]
         if base in stage_names:  # FROM an earlier stage of this file
+            continue
+        if stage[0] == FROM_SHARED_BASE:  # always passed by `make images`, version-tagged (tests above)
             continue
         assert "$" not in base, f"{base}: a build arg without a default cannot be checked"
         assert re.search(r":[\w][\w.-]*(@sha256:[0-9a-f]{64})?$", base), f"{base}: no tag"
@@ -172,9 +190,79 @@ def test_compiled_pipelines_reference_exactly_the_images_make_builds(tmp_path):
     assert referenced == built, f"compiled only: {referenced - built}; built only: {built - referenced}"
 
 
-def test_image_refs_script_follows_the_compile_time_environment():
+def test_image_table_printout_follows_the_compile_time_environment():
     env = {**os.environ, "LONGTAIL_IMAGE_REGISTRY": "r.example/x", "LONGTAIL_IMAGE_TAG": "t9"}
-    result = subprocess.run([sys.executable, "scripts/image_refs.py"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "longtail.components.images"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:-1] == [f"{n} {image_ref(n, 'r.example/x', 't9')}" for n in IMAGES]
+    assert result.stdout.split("\n")[:-1] == [f"{n} {image_ref(n, 'r.example/x', 't9')}" for n in (BASE, *IMAGES)]
+
+
+def test_retarget_keeps_the_step_image_and_moves_registry_and_tag():
+    assert retarget(image_ref("train"), "r.example/x/", "t9") == "r.example/x/train:t9"
+    assert image_name("localhost:5000/a/b/evaluate:1.2") == "evaluate"
+    for ref in (image_ref(BASE), "longtail/ingestx:0.1.0", "python:3.11"):
+        with pytest.raises(ValueError, match="not a step image"):
+            retarget(ref, "r", "t")
+    with pytest.raises(ValueError, match="unknown step image"):
+        image_ref("trian")
+
+
+def components_by_name() -> dict[str, str]:
+    """Every @dsl.component in components/: its compiled name -> its step image (from its decorator)."""
+    from kfp.dsl.python_component import PythonComponent
+
+    found = {}
+    for path in sorted((REPO / "components").glob("*.py")):
+        module = importlib.import_module(f"longtail.components.{path.stem}")
+        for value in vars(module).values():
+            if isinstance(value, PythonComponent):
+                found[value.component_spec.name] = image_name(value.component_spec.implementation.container.image)
+    return found
+
+
+def test_every_compiled_step_runs_the_image_its_component_declares(tmp_path):
+    """wire() moves a step's image to the compile-time registry/tag but never changes which image it is:
+    the component decorator is the one place a step's image is chosen."""
+    import yaml
+
+    from longtail.pipelines.compile import compile_all
+
+    declared = components_by_name()
+    assert set(declared.values()) == set(IMAGES), declared
+    seen = 0
+    for path in compile_all(tmp_path, registry="r.example/x", tag="t9"):
+        spec = next(yaml.safe_load_all(path.read_text()))
+        for key, executor in spec["deploymentSpec"]["executors"].items():
+            component = re.sub(r"-\d+$", "", key.removeprefix("exec-"))
+            assert executor["container"]["image"] == image_ref(declared[component], "r.example/x", "t9"), key
+            seen += 1
+    assert seen
+
+
+# A reference ('longtail/ingest:0.1.0', the Makefile's old '/ingest:') or a name handed to image_ref.
+_NAMES = "|".join((BASE, *IMAGES))
+IMAGE_LITERAL = re.compile(rf"/({_NAMES}):|image_ref\(\s*[\"']({_NAMES})[\"']")
+
+
+def test_each_image_name_is_written_once():
+    """No image reference is spelled outside components/images.py: not in a pipeline's wire() call (it
+    takes the component's image), not in the Makefile or a Dockerfile (they get it from the table).
+    A component decorator names its step image once, with image_ref and nothing else."""
+    sources = [REPO / "Makefile", *DOCKERFILES, *sorted((REPO / "pipelines").glob("*.py")),
+               *sorted((REPO / "scripts").glob("*"))]
+    for path in sources:
+        hits = [line for line in path.read_text().splitlines() if IMAGE_LITERAL.search(line)]
+        assert not hits, f"{path.relative_to(REPO)} spells an image reference: {hits}"
+    # Nor does the Makefile pick an image by name: the base is the table's first line, CUDA goes to
+    # whichever step Dockerfile declares it.
+    by_name = re.compile(rf"images/({_NAMES})/|filter(-out)? ({_NAMES})\b|\b({_NAMES})=")
+    recipe = [line for line in (REPO / "Makefile").read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in recipe if by_name.search(line)]
+    for path in sorted((REPO / "components").glob("*.py")):
+        if path.name == "images.py":
+            continue
+        text = path.read_text()
+        assert "image_ref(" not in text.replace("@dsl.component(base_image=image_ref(", ""), path
+        assert "set_container_image" not in text, path
+    assert not (REPO / "scripts" / "image_refs.py").exists(), "the table prints itself: python -m longtail.components.images"

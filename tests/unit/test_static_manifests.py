@@ -162,7 +162,7 @@ def test_step_config_and_secret_live_beside_kfp_launcher(kind):
     from longtail.pipelines import training
 
     assert training.CONFIG_MAP == "longtail-config" and training.S3_SECRET == "longtail-s3"
-    assert set(training.CONFIG_MAP_ENV) <= set(config)
+    assert set(training.CONFIG_MAP_ENV) == set(config), "a ConfigMap key no step receives is dead"
     assert set(training.S3_SECRET_ENV) <= set(secret)
 
 

@@ -32,7 +32,7 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 15 s each, 1-2 s apart (under
-# the 60 s network deadline, DESIGN "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
+# the 60 s network deadline, docs/architecture.md "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
 # with 2-128 s backoff.
 CLIENT_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
