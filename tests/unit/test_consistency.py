@@ -193,7 +193,8 @@ def test_ingest_refuses_a_negative_seed_in_one_line(tmp_path, capsys):
 # --- Corrupt model directories -------------------------------------------------------------------
 
 def test_a_corrupt_model_directory_is_a_one_line_error(tmp_path):
-    from longtail.preprocessing import Preprocessing, load_model
+    from longtail.model_dir import ModelDir
+    from longtail.preprocessing import Preprocessing
 
     (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "preprocessing.json").write_text("{not json")
@@ -203,7 +204,7 @@ def test_a_corrupt_model_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError, match="is not a longtail preprocessing file"):
         Preprocessing.load(tmp_path)
     with pytest.raises(DataError, match="model.keras cannot be loaded as a Keras model"):
-        load_model(tmp_path)
+        ModelDir(tmp_path).load_model()
 
 
 # --- A non-finite loss fails the run and saves no model ------------------------------------------
