@@ -215,7 +215,7 @@ def test_a_non_finite_loss_stops_training_with_a_failed_run_and_no_model(tmp_pat
     import tensorflow as tf
     from digits_training_data import write_digits_splits
 
-    import longtail.training as training
+    import longtail.training.fit as training
 
     digits = write_digits_splits(tmp_path / "digits", n_train=128, n_val=64)
     real_make_loss = training.make_loss
@@ -238,9 +238,9 @@ def test_a_non_finite_loss_stops_training_with_a_failed_run_and_no_model(tmp_pat
 
 
 def test_the_guard_is_one_line_and_lets_finite_losses_pass():
-    from longtail.training import finite_loss_guard
+    from longtail.training.callbacks import FiniteLossGuard
 
-    guard = finite_loss_guard()
+    guard = FiniteLossGuard()
     guard.on_epoch_end(0, {"loss": 0.5})
     guard.on_epoch_end(0, {})
     with pytest.raises(LongtailError) as e:
