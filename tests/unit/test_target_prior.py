@@ -198,6 +198,47 @@ def test_every_decision_point_reads_scoring(monkeypatch: pytest.MonkeyPatch) -> 
     assert class_scores is real
 
 
+@pytest.mark.parametrize("prior", ["balanced", "train"])
+def test_the_epoch_callback_tau_tuning_and_evaluation_give_one_macro_f1(prior: str, monkeypatch) -> None:
+    """On random labels and logits, the three decision points give the same figure, all through scoring.class_scores."""
+    import longtail.scoring as scoring
+    from longtail.logit_adjustment import LogitAdjustment, macro_f1_at
+    from longtail.softmax import softmax
+    from longtail.training.callbacks import ValMetrics
+
+    rng = np.random.default_rng(7)
+    n_classes = 6
+    labels = rng.choice(n_classes, size=300, p=[0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
+    logits = rng.normal(size=(300, n_classes)) + 2.0 * np.eye(n_classes)[labels] * rng.random((300, 1))
+    probs = softmax(logits)
+    calls: list[bool] = []
+    real = scoring.class_scores
+
+    def recording(confusion, *, balanced):
+        calls.append(balanced)
+        return real(confusion, balanced=balanced)
+
+    monkeypatch.setattr(scoring, "class_scores", recording)
+
+    class Logits:  # the model ValMetrics asks for the val split's logits
+        def predict(self, inputs, verbose=0):
+            return logits
+
+    callback = ValMetrics(None, labels, prior)
+    callback.set_model(Logits())
+    logs: dict[str, float] = {}
+    callback.on_epoch_end(0, logs)
+    tuned = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, np.bincount(labels)), target_prior=prior)
+    evaluated = classification_scores(labels, probs.argmax(axis=1), [str(c) for c in range(n_classes)],
+                                      target_prior=prior).macro_f1
+    assert logs["val_macro_f1"] == tuned == evaluated
+    weights = 1.0 / np.bincount(labels)[labels] if prior == "balanced" else None
+    assert logs["val_macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(axis=1), average="macro",
+                                                          sample_weight=weights), abs=1e-12)
+    assert logs["val_macro_f1_plain"] == pytest.approx(f1_score(labels, probs.argmax(axis=1), average="macro"))
+    assert calls[:2] == [prior == "balanced", False]  # the callback's two figures went through scoring
+
+
 def test_longtail_run_summary_shows_the_prior_the_interval_and_the_plain_figure() -> None:
     from longtail.tracking.queries import RunSummary
 
