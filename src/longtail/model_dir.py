@@ -34,6 +34,14 @@ CURVES_FILE = "curves.png"
 ADJUSTMENT_FILE = "logit_adjustment.json"
 # Where training keeps its resume state unless it is given another checkpoint directory.
 CHECKPOINT_SUBDIR = "checkpoints"
+# A checkpoint directory (longtail.training.resume): resume.json and history.json, next to Keras'
+# BackupAndRestore state in BACKUP_SUBDIR.
+RESUME_FILE = "resume.json"
+BACKUP_SUBDIR = "backup"
+# What keras.callbacks.BackupAndRestore (Keras 3) writes into BACKUP_SUBDIR: the only files there
+# that training may remove. Anything else in a --checkpoint-dir is someone else's.
+KERAS_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
+                      "training_metadata.json.bkp")
 
 # An evaluation folder: the numbers, sklearn's report, report.md (KFP's Markdown artifact) and the plots.
 METRICS_FILE = "metrics.json"

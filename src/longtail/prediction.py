@@ -14,7 +14,7 @@ import numpy as np
 
 from longtail.errors import DataError, LongtailError
 from longtail.logit_adjustment import LogitAdjustment
-from longtail.model_dir import ModelDir
+from longtail.model_dir import PREPROCESSING_FILE, ModelDir
 from longtail.preprocessing import Preprocessing
 from longtail.softmax import softmax
 from longtail.splits import SplitInfo, image_batches, read_ids, read_info
@@ -87,7 +87,7 @@ def predict_probabilities(
     n_classes = len(preprocessing.class_names)
     if adjustment is not None and len(adjustment.log_prior) != n_classes:
         raise DataError(
-            f"the logit adjustment has {len(adjustment.log_prior)} classes but preprocessing.json names "
+            f"the logit adjustment has {len(adjustment.log_prior)} classes but {PREPROCESSING_FILE} names "
             f"{n_classes}: the model directory is inconsistent, re-run training"
         )
     chunks = []
@@ -97,7 +97,7 @@ def predict_probabilities(
             probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
         if probs.shape[1] != n_classes:
             raise DataError(
-                f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
+                f"the model outputs {probs.shape[1]} classes but {PREPROCESSING_FILE} names {n_classes}: "
                 "the model directory is inconsistent, re-run training"
             )
         if adjustment is not None:

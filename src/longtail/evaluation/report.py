@@ -7,6 +7,7 @@ from typing import Any
 
 from longtail.atomic_file import write_text
 from longtail.evaluation.frequency import ClassResult
+from longtail.model_dir import REPORT_TXT
 from longtail.scoring import ClassificationScores, MacroF1Interval
 
 # Rows of the per-class Markdown table (worst F1 first); report.txt always has every class.
@@ -64,7 +65,7 @@ def render_markdown(
     shown = rows[:MARKDOWN_MAX_ROWS]
     heading = "## Per class, worst F1 first"
     if len(rows) > len(shown):
-        heading += f" ({len(shown)} worst of {len(rows)}; report.txt has all)"
+        heading += f" ({len(shown)} worst of {len(rows)}; {REPORT_TXT} has all)"
     lines += [heading, "", f"| class | {frequency} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|---:|"]
     lines += [
         f"| {_md(c.name)} | {'' if c.train_count is None else c.train_count} | {c.precision:.3f} | "

@@ -18,19 +18,11 @@ from typing import Any
 from longtail.atomic_file import write_text
 from longtail.config import ExperimentConfig, config_to_dict, flatten
 from longtail.errors import ConfigError, StorageError
-from longtail.model_dir import HISTORY_FILE
+from longtail.model_dir import BACKUP_SUBDIR, HISTORY_FILE, KERAS_BACKUP_FILES, RESUME_FILE
 from longtail.output_lock import output_lock
 from longtail.splits import SplitInfo
 
 log = logging.getLogger(__name__)
-
-# Files training keeps in the checkpoint directory, next to Keras' BackupAndRestore state.
-RESUME_FILE = "resume.json"
-BACKUP_SUBDIR = "backup"
-# What keras.callbacks.BackupAndRestore (Keras 3) writes into BACKUP_SUBDIR: the only files there
-# that training may remove. Anything else in a --checkpoint-dir is someone else's.
-KERAS_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
-                      "training_metadata.json.bkp")
 
 
 def config_fingerprint(config: ExperimentConfig, train: SplitInfo, val: SplitInfo) -> str:
