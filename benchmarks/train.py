@@ -46,7 +46,8 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
     import keras
 
     from longtail.models import build_model
-    from longtail.training import epoch_timer, make_loss, make_optimizer
+    from longtail.training import make_loss, make_optimizer
+    from longtail.training.callbacks import EpochTimer
 
     info = read_info(train_h5)
     images, labels, _ = read_arrays(train_h5)
@@ -56,7 +57,7 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
     model = build_model(config.model.name, x.shape[1:], len(info.class_names), **config.model.args)
     model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t, info.class_counts()),
                   metrics=["accuracy"], jit_compile=False)
-    timer = epoch_timer()
+    timer = EpochTimer()
     model.fit(x, labels, batch_size=t.batch_size, epochs=t.epochs, shuffle=True, verbose=0, callbacks=[timer])
     per_epoch = len(x) // t.batch_size * t.batch_size
     return per_epoch / float(np.median(timer.seconds[1:] or timer.seconds))

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from longtail.atomic_file import atomic_path
+from longtail.data_folder import TEST_LABELS_FILE
 from longtail.errors import DataError
 from longtail.storage import NETWORK_DEADLINE_S
 
@@ -291,7 +292,7 @@ def _write_long_tail(
         for i in test_picks:
             _write_png(tmp / "test" / f"{i:05d}.png", test_images[i])
             writer.writerow([f"{i:05d}", class_names[int(test_labels[i])]])
-        (tmp / "test_labels.csv").write_text(buf.getvalue())
+        (tmp / TEST_LABELS_FILE).write_text(buf.getvalue())
         summary = {
             "dataset": name,
             "imbalance": float(imbalance),

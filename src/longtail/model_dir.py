@@ -1,13 +1,25 @@
-"""The files of a model directory (DESIGN.md "Model directory"): named here once, read and written by name elsewhere."""
+"""A model directory and an evaluation folder (docs/architecture.md "Model directory"): every file name, load and save.
+
+ModelDir and EvaluationDir are the only code that knows what a file in either folder is called and
+how it is stored; everything else asks them. Value classes that live in a model directory
+(Preprocessing, LogitAdjustment, tracking's RunInfo) turn themselves into the JSON records these
+objects read and write. The names and formats on disk are a contract: they do not change.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from longtail.atomic_file import write_text
+from longtail.config import ExperimentConfig, save_config
 from longtail.errors import DataError
+
+log = logging.getLogger(__name__)
 
 # The Keras model, and exactly the preprocessing predict must apply to it.
 MODEL_FILE = "model.keras"
@@ -20,9 +32,26 @@ HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 # The post-hoc logit adjustment predict applies (only when evaluate.posthoc_tau is set).
 ADJUSTMENT_FILE = "logit_adjustment.json"
+# Where training keeps its resume state unless it is given another checkpoint directory.
+CHECKPOINT_SUBDIR = "checkpoints"
+# A checkpoint directory (longtail.training.resume): resume.json and history.json, next to Keras'
+# BackupAndRestore state in BACKUP_SUBDIR.
+RESUME_FILE = "resume.json"
+BACKUP_SUBDIR = "backup"
+# What keras.callbacks.BackupAndRestore (Keras 3) writes into BACKUP_SUBDIR: the only files there
+# that training may remove. Anything else in a --checkpoint-dir is someone else's.
+KERAS_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
+                      "training_metadata.json.bkp")
+
+# An evaluation folder: the numbers, sklearn's report, report.md (KFP's Markdown artifact) and the plots.
+METRICS_FILE = "metrics.json"
+REPORT_TXT = "report.txt"
+REPORT_MD = "report.md"
+CONFUSION_PNG = "confusion_matrix.png"
+PER_CLASS_PNG = "per_class_f1.png"
 
 
-def write_json(model_dir: str | Path, name: str, data: Any, *, indent: int = 2) -> Path:
+def write_json(model_dir: str | Path, name: str, data: Any, *, indent: int | None = 2) -> Path:
     """Write `data` as JSON to `model_dir/name`, atomically (the folder is created if missing)."""
     path = Path(model_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,3 +67,146 @@ def read_json(model_dir: str | Path, name: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise DataError(f"{path} is corrupt (not JSON: {e}); train the model again or restore the file") from None
+
+
+class ModelDir:
+    """One model directory: what training writes and predict, evaluate and MLflow read back."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ModelDir({str(self.path)!r})"
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / CURVES_FILE
+
+    @property
+    def adjustment_file(self) -> Path:
+        return self.path / ADJUSTMENT_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        """The default checkpoint directory of a training into this model directory."""
+        return self.path / CHECKPOINT_SUBDIR
+
+    def read_json(self, name: str) -> Any:
+        """The JSON record `name` (one of this module's file names), or None when there is none."""
+        return read_json(self.path, name)
+
+    def write_json(self, name: str, data: Any, *, indent: int | None = 2) -> Path:
+        """Write the JSON record `name` atomically."""
+        return write_json(self.path, name, data, indent=indent)
+
+    def save_model(self, model: Any) -> Path:
+        """Save the Keras model (model.keras)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        model.save(self.model_file)
+        return self.model_file
+
+    def load_model(self) -> Any:
+        """Load the Keras model (compile=False: inference only).
+
+        Raises:
+            DataError: no model.keras, or one Keras cannot load.
+        """
+        import keras
+
+        path = self.model_file
+        if not path.is_file():
+            raise DataError(f"{self.path} is not a longtail model directory: {MODEL_FILE} is missing")
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a damaged file; the user's fix is one
+            reason = " ".join(str(e).split())[:200]
+            raise DataError(f"{path} cannot be loaded as a Keras model ({type(e).__name__}: {reason}); "
+                            "train the model again or restore the file") from None
+
+    def save_config(self, config: ExperimentConfig) -> Path:
+        """Save the experiment config the model was trained with (config.yaml)."""
+        save_config(config, self.config_file)
+        return self.config_file
+
+    def load_config(self) -> dict[str, Any]:
+        """The saved experiment config as plain data; {} when the model directory has none."""
+        if not self.config_file.is_file():
+            return {}
+        data = yaml.safe_load(self.config_file.read_text())
+        return data if isinstance(data, dict) else {}
+
+    def save_history(self, history: dict[str, list[float]]) -> Path:
+        """Save every epoch's logs (history.json)."""
+        return self.write_json(HISTORY_FILE, history, indent=1)
+
+    def load_history(self) -> dict[str, list[float]]:
+        """Per-epoch training metrics from history.json ({} when the model directory has none or it is unreadable)."""
+        path = self.history_file
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            log.warning("ignoring unreadable %s: %s", path, e)
+            return {}
+        return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
+
+    def remove_adjustment(self) -> None:
+        """Drop a logit adjustment left by an earlier training into this folder."""
+        self.adjustment_file.unlink(missing_ok=True)
+
+
+class EvaluationDir:
+    """One evaluation folder: what evaluate writes for a person to read, and the HTML report reads back."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"EvaluationDir({str(self.path)!r})"
+
+    def paths(self) -> dict[str, Path]:
+        """Where evaluate writes each file, by the key EvaluationResult.paths uses."""
+        return {
+            "metrics_json": self.path / METRICS_FILE,
+            "report_txt": self.path / REPORT_TXT,
+            "report_md": self.path / REPORT_MD,
+            "confusion_png": self.path / CONFUSION_PNG,
+            "per_class_png": self.path / PER_CLASS_PNG,
+        }
+
+    def plots(self) -> list[Path]:
+        """The plots evaluate drew, in the order a report shows them (the ones present)."""
+        return [p for p in (self.path / CONFUSION_PNG, self.path / PER_CLASS_PNG) if p.is_file()]
+
+    def save_metrics(self, data: dict[str, Any]) -> Path:
+        """Write metrics.json."""
+        return write_text(self.path / METRICS_FILE, json.dumps(data, indent=1) + "\n")
+
+    def load_metrics(self) -> dict[str, Any]:
+        """metrics.json.
+
+        Raises:
+            DataError: the folder has no metrics.json (it is not an evaluation folder).
+        """
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            raise DataError(f"{self.path} is not an evaluation folder: {METRICS_FILE} is missing")
+        return json.loads(path.read_text())
+
+    def report_text(self) -> str | None:
+        """report.txt (sklearn's classification_report), or None when the folder has none."""
+        path = self.path / REPORT_TXT
+        return path.read_text() if path.is_file() else None

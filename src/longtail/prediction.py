@@ -14,11 +14,13 @@ import numpy as np
 
 from longtail.errors import DataError, LongtailError
 from longtail.logit_adjustment import LogitAdjustment
-from longtail.preprocessing import Preprocessing, load_model
+from longtail.model_dir import PREPROCESSING_FILE, ModelDir
+from longtail.preprocessing import Preprocessing
+from longtail.softmax import softmax
 from longtail.splits import SplitInfo, image_batches, read_ids, read_info
 from longtail.storage import check_output_file
 from longtail.submission import submission_id, write_submission
-from longtail.tracking.model_runs import RunInfo, log_prediction
+from longtail.tracking.model_runs import RunInfo, log_prediction, log_test_dataset
 from longtail.tracking.names import SUBMISSION_ARTIFACT_FILE
 from longtail.tracking.store import check_tracking_reachable
 
@@ -64,16 +66,6 @@ def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[P
     return preprocessing, info
 
 
-def as_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Model outputs as class probabilities (softmax applied when the model returns logits)."""
-    out = np.asarray(outputs, dtype=np.float32)
-    if np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
-        return out
-    shifted = out - out.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def predict_probabilities(
     model: Any,
     preprocessing: Preprocessing,
@@ -95,7 +87,7 @@ def predict_probabilities(
     n_classes = len(preprocessing.class_names)
     if adjustment is not None and len(adjustment.log_prior) != n_classes:
         raise DataError(
-            f"the logit adjustment has {len(adjustment.log_prior)} classes but preprocessing.json names "
+            f"the logit adjustment has {len(adjustment.log_prior)} classes but {PREPROCESSING_FILE} names "
             f"{n_classes}: the model directory is inconsistent, re-run training"
         )
     chunks = []
@@ -105,7 +97,7 @@ def predict_probabilities(
             probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
         if probs.shape[1] != n_classes:
             raise DataError(
-                f"the model outputs {probs.shape[1]} classes but preprocessing.json names {n_classes}: "
+                f"the model outputs {probs.shape[1]} classes but {PREPROCESSING_FILE} names {n_classes}: "
                 "the model directory is inconsistent, re-run training"
             )
         if adjustment is not None:
@@ -117,7 +109,8 @@ def predict_probabilities(
 
 
 def _predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
-    return as_probabilities(np.asarray(model.predict_on_batch(np.ascontiguousarray(x))))
+    """Class probabilities of one batch: the softmax of the model's logits, in float32."""
+    return softmax(np.asarray(model.predict_on_batch(np.ascontiguousarray(x))), np.float32)
 
 
 def predict(
@@ -153,7 +146,7 @@ def predict(
         check_tracking_reachable(tracking_uri or run_info.tracking_uri)
     preprocessing, info = open_split_for_model(model_dir, test_h5)
     ids = [submission_id(i) for i in read_ids(test_h5)]
-    model = load_model(model_dir)
+    model = ModelDir(model_dir).load_model()
     adjustment = LogitAdjustment.load(model_dir)
     probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta,
                                   adjustment=adjustment)
@@ -175,8 +168,6 @@ def predict(
 def predict_submission(model_dir: str | Path, test_h5: str | Path, submission_csv: str | Path, *, tta: bool = False,
                        tracking_uri: str | None = None) -> PredictionResult:
     """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run."""
-    from longtail.tracking.model_runs import log_test_dataset
-
     result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri)
     log_test_dataset(model_dir, test_h5, tracking_uri=tracking_uri)
     return result

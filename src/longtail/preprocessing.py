@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import DataError
-from longtail.model_dir import MODEL_FILE, PREPROCESSING_FILE, read_json, write_json
+from longtail.model_dir import PREPROCESSING_FILE, read_json, write_json
 
 # Ingest-time operations that must match between the split a model trained on and the split it predicts.
 INGEST_KEYS = ("image_size", "resize", "clahe", "white_balance")
@@ -118,17 +118,3 @@ class Preprocessing:
             white_balance=bool(p.get("white_balance", False)),
         )
 
-
-def load_model(model_dir: str | Path):
-    """Load the Keras model of a model directory (compile=False: inference only)."""
-    import keras
-
-    path = Path(model_dir) / MODEL_FILE
-    if not path.is_file():
-        raise DataError(f"{model_dir} is not a longtail model directory: {MODEL_FILE} is missing")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a damaged file; the user's fix is one
-        reason = " ".join(str(e).split())[:200]
-        raise DataError(f"{path} cannot be loaded as a Keras model ({type(e).__name__}: {reason}); "
-                        "train the model again or restore the file") from None

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from longtail.atomic_file import write_text
-from longtail.errors import DataError
-
-PLOTS = ("confusion_matrix.png", "per_class_f1.png")
+from longtail.model_dir import EvaluationDir
 
 
 def write_html_report(evaluation_dir: str | Path, out_path: str | Path) -> Path:
@@ -19,11 +16,8 @@ def write_html_report(evaluation_dir: str | Path, out_path: str | Path) -> Path:
     The KFP UI shows an HTML artifact in an iframe with no access to sibling files, so the
     PNGs are embedded as data URIs.
     """
-    d = Path(evaluation_dir)
-    metrics_path = d / "metrics.json"
-    if not metrics_path.is_file():
-        raise DataError(f"{d} is not an evaluation folder: metrics.json is missing")
-    m = json.loads(metrics_path.read_text())
+    d = EvaluationDir(evaluation_dir)
+    m = d.load_metrics()
     gate = "passed" if m.get("passed") else "failed"
     parts = [
         "<!doctype html><meta charset='utf-8'><title>longtail evaluation</title>",
@@ -38,12 +32,10 @@ def write_html_report(evaluation_dir: str | Path, out_path: str | Path) -> Path:
     ]
     for w in m.get("warnings", []):
         parts.append(f"<p class='failed'>⚠ {html.escape(w)}</p>")
-    for name in PLOTS:
-        png = d / name
-        if png.is_file():
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
-            parts.append(f"<h2>{html.escape(name[:-4].replace('_', ' '))}</h2><img src='data:image/png;base64,{data}'>")
-    report = d / "report.txt"
-    if report.is_file():
-        parts.append(f"<h2>classification report</h2><pre>{html.escape(report.read_text())}</pre>")
+    for png in d.plots():
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f"<h2>{html.escape(png.stem.replace('_', ' '))}</h2><img src='data:image/png;base64,{data}'>")
+    report = d.report_text()
+    if report is not None:
+        parts.append(f"<h2>classification report</h2><pre>{html.escape(report)}</pre>")
     return write_text(out_path, "\n".join(parts), what="HTML report")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from longtail.model_dir import HISTORY_FILE
+from longtail.model_dir import HISTORY_FILE, METRICS_FILE
 from longtail.tracking.names import VAL_MACRO_F1
 
 LOG_FILE = "run.log"
@@ -101,8 +101,6 @@ def _train_figure(task_dir: Path) -> str:
 
 
 def _evaluate_figure(task_dir: Path) -> str:
-    from longtail.evaluation.report import METRICS_FILE
-
     data = _output_json(task_dir, METRICS_FILE)
     if data is None or "passed" not in data:
         return ""

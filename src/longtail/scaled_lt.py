@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from longtail.data_folder import TEST_LABELS_FILE
 from longtail.datasets import (
     FASHION_MNIST_CLASSES,
     SUMMARY_FILE,
@@ -295,7 +296,7 @@ def make_scaled_lt(
         writer.writerow(["id", "label"])
         for j in np.argsort(test_ids, kind="stable"):
             writer.writerow([f"{int(test_ids[j]):06d}", names[int(j) // test_per_class]])
-        (tmp / "test_labels.csv").write_text(buf.getvalue())
+        (tmp / TEST_LABELS_FILE).write_text(buf.getvalue())
         n_train, n_test = int(class_counts.sum()), classes * test_per_class
         summary = {
             "dataset": DATASET_NAME,

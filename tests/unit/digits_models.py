@@ -61,7 +61,10 @@ def make_digits(root: Path, *, seed: int = 0) -> DigitsData:
 
 
 def train_model_dir(data: DigitsData, model_dir: Path, *, scale: str, epochs: int = 4, seed: int = 0) -> Path:
-    """Train a small dense net on the digits through `Preprocessing.to_float` and save a model directory."""
+    """Train a small dense net on the digits through `Preprocessing.to_float` and save a model directory.
+
+    Like every model in longtail's registry, it outputs logits: predict and evaluate apply the softmax.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -71,10 +74,11 @@ def train_model_dir(data: DigitsData, model_dir: Path, *, scale: str, epochs: in
             keras.Input((8, 8, 3)),
             keras.layers.Flatten(),
             keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(len(CLASS_NAMES), activation="softmax"),
+            keras.layers.Dense(len(CLASS_NAMES)),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     history = model.fit(prep.to_float(data.train_images), data.train_labels, epochs=epochs, batch_size=64, verbose=0)
     model_dir.mkdir(parents=True, exist_ok=True)
     prep.save(model_dir)

@@ -193,7 +193,8 @@ def test_ingest_refuses_a_negative_seed_in_one_line(tmp_path, capsys):
 # --- Corrupt model directories -------------------------------------------------------------------
 
 def test_a_corrupt_model_directory_is_a_one_line_error(tmp_path):
-    from longtail.preprocessing import Preprocessing, load_model
+    from longtail.model_dir import ModelDir
+    from longtail.preprocessing import Preprocessing
 
     (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "preprocessing.json").write_text("{not json")
@@ -203,7 +204,7 @@ def test_a_corrupt_model_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError, match="is not a longtail preprocessing file"):
         Preprocessing.load(tmp_path)
     with pytest.raises(DataError, match="model.keras cannot be loaded as a Keras model"):
-        load_model(tmp_path)
+        ModelDir(tmp_path).load_model()
 
 
 # --- A non-finite loss fails the run and saves no model ------------------------------------------
@@ -214,7 +215,7 @@ def test_a_non_finite_loss_stops_training_with_a_failed_run_and_no_model(tmp_pat
     import tensorflow as tf
     from digits_training_data import write_digits_splits
 
-    import longtail.training as training
+    import longtail.training.fit as training
 
     digits = write_digits_splits(tmp_path / "digits", n_train=128, n_val=64)
     real_make_loss = training.make_loss
@@ -237,9 +238,9 @@ def test_a_non_finite_loss_stops_training_with_a_failed_run_and_no_model(tmp_pat
 
 
 def test_the_guard_is_one_line_and_lets_finite_losses_pass():
-    from longtail.training import finite_loss_guard
+    from longtail.training.callbacks import FiniteLossGuard
 
-    guard = finite_loss_guard()
+    guard = FiniteLossGuard()
     guard.on_epoch_end(0, {"loss": 0.5})
     guard.on_epoch_end(0, {})
     with pytest.raises(LongtailError) as e:

@@ -25,8 +25,8 @@ from longtail.evaluation import (
     plot_f1_vs_frequency,
     render_markdown,
 )
-from longtail.model_dir import MODEL_FILE
-from longtail.preprocessing import Preprocessing, load_model
+from longtail.model_dir import MODEL_FILE, ModelDir
+from longtail.preprocessing import Preprocessing
 from longtail.scoring import REPORT_DIGITS, classification_scores
 from longtail.splits import read_arrays, write_split
 
@@ -52,7 +52,7 @@ def test_numbers_are_sklearn_on_the_models_own_predictions(world, evaluated):
     data, model_dir = world
     images, labels, _ = read_arrays(data.val_h5)
     prep = Preprocessing.load(model_dir)
-    pred = load_model(model_dir).predict(prep.to_float(images), verbose=0).argmax(axis=1)
+    pred = ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0).argmax(axis=1)
     r = evaluated
     # The default target prior is balanced: each val image weighs 1/(its class's val count).
     weight = 1.0 / np.bincount(labels)[labels]

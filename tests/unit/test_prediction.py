@@ -12,8 +12,10 @@ import pytest
 from digits_models import CLASS_NAMES, INGEST, make_digits, train_model_dir
 
 from longtail.errors import DataError
-from longtail.prediction import as_probabilities, predict, predict_probabilities
-from longtail.preprocessing import Preprocessing, load_model
+from longtail.model_dir import ModelDir
+from longtail.prediction import predict, predict_probabilities
+from longtail.preprocessing import Preprocessing
+from longtail.softmax import softmax
 from longtail.splits import read_arrays, write_split
 from longtail.submission import submission_id
 
@@ -53,7 +55,7 @@ def test_each_model_predicts_with_its_own_preprocessing(world, tmp_path, scale):
     prep = Preprocessing.load(model_dir)
     assert prep.scale == scale
     images, _, ids = read_arrays(data.test_h5)
-    expected = load_model(model_dir).predict(prep.to_float(images), verbose=0).argmax(axis=1)
+    expected = ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0).argmax(axis=1)
     assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in expected]
 
 
@@ -62,7 +64,7 @@ def test_the_other_preprocessing_would_be_wrong(world):
     """The two models really differ in what they expect, so the check above could fail."""
     data, models = world
     images, _, _ = read_arrays(data.test_h5)
-    model = load_model(models["mean_subtraction"])
+    model = ModelDir(models["mean_subtraction"]).load_model()
     right = Preprocessing.load(models["mean_subtraction"])
     wrong = Preprocessing(image_size=8, class_names=CLASS_NAMES, scale="scale")
     p_right = model.predict(right.to_float(images), verbose=0)
@@ -122,11 +124,11 @@ def test_flip_tta_averages_softmax_of_image_and_mirror(world, tmp_path):
     data, models = world
     model_dir = models["scale"]
     prep = Preprocessing.load(model_dir)
-    model = load_model(model_dir)
+    model = ModelDir(model_dir).load_model()
     probs = predict_probabilities(model, prep, data.val_h5, batch_size=100, tta=True)
     images, _, _ = read_arrays(data.val_h5)
-    plain = model.predict(prep.to_float(images), verbose=0)
-    mirror = model.predict(prep.to_float(images[:, :, ::-1, :]), verbose=0)
+    plain = softmax(model.predict(prep.to_float(images), verbose=0), np.float32)
+    mirror = softmax(model.predict(prep.to_float(images[:, :, ::-1, :]), verbose=0), np.float32)
     np.testing.assert_allclose(probs, (plain + mirror) / 2, atol=1e-5)
     assert not np.allclose(probs, plain, atol=1e-3)  # digits are not mirror-symmetric
 
@@ -206,11 +208,11 @@ def test_submission_id(raw, want):
 
 
 def test_logits_become_probabilities():
-    p = as_probabilities(np.array([[2.0, -1.0, 0.5]]))
+    p = softmax(np.array([[2.0, -1.0, 0.5]]), np.float32)
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
-    assert p.argmax() == 0
-    already = np.array([[0.2, 0.8]], np.float32)
-    np.testing.assert_array_equal(as_probabilities(already), already)
+    assert p.argmax() == 0 and p.dtype == np.float32
+    big = np.array([[1000.0, 999.0]])  # shifted by the row maximum: no overflow
+    np.testing.assert_allclose(softmax(big), [[1 / (1 + np.exp(-1)), 1 / (1 + np.e)]])
 
 
 @pytest.mark.slow
@@ -241,7 +243,7 @@ def test_a_submission_path_that_cannot_be_a_file_is_one_line_before_predicting(w
 
     data, models = world
     (tmp_path / "file").write_text("in the way")
-    monkeypatch.setattr(prediction, "load_model", lambda *a: pytest.fail("the model was loaded before the check"))
+    monkeypatch.setattr(prediction.ModelDir, "load_model", lambda *a: pytest.fail("the model was loaded before the check"))
     assert main(["predict", str(models["scale"]), str(data.test_h5), str(target(tmp_path))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("longtail predict: error: ") and message in err
@@ -262,7 +264,7 @@ def test_predict_applies_the_stored_posthoc_tau(world, tmp_path):
 
     images, _, ids = read_arrays(data.test_h5)
     prep = Preprocessing.load(model_dir)
-    probs = as_probabilities(load_model(model_dir).predict(prep.to_float(images), verbose=0))
+    probs = softmax(ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0), np.float32)
     by_hand = (np.log(probs) - 2.0 * np.log(np.asarray(counts) / sum(counts))).argmax(axis=1)
     assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in by_hand]
     assert np.mean(by_hand != probs.argmax(axis=1)) > 0.01  # the adjustment changed predictions

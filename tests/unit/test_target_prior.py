@@ -176,8 +176,9 @@ def test_only_scoring_computes_an_f1() -> None:
     assert OWN_F1.search("from sklearn.metrics import f1_score")  # the pattern itself bites
 
 
-def test_every_decision_point_reads_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Swap scoring's per-class arithmetic for a recording one: tau tuning and evaluation's scores go through it."""
+@pytest.fixture
+def scoring_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Swap scoring's per-class arithmetic for a recording one; the list gets `balanced` of every call."""
     import longtail.scoring as scoring
 
     calls: list[bool] = []
@@ -188,6 +189,12 @@ def test_every_decision_point_reads_scoring(monkeypatch: pytest.MonkeyPatch) -> 
         return real(confusion, balanced=balanced)
 
     monkeypatch.setattr(scoring, "class_scores", recording)
+    return calls
+
+
+def test_every_decision_point_reads_scoring(scoring_calls: list[bool]) -> None:
+    """Tau tuning and evaluation's scores go through scoring's per-class arithmetic."""
+    calls = scoring_calls
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     choose_adjustment("tune", probs, np.array([0, 1, 1]), [10, 1])
     assert calls and all(calls)  # balanced by default
@@ -195,7 +202,41 @@ def test_every_decision_point_reads_scoring(monkeypatch: pytest.MonkeyPatch) -> 
     classification_scores([0, 1, 1], [0, 0, 1], ["a", "b"], target_prior="balanced")
     assert calls == [True]
     assert confusion_counts([0, 1, 1], [0, 0, 1], 2).tolist() == [[1, 0], [1, 1]]
-    assert class_scores is real
+    import longtail.scoring as scoring
+
+    assert scoring.class_scores is not class_scores  # the recording one was in place; this module holds the real one
+
+
+@pytest.mark.parametrize("prior", ["balanced", "train"])
+def test_the_epoch_callback_tau_tuning_and_evaluation_give_one_macro_f1(prior: str, scoring_calls: list[bool]) -> None:
+    """On random labels and logits, the three decision points give the same figure, all through scoring.class_scores."""
+    from longtail.logit_adjustment import LogitAdjustment, macro_f1_at
+    from longtail.softmax import softmax
+    from longtail.training.callbacks import ValMetrics
+
+    rng = np.random.default_rng(7)
+    n_classes = 6
+    labels = rng.choice(n_classes, size=300, p=[0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
+    logits = rng.normal(size=(300, n_classes)) + 2.0 * np.eye(n_classes)[labels] * rng.random((300, 1))
+    probs = softmax(logits)
+
+    class Logits:  # the model ValMetrics asks for the val split's logits
+        def predict(self, inputs, verbose=0):
+            return logits
+
+    callback = ValMetrics(None, labels, prior)
+    callback.set_model(Logits())
+    logs: dict[str, float] = {}
+    callback.on_epoch_end(0, logs)
+    tuned = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, np.bincount(labels)), target_prior=prior)
+    evaluated = classification_scores(labels, probs.argmax(axis=1), [str(c) for c in range(n_classes)],
+                                      target_prior=prior).macro_f1
+    assert logs["val_macro_f1"] == tuned == evaluated
+    weights = 1.0 / np.bincount(labels)[labels] if prior == "balanced" else None
+    assert logs["val_macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(axis=1), average="macro",
+                                                          sample_weight=weights), abs=1e-12)
+    assert logs["val_macro_f1_plain"] == pytest.approx(f1_score(labels, probs.argmax(axis=1), average="macro"))
+    assert scoring_calls[:2] == [prior == "balanced", False]  # the callback's two figures went through scoring
 
 
 def test_longtail_run_summary_shows_the_prior_the_interval_and_the_plain_figure() -> None:

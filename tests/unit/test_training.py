@@ -127,7 +127,7 @@ def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one
     import keras
     import mlflow
 
-    from longtail.preprocessing import load_model
+    from longtail.model_dir import ModelDir
     from longtail.training import train
 
     class KillAfterEpoch(keras.callbacks.Callback):
@@ -154,7 +154,7 @@ def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one
     assert resumed.epochs_run == straight.epochs_run == 3
     assert len(resumed.history["val_macro_f1"]) == 3
     assert resumed.history["learning_rate"] == pytest.approx(straight.history["learning_rate"])
-    for a, b in zip(load_model(tmp_path / "resumed").get_weights(), load_model(tmp_path / "straight").get_weights(),
+    for a, b in zip(ModelDir(tmp_path / "resumed").load_model().get_weights(), ModelDir(tmp_path / "straight").load_model().get_weights(),
                     strict=True):
         np.testing.assert_array_equal(a, b)
     assert not ckpt.exists()  # removed once finished

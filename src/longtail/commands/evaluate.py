@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.evaluation import evaluate
+from longtail.model_dir import METRICS_FILE
 from longtail.scoring import TARGET_PRIORS
+from longtail.storage import check_output_folder, is_s3
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gate result."""
-    from longtail.storage import check_output_folder, is_s3
-
     if not is_s3(args.out_dir):
         check_output_folder(args.out_dir, "report folder")
-    from longtail.evaluation import evaluate
 
     r = evaluate(
         args.model_dir, args.val_h5, args.out_dir,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     for w in r.warnings:
         print(f"WARNING: {w}")
     print(f"GATE {'PASSED' if r.passed else 'FAILED'}: {r.reason}")
-    print(f"report: {r.paths['report_md']}  (plots and metrics.json beside it)")
+    print(f"report: {r.paths['report_md']}  (plots and {METRICS_FILE} beside it)")
     if r.mlflow_run_id:
         print(f"logged to MLflow run {r.mlflow_run_id}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.prediction import predict
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail predict`."""
@@ -28,8 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and say where the CSV went."""
-    from longtail.prediction import predict
-
     r = predict(
         args.model_dir, args.test_h5, args.submission_csv,
         tta=args.tta, id_column=args.id_column, label_column=args.label_column, batch_size=args.batch_size,

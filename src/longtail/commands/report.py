@@ -6,6 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
+from longtail.atomic_file import write_text
+from longtail.tracking import check_store, resolve_tracking_uri
+from longtail.tracking.sweep import leaderboard_from_mlflow
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail report`."""
@@ -21,10 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, print and save the report."""
-    from longtail.atomic_file import write_text
-    from longtail.tracking import check_store, resolve_tracking_uri
-    from longtail.tracking.sweep import leaderboard_from_mlflow
-
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     check_store(uri)  # a failing server is one line, not a traceback
     board = leaderboard_from_mlflow(uri, experiment=args.experiment, parent_run_id=args.sweep)

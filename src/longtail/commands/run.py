@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
     from longtail.credentials import redact
+    from longtail.data_folder import TEST_LABELS_FILE
     from longtail.errors import DataError
     from longtail.pipelines.local import run_local
     from longtail.tracking import GATE_REASON_TAG
@@ -45,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
         from longtail.datasets import make_fashion_mnist_lt
 
         root = Path(args.home) / "data" / "fashion-mnist-lt"
-        if not (root / "test_labels.csv").is_file():
+        if not (root / TEST_LABELS_FILE).is_file():
             print(f"no --data given: building Fashion-MNIST-LT in {root}")
             make_fashion_mnist_lt(root, source_dir=os.environ.get("LONGTAIL_DATA"))
         data, test = str(root / "train"), test or str(root / "test")
-        labels = labels or str(root / "test_labels.csv")
+        labels = labels or str(root / TEST_LABELS_FILE)
     if test is None:
         guess = Path(data).parent / "test"
         if data.startswith("s3://") or not guess.is_dir():

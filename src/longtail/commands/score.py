@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from longtail.scoring import score
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `longtail score`."""
@@ -22,8 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score and print the report and macro-F1."""
-    from longtail.scoring import score
-
     r = score(args.submission_csv, args.labels_csv, id_column=args.id_column, label_column=args.label_column)
     print(r.report_text.rstrip())
     print()

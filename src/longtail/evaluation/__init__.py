@@ -3,7 +3,7 @@
 - run: evaluate(), from predictions to the files and the model's MLflow run;
 - gate: the macro-F1 gate, the warnings beside it, and recording a closed gate;
 - frequency: train images per class, the x axis of the long-tail view;
-- report: the file names and report.md;
+- report: report.md and the text files (their names: longtail.model_dir.EvaluationDir);
 - plots: the confusion matrix and per-class F1 against frequency.
 """
 
@@ -16,16 +16,9 @@ from longtail.evaluation.gate import (
     record_gate_closed,
 )
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
-from longtail.evaluation.report import (
-    CONFUSION_PNG,
-    MARKDOWN_MAX_ROWS,
-    METRICS_FILE,
-    PER_CLASS_PNG,
-    REPORT_MD,
-    REPORT_TXT,
-    render_markdown,
-)
+from longtail.evaluation.report import MARKDOWN_MAX_ROWS, render_markdown
 from longtail.evaluation.run import EvaluationResult, evaluate, model_name
+from longtail.model_dir import CONFUSION_PNG, METRICS_FILE, PER_CLASS_PNG, REPORT_MD, REPORT_TXT
 
 __all__ = [
     "CONFUSION_PNG",

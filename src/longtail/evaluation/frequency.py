@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from longtail.model_dir import HISTORY_FILE
+from longtail.model_dir import PREPROCESSING_FILE
 from longtail.scoring import ClassMetrics
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ class ClassResult(ClassMetrics):
 
 
 def train_class_counts(
-    model_dir: str | Path,
     class_names: list[str],
     extra: dict[str, Any],
     val_support: np.ndarray,
@@ -35,19 +34,17 @@ def train_class_counts(
     """Images per class in the training data, and where that number came from.
 
     Looks for counts (`class_counts`, or `counts` as `longtail weights` writes them: a list by
-    class index, or {name: count}) in `weights_json`, then preprocessing.json's `extra`, then
-    class_counts.json / weights.json / history.json in the model directory. Without them it
-    falls back to the val support, which ingest's stratified split keeps proportional to train.
+    class index, or {name: count}) in preprocessing.json's `extra`, then in `weights_json`.
+    Without them it falls back to the val support, which ingest's stratified split keeps
+    proportional to train.
     """
-    files = [Path(weights_json)] if weights_json else []
-    files += [Path(model_dir) / n for n in ("class_counts.json", "weights.json", HISTORY_FILE)]
-    candidates: list[tuple[Any, str]] = [(extra, "preprocessing.json")]
-    for path in files:
-        if path.is_file():
-            try:
-                candidates.append((json.loads(path.read_text()), path.name))
-            except json.JSONDecodeError:
-                log.warning("ignoring unreadable %s", path)
+    candidates: list[tuple[Any, str]] = [(extra, PREPROCESSING_FILE)]
+    if weights_json and Path(weights_json).is_file():
+        path = Path(weights_json)
+        try:
+            candidates.append((json.loads(path.read_text()), path.name))
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable %s", path)
     for data, source in candidates:
         if not isinstance(data, dict):
             continue

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from longtail.errors import ConfigError, DataError
-from longtail.evaluation.report import METRICS_FILE
-from longtail.model_dir import HISTORY_FILE
+from longtail.errors import ConfigError
+from longtail.model_dir import EvaluationDir, ModelDir
 from longtail.scoring import ClassificationScores
 from longtail.tracking.model_runs import log_submission_skipped
 
@@ -37,15 +35,7 @@ def gate(macro_f1: float, min_macro_f1: float) -> tuple[bool, str]:
 
 def load_history(model_dir: str | Path) -> dict[str, list[float]]:
     """Per-epoch training metrics from history.json ({} when the model directory has none)."""
-    path = Path(model_dir) / HISTORY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        log.warning("ignoring unreadable %s: %s", path, e)
-        return {}
-    return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
+    return ModelDir(model_dir).load_history()
 
 
 def overfitting_warning(history: dict[str, list[float]], macro_f1: float) -> str | None:
@@ -94,9 +84,6 @@ def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tra
     Returns:
         The reason, as evaluate worded it (e.g. "macro-F1 0.4120 < gate 0.9000").
     """
-    metrics_path = Path(evaluation_dir) / METRICS_FILE
-    if not metrics_path.is_file():
-        raise DataError(f"{evaluation_dir} is not an evaluation folder: {METRICS_FILE} is missing")
-    reason = json.loads(metrics_path.read_text()).get("reason", "the evaluation gate failed")
+    reason = EvaluationDir(evaluation_dir).load_metrics().get("reason", "the evaluation gate failed")
     log_submission_skipped(model_dir, reason, tracking_uri=tracking_uri)
     return reason

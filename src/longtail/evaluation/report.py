@@ -1,4 +1,4 @@
-"""The files evaluate writes a person to read: their names, report.md for KFP's Markdown artifact, and text output."""
+"""What evaluate writes a person to read: report.md for KFP's Markdown artifact, and text output (names: longtail.model_dir)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,11 @@ from typing import Any
 
 from longtail.atomic_file import write_text
 from longtail.evaluation.frequency import ClassResult
+from longtail.model_dir import REPORT_TXT
 from longtail.scoring import ClassificationScores, MacroF1Interval
-
-METRICS_FILE = "metrics.json"
-REPORT_TXT = "report.txt"
-REPORT_MD = "report.md"
-CONFUSION_PNG = "confusion_matrix.png"
-PER_CLASS_PNG = "per_class_f1.png"
 
 # Rows of the per-class Markdown table (worst F1 first); report.txt always has every class.
 MARKDOWN_MAX_ROWS = 40
-
-
-def report_paths(out_dir: str | Path) -> dict[str, Path]:
-    """Where evaluate writes each file in `out_dir`, by the key EvaluationResult.paths uses."""
-    out = Path(out_dir)
-    return {
-        "metrics_json": out / METRICS_FILE,
-        "report_txt": out / REPORT_TXT,
-        "report_md": out / REPORT_MD,
-        "confusion_png": out / CONFUSION_PNG,
-        "per_class_png": out / PER_CLASS_PNG,
-    }
 
 
 def render_markdown(
@@ -82,7 +65,7 @@ def render_markdown(
     shown = rows[:MARKDOWN_MAX_ROWS]
     heading = "## Per class, worst F1 first"
     if len(rows) > len(shown):
-        heading += f" ({len(shown)} worst of {len(rows)}; report.txt has all)"
+        heading += f" ({len(shown)} worst of {len(rows)}; {REPORT_TXT} has all)"
     lines += [heading, "", f"| class | {frequency} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|---:|"]
     lines += [
         f"| {_md(c.name)} | {'' if c.train_count is None else c.train_count} | {c.precision:.3f} | "

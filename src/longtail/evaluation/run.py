@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,14 +10,13 @@ from typing import Any
 from longtail.config import EvaluateConfig
 from longtail.errors import DataError
 from longtail.evaluation.frequency import ClassResult, train_class_counts
-from longtail.evaluation.gate import class_warnings, gate, load_history
+from longtail.evaluation.gate import class_warnings, gate
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
-from longtail.evaluation.report import render_markdown, report_paths, write_report_text
+from longtail.evaluation.report import render_markdown, write_report_text
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
 from longtail.logit_adjustment import LogitAdjustment
-from longtail.model_dir import CONFIG_FILE
+from longtail.model_dir import EvaluationDir, ModelDir
 from longtail.prediction import open_split_for_model, predict_probabilities
-from longtail.preprocessing import load_model
 from longtail.scoring import (
     MacroF1Interval,
     bootstrap_interval,
@@ -62,13 +60,7 @@ class EvaluationResult:
 
 def saved_config(model_dir: str | Path) -> dict[str, Any]:
     """The experiment config saved with the model (config.yaml) as plain data; {} when it has none."""
-    config = Path(model_dir) / CONFIG_FILE
-    if not config.is_file():
-        return {}
-    import yaml
-
-    data = yaml.safe_load(config.read_text())
-    return data if isinstance(data, dict) else {}
+    return ModelDir(model_dir).load_config()
 
 
 def model_name(model_dir: str | Path) -> str:
@@ -127,7 +119,7 @@ def evaluate(
             "use `longtail predict` for an unlabelled test split"
         )
     class_names = preprocessing.class_names
-    model = load_model(model_dir)
+    model = ModelDir(model_dir).load_model()
     probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
                                   adjustment=LogitAdjustment.load(model_dir))
     scores = classification_scores(info.labels, probs.argmax(axis=1), class_names, target_prior=target_prior)
@@ -136,14 +128,15 @@ def evaluate(
     passed, reason = gate(scores.macro_f1, min_macro_f1)
 
     support = scores.confusion.sum(axis=1)
-    counts, counts_source = train_class_counts(model_dir, class_names, preprocessing.extra, support, weights_json)
+    counts, counts_source = train_class_counts(class_names, preprocessing.extra, support, weights_json)
     per_class = [ClassResult(**asdict(c), train_count=int(counts[c.index])) for c in scores.per_class]
-    warnings = class_warnings(scores, class_names, support, load_history(model_dir))
+    warnings = class_warnings(scores, class_names, support, ModelDir(model_dir).load_history())
     for w in warnings:
         log.warning("%s", w)
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    paths = report_paths(out_dir)
+    evaluation_dir = EvaluationDir(out_dir)
+    paths = evaluation_dir.paths()
     metrics = kfp_scalar_metrics(scores, min_macro_f1=min_macro_f1, passed=passed, macro_f1_plain=plain,
                                  interval=interval)
     confusion = kfp_confusion_matrix(scores.confusion, class_names)
@@ -162,36 +155,32 @@ def evaluate(
             target_prior=target_prior, macro_f1_plain=plain, interval=interval,
         ),
     )
-    write_report_text(
-        paths["metrics_json"],
-        json.dumps(
-            {
-                "model_dir": str(model_dir),
-                "split": str(val_h5),
-                "macro_f1": scores.macro_f1,
-                "target_prior": target_prior,
-                "macro_f1_plain": plain,
-                "macro_f1_interval": [interval.low, interval.high],
-                "interval_level": interval.level,
-                "noisiest_classes": [{"class": class_names[i], "val_images": n, "f1_sd": sd}
-                                     for i, n, sd in interval.noisiest],
-                "weighted_f1": scores.weighted_f1,
-                "accuracy": scores.accuracy,
-                "n": scores.n,
-                "min_macro_f1": min_macro_f1,
-                "passed": passed,
-                "reason": reason,
-                "tta": tta,
-                "metrics": metrics,
-                "warnings": warnings,
-                "train_counts_source": counts_source,
-                "per_class": [asdict(c) for c in per_class],
-                "top_confusions": confusions,
-                "class_names": class_names,
-                "confusion_matrix": scores.confusion.astype(int).tolist(),
-            },
-            indent=1,
-        ),
+    evaluation_dir.save_metrics(
+        {
+            "model_dir": str(model_dir),
+            "split": str(val_h5),
+            "macro_f1": scores.macro_f1,
+            "target_prior": target_prior,
+            "macro_f1_plain": plain,
+            "macro_f1_interval": [interval.low, interval.high],
+            "interval_level": interval.level,
+            "noisiest_classes": [{"class": class_names[i], "val_images": n, "f1_sd": sd}
+                                 for i, n, sd in interval.noisiest],
+            "weighted_f1": scores.weighted_f1,
+            "accuracy": scores.accuracy,
+            "n": scores.n,
+            "min_macro_f1": min_macro_f1,
+            "passed": passed,
+            "reason": reason,
+            "tta": tta,
+            "metrics": metrics,
+            "warnings": warnings,
+            "train_counts_source": counts_source,
+            "per_class": [asdict(c) for c in per_class],
+            "top_confusions": confusions,
+            "class_names": class_names,
+            "confusion_matrix": scores.confusion.astype(int).tolist(),
+        },
     )
     run_id = log_evaluation(model_dir, metrics, passed=passed, reason=reason, split=Path(val_h5).name,
                             files=list(paths.values()), tracking_uri=tracking_uri)

@@ -1,0 +1,77 @@
+"""What a training is built from, by config: the target encoding, loss, accuracy, optimizer and distribution strategy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from longtail.config import LabelSmoothingConfig, OptimizerConfig, TrainConfig
+from longtail.errors import ConfigError
+from longtail.losses import build_loss, keras_loss
+
+log = logging.getLogger(__name__)
+
+
+def target_encoding(ls: LabelSmoothingConfig, mixing: bool = False) -> tuple[bool, float]:
+    """(one_hot, smoothing applied to the targets) for a label smoothing config; mixup/cutmix need one-hot."""
+    if ls.factor == 0:
+        return mixing, 0.0
+    return True, ls.factor if ls.mode == "labels" else 0.0
+
+
+def make_loss(t: TrainConfig, class_counts: Sequence[int]) -> Any:
+    """The keras loss of `train.loss` (longtail.losses) on logits, for targets as target_encoding makes them.
+
+    Label smoothing mode loss smooths inside the loss, mode labels in the data; both modes give the
+    same value on the same batch. Class weights arrive as sample weights from the data.
+    """
+    ls = t.label_smoothing
+    loss_fn = build_loss(t.loss.name, class_counts, **t.loss.args)
+    return keras_loss(loss_fn, len(class_counts), ls.factor if ls.mode == "loss" else 0.0)
+
+
+def make_accuracy(ls: LabelSmoothingConfig, mixing: bool = False) -> Any:
+    """Train accuracy named 'accuracy' whatever the target encoding (history.json reads it by name)."""
+    import keras
+
+    if not target_encoding(ls, mixing)[0]:
+        return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
+    """SGD (momentum, nesterov) or Adam, with decoupled weight decay when > 0."""
+    import keras
+
+    wd = opt.weight_decay or None
+    if opt.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=opt.momentum,
+                                    nesterov=opt.nesterov, weight_decay=wd)
+    if opt.name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=wd)
+    raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
+
+
+def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:
+    """MirroredStrategy over the visible GPUs (the first `gpus` of them when > 0).
+
+    Args:
+        gpus: train.gpus; 0 means every visible GPU.
+        devices: explicit device names (e.g. two logical CPUs in tests); overrides `gpus`.
+
+    Returns:
+        A tf.distribute strategy; the default (single-device) one when there is no GPU.
+    """
+    import tensorflow as tf
+
+    if devices:
+        return tf.distribute.MirroredStrategy(list(devices))
+    visible = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus > len(visible):
+        log.warning("train.gpus is %d but %d GPU(s) are visible: using %d", gpus, len(visible), len(visible))
+    chosen = visible[:gpus] if gpus else visible
+    if not chosen:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy(chosen)
+

@@ -1,0 +1,357 @@
+"""Train one experiment: HDF5 splits in, a model directory (and one MLflow run) out.
+
+`train.batch_size` is the batch per replica (per GPU); the global batch, the one each optimizer
+step averages over, is batch_size x replicas, as in the log's 2-GPU runs. The learning rate is
+not rescaled with the replica count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longtail.config import ExperimentConfig
+from longtail.errors import DataError
+from longtail.learning_curves import plot_learning_curves
+from longtail.logit_adjustment import LogitAdjustment, choose_adjustment, probability_model
+from longtail.model_dir import ModelDir
+from longtail.output_lock import output_lock
+from longtail.preprocessing import Preprocessing
+from longtail.schedules import initial_learning_rate, schedule_callback
+from longtail.softmax import softmax
+from longtail.splits import SplitInfo, read_info
+from longtail.tracking.inputs import split_dataset
+from longtail.tracking.model_runs import RunInfo
+from longtail.tracking.names import VAL_MACRO_F1
+from longtail.tracking.runs import epoch_logger, log_posthoc_choice, log_training_facts, start_experiment_run
+from longtail.training.factories import (
+    distribution_strategy,
+    make_accuracy,
+    make_loss,
+    make_optimizer,
+    target_encoding,
+)
+from longtail.training.inputs import check_splits, load_class_weights
+from longtail.training.resume import (
+    backup_path,
+    config_fingerprint,
+    epochs_done,
+    history_path,
+    locked_checkpoints,
+    read_resume,
+    remove_checkpoints,
+    write_resume,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one training produced.
+
+    images_per_second: training phase only (no validation), median over epochs after the first.
+    global_batch_size: train.batch_size (per replica) x replicas.
+    resumed_from_epoch: the epoch training started at (0 unless resumed from a checkpoint).
+    """
+
+    model_dir: Path
+    run_id: str | None
+    epochs_run: int
+    best_val_macro_f1: float
+    final_val_macro_f1: float
+    history: dict[str, list[float]]
+    images_per_second: float
+    seconds: float
+    replicas: int = 1
+    global_batch_size: int = 0
+    steps_per_epoch: int = 0
+    resumed_from_epoch: int = 0
+    posthoc_tau: float = 0.0
+
+
+
+def train(
+    config: ExperimentConfig,
+    train_h5: str | Path,
+    val_h5: str | Path,
+    out_dir: str | Path,
+    *,
+    weights_json: str | Path | None = None,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    devices: Sequence[str] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    fresh: bool = False,
+    task_run_id: str | None = None,
+    system_metrics: bool = True,
+    source: str = "longtail train",
+) -> TrainResult:
+    """Train `config` on the train split, validating macro-F1 on the val split every epoch.
+
+    A training whose checkpoint directory holds state (from a killed run of the same config and
+    data) resumes at the epoch it reached, in the same MLflow run.
+
+    Args:
+        weights_json: class weights by index (`longtail weights`); None trains unweighted.
+        tracking_uri: MLflow tracking URI; None trains without tracking.
+        parent_run_id: nest the run under this one (a sweep).
+        checkpoint_dir: where per-epoch state lives (default out_dir/checkpoints); removed on success.
+        progress: Keras progress output (a bar on a terminal, one line per epoch otherwise).
+        devices: explicit devices for MirroredStrategy (tests); default: train.gpus GPUs.
+        extra_callbacks: more Keras callbacks, run after checkpointing (e.g. fault injection in tests).
+        fresh: discard resume state of another config or data instead of refusing it.
+        task_run_id: the MLflow run an orchestrator opened for this task (KFP's MLFLOW_RUN_ID); the
+            training's run nests under it when there is no `parent_run_id`.
+        system_metrics: log CPU/memory (and GPU) metrics to the run while training.
+        source: what started the training (the run's mlflow.source.name).
+
+    Returns:
+        TrainResult; out_dir holds model.keras, preprocessing.json, config.yaml, history.json,
+        curves.png and, when tracked, mlflow_run.json.
+
+    Raises:
+        DataError: splits or weights that do not fit together.
+        LongtailError: the tracking server is unreachable (checked before training starts).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    train_info, val_info = read_info(train_h5), read_info(val_h5)
+    if config.preprocess.scale == "mean_subtraction" and train_info.mean_rgb is None:
+        raise DataError(
+            f"preprocess.scale is mean_subtraction but train split {train_info.path} has no mean_rgb; "
+            "re-ingest it or set preprocess.scale=scale"
+        )
+    preprocessing = dataclasses.replace(check_splits(train_info, val_info), scale=config.preprocess.scale)
+    class_weights = load_class_weights(weights_json, train_info.class_names) if weights_json else None
+    if class_weights is None and config.weights.scheme != "none":
+        log.warning("weights.scheme is %s but no weights file was given: training unweighted",
+                    config.weights.scheme)
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else ModelDir(out_dir).checkpoints
+    fingerprint = config_fingerprint(config, train_info, val_info)
+    # One training per model directory and per checkpoint directory: a second one would resume
+    # (and then fail) the first's live run.
+    with output_lock(out_dir, "model directory"), locked_checkpoints(checkpoint_dir):
+        resume = read_resume(checkpoint_dir, fingerprint, config, fresh)
+
+        run = None
+        if tracking_uri:
+            run, resumed = start_experiment_run(tracking_uri, config, source=source, parent_run_id=parent_run_id,
+                                                resume_run_id=resume.get("run_id"), task_run_id=task_run_id)
+            if not resumed:
+                log_training_facts(run, config, train_info, val_info, class_weights)
+        write_resume(checkpoint_dir, fingerprint, run.run_id if run else None, config)
+
+        monitor = None
+        try:
+            monitor = _start_mlflow_extras(run, resume, train_h5, val_h5, system_metrics)
+            result = _fit(config, train_info, val_info, preprocessing, class_weights, out_dir, checkpoint_dir,
+                          run, progress, devices, extra_callbacks)
+        except BaseException:
+            if run is not None:
+                _stop_monitor(monitor)
+                run.finish("FAILED")
+            if epochs_done(checkpoint_dir) == 0:  # nothing to resume: a corrected re-run starts clean
+                remove_checkpoints(checkpoint_dir)
+            raise
+        result.seconds = time.perf_counter() - started
+        remove_checkpoints(checkpoint_dir)
+        if run is not None:
+            _stop_monitor(monitor)
+            run.finish("FINISHED")
+        return result
+
+
+# --- MLflow extras: dataset inputs and system metrics (longtail.tracking.runs) ---
+
+def _start_mlflow_extras(run: Any, resume: dict[str, Any], train_h5: str | Path, val_h5: str | Path,
+                         system_metrics: bool) -> Any:
+    """Log the splits as dataset inputs (new runs only) and start the system-metrics monitor."""
+    if run is None:
+        return None
+    resumed = bool(resume.get("run_id")) and resume.get("run_id") == run.run_id
+    if not resumed:
+        run.log_datasets([split_dataset(train_h5, "train"), split_dataset(val_h5, "val")])
+    return run.system_metrics(system_metrics, resumed=resumed)
+
+
+def _stop_monitor(monitor: Any) -> None:
+    if monitor is not None:
+        monitor.finish()
+
+
+def _fit(
+    config: ExperimentConfig,
+    train_info: SplitInfo,
+    val_info: SplitInfo,
+    preprocessing: Preprocessing,
+    class_weights: list[float] | None,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    run: Any,
+    progress: bool,
+    devices: Sequence[str] | None,
+    extra_callbacks: Sequence[Any],
+) -> TrainResult:
+    import keras
+    import tensorflow as tf
+
+    # These import TensorFlow when they are imported, so they load here, with keras, and
+    # `import longtail.training` (the CLI's, before a config is checked) stays free of it.
+    from longtail.input_pipeline import Augmentation, Mixing, make_dataset
+    from longtail.models import build_model
+    from longtail.training.callbacks import (
+        EpochProgress,
+        EpochTimer,
+        FiniteLossGuard,
+        PersistentHistory,
+        ValMetrics,
+    )
+
+    t = config.train
+    keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribution_strategy(t.gpus, devices)
+    replicas = int(strategy.num_replicas_in_sync)
+    global_batch = t.batch_size * replicas
+    on_gpu = bool(tf.config.list_logical_devices("GPU")) and not devices
+    if t.mixed_precision and not on_gpu:
+        log.info("train.mixed_precision ignored: no GPU")
+    previous_policy = keras.config.dtype_policy()
+    if t.mixed_precision and on_gpu:
+        keras.config.set_dtype_policy("mixed_float16")
+
+    mixing = Mixing.from_config(t.augmentation, t.epochs)
+    one_hot, smoothing = target_encoding(t.label_smoothing, mixing.active)
+    train_data = make_dataset(
+        train_info.path, preprocessing, batch_size=global_batch, training=True,
+        augmentation=Augmentation.from_config(t.augmentation), one_hot=one_hot, smoothing=smoothing,
+        class_weights=class_weights, seed=t.seed, memory_budget_mb=t.memory_budget_mb,
+        weights_start_epoch=config.weights.start_epoch, mixing=mixing,
+    )
+    val_data = make_dataset(val_info.path, preprocessing, batch_size=global_batch, training=False,
+                            memory_budget_mb=t.memory_budget_mb, with_labels=False)
+    log.info("train %d rows (%s), val %d rows; %d replica(s), global batch %d, %d steps/epoch",
+             train_info.n, "in memory" if train_data.in_memory else "streamed", val_info.n, replicas,
+             global_batch, train_data.steps)
+
+    try:
+        with strategy.scope():
+            size = train_info.image_size
+            model = build_model(config.model.name, (size, size, 3), len(train_info.class_names),
+                                **config.model.args)
+            model.compile(
+                optimizer=make_optimizer(t.optimizer, initial_learning_rate(t.lr, t.epochs)),
+                loss=make_loss(t, train_info.class_counts()),
+                metrics=[make_accuracy(t.label_smoothing, mixing.active)],
+                jit_compile=False,
+            )
+        timer = EpochTimer()
+        history_cb = PersistentHistory(history_path(checkpoint_dir))
+        callbacks = [
+            timer,  # first: its epoch end is the end of the training phase
+            FiniteLossGuard(),  # before the checkpoint and the history keep a NaN epoch
+            train_data.callback(),
+            schedule_callback(t.lr, t.epochs),
+            ValMetrics(val_data.dataset, val_info.labels, config.evaluate.target_prior),
+            history_cb,
+            EpochProgress(config.name, t.epochs),
+        ]
+        if run is not None:
+            callbacks.append(epoch_logger(run))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_path(checkpoint_dir)),
+                                                          delete_checkpoint=False))
+        callbacks.extend(extra_callbacks)
+        verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+        model.fit(train_data.dataset, epochs=t.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history = history_cb.history
+    posthoc_tau = _choose_posthoc(config, model, val_data.dataset, val_info, train_info, out_dir, run)
+    return _write_model_dir(
+        model, config, preprocessing, history, out_dir, run, train_info,
+        TrainResult(
+            model_dir=out_dir,
+            run_id=run.run_id if run else None,
+            epochs_run=len(history.get("loss", [])),
+            best_val_macro_f1=max(history.get(VAL_MACRO_F1, [0.0])),
+            final_val_macro_f1=(history.get(VAL_MACRO_F1) or [0.0])[-1],
+            history=history,
+            images_per_second=_images_per_second(timer.seconds, train_data.steps * global_batch),
+            seconds=0.0,
+            replicas=replicas,
+            global_batch_size=global_batch,
+            steps_per_epoch=train_data.steps,
+            resumed_from_epoch=t.epochs if history_cb.first_epoch is None else history_cb.first_epoch,
+            posthoc_tau=posthoc_tau,
+        ),
+    )
+
+
+def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_info: SplitInfo,
+                    train_info: SplitInfo, out_dir: Path, run: Any) -> float:
+    """Resolve evaluate.posthoc_tau on the val split; write it into the model directory and MLflow.
+
+    Returns the tau predict will apply (0: none, and no file is written).
+    """
+    setting = config.evaluate.posthoc_tau
+    ModelDir(out_dir).remove_adjustment()
+    if setting == 0:
+        return 0.0
+    probs = softmax(model.predict(val_inputs, verbose=0))
+    choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts(),
+                               target_prior=config.evaluate.target_prior)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    choice.adjustment.save(out_dir)
+    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f", choice.adjustment.tau,
+             " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after)
+    if run is not None:
+        log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
+                           step=config.train.epochs)
+    return choice.adjustment.tau
+
+
+def _images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float:
+    """Median over epochs, leaving out the first (graph tracing) when there are others."""
+    timed = epoch_seconds[1:] or epoch_seconds
+    return float(images_per_epoch / np.median(timed)) if timed else 0.0
+
+
+def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Preprocessing,
+                     history: dict[str, list[float]], out_dir: Path, run: Any, train_info: SplitInfo,
+                     result: TrainResult) -> TrainResult:
+    """Everything predict/evaluate need, next to each other; then the same into MLflow."""
+    model_dir = ModelDir(out_dir)
+    model_dir.save_model(model)
+    pre_path = preprocessing.save(out_dir)
+    config_path = model_dir.save_config(config)
+    history_file = model_dir.save_history(history)
+    curves = plot_learning_curves(history, model_dir.curves_file, title=config.name)
+    if run is not None:
+        RunInfo(run.tracking_uri, run.experiment, run.run_id).save(out_dir)
+        run.log_artifact(curves)
+        run.log_artifact(history_file)
+        run.log_artifact(config_path)
+        size = train_info.image_size
+        example = np.zeros((1, size, size, 3), dtype=np.float32)
+        # MLflow serves probabilities, the post-hoc adjustment included: what `longtail predict` computes.
+        adjustment = LogitAdjustment.load(out_dir)
+        run.log_keras_model(probability_model(model, adjustment), example, [pre_path])
+        if adjustment is not None:
+            run.log_artifact(model_dir.adjustment_file)
+    return result
+
+
