@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build, print and save the report."""
     from longtail.atomic_file import write_text
+    from longtail.sweep_run import leaderboard_from_mlflow
     from longtail.tracking import check_store, resolve_tracking_uri
-    from longtail.tracking.sweep import leaderboard_from_mlflow
 
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     check_store(uri)  # a failing server is one line, not a traceback
