@@ -5,7 +5,8 @@
 - inputs: the splits a run read, as dataset inputs;
 - runs: a training's run (params, curves, the model), nested under a sweep or KFP's task run;
 - model_runs: mlflow_run.json and what evaluate, predict and scoring log into a model's run;
-- sweep: a sweep's parent run and its leaderboard; registry: registered models and aliases;
+- sweep: a sweep's parent run (created, its children read, its best recorded; the use case is
+  longtail.sweep_run); registry: registered models and aliases;
 - queries: what `longtail run`/`sweep` read back after a pipeline ran.
 
 Nothing here changes MLflow's global state, except `store.fluent_tracking_uri` around the two MLflow
