@@ -34,9 +34,6 @@ from longtail.tracking.sweep import best_run_id
 if TYPE_CHECKING:
     from kfp.dsl import Artifact
 
-log = logging.getLogger(__name__)
-
-
 @dataclass(kw_only=True)
 class LocalResult:
     """What every local pipeline run produced: where it is tracked, its submission and its log."""
@@ -303,13 +300,12 @@ def local_sweep_pipeline(configs: list, parallelism: int):
 
 
 def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
-                console: RunConsole | None = None):
+                console: RunConsole):
     """One sweep pipeline per data setting, all under the same parent run; returns the last task."""
     task = None
     for i, group in enumerate(groups):
         if len(groups) > 1:
-            say = console.say if console is not None else print
-            say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
+            console.say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
         pipeline = local_sweep_pipeline(group, parallelism)
         last = i == len(groups) - 1
         try:
@@ -317,7 +313,5 @@ def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: in
                 task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
                                 register_as=register_as if last else "")
         except RuntimeError as e:
-            if console is not None:
-                raise _step_failed(console, e) from e
-            raise LongtailError(f"sweep pipeline failed: {e}") from e
+            raise _step_failed(console, e) from e
     return task
