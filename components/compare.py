@@ -25,10 +25,10 @@ def start_sweep(configs: list, experiment: str, sweep_name: str) -> NamedTuple("
     import os
     from collections import namedtuple
 
-    from longtail.tracking import resolve_tracking_uri, task_run_from_env
-    from longtail.tracking.sweep import start_sweep_run
+    from longtail.sweep_run import start_sweep_run
+    from longtail.tracking import task_run_from_env, tracking_uri_from_env
 
-    run_id = start_sweep_run(resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")), experiment, sweep_name,
+    run_id = start_sweep_run(tracking_uri_from_env(os.environ), experiment, sweep_name,
                              configs, task_run_id=task_run_from_env(os.environ))
     return namedtuple("Sweep", ["sweep_run_id"])(run_id)
 
@@ -47,10 +47,12 @@ def compare(
     import os
 
     from longtail.splits import split_path
-    from longtail.tracking import resolve_tracking_uri
-    from longtail.tracking.sweep import close_sweep
+    from longtail.submission import ROWS_KEY
+    from longtail.sweep_run import close_sweep
+    from longtail.tracking import tracking_uri_from_env
 
-    outcome = close_sweep(resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")), parent_run_id,
+    outcome = close_sweep(tracking_uri_from_env(os.environ), parent_run_id,
                           [m.path for m in models], split_path(test_data.path, "test"), leaderboard.path,
                           submission.path, register_as=register_as, gates=gates)
+    submission.metadata.update({ROWS_KEY: outcome.rows})
     return outcome.best_run_id

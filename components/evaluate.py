@@ -24,13 +24,13 @@ def evaluate(
     from longtail.evaluation import evaluate as evaluate_model
     from longtail.report_html import write_html_report
     from longtail.splits import split_path
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import tracking_uri_from_env
 
     result = evaluate_model(
         model.path, split_path(data.path, "val"), evaluation.path,
         min_macro_f1=config["evaluate"]["min_macro_f1"], tta=config["evaluate"]["tta"],
         weights_json=class_weights.path, target_prior=config["evaluate"]["target_prior"],
-        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
+        tracking_uri=tracking_uri_from_env(os.environ),
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

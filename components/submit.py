@@ -18,11 +18,11 @@ def submit(
     from longtail.prediction import predict_submission
     from longtail.splits import split_path
     from longtail.submission import ROWS_KEY
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import tracking_uri_from_env
 
     result = predict_submission(model.path, split_path(test_data.path, "test"), submission.path,
                                 tta=config["evaluate"]["tta"],
-                                tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
+                                tracking_uri=tracking_uri_from_env(os.environ))
     submission.metadata.update({ROWS_KEY: result.n_rows})
 
 
@@ -35,12 +35,12 @@ def skip_submission(
     """The gate closed: record why on the MLflow run and as the submission (a note marked skipped), submit nothing."""
     import os
 
-    from longtail.evaluation import record_gate_closed
+    from longtail.post_run import record_gate_closed
     from longtail.submission import write_skipped_submission
-    from longtail.tracking import resolve_tracking_uri
+    from longtail.tracking import tracking_uri_from_env
 
     reason = record_gate_closed(model.path, evaluation.path,
-                                tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
+                                tracking_uri=tracking_uri_from_env(os.environ))
     submission.metadata.update(write_skipped_submission(submission.path, reason))
     print(f"submission skipped: {reason}")
     return reason

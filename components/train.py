@@ -24,7 +24,7 @@ def train(
 
     from longtail.config import config_from_dict
     from longtail.splits import split_path
-    from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
+    from longtail.tracking import system_metrics_enabled, task_run_from_env, tracking_uri_from_env
     from longtail.training import checkpoint_dir_for
     from longtail.training import train as train_model
 
@@ -34,7 +34,7 @@ def train(
         split_path(data.path, "val"),
         model.path,
         weights_json=class_weights.path,
-        tracking_uri=resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")),
+        tracking_uri=tracking_uri_from_env(os.environ),
         parent_run_id=parent_run_id or None,
         checkpoint_dir=checkpoint_dir_for(checkpoint_root, checkpoint_key),
         progress=False,
@@ -43,5 +43,6 @@ def train(
         source="longtail pipeline: train step",
     )
     model.metadata.update({"run_id": result.run_id, "epochs": result.epochs_run,
-                           "best_val_macro_f1": result.best_val_macro_f1})
+                           "best_val_macro_f1": result.best_val_macro_f1,
+                           "final_val_macro_f1": result.final_val_macro_f1})
     return result.run_id

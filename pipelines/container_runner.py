@@ -65,7 +65,9 @@ def make_docker_runner(pipeline_root: Path, sources: list[str], tracking_uri: st
         environ: the caller's environment (the CLI's os.environ); FORWARDED_ENV names pass through.
 
     Returns:
-        The runner for `kfp.local.init(runner=...)`.
+        The runner for `kfp.local.init(runner=...)`. Nothing in this process is changed: kfp's task
+        handler finds the engine through DOCKER_HOST, which pipelines/local_session.py sets (to
+        docker_host(environ)) and installs the podman workaround below, both for the session only.
     """
     import docker
     from kfp import local
@@ -84,8 +86,6 @@ def make_docker_runner(pipeline_root: Path, sources: list[str], tracking_uri: st
             "scripts/podman-service.sh up, or set DOCKER_HOST") from e
     user = _check_images(client, registry, tag)
     _make_writable_for(pipeline_root, user)
-    os.environ["DOCKER_HOST"] = host  # kfp's task handler connects with docker.from_env()
-    _install_podman_wait_workaround()
     mounts = [docker.types.Mount(target=s, source=s, type="bind", read_only=True)
               for s in sources if not s.startswith("s3://")]
     env = {k: environ[k] for k in FORWARDED_ENV if environ.get(k)}
@@ -130,8 +130,9 @@ def _make_writable_for(pipeline_root: Path, user: str) -> None:
 # answers 500 where docker-py expects 404, so a finished task crashes the run; and when kfp does
 # see 404 it assumes exit code 0, so a failed step would count as success. This replacement is the
 # same function without auto_remove: wait for the real exit code, then remove the container.
-# Installed only by make_docker_runner; the compiled pipeline and public signatures are untouched.
-def _run_container_then_remove(client, image: str, command: list[str], volumes: dict,
+# Installed only for a local session (pipelines/local_session.py), which restores kfp's own on exit;
+# the compiled pipeline and public signatures are untouched.
+def run_container_then_remove(client, image: str, command: list[str], volumes: dict,
                                **container_run_args) -> int:
     import docker
 
@@ -154,8 +155,3 @@ def _run_container_then_remove(client, image: str, command: list[str], volumes: 
         except docker.errors.APIError as e:  # already gone, or the engine is busy: nothing to keep
             print(f"container {container.short_id}: not removed ({e})", file=sys.stderr)
 
-
-def _install_podman_wait_workaround() -> None:
-    from kfp.local import docker_task_handler
-
-    docker_task_handler.run_docker_container = _run_container_then_remove

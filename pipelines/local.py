@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import logging
 import os
@@ -13,29 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
+from longtail.config import config_to_dict, load_config
 from longtail.errors import DataError, LongtailError
+from longtail.knobs import config_to_params
 from longtail.model_dir import RUN_FILE
+from longtail.pipelines.container_runner import absolute_sources, check_runner
+from longtail.pipelines.local_session import local_session, print_restored
+from longtail.pipelines.sweep import SweepOutputs, sweep_steps
+from longtail.pipelines.training import create_pipeline
+from longtail.post_run import close_run
 from longtail.run_log import RunConsole, step_figure
-from longtail.tracking import RunInfo, check_store, credentials_to_env, default_tracking_uri
+from longtail.submission import is_skipped_submission
+from longtail.sweep_plan import group_by_data
+from longtail.sweep_run import start_sweep_run
+from longtail.tracking import RunInfo, append_description, default_tracking_uri, task_run_from_env
+from longtail.tracking.names import BEST_TEST_MACRO_F1, CHAMPION, DEFAULT_REGISTERED_MODEL
 from longtail.tracking.queries import RunSummary, experiment_id_of, run_summary, tag_pipeline_run
-from longtail.tracking.store import TRACKING_URI_ENV
+from longtail.tracking.sweep import best_run_id
 
 if TYPE_CHECKING:
     from kfp.dsl import Artifact
-
-log = logging.getLogger(__name__)
-
-# kfp.local warns, for every task, that resources/accelerators/display names do nothing locally and
-# that the step images are not used; both are the point of a local run (this venv stands in for them).
-LOCAL_NOOP_WARNINGS = (r".*have no effect in the current local runner.*", r".*custom or non-Python base image.*")
-
-
-def _quiet_local_warnings() -> None:
-    import warnings
-
-    for message in LOCAL_NOOP_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
 
 @dataclass(kw_only=True)
 class LocalResult:
@@ -100,34 +97,29 @@ def run_local(
     Returns:
         The model directory, MLflow run, validation macro-F1, gate result and submission path.
     """
-    from longtail.config import load_config
-    from longtail.pipelines.training import create_pipeline
-
     cfg = load_config(config_path, overrides)
     data, test = _sources_for(runner, data, test)
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
-    pipeline = create_pipeline(cfg)
-    root = Path(home).resolve() / "pipeline-root"
-    before = _run_dirs(root)
-    start = time.perf_counter()
-    with _console(root, "longtail-training", verbose) as console, _one_of_artifacts():
-        try:
-            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
-        except RuntimeError as e:
-            raise _step_failed(console, e) from e
-    seconds = time.perf_counter() - start
-    model_dir = Path(task.outputs["model"].path)
-    result = _summarise(model_dir, task.outputs["submission"], tracking_uri, labels, seconds)
-    result.log_path = console.log_path
-    _record_run_facts(tracking_uri, _run_dirs(root) - before, "longtail-training")
-    _describe_origin(tracking_uri, result.run_id, config_path, overrides)
-    result.experiment_id = experiment_id_of(tracking_uri, result.run_id)
-    if register_as:
-        from longtail.tracking.registry import CANDIDATE, register_run_model, version_tags
-
-        result.registered_version = register_run_model(
-            tracking_uri, result.run_id, register_as, alias=CANDIDATE,
-            tags=version_tags(cfg.name, result.macro_f1, result.test_macro_f1))
+    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri)
+    with local_session(home, tracking_uri, runner=runner, sources=[data, test]) as tracking_uri:
+        pipeline = create_pipeline(cfg)
+        root = home / "pipeline-root"
+        before = _run_dirs(root)
+        start = time.perf_counter()
+        with _console(root, "longtail-training", verbose) as console:
+            try:
+                task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent_run_id)
+            except RuntimeError as e:
+                raise _step_failed(console, e) from e
+        seconds = time.perf_counter() - start
+        model_dir = Path(task.outputs["model"].path)
+        result = _summarise(model_dir, task.outputs["submission"], tracking_uri, seconds)
+        result.log_path = console.log_path
+        _record_run_facts(tracking_uri, _run_dirs(root) - before, "longtail-training")
+        _describe_origin(tracking_uri, result.run_id, config_path, overrides)
+        result.experiment_id = experiment_id_of(tracking_uri, result.run_id)
+        closed = close_run(tracking_uri, result.run_id, submission=result.submission, labels=labels,
+                           register_as=register_as, config_name=cfg.name, val_macro_f1=result.macro_f1)
+    result.test_macro_f1, result.registered_version = closed.test_macro_f1, closed.registered_version
     return result
 
 
@@ -183,108 +175,43 @@ def _record_run_facts(tracking_uri: str, run_dirs: set[Path], pipeline_name: str
 
 
 def _describe_origin(tracking_uri: str, run_id: str, config_path: str | Path, overrides: list[str] | None) -> None:
-    from longtail.tracking import append_description
-
     changes = f" with {', '.join(f'`--set {o}`' for o in overrides)}" if overrides else " as written"
     append_description(tracking_uri, run_id, f"From `{config_path}`{changes}.")
 
 
 def _sources_for(runner: str, data: str, test: str) -> tuple[str, str]:
     """The data/test URIs as the runner's steps will see them (containers need absolute paths)."""
-    from longtail.pipelines.container_runner import absolute_sources, check_runner
-
     if check_runner(runner) == "container":
         data, test = absolute_sources(str(data), str(test))
     return data, test
 
 
-def _start_local(data: str, test: str, labels: str | Path | None, home: str | Path,
-                 tracking_uri: str | None, runner: str = "subprocess") -> str:
-    """Check the inputs and the tracking store, then point kfp.local at `home`; returns the tracking URI.
+def _check_inputs(data: str, test: str, labels: str | Path | None, home: str | Path,
+                  tracking_uri: str | None) -> tuple[Path, str]:
+    """Check the inputs and make `home`; returns it (absolute) and the tracking URI (default: SQLite under it).
 
-    Everything that can fail here fails before any pipeline step runs.
+    Everything that can fail here fails before any pipeline step runs (the session checks the store).
     """
-    from kfp import local
-
     check_source(data, "training data")
     check_source(test, "test data")
     if labels is not None and not Path(labels).is_file():
         raise DataError(f"labels CSV not found: {labels}")
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    # Task subprocesses inherit the environment: this is how the tracking URI reaches them, as the
-    # ConfigMap does on a cluster; its credentials travel apart from it, so no task log can show them.
-    tracking_uri = credentials_to_env(tracking_uri or default_tracking_uri(home), os.environ)
-    os.environ[TRACKING_URI_ENV] = tracking_uri
-    check_store(tracking_uri)
-    _quiet_local_warnings()
-    if runner == "container":
-        from longtail.pipelines.container_runner import make_docker_runner
-
-        task_runner = make_docker_runner(home / "pipeline-root", [data, test], tracking_uri, os.environ)
-    else:
-        task_runner = local.SubprocessRunner(use_venv=False)
-    local.init(runner=task_runner, pipeline_root=str(home / "pipeline-root"), raise_on_error=True)
-    return tracking_uri
+    return home, tracking_uri or default_tracking_uri(home)
 
 
-def _summarise(model_dir: Path, submission_artifact: Artifact, tracking_uri: str, labels: str | Path | None,
-               seconds: float) -> LocalRunResult:
+def _summarise(model_dir: Path, submission_artifact: Artifact, tracking_uri: str, seconds: float) -> LocalRunResult:
     """The run's result from its outputs: the model folder's MLflow run, and the submission unless the gate closed."""
-    from longtail.submission import is_skipped_submission
-
     info = RunInfo.load(model_dir)
     if info is None:
         raise LongtailError(f"the train step left no MLflow run in {model_dir}")
     summary = run_summary(tracking_uri, info.run_id)
     skipped = is_skipped_submission(submission_artifact.metadata)
     submission = None if skipped else Path(submission_artifact.path)
-    test_f1 = None
-    if submission is not None and labels is not None:
-        from longtail.scoring import score_into_run
-
-        test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=info.run_id).macro_f1
     return LocalRunResult(model_dir=model_dir, run_id=info.run_id, tracking_uri=tracking_uri,
                           macro_f1=summary.macro_f1, passed=summary.gate_passed and submission is not None,
-                          submission=submission, test_macro_f1=test_f1, seconds=seconds, summary=summary)
-
-
-@contextlib.contextmanager
-def _one_of_artifacts() -> Iterator[None]:
-    """Let kfp.local resolve a `dsl.OneOf` of artifacts (the training pipeline's submission) while it runs.
-
-    kfp.local 2.17 resolves `dsl.OneOf` for parameters (the branch that ran wins) but refuses it for
-    artifacts: OrchestratorUtils.get_dag_output_artifacts raises "Expected 1 artifact in
-    ArtifactSelectorSpec. Got: 2" for the If/Else group's output (no narrower upstream issue found;
-    kubeflow/pipelines#11793 tracks kfp.local's control-flow gaps). The compiled pipeline keeps the
-    real OneOf; only the local orchestrator is taught, for the duration of a run, to pick the
-    artifact of the branch that ran, as it already does for parameters.
-    """
-    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
-
-    original = OrchestratorUtils.__dict__["get_dag_output_artifacts"]
-
-    def get_dag_output_artifacts(cls, dag_outputs_spec, io_store) -> dict:
-        outputs = {}
-        for key, spec in dag_outputs_spec.artifacts.items():
-            produced = []
-            for selector in spec.artifact_selectors:
-                try:
-                    produced.append(io_store.get_task_output(selector.producer_subtask, selector.output_artifact_key))
-                except (KeyError, ValueError):  # that branch did not run
-                    continue
-            if len(produced) != 1:
-                ran = "none" if not produced else f"{len(produced)}"
-                raise ValueError(f"output {key!r}: {ran} of its {len(spec.artifact_selectors)} producers ran, "
-                                 "expected exactly one")
-            outputs[key] = produced[0]
-        return outputs
-
-    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)
-    try:
-        yield
-    finally:
-        OrchestratorUtils.get_dag_output_artifacts = original
+                          submission=submission, test_macro_f1=None, seconds=seconds, summary=summary)
 
 
 @dataclass(kw_only=True)
@@ -305,7 +232,7 @@ def run_sweep_local(
     home: str | Path = ".longtail",
     tracking_uri: str | None = None,
     parallelism: int = 2,
-    register_as: str = "longtail-best",
+    register_as: str = DEFAULT_REGISTERED_MODEL,
     sweep_name: str | None = None,
     verbose: bool = False,
     runner: str = "subprocess",
@@ -318,52 +245,35 @@ def run_sweep_local(
         register_as: MLflow registered-model name for the best model ("" to skip); it gets the
             alias `champion`.
         verbose: show kfp.local's full log on the terminal (it always goes to the log file).
-        register_as: MLflow registered-model name for the best model ("" to skip).
         runner: "subprocess" or "container", as for run_local.
     """
-
-    from longtail.config import config_to_dict
-    from longtail.sweep_plan import group_by_data
-    from longtail.tracking import task_run_from_env
-    from longtail.tracking.sweep import start_sweep_run
-
     data, test = _sources_for(runner, data, test)
-    tracking_uri = _start_local(data, test, labels, home, tracking_uri, runner)
+    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
-    parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
-                             [config_to_dict(c) for c in configs], task_run_id=task_run_from_env(os.environ))
-    groups = group_by_data(configs)
-    root = Path(home).resolve() / "pipeline-root"
-    before = _run_dirs(root)
-    start = time.perf_counter()
-    with _console(root, "longtail-sweep", verbose) as console:
-        task = _run_groups(groups, data, test, parent, parallelism, register_as, console)
-    seconds = time.perf_counter() - start
-    new_dirs = _run_dirs(root) - before
-    _record_run_facts(tracking_uri, new_dirs, "longtail-sweep")
-    board_path = Path(task.outputs["leaderboard"].path)
-    submission = Path(task.outputs["submission"].path)
-    from longtail.tracking.sweep import best_run_id
-
-    best = best_run_id(tracking_uri, parent)
-    tag_pipeline_run(tracking_uri, parent, ", ".join(sorted(d.name for d in new_dirs)), "longtail-sweep")
-    test_f1 = None
-    if labels is not None and submission.is_file():
-        from longtail.scoring import score_into_run
-        from longtail.tracking import BEST_TEST_MACRO_F1
-
-        test_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=parent,
-                                 metric=BEST_TEST_MACRO_F1).macro_f1
-        if register_as:
-            from longtail.tracking.registry import CHAMPION, TEST_MACRO_F1_TAG, alias_version, tag_version
-
-            version = alias_version(tracking_uri, register_as, CHAMPION)
-            if version is not None:
-                tag_version(tracking_uri, register_as, version, {TEST_MACRO_F1_TAG: f"{test_f1:.4f}"})
-    return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
-                            best_run_id=best, submission=submission if submission.is_file() else None,
-                            test_macro_f1=test_f1, seconds=seconds,
-                            experiment_id=experiment_id_of(tracking_uri, parent), log_path=console.log_path)
+    with local_session(home, tracking_uri, runner=runner, sources=[data, test]) as tracking_uri:
+        parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,
+                                 [config_to_dict(c) for c in configs], task_run_id=task_run_from_env(os.environ))
+        groups = group_by_data(configs)
+        root = home / "pipeline-root"
+        before = _run_dirs(root)
+        start = time.perf_counter()
+        with _console(root, "longtail-sweep", verbose) as console:
+            task = _run_groups(groups, data, test, parent, parallelism, register_as, console)
+        seconds = time.perf_counter() - start
+        new_dirs = _run_dirs(root) - before
+        _record_run_facts(tracking_uri, new_dirs, "longtail-sweep")
+        board_path = Path(task.outputs["leaderboard"].path)
+        submission = Path(task.outputs["submission"].path)
+        best = best_run_id(tracking_uri, parent)
+        tag_pipeline_run(tracking_uri, parent, ", ".join(sorted(d.name for d in new_dirs)), "longtail-sweep")
+        # The sweep's close-out registered the best model as the champion: its test score becomes a tag.
+        closed = close_run(tracking_uri, parent, submission=submission if submission.is_file() else None,
+                           labels=labels, test_metric=BEST_TEST_MACRO_F1, register_as=register_as,
+                           registered_alias=CHAMPION)
+        return LocalSweepResult(parent_run_id=parent, tracking_uri=tracking_uri, leaderboard=board_path.read_text(),
+                                best_run_id=best, submission=submission if submission.is_file() else None,
+                                test_macro_f1=closed.test_macro_f1, seconds=seconds,
+                                experiment_id=experiment_id_of(tracking_uri, parent), log_path=console.log_path)
 
 
 def local_sweep_pipeline(configs: list, parallelism: int):
@@ -375,10 +285,6 @@ def local_sweep_pipeline(configs: list, parallelism: int):
     sweep (pipelines/sweep.py) opens it in its start_sweep step.
     """
     from kfp import dsl
-
-    from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
-    from longtail.knobs import config_to_params
-    from longtail.pipelines.sweep import SweepOutputs, sweep_steps
 
     defaults = [config_to_params(c) for c in configs]
 
@@ -394,25 +300,18 @@ def local_sweep_pipeline(configs: list, parallelism: int):
 
 
 def _run_groups(groups: list, data: str, test: str, parent: str, parallelism: int, register_as: str,
-                console: RunConsole | None = None):
+                console: RunConsole):
     """One sweep pipeline per data setting, all under the same parent run; returns the last task."""
     task = None
     for i, group in enumerate(groups):
         if len(groups) > 1:
-            say = console.say if console is not None else print
-            say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
+            console.say(f"sweep: data setting {i + 1} of {len(groups)} ({len(group)} experiment(s))")
         pipeline = local_sweep_pipeline(group, parallelism)
         last = i == len(groups) - 1
-        # kfp.local indents task output by swapping builtins.print; parallel loop tasks restore each
-        # other's swapped version, which would indent everything printed after the pipeline.
-        original_print = builtins.print
         try:
-            task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
-                            register_as=register_as if last else "")
+            with print_restored():
+                task = pipeline(data_uri=str(data), test_uri=str(test), parent_run_id=parent,
+                                register_as=register_as if last else "")
         except RuntimeError as e:
-            if console is not None:
-                raise _step_failed(console, e) from e
-            raise LongtailError(f"sweep pipeline failed: {e}") from e
-        finally:
-            builtins.print = original_print
+            raise _step_failed(console, e) from e
     return task

@@ -14,6 +14,7 @@ from longtail.config import ExperimentConfig, config_to_dict
 from longtail.knobs import config_to_params
 from longtail.pipelines.training import experiment_branch, wire
 from longtail.sweep_plan import expand_grid
+from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
 
 # The compiled sweep's default: the comparison the seed log's EXP9/EXP11 were after.
 DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
@@ -72,7 +73,7 @@ def create_sweep_pipeline(defaults: ExperimentConfig, configs: list[ExperimentCo
         configs: list = default_configs,
         experiment: str = defaults.experiment,
         sweep_name: str = f"{defaults.name}-sweep",
-        register_as: str = "longtail-best",
+        register_as: str = DEFAULT_REGISTERED_MODEL,
     ) -> SweepOutputs:
         # Open the MLflow parent run every experiment nests under.
         parent = wire(start_sweep(configs=configs, experiment=experiment, sweep_name=sweep_name),

@@ -12,10 +12,11 @@ import traceback
 from longtail import __version__
 from longtail.credentials import redact, redact_log_records
 from longtail.errors import LongtailError
-from longtail.tracking import bound_client_retries, credentials_to_env, tracking_credentials_to_env
+from longtail.tracking import credentials_to_env, tracking_env_edge
 
 # Each module in longtail.commands has add_parser(subparsers) and run(args) -> int.
-# Modules import the library lazily inside run(), so `longtail --help` stays fast (no TensorFlow import).
+# Command modules import TensorFlow, MLflow and kfp (and the pipelines, which import kfp) only inside
+# run(), so `longtail --help` stays fast.
 COMMANDS = [
     "data", "ingest", "weights", "train", "evaluate", "predict", "score", "lb",
     "run", "sweep", "report", "promote",
@@ -44,11 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Every MLflow call of this command gets one bounded timeout and retry budget (unless set).
-    bound_client_retries(os.environ)
-    # The tracking URI enters here: its user name and password move to MLflow's credential
-    # variables, so no later line, file or task (or MLflow's own "View run at") can print them.
-    tracking_credentials_to_env(os.environ)
+    # Every MLflow call of this command gets one bounded timeout and retry budget (unless set), and
+    # the tracking URI's user name and password move to MLflow's credential variables, so no later
+    # line, file or task (or MLflow's own "View run at") can print them; components do the same.
+    tracking_env_edge(os.environ)
     if getattr(args, "tracking_uri", None):
         args.tracking_uri = credentials_to_env(args.tracking_uri, os.environ)
     redact_log_records()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from longtail.config import config_from_dict, config_to_dict, flatten
 from longtail.errors import LongtailError
 from longtail.tracking.names import DATASET_FINGERPRINT_PARAM, SEED_RUN_PARAM
 
@@ -113,8 +114,6 @@ def _f(v: float | None, signed: bool = False) -> str:
 
 def is_config_key(key: str) -> bool:
     """A dotted key of the experiment config (a knob), not a fact a run logged (data.classes, weights.max)."""
-    from longtail.config import config_from_dict, config_to_dict, flatten
-
     return key.startswith("model.args.") or key in flatten(config_to_dict(config_from_dict({})))
 
 

@@ -29,13 +29,13 @@ from longtail import storage
 from longtail.config import SEED_MAX
 from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, is_image_name, to_pixels
 from longtail.errors import DataError
+from longtail.ingest_report import INGEST_FILE
 from longtail.output_lock import output_lock
 from longtail.splits import SplitWriter, remove_stale_temps, split_file
 from longtail.storage import ObjectNotFound, S3Settings
 
 log = logging.getLogger(__name__)
 
-INGEST_FILE = "ingest.json"
 # Rows gathered before each HDF5 write: 16 chunks of 64, so every write fills whole chunks.
 FLUSH_ROWS = 1024
 # Files per task sent to a worker (one pickled array comes back per batch).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -12,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from longtail.model_dir import HISTORY_FILE, METRICS_FILE
-from longtail.tracking.names import VAL_MACRO_F1
+from longtail.submission import ROWS_KEY
 
-LOG_FILE = "run.log"
+# Where kfp.local writes a task's outputs, their artifacts' metadata included (kfp/local/executor_input_utils.py).
+EXECUTOR_OUTPUT_FILE = "executor_output.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # kfp.local's own log lines (kfp/local/task_dispatcher.py), ANSI colour codes removed.
 TASK_START = re.compile(r"Executing task '([^']+)'")
@@ -45,88 +44,75 @@ def format_epoch_line(name: str, epoch: int, epochs: int, loss: float, val_macro
 
 
 def step_figure(task_dir: Path) -> str:
-    """The one figure that says how a finished step went, read from the files it wrote.
+    """The one figure that says how a finished step went, read from the metadata its output artifacts carry.
 
-    ingest: images and rejects; weights: the class-weight range; train: val macro-F1; evaluate: the
-    gate; submit: submission rows; compare: the best experiment. "" when nothing is recognised.
+    The components write that metadata (`<artifact>.metadata.update(...)`); kfp.local keeps it in the
+    task's executor_output.json. ingest: images and rejects; weights: the class-weight range; train:
+    val macro-F1; evaluate: the gate; submit, skip-submission and compare: submission rows. "" when
+    nothing is recognised.
     """
-    if not task_dir.is_dir():
+    try:
+        metadata = output_metadata(task_dir)
+    except (OSError, ValueError, AttributeError):
         return ""
-    for finder in (_ingest_figure, _weights_figure, _train_figure, _evaluate_figure, _submit_figure,
-                   _compare_figure):
+    for finder in (_ingest_figure, _weights_figure, _train_figure, _evaluate_figure, _submit_figure):
         try:
-            figure = finder(task_dir)
-        except (OSError, ValueError, KeyError, TypeError):
+            figure = finder(metadata)
+        except (ValueError, KeyError, TypeError):
             figure = ""
         if figure:
             return figure
     return ""
 
 
-def _output_json(task_dir: Path, name: str) -> Any:
-    """The JSON file `name` inside one of the task's output folders, parsed; None when there is none."""
-    path = next(task_dir.glob(f"*/{name}"), None)
-    return None if path is None else json.loads(path.read_text())
+def output_metadata(task_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each output artifact's metadata, by output name, from the task's executor_output.json ({} when none)."""
+    path = task_dir / EXECUTOR_OUTPUT_FILE
+    if not path.is_file():
+        return {}
+    outputs = json.loads(path.read_text()).get("artifacts", {})
+    return {name: (output.get("artifacts") or [{}])[0].get("metadata") or {} for name, output in outputs.items()}
 
 
-def _ingest_figure(task_dir: Path) -> str:
-    from longtail.ingest import INGEST_FILE
-
-    info = _output_json(task_dir, INGEST_FILE)
-    if info is None:
+# Each figure reads the keys its component writes (components/<step>.py).
+def _ingest_figure(metadata: dict[str, dict[str, Any]]) -> str:
+    data = metadata.get("data", {})
+    if "n_images" not in data:
         return ""
-    classes = f" in {info['n_classes']} classes" if info.get("n_classes") else ""
-    rejected = info.get("rejected_total", len(info.get("rejected", [])))  # before rejected_total: the whole list
-    return f"{info['n_images']} images{classes}, {rejected} rejected"
+    classes = f" in {int(data['n_classes'])} classes" if data.get("n_classes") else ""
+    return f"{int(data['n_images'])} images{classes}, {int(data['rejected'])} rejected"
 
 
-def _weights_figure(task_dir: Path) -> str:
-    for path in task_dir.iterdir():
-        if path.is_file() and path.name != "executor_output.json":
-            data = json.loads(path.read_text())
-            if isinstance(data, dict) and isinstance(data.get("weights"), list) and data["weights"]:
-                w = data["weights"]
-                return f"class weights {min(w):.3g}-{max(w):.3g}"
-    return ""
-
-
-def _train_figure(task_dir: Path) -> str:
-    history = _output_json(task_dir, HISTORY_FILE)
-    if history is None:
+def _weights_figure(metadata: dict[str, dict[str, Any]]) -> str:
+    weights = metadata.get("class_weights", {})
+    if "min" not in weights:
         return ""
-    f1 = history.get(VAL_MACRO_F1) or []
-    if not f1:
-        return ""
-    return f"val macro-F1 {f1[-1]:.4f} (best {max(f1):.4f}) after {len(f1)} epoch{'s' if len(f1) != 1 else ''}"
+    return f"class weights {weights['min']:.3g}-{weights['max']:.3g}"
 
 
-def _evaluate_figure(task_dir: Path) -> str:
-    data = _output_json(task_dir, METRICS_FILE)
-    if data is None or "passed" not in data:
+def _train_figure(metadata: dict[str, dict[str, Any]]) -> str:
+    model = metadata.get("model", {})
+    epochs = int(model.get("epochs") or 0)
+    if not epochs or "final_val_macro_f1" not in model:
         return ""
-    gate = "open" if data["passed"] else "closed"
-    f1 = data.get("macro_f1")
+    return (f"val macro-F1 {model['final_val_macro_f1']:.4f} (best {model['best_val_macro_f1']:.4f}) "
+            f"after {epochs} epoch{'s' if epochs != 1 else ''}")
+
+
+def _evaluate_figure(metadata: dict[str, dict[str, Any]]) -> str:
+    metrics = metadata.get("metrics", {})
+    if "gate_passed" not in metrics:
+        return ""
+    gate = "open" if metrics["gate_passed"] else "closed"
+    f1 = metrics.get("macro_f1")
     return (f"macro-F1 {f1:.4f}, " if isinstance(f1, int | float) else "") + f"gate {gate}"
 
 
-def _submit_figure(task_dir: Path) -> str:
-    path = task_dir / "submission"
-    if not path.is_file():
+def _submit_figure(metadata: dict[str, dict[str, Any]]) -> str:
+    submission = metadata.get("submission", {})
+    if ROWS_KEY not in submission:
         return ""
-    with path.open(newline="") as f:
-        rows = sum(1 for _ in csv.reader(f)) - 1
-    return f"{rows} submission rows"
-
-
-def _compare_figure(task_dir: Path) -> str:
-    board = task_dir / "leaderboard"
-    if not board.is_file():
-        return ""
-    for line in board.read_text().splitlines():
-        if line.startswith("| 1 |"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            return f"best: {cells[1]}"
-    return ""
+    return f"{int(submission[ROWS_KEY])} submission rows"
 
 
 class RunConsole(io.TextIOBase):

@@ -20,6 +20,7 @@ from longtail.config import (
     read_yaml_file,
 )
 from longtail.errors import ConfigError
+from longtail.knobs import config_to_params
 
 
 def parse_grid(grid: list[str]) -> list[tuple[str, list[Any]]]:
@@ -128,8 +129,6 @@ def shared_data_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not configs:
         raise ConfigError("a sweep needs at least one experiment config")
-    from longtail.knobs import config_to_params
-
     parsed = [config_to_params(config_from_dict(c)) for c in configs]
     first = parsed[0]
     for other in parsed[1:]:

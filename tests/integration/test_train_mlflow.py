@@ -58,11 +58,12 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     out = subprocess.run(
         [sys.executable, "-m", "longtail.cli", "train", str(config), "--train", str(train_h5), "--val", str(val_h5),
-         "--weights", str(weights), "--out", str(model_dir), "--set", "train.seed=1"],
+         "--weights", str(weights), "--out", str(model_dir), "--set", "train.seed=1", "--register-as", "tiny"],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained tiny-digits: 2 epochs" in out.stdout
+    assert "registered tiny version 1 (alias candidate)" in out.stdout  # the post-run step run and sweep share
 
     assert {p.name for p in model_dir.iterdir()} >= {"model.keras", "preprocessing.json", "config.yaml",
                                                      "mlflow_run.json", "history.json", "curves.png"}
@@ -75,6 +76,9 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     params = run.data.params
     assert params["train.label_smoothing.mode"] == "labels"
     assert params["train.seed"] == "1"  # the --set override, resolved
+    version = client.get_model_version_by_alias("tiny", "candidate")
+    assert version.run_id == run.info.run_id and version.tags["config"] == "tiny-digits"
+    assert version.tags["val_macro_f1"] == f"{json.loads((model_dir / 'history.json').read_text())['val_macro_f1'][-1]:.4f}"
     assert params["model.args.stages"] == "[1, 1]"
     assert params["data.classes"] == "10" and params["data.train_samples"] == str(read_rows(train_h5))
     assert float(params["weights.max"]) > float(params["weights.min"])

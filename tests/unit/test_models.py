@@ -77,7 +77,7 @@ def test_every_experiment_config_names_a_model_and_its_arguments() -> None:
     from pathlib import Path
 
     from longtail.config import load_config
-    from longtail.models.registry import _REGISTRY
+    from longtail.models.registry import model_builder
 
     folder = Path(__file__).parents[2] / "experiments"
     configs = sorted(folder.glob("exp[0-9]*.yaml")) + [folder / "demo.yaml"]  # not sweep files
@@ -85,5 +85,5 @@ def test_every_experiment_config_names_a_model_and_its_arguments() -> None:
     for path in configs:
         cfg = load_config(path)
         assert cfg.model.name in available_models(), path
-        params = inspect.signature(_REGISTRY[cfg.model.name]).parameters
+        params = inspect.signature(model_builder(cfg.model.name)).parameters
         assert set(cfg.model.args) <= set(params), f"{path}: {set(cfg.model.args) - set(params)}"

@@ -65,25 +65,45 @@ def test_epoch_lines_are_recognised_where_they_are_printed():
     assert format_duration(5) == "5 s" and format_duration(3725) == "1h 02m"
 
 
-def test_each_step_reports_its_key_figure(tmp_path):
-    (tmp_path / "ingest" / "data").mkdir(parents=True)
-    (tmp_path / "ingest" / "data" / "ingest.json").write_text(json.dumps(
-        {"n_images": 588, "n_classes": 10, "rejected": [{"path": "a.png", "reason": "truncated"}]}))
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "class_weights").write_text(json.dumps({"weights": [0.25, 1.0, 2.5]}))
-    (tmp_path / "train" / "model").mkdir(parents=True)
-    (tmp_path / "train" / "model" / "history.json").write_text(json.dumps({"val_macro_f1": [0.5, 0.75, 0.7]}))
-    (tmp_path / "evaluate" / "evaluation").mkdir(parents=True)
-    (tmp_path / "evaluate" / "report").write_text("# not JSON")
-    (tmp_path / "evaluate" / "evaluation" / "metrics.json").write_text(json.dumps({"macro_f1": 0.7, "passed": False}))
-    (tmp_path / "submit").mkdir()
-    (tmp_path / "submit" / "submission").write_text("id,label\na,1\nb,2\n")
+def executor_output(task_dir, **metadata):
+    """What kfp.local (2.17) leaves in a finished task's folder: each output artifact with its metadata."""
+    task_dir.mkdir(parents=True)
+    artifacts = {name: {"artifacts": [{"name": name, "uri": str(task_dir / name), "metadata": meta}]}
+                 for name, meta in metadata.items()}
+    (task_dir / "executor_output.json").write_text(json.dumps({"parameterValues": {"Output": "x"},
+                                                               "artifacts": artifacts}))
+
+
+def test_each_step_reports_its_key_figure_from_its_artifact_metadata(tmp_path):
+    executor_output(tmp_path / "ingest", data={"n_images": 588, "n_classes": 10, "rejected": 1})
+    executor_output(tmp_path / "ingest-2", data={"n_images": 300, "n_classes": 0, "rejected": 0})
+    executor_output(tmp_path / "weights", class_weights={"scheme": "inverse-frequency", "min": 0.25, "max": 2.5})
+    executor_output(tmp_path / "train", model={"run_id": "r", "epochs": 3, "best_val_macro_f1": 0.75,
+                                               "final_val_macro_f1": 0.7})
+    executor_output(tmp_path / "evaluate", report={}, plots={}, evaluation={},
+                    metrics={"macro_f1": 0.7, "accuracy": 0.8, "gate_passed": 0.0})
+    executor_output(tmp_path / "submit", submission={"rows": 2})
+    executor_output(tmp_path / "skip-submission", submission={"skipped": True, "reason": "r", "rows": 0})
+    executor_output(tmp_path / "compare", leaderboard={}, submission={"rows": 300})
+    executor_output(tmp_path / "resolve-config")
     assert step_figure(tmp_path / "ingest") == "588 images in 10 classes, 1 rejected"
+    assert step_figure(tmp_path / "ingest-2") == "300 images, 0 rejected"
     assert step_figure(tmp_path / "weights") == "class weights 0.25-2.5"
     assert step_figure(tmp_path / "train") == "val macro-F1 0.7000 (best 0.7500) after 3 epochs"
     assert step_figure(tmp_path / "evaluate") == "macro-F1 0.7000, gate closed"
     assert step_figure(tmp_path / "submit") == "2 submission rows"
+    assert step_figure(tmp_path / "skip-submission") == "0 submission rows"
+    assert step_figure(tmp_path / "compare") == "300 submission rows"
+    assert step_figure(tmp_path / "resolve-config") == ""
     assert step_figure(tmp_path / "missing") == ""
+
+
+def test_a_step_figure_never_fails_the_run(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "executor_output.json").write_text('{"artifacts": {"data"')
+    executor_output(tmp_path / "odd", model={"epochs": "many"}, data={"n_images": 5})
+    assert step_figure(tmp_path / "half") == ""
+    assert step_figure(tmp_path / "odd") == ""
 
 
 def test_the_first_failing_step_keeps_its_error_past_a_long_later_task(tmp_path):

@@ -7,7 +7,7 @@ from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from longtail.errors import DataError
-from longtail.pipelines.local import _one_of_artifacts
+from longtail.pipelines.local_session import one_of_artifacts
 from longtail.submission import is_skipped_submission, read_submission, write_skipped_submission
 
 
@@ -44,13 +44,13 @@ def ran(*tasks):
 
 @pytest.mark.parametrize("branch", ["condition-2", "condition-3"])
 def test_kfp_local_gets_the_artifact_of_the_branch_that_ran(branch):
-    with _one_of_artifacts():
+    with one_of_artifacts():
         outputs = OrchestratorUtils.get_dag_outputs(one_of("condition-2", "condition-3"), ran(branch))
     assert outputs["submission"].uri == f"/root/{branch}/submission"
 
 
 def test_none_or_both_branches_having_run_is_an_error():
-    with _one_of_artifacts():
+    with one_of_artifacts():
         with pytest.raises(ValueError, match="none of its 2 producers ran"):
             OrchestratorUtils.get_dag_outputs(one_of("condition-2", "condition-3"), ran())
         with pytest.raises(ValueError, match="2 of its 2 producers ran"):
@@ -58,9 +58,9 @@ def test_none_or_both_branches_having_run_is_an_error():
 
 
 def test_the_workaround_is_still_needed_and_is_undone_after_the_run():
-    with _one_of_artifacts():
+    with one_of_artifacts():
         pass
-    # When this fails, kfp.local resolves artifact OneOf itself: drop _one_of_artifacts from pipelines/local.py.
+    # When this fails, kfp.local resolves artifact OneOf itself: drop one_of_artifacts from pipelines/local_session.py.
     with pytest.raises(ValueError, match="Expected 1 artifact in ArtifactSelectorSpec. Got: 2"):
         OrchestratorUtils.get_dag_outputs(one_of("condition-2", "condition-3"), ran("condition-2"))
     # A single selector still resolves as kfp.local does.

@@ -24,6 +24,7 @@ from longtail.tracking import (
     RunInfo,
     bound_client_retries,
     check_tracking_reachable,
+    tracking_uri_from_env,
 )
 
 
@@ -125,6 +126,33 @@ def test_the_cli_sets_one_bounded_budget_and_a_user_choice_wins(bounded_env, tmp
     assert env == {**CLIENT_LIMITS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     assert main(["score", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 2
     assert {k: os.environ[k] for k in CLIENT_LIMITS} == CLIENT_LIMITS
+
+
+def test_a_component_gets_the_same_budget_and_a_bare_uri(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": "http://alice:s3cret@mlflow:5000", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    assert tracking_uri_from_env(env) == "http://mlflow:5000"
+    assert env == {**CLIENT_LIMITS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                   "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "s3cret"}
+    env = {}
+    assert tracking_uri_from_env(env, home=tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert env == CLIENT_LIMITS
+
+
+def test_every_component_that_opens_tracking_takes_the_budget_with_it():
+    """The components open tracking only through tracking_uri_from_env (the CLI's budget, in the pod)."""
+    from pathlib import Path
+
+    from longtail.components import compare, evaluate, submit, train
+
+    folder = Path(train.__file__).parent
+    opening = {f.name for f in folder.glob("*.py") if "tracking" in f.read_text()}
+    assert opening == {"compare.py", "evaluate.py", "submit.py", "train.py"}, opening
+    # start_sweep and compare; evaluate; submit and skip_submission; train.
+    calls = {compare: 2, evaluate: 1, submit: 2, train: 1}
+    for module, n in calls.items():
+        text = Path(module.__file__).read_text()
+        assert "resolve_tracking_uri" not in text and "MLFLOW_TRACKING_URI" not in text, module.__name__
+        assert text.count("tracking_uri_from_env(os.environ)") == n, module.__name__
 
 
 @pytest.fixture(scope="module")

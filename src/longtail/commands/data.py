@@ -6,6 +6,10 @@ import argparse
 import json
 import os
 
+from longtail import datasets
+from longtail.datasets import SUMMARY_FILE
+from longtail.scaled_lt import make_scaled_lt
+
 # Above twice this many classes, the printed line names only the largest and smallest few.
 SHOWN_CLASSES = 5
 
@@ -47,15 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset and print its class counts."""
-    from longtail import datasets
-
     if args.dataset == "fashion-mnist-lt":
         summary = datasets.make_fashion_mnist_lt(
             args.out, imbalance=args.imbalance, seed=args.seed, source_dir=os.environ.get("LONGTAIL_DATA") or None
         )
     elif args.dataset == "scaled-lt":
-        from longtail.scaled_lt import make_scaled_lt
-
         summary = make_scaled_lt(args.out, classes=args.classes, images=args.images, source_size=args.source_size,
                                  seed=args.seed, imbalance=args.imbalance, workers=args.workers,
                                  source_dir=os.environ.get("LONGTAIL_DATA") or None)
@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
 def class_counts_line(counts: dict[str, int], shown: int = SHOWN_CLASSES) -> str:
     """Every count when there are few classes; else the largest and smallest few (the rest is in dataset.json)."""
-    from longtail.datasets import SUMMARY_FILE
-
     if len(counts) <= 2 * shown:
         return "class counts " + json.dumps(counts)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

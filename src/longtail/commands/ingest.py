@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+from longtail.config import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
+from longtail.ingest import ingest
+from longtail.storage import S3Settings
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -15,8 +19,6 @@ def _positive_int(text: str) -> int:
 
 
 def _image_size(text: str) -> int:
-    from longtail.config import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
-
     value = int(text)
     if not IMAGE_SIZE_MIN <= value <= IMAGE_SIZE_MAX:
         raise argparse.ArgumentTypeError(f"must be between {IMAGE_SIZE_MIN} and {IMAGE_SIZE_MAX}, got {value}")
@@ -51,9 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ingest; the summary lines are printed by the library."""
-    from longtail.ingest import ingest
-    from longtail.storage import S3Settings
-
     ingest(
         args.source,
         args.out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.tracking import record_lb, resolve_tracking_uri
 from longtail.tracking.names import EVAL_MACRO_F1, LB_MINUS_LOCAL, LB_SCORE
 
 
@@ -24,8 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Record and print the comparison."""
-    from longtail.tracking import record_lb, resolve_tracking_uri
-
     uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     r = record_lb(args.run_id, args.score, uri)
     print(f"run {args.run_id}: {LB_SCORE} {args.score:.4f}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from longtail.tracking.names import CHAMPION
+from longtail.tracking import resolve_tracking_uri
+from longtail.tracking.names import CHAMPION, DEFAULT_REGISTERED_MODEL
+from longtail.tracking.registry import promote
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Point the alias (default: champion) of registered model MODEL at VERSION, "
                                    "e.g. a run registered with `longtail run --register-as MODEL` (alias candidate). "
                                    "Aliases replace MLflow's deprecated stages.")
-    p.add_argument("model", help="registered model name, e.g. longtail-best")
+    p.add_argument("model", help=f"registered model name, e.g. {DEFAULT_REGISTERED_MODEL}")
     p.add_argument("version", help="model version number")
     p.add_argument("--alias", default=CHAMPION, help=f"alias to move (default: {CHAMPION})")
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else .longtail/mlflow.db)")
@@ -23,9 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Move the alias and say where it pointed before."""
-    from longtail.tracking import resolve_tracking_uri
-    from longtail.tracking.registry import promote
-
     uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     before = promote(uri, args.model, args.version, alias=args.alias)
     was = f"was version {before}" if before else "was not set"

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from longtail.atomic_file import write_text
+from longtail.sweep_run import leaderboard_from_mlflow
 from longtail.tracking import check_store, resolve_tracking_uri
-from longtail.tracking.sweep import leaderboard_from_mlflow
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
+from longtail.credentials import redact
+from longtail.data_folder import TEST_LABELS_FILE
+from longtail.datasets import make_fashion_mnist_lt
+from longtail.errors import DataError
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
+from longtail.tracking import GATE_REASON_TAG, ui_hint
 
 DEMO_DATA = Path(".longtail") / "data" / "fashion-mnist-lt"
 
@@ -35,16 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
-    from longtail.credentials import redact
-    from longtail.data_folder import TEST_LABELS_FILE
-    from longtail.errors import DataError
-    from longtail.pipelines.local import run_local
-    from longtail.tracking import GATE_REASON_TAG
+    from longtail.pipelines.local import run_local  # imports kfp (slow): only when a run starts
 
     data, test, labels = args.data, args.test, args.labels
     if data is None:
-        from longtail.datasets import make_fashion_mnist_lt
-
         root = Path(args.home) / "data" / "fashion-mnist-lt"
         if not (root / TEST_LABELS_FILE).is_file():
             print(f"no --data given: building Fashion-MNIST-LT in {root}")
@@ -60,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
                        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
                        verbose=bool(args.full_log or args.verbose), register_as=args.register_as,
                        runner=args.runner)
-    from longtail.tracking import ui_hint
-
     print()
     print(f"pipeline finished in {result.seconds:.0f} s")
     print(f"  MLflow run:      {result.run_id}  ({redact(result.tracking_uri)})")

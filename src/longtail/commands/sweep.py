@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.comparison import differing_knobs
+from longtail.config import config_to_dict, flatten
+from longtail.credentials import redact
+from longtail.errors import ConfigError
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
+from longtail.sweep_plan import group_by_data, load_sweep
+from longtail.tracking import ui_hint
+from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help="unlabelled test images: folder, CSV or s3://")
     p.add_argument("--labels", help="held-out labels CSV: score the best model's submission")
     p.add_argument("--parallelism", type=int, default=2, help="train+evaluate branches at once (default 2)")
-    p.add_argument("--register-as", default="longtail-best", help="registered-model name for the best model")
+    p.add_argument("--register-as", default=DEFAULT_REGISTERED_MODEL, help="registered-model name for the best model")
     p.add_argument("--name", help="name of the MLflow parent run")
     p.add_argument("--home", default=".longtail", help="pipeline root and MLflow store (default: .longtail)")
     p.add_argument("--runner", choices=RUNNERS, default="subprocess",
@@ -36,32 +43,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, run, print the leaderboard."""
-    from longtail.config import config_to_dict, flatten
-    from longtail.credentials import redact
-    from longtail.errors import ConfigError
-    from longtail.sweep_plan import group_by_data, load_sweep
-
     if args.parallelism < 1:
         raise ConfigError(f"--parallelism must be >= 1, got {args.parallelism}")
     configs = load_sweep(args.configs, args.grid, args.overrides)
     groups = group_by_data(configs)
     print(f"sweep: {len(configs)} experiment(s) over {len(groups)} data setting(s)")
-    from longtail.comparison import differing_knobs
-
     flat = [{k: str(v) for k, v in flatten(config_to_dict(c)).items()} for c in configs]
     knobs = differing_knobs(flat)
     for c, f in zip(configs, flat, strict=True):
         print(f"  {c.name}: " + ", ".join(f"{k}={f[k]}" for k in knobs))
     if args.dry_run:
         return 0
-    from longtail.pipelines.local import run_sweep_local
+    from longtail.pipelines.local import run_sweep_local  # imports kfp (slow): only when a sweep starts
 
     result = run_sweep_local(configs, args.data, args.test, labels=args.labels, home=args.home,
                              tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), parallelism=args.parallelism,
                              register_as=args.register_as, sweep_name=args.name,
                              verbose=bool(args.full_log or args.verbose), runner=args.runner)
-    from longtail.tracking import ui_hint
-
     print()
     print(result.leaderboard)
     print(f"sweep finished in {result.seconds:.0f} s; MLflow parent run {result.parent_run_id} "

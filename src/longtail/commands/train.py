@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.config import load_config
+from longtail.errors import ConfigError
+from longtail.post_run import close_run
+from longtail.storage import check_output_folder, is_s3
+from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
+from longtail.tracking.names import CANDIDATE
+from longtail.training import train
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `longtail train`."""
@@ -33,12 +41,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model went."""
-    from longtail.config import load_config
-    from longtail.errors import ConfigError
-    from longtail.storage import check_output_folder, is_s3
-    from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
-    from longtail.training import train
-
     config = load_config(args.config, args.overrides)
     if not is_s3(args.out):
         check_output_folder(args.out, "model directory")
@@ -61,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s -> {result.model_dir}" + (f" (MLflow run {result.run_id})" if result.run_id else "")
     )
     if args.register_as:
-        from longtail.tracking.registry import CANDIDATE, register_run_model, version_tags
-
-        version = register_run_model(tracking_uri, result.run_id, args.register_as, alias=CANDIDATE,
-                                     tags=version_tags(config.name, result.final_val_macro_f1))
-        print(f"registered {args.register_as} version {version} (alias {CANDIDATE})")
+        closed = close_run(tracking_uri, result.run_id, register_as=args.register_as, config_name=config.name,
+                           val_macro_f1=result.final_val_macro_f1)
+        print(f"registered {args.register_as} version {closed.registered_version} (alias {CANDIDATE})")
     return 0

@@ -1,7 +1,7 @@
 """Evaluation of a model directory on a labelled split, one job per module.
 
 - run: evaluate(), from predictions to the files and the model's MLflow run;
-- gate: the macro-F1 gate, the warnings beside it, and recording a closed gate;
+- gate: the macro-F1 gate, the warnings beside it, and why a closed gate closed;
 - frequency: train images per class, the x axis of the long-tail view;
 - report: report.md and the text files (their names: longtail.model_dir.EvaluationDir);
 - plots: the confusion matrix and per-class F1 against frequency.
@@ -10,10 +10,10 @@
 from longtail.evaluation.frequency import ClassResult, train_class_counts
 from longtail.evaluation.gate import (
     class_warnings,
+    closed_gate_reason,
     gate,
     load_history,
     overfitting_warning,
-    record_gate_closed,
 )
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
 from longtail.evaluation.report import MARKDOWN_MAX_ROWS, render_markdown
@@ -37,7 +37,7 @@ __all__ = [
     "overfitting_warning",
     "plot_confusion_matrix",
     "plot_f1_vs_frequency",
-    "record_gate_closed",
+    "closed_gate_reason",
     "render_markdown",
     "train_class_counts",
 ]

@@ -1,4 +1,7 @@
-"""The submission gate and the warnings beside it: the macro-F1 threshold, overfitting, classes never recognised."""
+"""The submission gate and the warnings beside it: the macro-F1 threshold, overfitting, classes never recognised.
+
+It decides and words its decisions; the caller records them (longtail.post_run).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import numpy as np
 from longtail.errors import ConfigError
 from longtail.model_dir import EvaluationDir, ModelDir
 from longtail.scoring import ClassificationScores
-from longtail.tracking.model_runs import log_submission_skipped
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,9 @@ def class_warnings(
     return warnings
 
 
-def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tracking_uri: str | None = None) -> str:
-    """The pipeline's gate closed: tag the model's MLflow run with why no submission was written.
+def closed_gate_reason(evaluation_dir: str | Path) -> str:
+    """Why the gate closed, as evaluate worded it in the evaluation folder (e.g. "macro-F1 0.4120 < gate 0.9000").
 
-    Returns:
-        The reason, as evaluate worded it (e.g. "macro-F1 0.4120 < gate 0.9000").
+    The caller records it (longtail.post_run.record_gate_closed); nothing here writes to MLflow.
     """
-    reason = EvaluationDir(evaluation_dir).load_metrics().get("reason", "the evaluation gate failed")
-    log_submission_skipped(model_dir, reason, tracking_uri=tracking_uri)
-    return reason
+    return EvaluationDir(evaluation_dir).load_metrics().get("reason", "the evaluation gate failed")

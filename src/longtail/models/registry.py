@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,6 @@ from longtail.name_registry import Registry
 ModelBuilder = Callable[..., Any]
 
 _MODELS = Registry("model", "model.name")
-_REGISTRY = _MODELS.builders
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -27,19 +27,26 @@ def available_models() -> list[str]:
     return _MODELS.names()
 
 
+def model_builder(name: str) -> ModelBuilder:
+    """The builder registered under `name`.
+
+    Raises:
+        ConfigError: for an unknown name, listing the known ones.
+    """
+    return _MODELS.get(name)
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **args: Any) -> Any:
     """Build the registered model `name`: a keras.Model that outputs float32 logits (softmax is in the loss and in prediction).
 
     Raises:
         ConfigError: for an unknown name (listing the known ones) or an argument the builder lacks.
     """
-    builder = _MODELS.get(name)
+    builder = model_builder(name)
     try:
         return builder(tuple(input_shape), int(num_classes), **args)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
-            import inspect
-
             known = [p for p in inspect.signature(builder).parameters][2:]
             raise ConfigError(
                 f"config field model.args: {e.args[0].split('() ')[-1]} for model {name!r}; "

@@ -5,7 +5,8 @@
 - inputs: the splits a run read, as dataset inputs;
 - runs: a training's run (params, curves, the model), nested under a sweep or KFP's task run;
 - model_runs: mlflow_run.json and what evaluate, predict and scoring log into a model's run;
-- sweep: a sweep's parent run and its leaderboard; registry: registered models and aliases;
+- sweep: a sweep's parent run (created, its children read, its best recorded; the use case is
+  longtail.sweep_run); registry: registered models and aliases;
 - queries: what `longtail run`/`sweep` read back after a pipeline ran.
 
 Nothing here changes MLflow's global state, except `store.fluent_tracking_uri` around the two MLflow
@@ -39,6 +40,7 @@ from longtail.tracking.names import (
     DATA_TRAIN_SAMPLES_PARAM,
     DATA_VAL_SAMPLES_PARAM,
     DATASET_FINGERPRINT_PARAM,
+    DEFAULT_REGISTERED_MODEL,
     DESCRIPTION_TAG,
     EPOCHS_KEY,
     EVAL_ACCURACY,
@@ -96,7 +98,6 @@ from longtail.tracking.names import (
 from longtail.tracking.runs import (
     TrainingRun,
     append_description,
-    config_changes,
     describe_experiment,
     epoch_logger,
     log_posthoc_choice,
@@ -114,7 +115,6 @@ from longtail.tracking.store import (
     check_store,
     check_tracking_reachable,
     credentials_to_env,
-    default_artifact_root,
     default_tracking_uri,
     ensure_experiment,
     env_run_id_hidden,
@@ -125,12 +125,15 @@ from longtail.tracking.store import (
     source_tags,
     task_run_from_env,
     tracking_credentials_to_env,
+    tracking_env_edge,
+    tracking_uri_from_env,
     ui_hint,
 )
 
 __all__ = [
     "BEST_EXPERIMENT_TAG", "BEST_MACRO_F1", "BEST_RUN_ID_TAG", "BEST_TEST_MACRO_F1", "CANDIDATE",
     "CHAMPION", "CLIENT_LIMITS", "CONFIG_TAG", "CUSTOM_MODEL_DEVELOPMENT", "DATASET_FINGERPRINT_PARAM",
+    "DEFAULT_REGISTERED_MODEL",
     "DATA_CLASSES_PARAM", "DATA_FINGERPRINT_TAG", "DATA_IMAGE_SIZE_TAG", "DATA_TRAIN_SAMPLES_PARAM",
     "DATA_VAL_SAMPLES_PARAM", "DEFAULT_HOME", "DESCRIPTION_TAG", "EPOCHS_KEY", "EVALUATION_ARTIFACTS",
     "EVAL_ACCURACY", "EVAL_GATE_TAG", "EVAL_MACRO_F1", "EVAL_PREFIX", "EVAL_SPLIT_TAG", "EVAL_WEIGHTED_F1",
@@ -144,12 +147,13 @@ __all__ = [
     "SWEEP_PARENT", "SWEEP_TAG", "SplitDataset", "TEST_MACRO_F1", "TEST_MACRO_F1_TAG", "TrainingRun",
     "VAL_ACCURACY", "VAL_LOSS", "VAL_MACRO_F1", "VAL_MACRO_F1_AFTER_POSTHOC", "VAL_MACRO_F1_BEFORE_POSTHOC",
     "VAL_MACRO_F1_TAG", "WEIGHTS_MAX_PARAM", "WEIGHTS_MIN_PARAM", "append_description",
-    "bound_client_retries", "check_store", "check_tracking_reachable", "config_changes", "credentials_to_env", "dataset_name",
-    "default_artifact_root", "default_tracking_uri", "describe_experiment", "ensure_experiment",
+    "bound_client_retries", "check_store", "check_tracking_reachable", "credentials_to_env", "dataset_name",
+    "default_tracking_uri", "describe_experiment", "ensure_experiment",
     "env_run_id_hidden", "epoch_logger", "git_commit", "log_datasets", "log_evaluation",
     "log_posthoc_choice", "log_prediction", "log_submission_skipped", "log_test_dataset", "log_test_score",
     "log_to_model_run", "log_training_facts", "nesting_parent", "pick_model_dir", "record_lb",
     "resolve_tracking_uri", "runs_page_url", "set_experiment_facts", "source_tags",
     "split_dataset", "split_source_uri", "start_experiment_run", "start_training_run",
-    "system_metrics_enabled", "task_run_from_env", "tracking_credentials_to_env", "ui_hint",
+    "system_metrics_enabled", "task_run_from_env", "tracking_credentials_to_env", "tracking_env_edge",
+    "tracking_uri_from_env", "ui_hint",
 ]

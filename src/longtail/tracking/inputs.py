@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from longtail.ingest_report import INGEST_FILE
+from longtail.splits import read_info
+
 # Split name → MLflow's dataset context (the UI's Datasets column shows it beside the name).
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 # MLflow's dataset digest column holds 36 characters; a fingerprint is "sha256:" + 64 hex digits.
@@ -29,8 +32,6 @@ class SplitDataset:
 
 def split_source_uri(split_h5: str | Path) -> str:
     """The raw-data URI a split was ingested from (ingest.json beside it), else the split file's own URI."""
-    from longtail.ingest import INGEST_FILE
-
     split_h5 = Path(split_h5)
     manifest = split_h5.parent / INGEST_FILE
     source = None
@@ -61,8 +62,6 @@ def split_dataset(split_h5: str | Path, split: str, n_classes: int | None = None
         split: train, val or test (its MLflow context is training, validation or test).
         n_classes: for an unlabelled split, the classes of the model that reads it.
     """
-    from longtail.splits import read_info
-
     info = read_info(split_h5)
     source = split_source_uri(split_h5)
     fingerprint = info.source_fingerprint or ""

@@ -11,6 +11,8 @@ from typing import Any
 from longtail.credentials import redact, split_userinfo
 from longtail.errors import DataError, LongtailError, StorageError
 from longtail.model_dir import RUN_FILE, read_json, write_json
+from longtail.preprocessing import Preprocessing
+from longtail.tracking.inputs import log_datasets, split_dataset
 from longtail.tracking.names import (
     EVAL_GATE_TAG,
     EVAL_MACRO_F1,
@@ -128,9 +130,6 @@ def log_test_dataset(model_dir: str | Path, test_h5: str | Path, *, tracking_uri
     if info is None:
         return None
     from mlflow.exceptions import MlflowException
-
-    from longtail.preprocessing import Preprocessing
-    from longtail.tracking.inputs import log_datasets, split_dataset
 
     classes = len(Preprocessing.load(model_dir).class_names)
     uri = tracking_uri or info.tracking_uri

@@ -99,6 +99,8 @@ LEADERBOARD_FILE = "leaderboard.md"
 # A sweep's best model is the champion; a single run registered on request is a candidate.
 CHAMPION = "champion"
 CANDIDATE = "candidate"
+# The registered model a sweep's best model becomes, unless told otherwise (`--register-as`).
+DEFAULT_REGISTERED_MODEL = "longtail-best"
 VAL_MACRO_F1_TAG = VAL_MACRO_F1
 TEST_MACRO_F1_TAG = TEST_MACRO_F1
 CONFIG_TAG = "config"

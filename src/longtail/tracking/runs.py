@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from longtail.config import config_to_dict, flatten
 from longtail.credentials import redact
 from longtail.errors import LongtailError
 from longtail.tracking.inputs import SplitDataset, log_datasets
@@ -256,15 +257,6 @@ def describe_experiment(config: Any) -> str:
             f"preprocess {config.preprocess.scale}.")
 
 
-def config_changes(config: Any, base: Any) -> list[str]:
-    """`key=value` for every config field where `config` differs from `base` (name and experiment aside)."""
-    from longtail.config import config_to_dict, flatten
-
-    now, then = flatten(config_to_dict(config)), flatten(config_to_dict(base))
-    return [f"{k}={now.get(k)}" for k in sorted(set(now) | set(then))
-            if k not in ("name", "experiment") and now.get(k) != then.get(k)]
-
-
 def training_run_tags(config: Any, source: str, commit: str | None) -> dict[str, str]:
     """Tags a training run starts with: its description and where it came from."""
     return {DESCRIPTION_TAG: describe_experiment(config), **source_tags(source, commit)}
@@ -281,8 +273,6 @@ def start_experiment_run(tracking_uri: str, config: Any, *, source: str, parent_
 def log_training_facts(run: TrainingRun, config: Any, train_info: Any, val_info: Any,
                        class_weights: list[float] | None) -> None:
     """The resolved config as params, plus the dataset facts the log wrote by hand."""
-    from longtail.config import config_to_dict, flatten
-
     params = flatten(config_to_dict(config))
     params.update({
         DATA_CLASSES_PARAM: len(train_info.class_names),

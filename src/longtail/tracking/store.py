@@ -47,6 +47,22 @@ def bound_client_retries(environ: MutableMapping[str, str]) -> None:
         environ.setdefault(name, value)
 
 
+def tracking_env_edge(environ: MutableMapping[str, str]) -> None:
+    """What every entry point (the CLI, each component) does to its environment before any MLflow call.
+
+    The bounded retry budget (CLIENT_LIMITS, unless set), and the tracking URI's user name and
+    password moved to MLflow's credential variables, so no later line, file or task can print them.
+    """
+    bound_client_retries(environ)
+    tracking_credentials_to_env(environ)
+
+
+def tracking_uri_from_env(environ: MutableMapping[str, str], home: str | Path = DEFAULT_HOME) -> str:
+    """A component's tracking URI: tracking_env_edge on `environ`, then resolve_tracking_uri of MLFLOW_TRACKING_URI."""
+    tracking_env_edge(environ)
+    return resolve_tracking_uri(environ.get(TRACKING_URI_ENV), home)
+
+
 def credentials_to_env(uri: str, environ: MutableMapping[str, str]) -> str:
     """`uri` without its userinfo; the user name and password move to MLFLOW_TRACKING_USERNAME/PASSWORD.
 
@@ -74,11 +90,6 @@ def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'mlflow.db'}"
-
-
-def default_artifact_root(home: str | Path = DEFAULT_HOME) -> str:
-    """Artifact folder used with the default SQLite store."""
-    return (Path(home).resolve() / "mlruns").as_uri()
 
 
 def resolve_tracking_uri(env_value: str | None, home: str | Path = DEFAULT_HOME) -> str:
