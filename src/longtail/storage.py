@@ -132,7 +132,7 @@ def s3_client(settings: S3Settings) -> Any:
         from botocore.config import Config
 
         config = Config(
-            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},  # tries, the first included
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             s3={"addressing_style": "path"} if settings.endpoint_url else {},

@@ -160,8 +160,8 @@ def test_unreachable_endpoint_is_a_clear_error_and_leaves_nothing(tmp_path, s3_s
     storage.s3_client(settings).meta.events.register("before-send.s3", lambda request, **_: sent.append(request.url))
     with pytest.raises(StorageError, match=f"endpoint {endpoint}.*unreachable after 3 attempts"):
         ingest("s3://bkt/raw", tmp_path / "out", s3=settings)
-    # Bounded by count, not the clock: the one listing, 3 attempts of 1 + max_attempts botocore tries.
-    assert len(sent) == 3 * (settings.max_attempts + 1) and {u.split("?")[0] for u in sent} == {f"{endpoint}/bkt"}, sent
+    # Bounded by count, not the clock: the one listing, 3 attempts of max_attempts botocore tries each.
+    assert len(sent) == 3 * settings.max_attempts and {u.split("?")[0] for u in sent} == {f"{endpoint}/bkt"}, sent
     assert not (tmp_path / "out").exists()
 
 
