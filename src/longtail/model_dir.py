@@ -69,6 +69,11 @@ def read_json(model_dir: str | Path, name: str) -> Any:
         raise DataError(f"{path} is corrupt (not JSON: {e}); train the model again or restore the file") from None
 
 
+def _file(name: str) -> property:
+    """A read-only attribute: the path of the file `name` inside the folder (self.path)."""
+    return property(lambda self: self.path / name, doc=f"{name} in this folder.")
+
+
 class ModelDir:
     """One model directory: what training writes and predict, evaluate and MLflow read back."""
 
@@ -78,25 +83,11 @@ class ModelDir:
     def __repr__(self) -> str:
         return f"ModelDir({str(self.path)!r})"
 
-    @property
-    def model_file(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def history_file(self) -> Path:
-        return self.path / HISTORY_FILE
-
-    @property
-    def curves_file(self) -> Path:
-        return self.path / CURVES_FILE
-
-    @property
-    def adjustment_file(self) -> Path:
-        return self.path / ADJUSTMENT_FILE
+    model_file = _file(MODEL_FILE)
+    config_file = _file(CONFIG_FILE)
+    history_file = _file(HISTORY_FILE)
+    curves_file = _file(CURVES_FILE)
+    adjustment_file = _file(ADJUSTMENT_FILE)
 
     @property
     def checkpoints(self) -> Path:

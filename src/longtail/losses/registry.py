@@ -18,22 +18,14 @@ from longtail.errors import ConfigError
 from longtail.name_registry import Registry
 
 LossFn = Callable[[Any, Any], Any]
-LossBuilder = Callable[..., LossFn]
 
 _LOSSES = Registry("loss", "train.loss.name")
 
 
-def register_loss(name: str) -> Callable[[LossBuilder], LossBuilder]:
-    """Register `make_loss(class_counts, **args) -> LossFn` under `name`.
-
-    Adding a loss is one file with one decorated builder, imported in longtail.losses.
-    """
-    return _LOSSES.register(name)
-
-
-def available_losses() -> list[str]:
-    """Names of every registered loss, sorted."""
-    return _LOSSES.names()
+# Adding a loss is one file with one builder `make_loss(class_counts, **args) -> LossFn` decorated
+# @register_loss("name"), imported in longtail.losses.
+register_loss = _LOSSES.register
+available_losses = _LOSSES.names  # every registered name, sorted
 
 
 def build_loss(name: str, class_counts: Sequence[int], **args: Any) -> LossFn:

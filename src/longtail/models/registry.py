@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from longtail.errors import ConfigError
 from longtail.name_registry import Registry
 
-ModelBuilder = Callable[..., Any]
-
 _MODELS = Registry("model", "model.name")
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register `make_model(input_shape, num_classes, **args) -> keras.Model` under `name`.
-
-    Adding a model is one file with one decorated builder, imported in longtail.models.
-    """
-    return _MODELS.register(name)
-
-
-def available_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return _MODELS.names()
-
-
-def model_builder(name: str) -> ModelBuilder:
-    """The builder registered under `name`.
-
-    Raises:
-        ConfigError: for an unknown name, listing the known ones.
-    """
-    return _MODELS.get(name)
+# Adding a model is one file with one builder `make_model(input_shape, num_classes, **args) -> keras.Model`
+# decorated @register_model("name"), imported in longtail.models.
+register_model = _MODELS.register
+available_models = _MODELS.names  # every registered name, sorted
+model_builder = _MODELS.get  # the builder of a name; ConfigError for an unknown one, listing the known ones
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **args: Any) -> Any:
