@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from longtail.datasets import load_fashion_mnist
 from longtail.input_pipeline import make_dataset
 from longtail.preprocessing import Preprocessing
 from longtail.splits import read_info, write_split
@@ -32,8 +33,6 @@ from longtail.splits import read_info, write_split
 
 def fashion_mnist_split(folder: Path) -> Path:
     """Fashion-MNIST's training images as a longtail split (grey as RGB)."""
-    from longtail.datasets import load_fashion_mnist
-
     data = load_fashion_mnist()
     images = np.repeat(data["train_images"][..., None], 3, axis=-1)
     labels = data["train_labels"].astype(np.int32)

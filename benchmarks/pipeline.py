@@ -14,19 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from longtail.class_weights import write_weights
+from longtail.config import ingest_settings, load_config
+from longtail.datasets import make_digits_lt
+from longtail.evaluation import evaluate
+from longtail.ingest import ingest
+from longtail.prediction import predict
+from longtail.tracking import default_tracking_uri
+from longtail.training import train
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "demo.yaml"
 
 
 def direct(cfg, data: Path, test: Path, work: Path, tracking_uri: str) -> float:
     """The five steps as plain library calls; returns seconds."""
-    from longtail.class_weights import write_weights
-    from longtail.config import ingest_settings
-    from longtail.evaluation import evaluate
-    from longtail.ingest import ingest
-    from longtail.prediction import predict
-    from longtail.training import train
-
     start = time.perf_counter()
     ingest(str(data), work / "data", **ingest_settings(cfg))
     ingest(str(test), work / "test", unlabelled=True, **ingest_settings(cfg))
@@ -46,10 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; the best is reported")
     args = parser.parse_args()
 
-    from longtail.config import load_config
-    from longtail.datasets import make_digits_lt
-    from longtail.pipelines.local import run_local
-    from longtail.tracking import default_tracking_uri
+    from longtail.pipelines.local import run_local  # imports kfp: only here
 
     overrides = [f"train.epochs={args.epochs}", "evaluate.min_macro_f1=0.0", "data.image_size=16"]
     cfg = load_config(CONFIG, overrides)

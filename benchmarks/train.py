@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from longtail.config import ExperimentConfig, load_config
+from longtail.datasets import load_fashion_mnist
 from longtail.preprocessing import Preprocessing
 from longtail.splits import read_arrays, read_info, write_split
+from longtail.training import make_loss, make_optimizer, train
 
 
 def fashion_mnist_splits(folder: Path, n_train: int) -> tuple[Path, Path]:
     """The first n_train Fashion-MNIST training images as train.h5, the next 1000 as val.h5."""
-    from longtail.datasets import load_fashion_mnist
-
     data = load_fashion_mnist()
     images = np.repeat(data["train_images"][..., None], 3, axis=-1)
     labels = data["train_labels"].astype(np.int32)
@@ -45,8 +45,7 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
     """model.fit on float32 arrays already in memory; images/s (median of epochs after the first)."""
     import keras
 
-    from longtail.models import build_model
-    from longtail.training import make_loss, make_optimizer
+    from longtail.models import build_model  # these two import Keras: only here
     from longtail.training.callbacks import EpochTimer
 
     info = read_info(train_h5)
@@ -65,8 +64,6 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
 
 def longtail_fit(config: ExperimentConfig, train_h5: Path, val_h5: Path, out: Path) -> float:
     """`longtail train` (the library function behind the CLI) without tracking; its images/s."""
-    from longtail.training import train
-
     return train(config, train_h5, val_h5, out, progress=False).images_per_second
 
 
