@@ -42,6 +42,7 @@ def resolve_config(
     weight_decay: float,
     posthoc_tau: str,
     target_prior: str,
+    precision: str,
 ) -> dict:
     """Validate once, before any work: a bad knob fails here, naming its config field.
 

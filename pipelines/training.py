@@ -146,6 +146,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         weight_decay: float = k["weight_decay"],
         posthoc_tau: str = k["posthoc_tau"],
         target_prior: str = k["target_prior"],
+        precision: str = k["precision"],
         parent_run_id: str = "",
     ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).

@@ -281,6 +281,10 @@ class LossConfig(RegistryChoice):
         check_loss(self.name, self.args)
 
 
+# train.precision's values.
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
+
+
 @dataclass
 class TrainConfig:
     """The training loop."""
@@ -293,7 +297,9 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     seed: int = setting(0, between(0, SEED_MAX), knob="seed")
     gpus: int = setting(0, at_least(0, " (0 means every visible GPU)"), knob="gpus")
-    mixed_precision: bool = False
+    # The dtype policy: float32, bfloat16 or float16 compute with float32 weights, logits and losses, or
+    # auto (longtail.precision.resolve_precision: what the training machine's GPUs or CPU compute fast).
+    precision: Precision = setting("float32", knob="precision")
     memory_budget_mb: int = setting(2048, at_least(0))
     deterministic: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
@@ -453,12 +459,21 @@ def _refuse_shared(value: Any, where: str, seen: set[int]) -> None:
             _refuse_shared(v, f"{where}.{k}" if where else str(k), seen)
 
 
+# Fields that were renamed: the old key's one-line error gives the new spelling.
+RENAMED = {
+    "train.mixed_precision": "write train.precision: mixed_float16 (true), float32 (false), "
+                             "or auto (what the machine computes fast)",
+}
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in raw.items():
         where = f"{prefix}.{key}" if prefix else str(key)
+        if where in RENAMED:
+            raise ConfigError(f"config field {where} is gone: {RENAMED[where]}")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""

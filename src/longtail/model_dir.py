@@ -27,6 +27,8 @@ PREPROCESSING_FILE = "preprocessing.json"
 # The experiment config it was trained with, and the MLflow run it belongs to (when tracked).
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "mlflow_run.json"
+# How this machine trained it: the dtype policy train.precision resolved to ({"precision": "mixed_bfloat16"}).
+TRAINING_FILE = "training.json"
 # Per-epoch training logs and their plot.
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
@@ -137,6 +139,19 @@ class ModelDir:
             return {}
         data = yaml.safe_load(self.config_file.read_text())
         return data if isinstance(data, dict) else {}
+
+    def save_precision(self, policy: str) -> Path:
+        """Record the dtype policy the model trained under (training.json)."""
+        return self.write_json(TRAINING_FILE, {"precision": policy})
+
+    def precision(self) -> str:
+        """The dtype policy the model trained under; float32 for a model directory from before it was recorded.
+
+        Whatever it is, the saved model loads and predicts on any machine: Keras keeps each layer's
+        policy, float32 weights, and float32 logits (the last layer), and TensorFlow runs bfloat16 and
+        float16 ops on every CPU, only slower without the units for them.
+        """
+        return (self.read_json(TRAINING_FILE) or {}).get("precision", "float32")
 
     def save_history(self, history: dict[str, list[float]]) -> Path:
         """Save every epoch's logs (history.json)."""

@@ -35,6 +35,8 @@ DATA_TRAIN_SAMPLES_PARAM = "data.train_samples"
 DATA_VAL_SAMPLES_PARAM = "data.val_samples"
 WEIGHTS_MIN_PARAM = "weights.min"
 WEIGHTS_MAX_PARAM = "weights.max"
+# The dtype policy train.precision resolved to on the machine that trained (auto: its GPUs or CPU).
+PRECISION_USED_PARAM = "train.precision_used"
 # The epochs param the leaderboard reads back, and the target prior `longtail run` prints (flattened config keys).
 EPOCHS_KEY = "train.epochs"
 TARGET_PRIOR_PARAM = "evaluate.target_prior"

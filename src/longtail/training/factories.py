@@ -1,4 +1,4 @@
-"""What a training is built from, by config: the target encoding, loss, accuracy, optimizer and distribution strategy."""
+"""What a training is built from, by config: the target encoding, loss, accuracy, optimizer, precision and distribution strategy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from longtail.config import LabelSmoothingConfig, OptimizerConfig, TrainConfig
 from longtail.errors import ConfigError
 from longtail.losses import build_loss, keras_loss
+from longtail.precision import cpu_flags, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
     if opt.name == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=wd)
     raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
+
+
+def training_precision(choice: str, devices: Sequence[str] | None = None) -> str:
+    """The Keras dtype policy for train.precision on this machine (longtail.precision.resolve_precision).
+
+    Explicit `devices` (logical CPUs in tests) train on the CPU, whatever GPUs are visible.
+    """
+    import tensorflow as tf
+
+    gpus = [] if devices else tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0) for g in gpus]
+    return resolve_precision(choice, [tuple(c) for c in capabilities], cpu_flags())
 
 
 def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:

@@ -30,7 +30,7 @@ from longtail.softmax import softmax
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.inputs import split_dataset
 from longtail.tracking.model_runs import RunInfo
-from longtail.tracking.names import VAL_MACRO_F1
+from longtail.tracking.names import PRECISION_USED_PARAM, VAL_MACRO_F1
 from longtail.tracking.runs import epoch_logger, log_posthoc_choice, log_training_facts, start_experiment_run
 from longtail.training.factories import (
     distribution_strategy,
@@ -38,6 +38,7 @@ from longtail.training.factories import (
     make_loss,
     make_optimizer,
     target_encoding,
+    training_precision,
 )
 from longtail.training.inputs import check_splits, load_class_weights
 from longtail.training.resume import (
@@ -76,6 +77,7 @@ class TrainResult:
     steps_per_epoch: int = 0
     resumed_from_epoch: int = 0
     posthoc_tau: float = 0.0
+    precision: str = "float32"  # the dtype policy train.precision resolved to on this machine
 
 
 
@@ -226,12 +228,14 @@ def _fit(
     strategy = distribution_strategy(t.gpus, devices)
     replicas = int(strategy.num_replicas_in_sync)
     global_batch = t.batch_size * replicas
-    on_gpu = bool(tf.config.list_logical_devices("GPU")) and not devices
-    if t.mixed_precision and not on_gpu:
-        log.info("train.mixed_precision ignored: no GPU")
+    policy = training_precision(t.precision, devices)
+    log.info("training in %s (train.precision: %s)", policy, t.precision)
+    if progress:
+        print(f"{config.name}: training in {policy} (train.precision: {t.precision})", flush=True)
+    if run is not None:
+        run.log_params({PRECISION_USED_PARAM: policy})
     previous_policy = keras.config.dtype_policy()
-    if t.mixed_precision and on_gpu:
-        keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(policy)
 
     mixing = Mixing.from_config(t.augmentation, t.epochs)
     one_hot, smoothing = target_encoding(t.label_smoothing, mixing.active)
@@ -297,6 +301,7 @@ def _fit(
             steps_per_epoch=train_data.steps,
             resumed_from_epoch=t.epochs if history_cb.first_epoch is None else history_cb.first_epoch,
             posthoc_tau=posthoc_tau,
+            precision=policy,
         ),
     )
 
@@ -337,6 +342,7 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
     model_dir = ModelDir(out_dir)
     model_dir.save_model(model)
     pre_path = preprocessing.save(out_dir)
+    model_dir.save_precision(result.precision)
     config_path = model_dir.save_config(config)
     history_file = model_dir.save_history(history)
     curves = plot_learning_curves(history, model_dir.curves_file, title=config.name)
