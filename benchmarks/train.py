@@ -1,13 +1,22 @@
-"""Images/s of `longtail train` against plain model.fit on in-memory arrays: same model, same optimizer.
+"""Speed of `longtail train` against plain model.fit on in-memory arrays: same model, same optimizer.
 
 Both train the model of CONFIG (default experiments/demo.yaml) for a few epochs on a Fashion-MNIST
-split; images/s is the median over epochs after the first (tracing), training phase only (longtail's
-per-epoch validation is timed apart, as TrainResult.images_per_second does). Augmentation and class
-weights are off in the comparable run, then longtail is timed again with mixup on (alpha 0.2, the batch
-mixing of the long-tail methods) and with the config's augmentation.
+split; each figure is the median over epochs after the first (tracing), training phase only (longtail's
+per-epoch validation is timed apart, as TrainResult does), in wall images/s and in process CPU time per
+image (every thread; a shared machine's load moves it far less than wall time).
+
+The input section: augmentation and class weights off in the comparable run, then longtail again with
+mixup on (alpha 0.2, the batch mixing of the long-tail methods) and with the config's augmentation.
+Target: longtail >= 0.9x plain fit, also with mixup on.
+
+The precision section (--sizes, default 28 and 64 px): plain fit and longtail train at float32 and at
+mixed_bfloat16, Fashion-MNIST resized to each size (fewer images at larger sizes, the same pixels).
+Target: longtail train in bfloat16 >= 1.5x plain float32 fit in CPU time per image; longtail within
+0.9x of plain fit at the same precision shows the speed is not lost to the input pipeline.
+
 Runs alternate (plain, longtail, plain, longtail, ...) so a shared machine's load hits both alike.
 Run: python benchmarks/train.py [--config experiments/demo.yaml] [--images 6000] [--epochs 3] [--repeats 2]
-Target: longtail >= 0.9x plain fit, also with mixup on.
+     [--sections input,precision] [--sizes 28,64]
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from longtail.config import ExperimentConfig, load_config
@@ -26,23 +37,37 @@ from longtail.preprocessing import Preprocessing
 from longtail.splits import read_arrays, read_info, write_split
 from longtail.training import make_loss, make_optimizer, train
 
+PRECISIONS = ("float32", "mixed_bfloat16")
 
-def fashion_mnist_splits(folder: Path, n_train: int) -> tuple[Path, Path]:
-    """The first n_train Fashion-MNIST training images as train.h5, the next 1000 as val.h5."""
+
+@dataclass
+class Speed:
+    """One timed training: wall images/s and CPU milliseconds per image (medians over epochs after the first)."""
+
+    images_per_s: float
+    cpu_ms_per_image: float
+
+
+def fashion_mnist_splits(folder: Path, n_train: int, size: int = 28) -> tuple[Path, Path]:
+    """The first n_train Fashion-MNIST training images as train.h5, the next 1000 as val.h5, at size x size."""
     data = load_fashion_mnist()
-    images = np.repeat(data["train_images"][..., None], 3, axis=-1)
-    labels = data["train_labels"].astype(np.int32)
-    common = dict(class_names=[str(c) for c in range(10)], image_size=28, preprocessing={"image_size": 28},
-                  source_fingerprint="fashion-mnist")
+    grey = data["train_images"][: n_train + 1000]
+    if size != 28:
+        grey = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR) for g in grey])
+    images = np.repeat(grey[..., None], 3, axis=-1)
+    labels = data["train_labels"][: n_train + 1000].astype(np.int32)
+    common = dict(class_names=[str(c) for c in range(10)], image_size=size, preprocessing={"image_size": size},
+                  source_fingerprint=f"fashion-mnist-{size}")
     tr, va = slice(0, n_train), slice(n_train, n_train + 1000)
     train_h5 = write_split(folder / "train.h5", images[tr], [str(i) for i in range(n_train)], labels=labels[tr],
                            mean_rgb=images[tr].reshape(-1, 3).mean(axis=0).tolist(), **common)
-    val_h5 = write_split(folder / "val.h5", images[va], [str(i) for i in range(1000)], labels=labels[va], **common)
+    val_h5 = write_split(folder / "val.h5", images[va], [str(i) for i in range(n_train, n_train + 1000)], labels=labels[va],
+                         **common)
     return train_h5, val_h5
 
 
-def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
-    """model.fit on float32 arrays already in memory; images/s (median of epochs after the first)."""
+def plain_fit(config: ExperimentConfig, train_h5: Path, policy: str = "float32") -> Speed:
+    """model.fit on float32 arrays already in memory, under the Keras dtype policy `policy`."""
     import keras
 
     from longtail.models import build_model  # these two import Keras: only here
@@ -53,53 +78,103 @@ def plain_fit(config: ExperimentConfig, train_h5: Path) -> float:
     x = Preprocessing.from_split(info, config.preprocess.scale).to_float(images)
     keras.utils.set_random_seed(config.train.seed)
     t = config.train
-    model = build_model(config.model.name, x.shape[1:], len(info.class_names), **config.model.args)
-    model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t, info.class_counts()),
-                  metrics=["accuracy"], jit_compile=False)
-    timer = EpochTimer()
-    model.fit(x, labels, batch_size=t.batch_size, epochs=t.epochs, shuffle=True, verbose=0, callbacks=[timer])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_model(config.model.name, x.shape[1:], len(info.class_names), **config.model.args)
+        model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t, info.class_counts()),
+                      metrics=["accuracy"], jit_compile=False)
+        timer = EpochTimer()
+        model.fit(x, labels, batch_size=t.batch_size, epochs=t.epochs, shuffle=True, verbose=0, callbacks=[timer])
+    finally:
+        keras.config.set_dtype_policy(previous)
     per_epoch = len(x) // t.batch_size * t.batch_size
-    return per_epoch / float(np.median(timer.seconds[1:] or timer.seconds))
+    wall, cpu = (float(np.median(s[1:] or s)) for s in (timer.seconds, timer.cpu_seconds))
+    return Speed(per_epoch / wall, 1000.0 * cpu / per_epoch)
 
 
-def longtail_fit(config: ExperimentConfig, train_h5: Path, val_h5: Path, out: Path) -> float:
-    """`longtail train` (the library function behind the CLI) without tracking; its images/s."""
-    return train(config, train_h5, val_h5, out, progress=False).images_per_second
+def longtail_fit(config: ExperimentConfig, train_h5: Path, val_h5: Path, out: Path) -> Speed:
+    """`longtail train` (the library function behind the CLI) without tracking."""
+    result = train(config, train_h5, val_h5, out, progress=False)
+    return Speed(result.images_per_second, result.cpu_ms_per_image)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(Path(__file__).parents[1] / "experiments" / "demo.yaml"))
-    parser.add_argument("--images", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+def report(rows: dict[str, list[Speed]]) -> dict[str, Speed]:
+    """Print each row's best run (fastest by CPU time) beside all its runs; return the best."""
+    best = {name: min(runs, key=lambda r: r.cpu_ms_per_image) for name, runs in rows.items()}
+    for name, runs in rows.items():
+        b = best[name]
+        print(f"  {name:34s} {b.images_per_s:7.1f} images/s  {b.cpu_ms_per_image:6.2f} CPU ms/image  "
+              f"(runs: {', '.join(f'{r.images_per_s:.0f}/s {r.cpu_ms_per_image:.2f} ms' for r in runs)})")
+    return best
+
+
+def input_section(args: argparse.Namespace, tmp: Path) -> None:
+    """longtail train against plain fit at float32: the input pipeline, mixup and augmentation."""
     common = [f"train.epochs={args.epochs}", "weights.scheme=none"]
     no_aug = ["train.augmentation.flip=false", "train.augmentation.shift=0", "train.augmentation.cutmix=0"]
     same = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0"])
     mixed = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0.2"])
     augmented = load_config(args.config, common)
-    rates: dict[str, list[float]] = {"plain model.fit": [], "longtail train": [], "longtail train + mixup": [],
-                                     "longtail train + augmentation": []}
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_h5, val_h5 = fashion_mnist_splits(Path(tmp), args.images)
-        print(f"{same.model.name} {same.model.args}, {args.images} images 28x28, batch {same.train.batch_size}, "
-              f"{args.epochs} epochs x {args.repeats} repeats, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}")
+    rows: dict[str, list[Speed]] = {"plain model.fit": [], "longtail train": [], "longtail train + mixup": [],
+                                    "longtail train + augmentation": []}
+    train_h5, val_h5 = fashion_mnist_splits(tmp, args.images)
+    print(f"input: {same.model.name} {same.model.args}, {args.images} images 28x28, batch {same.train.batch_size}")
+    for r in range(args.repeats):
+        rows["plain model.fit"].append(plain_fit(same, train_h5))
+        rows["longtail train"].append(longtail_fit(same, train_h5, val_h5, tmp / f"m{r}"))
+        rows["longtail train + mixup"].append(longtail_fit(mixed, train_h5, val_h5, tmp / f"x{r}"))
+        rows["longtail train + augmentation"].append(longtail_fit(augmented, train_h5, val_h5, tmp / f"a{r}"))
+    best = report(rows)
+    plain = best["plain model.fit"].images_per_s
+    for name in ("longtail train", "longtail train + mixup", "longtail train + augmentation"):
+        target = " (target >= 0.9)" if "augmentation" not in name else ""
+        print(f"  {name} / plain fit (images/s): {best[name].images_per_s / plain:5.2f}x{target}")
+
+
+def precision_section(args: argparse.Namespace, tmp: Path) -> None:
+    """Plain fit and longtail train at float32 and mixed_bfloat16, at each size."""
+    for size in args.sizes:
+        n = max(args.batch * 4, round(args.images * (28 / size) ** 2))  # about the same pixels at every size
+        train_h5, val_h5 = fashion_mnist_splits(tmp / f"p{size}", n, size)
+        base = [f"train.epochs={args.epochs}", "weights.scheme=none", "train.augmentation.flip=false",
+                "train.augmentation.shift=0", "train.augmentation.mixup=0", "train.augmentation.cutmix=0"]
+        configs = {p: load_config(args.config, [*base, f"train.precision={p}"]) for p in PRECISIONS}
+        print(f"precision at {size}x{size}: {n} images, batch {configs['float32'].train.batch_size}")
+        rows: dict[str, list[Speed]] = {f"{kind} {p}": [] for p in PRECISIONS for kind in ("plain model.fit", "longtail train")}
         for r in range(args.repeats):
-            rates["plain model.fit"].append(plain_fit(same, train_h5))
-            rates["longtail train"].append(longtail_fit(same, train_h5, val_h5, Path(tmp) / f"m{r}"))
-            rates["longtail train + mixup"].append(longtail_fit(mixed, train_h5, val_h5, Path(tmp) / f"x{r}"))
-            rates["longtail train + augmentation"].append(
-                longtail_fit(augmented, train_h5, val_h5, Path(tmp) / f"a{r}"))
-    best = {name: max(values) for name, values in rates.items()}
-    for name, values in rates.items():
-        print(f"{name:32s} {best[name]:8.1f} images/s (runs: {', '.join(f'{v:.1f}' for v in values)})")
-    plain = best["plain model.fit"]
-    print(f"longtail train / plain fit:                {best['longtail train'] / plain:5.2f}x (target >= 0.9)")
-    print(f"longtail train + mixup / plain fit:        {best['longtail train + mixup'] / plain:5.2f}x (target >= 0.9)")
-    print(f"longtail train + augmentation / plain fit: {best['longtail train + augmentation'] / plain:5.2f}x")
+            for p in PRECISIONS:
+                rows[f"plain model.fit {p}"].append(plain_fit(configs[p], train_h5, p))
+                rows[f"longtail train {p}"].append(longtail_fit(configs[p], train_h5, val_h5, tmp / f"p{size}-{p}-{r}"))
+        best = report(rows)
+        reference = best["plain model.fit float32"].cpu_ms_per_image
+        for p in PRECISIONS:
+            lt, plain = best[f"longtail train {p}"], best[f"plain model.fit {p}"]
+            target = " (target >= 1.5)" if p != "float32" else ""
+            print(f"  {size} px longtail train {p} / plain fit float32 (CPU time per image): "
+                  f"{reference / lt.cpu_ms_per_image:5.2f}x{target}; / plain fit {p}: "
+                  f"{plain.cpu_ms_per_image / lt.cpu_ms_per_image:5.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(Path(__file__).parents[1] / "experiments" / "demo.yaml"))
+    parser.add_argument("--images", type=int, default=6000, help="train images at 28 px (fewer at larger sizes)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sections", default="input,precision", help="comma-separated: input, precision")
+    parser.add_argument("--sizes", default="28,64", help="image sizes of the precision section")
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.batch = load_config(args.config, []).train.batch_size
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    start = time.perf_counter()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.epochs} epochs x {args.repeats} repeats")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "input" in sections:
+            input_section(args, Path(tmp))
+        if "precision" in sections:
+            precision_section(args, Path(tmp))
     print(f"({time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end)")
 
 

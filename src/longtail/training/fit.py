@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 class TrainResult:
     """What one training produced.
 
-    images_per_second: training phase only (no validation), median over epochs after the first.
+    images_per_second: training phase only (no validation), median over epochs after the first;
+        cpu_ms_per_image likewise, in CPU time (every thread of the process).
     global_batch_size: train.batch_size (per replica) x replicas.
     resumed_from_epoch: the epoch training started at (0 unless resumed from a checkpoint).
     """
@@ -78,6 +79,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     posthoc_tau: float = 0.0
     precision: str = "float32"  # the dtype policy train.precision resolved to on this machine
+    cpu_ms_per_image: float = 0.0  # process CPU time per training image, as images_per_second is taken
 
 
 
@@ -284,6 +286,7 @@ def _fit(
         keras.config.set_dtype_policy(previous_policy)
 
     history = history_cb.history
+    images, epoch_s = train_data.steps * global_batch, _median_epoch(timer.seconds)
     posthoc_tau = _choose_posthoc(config, model, val_data.dataset, val_info, train_info, out_dir, run)
     return _write_model_dir(
         model, config, preprocessing, history, out_dir, run, train_info,
@@ -294,7 +297,8 @@ def _fit(
             best_val_macro_f1=max(history.get(VAL_MACRO_F1, [0.0])),
             final_val_macro_f1=(history.get(VAL_MACRO_F1) or [0.0])[-1],
             history=history,
-            images_per_second=_images_per_second(timer.seconds, train_data.steps * global_batch),
+            images_per_second=images / epoch_s if epoch_s else 0.0,
+            cpu_ms_per_image=1000.0 * _median_epoch(timer.cpu_seconds) / images,
             seconds=0.0,
             replicas=replicas,
             global_batch_size=global_batch,
@@ -329,10 +333,10 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_i
     return choice.adjustment.tau
 
 
-def _images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float:
-    """Median over epochs, leaving out the first (graph tracing) when there are others."""
+def _median_epoch(epoch_seconds: list[float]) -> float:
+    """Median over epochs, leaving out the first (graph tracing) when there are others; 0 for none."""
     timed = epoch_seconds[1:] or epoch_seconds
-    return float(images_per_epoch / np.median(timed)) if timed else 0.0
+    return float(np.median(timed)) if timed else 0.0
 
 
 def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Preprocessing,
