@@ -1,0 +1,108 @@
+"""Where a training step's time goes at each precision: oneDNN's convolutions and reorders against the rest.
+
+Each (size, precision) runs in its own process with ONEDNN_VERBOSE=1, which prints every oneDNN primitive
+it executes with its time. The demo's model (experiments/demo.yaml) trains `--steps` batches after three
+warm-up batches, one op at a time (inter-op parallelism 1, so the times add up). Per step it prints the
+wall and CPU time, the time in each oneDNN primitive kind (convolution forward and backward, reorder,
+matmul), and the rest: TensorFlow's own kernels (batch norm, ReLU, adds, casts, the optimizer, the loss).
+Run: python benchmarks/train_profile.py [--sizes 28,64] [--steps 8] [--precisions float32,mixed_bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from longtail.config import load_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+START, END = "@@profile-start", "@@profile-end"
+
+
+def child(policy: str, size: int, steps: int) -> None:
+    """Train `steps` batches under `policy`, between markers on stdout; print wall and CPU seconds at the end."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from longtail.models import build_model  # imports Keras
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    cfg = load_config(CONFIG, [])
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model.name, (size, size, 3), 10, **cfg.model.args)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    batch = cfg.train.batch_size
+    x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+    y = np.arange(batch) % 10
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    print(START, flush=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{END} {wall} {cpu}", flush=True)
+
+
+def profile(policy: str, size: int, steps: int) -> dict[str, float]:
+    """Run one child; milliseconds per step: wall, cpu, and each oneDNN primitive kind."""
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, __file__, "--child", policy, str(size), str(steps)],
+                          capture_output=True, text=True, env=env, check=True)
+    per_kind: dict[str, float] = defaultdict(float)
+    inside, wall, cpu = False, 0.0, 0.0
+    for line in done.stdout.splitlines():
+        if line.startswith(START):
+            inside = True
+        elif line.startswith(END):
+            wall, cpu = (float(v) for v in line.split()[1:3])
+            inside = False
+        elif inside and line.startswith("onednn_verbose") and ",exec,cpu," in line:
+            fields = line.split(",")
+            kind = fields[5]
+            if kind == "convolution":
+                kind += " " + ("backward" if "backward" in fields[7] else "forward")
+            per_kind[kind] += float(fields[-1])
+    row = {kind: ms / steps for kind, ms in per_kind.items()}
+    row["wall"], row["cpu"] = 1000 * wall / steps, 1000 * cpu / steps
+    row["rest"] = row["wall"] - sum(ms for kind, ms in row.items() if kind not in ("wall", "cpu"))
+    return row
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="28,64")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    args = parser.parse_args()
+    precisions = args.precisions.split(",")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; ms per training step of "
+          f"{load_config(CONFIG, []).train.batch_size} images")
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows = {p: profile(p, size, args.steps) for p in precisions}
+        kinds = sorted({k for row in rows.values() for k in row} - {"wall", "cpu", "rest"})
+        print(f"\n{size}x{size} px     " + "".join(f"{p:>16s}" for p in precisions))
+        for kind in ["wall", "cpu", *kinds, "rest"]:
+            label = {"rest": "rest (TF kernels)", "cpu": "CPU time"}.get(kind, kind)
+            print(f"  {label:22s}" + "".join(f"{rows[p].get(kind, 0.0):16.1f}" for p in precisions))
+        if len(precisions) > 1:
+            a, b = rows[precisions[0]], rows[precisions[1]]
+            print(f"  {precisions[0]} / {precisions[1]}: wall {a['wall'] / b['wall']:.2f}x, CPU {a['cpu'] / b['cpu']:.2f}x, "
+                  f"convolutions {sum(a.get(k, 0) for k in kinds if 'conv' in k) / max(sum(b.get(k, 0) for k in kinds if 'conv' in k), 1e-9):.2f}x, "
+                  f"rest {a['rest'] / b['rest']:.2f}x")
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
+
+
+if __name__ == "__main__":
+    main()
