@@ -44,5 +44,5 @@ def train(
     )
     model.metadata.update({"run_id": result.run_id, "epochs": result.epochs_run,
                            "best_val_macro_f1": result.best_val_macro_f1,
-                           "final_val_macro_f1": result.final_val_macro_f1})
+                           "final_val_macro_f1": result.final_val_macro_f1, "precision": result.precision})
     return result.run_id

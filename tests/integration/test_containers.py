@@ -8,6 +8,7 @@ proxied to the same S3 server, so the step containers hold S3 keys only for read
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -67,12 +68,12 @@ def stack(digits_lt, tmp_path_factory, docker_host):
         server.stop()
 
 
-def longtail_run(stack, home: Path, runner: str, on_line=None) -> subprocess.CompletedProcess:
+def longtail_run(stack, home: Path, runner: str, on_line=None, sets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`longtail run -v experiments/demo.yaml` on the S3 copy of digits-lt (-v: kfp.local's full log, which
     names each task's container image, on stdout); on_line(line) sees stdout live."""
     cmd = [sys.executable, "-m", "longtail.cli", "run", str(CONFIG),
            "--data", f"s3://{BUCKET}/raw/digits/train", "--test", f"s3://{BUCKET}/raw/digits/test",
-           "--home", str(home), "--runner", runner, "-v", *sum((["--set", s] for s in TINY), [])]
+           "--home", str(home), "--runner", runner, "-v", *sum((["--set", s] for s in (*TINY, *sets)), [])]
     proc = subprocess.Popen(cmd, env=stack["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
@@ -171,3 +172,18 @@ def test_s3_server_killed_during_ingest_then_a_rerun_succeeds(stack, tmp_path):
     assert "submission:" in again.stdout
     (rerun,) = [d for d in root.iterdir() if d.is_dir() and d != failed_run]
     assert sorted(p.name for p in (rerun / "ingest" / "data").glob("*.h5")) == ["train.h5", "val.h5"]
+
+
+def test_the_train_image_trains_in_bfloat16(stack, tmp_path):
+    """train.precision reaches the train step's container, which trains under mixed_bfloat16 and says so."""
+    done = longtail_run(stack, tmp_path / "bf16", "container", sets=("train.precision=mixed_bfloat16",))
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert re.search(r"Executing task 'train'\n(?:.*\n)*?\s+container [0-9a-f]+: image " + re.escape(image_ref("train")),
+                     plain), plain[-3000:]
+    assert "training in mixed_bfloat16 (train.precision: mixed_bfloat16)" in plain, plain[-3000:]
+    run = mlflow.MlflowClient(tracking_uri=stack["mlflow"]).get_run(run_id(done))
+    assert run.data.params["train.precision"] == "mixed_bfloat16"
+    assert run.data.params["train.precision_used"] == "mixed_bfloat16"
+    (record,) = (tmp_path / "bf16").rglob("train/model/training.json")
+    assert json.loads(record.read_text()) == {"precision": "mixed_bfloat16"}

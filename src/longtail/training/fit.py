@@ -231,9 +231,8 @@ def _fit(
     replicas = int(strategy.num_replicas_in_sync)
     global_batch = t.batch_size * replicas
     policy = training_precision(t.precision, devices)
-    log.info("training in %s (train.precision: %s)", policy, t.precision)
-    if progress:
-        print(f"{config.name}: training in {policy} (train.precision: {t.precision})", flush=True)
+    # Printed like the epoch lines (EpochProgress), whatever `progress` says: the step's log shows it.
+    print(f"{config.name}: training in {policy} (train.precision: {t.precision})", flush=True)
     if run is not None:
         run.log_params({PRECISION_USED_PARAM: policy})
     previous_policy = keras.config.dtype_policy()
