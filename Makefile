@@ -41,6 +41,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/train_profile.py
 	$(BIN)/python benchmarks/pipeline.py
 
 clean:
