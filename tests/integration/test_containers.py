@@ -35,12 +35,20 @@ pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def docker_host() -> str:
-    """DOCKER_HOST for the runner: the caller's, else podman's API started by scripts/podman-service.sh."""
+def docker_host():
+    """DOCKER_HOST for the runner: the caller's, else podman's API started by scripts/podman-service.sh,
+    and stopped again when this module is done if the fixture started it (a service left running keeps
+    the environment of the checkout that started it, which a later run must not inherit)."""
     if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    subprocess.run([str(REPO / "scripts" / "podman-service.sh"), "up"], check=True, timeout=120)
-    return f"unix://{PODMAN_SOCKET}"
+        yield os.environ["DOCKER_HOST"]
+        return
+    script = str(REPO / "scripts" / "podman-service.sh")
+    up = subprocess.run([script, "up"], check=True, timeout=120, capture_output=True, text=True)
+    try:
+        yield f"unix://{PODMAN_SOCKET}"
+    finally:
+        if "podman-service: up" in up.stdout:  # not "already answers": this fixture started it
+            subprocess.run([script, "down"], check=False, timeout=60)
 
 
 @pytest.fixture(scope="module")
