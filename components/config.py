@@ -43,6 +43,8 @@ def resolve_config(
     posthoc_tau: str,
     target_prior: str,
     precision: str,
+    ema: float,
+    random_erasing: float,
 ) -> dict:
     """Validate once, before any work: a bad knob fails here, naming its config field.
 

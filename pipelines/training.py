@@ -147,6 +147,8 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         posthoc_tau: str = k["posthoc_tau"],
         target_prior: str = k["target_prior"],
         precision: str = k["precision"],
+        ema: float = k["ema"],
+        random_erasing: float = k["random_erasing"],
         parent_run_id: str = "",
     ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).

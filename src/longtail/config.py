@@ -212,6 +212,10 @@ class OptimizerConfig:
     momentum: float = setting(0.9, unit_interval(closed_low=True))
     nesterov: bool = True
     weight_decay: float = setting(0.0, at_least(0), knob="weight_decay")
+    # Weight averaging (Polyak): the momentum of an exponential moving average of the weights, updated
+    # every step (Keras' use_ema); 0 is off. Val macro-F1 is measured on the averaged weights each
+    # epoch, and the saved model is the average. 0.99 averages over about the last 100 steps.
+    ema: float = setting(0.0, Bound(lambda v: v == 0 or 0.5 <= v < 1, "0 (off), or >= 0.5 and < 1"), knob="ema")
 
 
 @dataclass
@@ -257,6 +261,9 @@ class AugmentationConfig:
 
     flip: bool = True
     shift: float = setting(0.1, Bound(lambda v: 0.0 <= v < 0.5, ">= 0 and < 0.5"))
+    # Random erasing (Zhong et al. 2020): the chance that an image gets one box, 2-40% of its area with
+    # aspect 0.3-3.3, filled with uniform noise over the batch's value range; 0 is off.
+    erase: float = setting(0.0, between(0, 1), knob="random_erasing")
     # Batch mixing: Beta(alpha, alpha) mixing weights; 0 is off. With both on, each batch uses one of them.
     mixup: float = setting(0.0, MIX_ALPHA, knob="mixup")
     cutmix: float = setting(0.0, MIX_ALPHA, knob="cutmix")

@@ -45,6 +45,8 @@ MIN_GROUP_CHUNKS = 4
 READ_COPIES = 2
 FLOAT_COPIES = 2
 AUGMENT_FLOAT_COPIES = 6
+# Random erasing adds a noise batch and the erased output per batch.
+ERASE_FLOAT_COPIES = 2
 # What the streamed pipeline costs before it holds any rows: tf.data's threads and function graphs, the
 # open file and the labels (~10 MB of RSS over a process with the same imports, at 8 px).
 RUNTIME_BYTES = 12 * 2**20
@@ -57,15 +59,21 @@ GROUP_ROWS = 2048
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random train-time augmentation: horizontal flip, shift by pad + random crop."""
+    """Random train-time augmentation: horizontal flip, shift by pad + random crop, random erasing."""
 
     flip: bool = True
     shift: float = 0.1
+    erase: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> Augmentation:
         """From longtail.config.AugmentationConfig."""
-        return cls(flip=bool(cfg.flip), shift=float(cfg.shift))
+        return cls(flip=bool(cfg.flip), shift=float(cfg.shift), erase=float(cfg.erase))
+
+    @property
+    def float_copies(self) -> int:
+        """float32 batches alive while one batch is augmented (for stream_plan)."""
+        return AUGMENT_FLOAT_COPIES + (ERASE_FLOAT_COPIES if self.erase > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -319,14 +327,49 @@ def shift_crop(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
+# Random erasing's box (Zhong et al. 2020): 2-40% of the image's area, aspect ratio 0.3-1/0.3.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = 0.3
+
+
+def random_erase(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """With `probability`, replace one random box of each image by uniform noise (vectorised).
+
+    The noise spans the batch's own value range, so it fits any scaling (/255 or mean subtraction).
+    A box that would cross the border is cut at it.
+    """
+    n = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    u = tf.random.stateless_uniform([n, 5], seed=seed)
+    lo_area, hi_area = ERASE_AREA
+    area = (lo_area + u[:, 1] * (hi_area - lo_area)) * float(h * w)
+    log_aspect = np.log(ERASE_ASPECT) * (1.0 - 2.0 * u[:, 2])
+    aspect = tf.exp(log_aspect)
+    box_h = tf.minimum(tf.sqrt(area * aspect), float(h))
+    box_w = tf.minimum(tf.sqrt(area / aspect), float(w))
+    top = u[:, 3] * (float(h) - box_h)
+    left = u[:, 4] * (float(w) - box_w)
+    rows = tf.range(h, dtype=tf.float32)[None, :]
+    cols = tf.range(w, dtype=tf.float32)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    chosen = (u[:, 0] < probability)[:, None, None]
+    mask = (in_rows[:, :, None] & in_cols[:, None, :] & chosen)[..., None]
+    noise = tf.random.stateless_uniform(tf.shape(images), seed=seed + tf.constant([0, 1], tf.int64),
+                                        minval=tf.reduce_min(images), maxval=tf.reduce_max(images) + 1e-6)
+    return tf.where(mask, noise, images)
+
+
 def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
-    """Random horizontal flip and shift of float images, from a stateless (2,) seed."""
+    """Random horizontal flip, shift and erasing of float images, from a stateless (2,) seed."""
     if aug.flip:
         flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
         images = tf.where(flip, tf.reverse(images, axis=[2]), images)
     pad = int(round(aug.shift * images.shape[1]))
     if pad > 0:
         images = shift_crop(images, pad, seed + tf.constant([0, 1], tf.int64))
+    if aug.erase > 0:
+        images = random_erase(images, aug.erase, seed + tf.constant([0, 2], tf.int64))
     return images
 
 
@@ -447,7 +490,8 @@ def make_dataset(
     else:
         augmenting = training and (augmentation is not None or mixing is not None)
         stream = stream_plan(memory_budget_mb * 2**20, size * size * 3, batch_size, reader.chunk_rows,
-                             float_copies=AUGMENT_FLOAT_COPIES if augmenting else FLOAT_COPIES,
+                             float_copies=(augmentation or Augmentation()).float_copies if augmenting
+                             else FLOAT_COPIES,
                              max_group_chunks=stream_chunks, max_maps=os.cpu_count() or 1)
         group_rows = stream.group_chunks * reader.chunk_rows
         log.info("streaming %s: %s (budget %s MB)", path.name, stream, memory_budget_mb)

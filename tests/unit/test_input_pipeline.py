@@ -90,6 +90,35 @@ def test_augmentation_flips_and_shifts_on_the_fly(digits) -> None:
     assert abs(float(x1.numpy().sum()) / float(x0.numpy().sum()) - 1) < 0.1
 
 
+@pytest.mark.parametrize("probability", [1.0, 0.5])
+def test_random_erasing_replaces_one_box_per_chosen_image_with_noise(digits, probability: float) -> None:
+    pre = preprocessing_for(digits.train_h5)
+    plain = make_dataset(digits.train_h5, pre, batch_size=600, training=True, augmentation=None, seed=1)
+    erased = make_dataset(digits.train_h5, pre, batch_size=600, training=True,
+                          augmentation=Augmentation(flip=False, shift=0.0, erase=probability), seed=1)
+    (x0, y0), (x1, y1) = next(iter(plain.dataset)), next(iter(erased.dataset))
+    np.testing.assert_array_equal(y0.numpy(), y1.numpy())
+    x0, x1 = x0.numpy(), x1.numpy()
+    changed = np.any(x0 != x1, axis=3)  # (n, h, w): where the box fell
+    hit = changed.any(axis=(1, 2))
+    # The chance per image, within 5 standard errors of a binomial over 600 images.
+    assert abs(hit.mean() - probability) <= 5 * np.sqrt(probability * (1 - probability) / len(hit)) + 0.02
+    h, w = x0.shape[1:3]
+    for box in changed[hit]:
+        rows, cols = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+        # One axis-aligned box (noise can equal a pixel by chance only at a measure-zero rate) ...
+        assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() > 0.95
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) / (h * w)
+        # ... of 2-40% of the image, rounded to whole pixels and cut at the border.
+        assert 0.0 < area <= 0.4 + 2 * (h + w) / (h * w)
+    assert x1.min() >= x0.min() and x1.max() <= x0.max() + 1e-5  # noise within the batch's range
+    np.testing.assert_array_equal(x1[~hit], x0[~hit])  # images not chosen are untouched
+    again = next(iter(make_dataset(digits.train_h5, pre, batch_size=600, training=True,
+                                   augmentation=Augmentation(flip=False, shift=0.0, erase=probability),
+                                   seed=1).dataset))[0].numpy()
+    np.testing.assert_array_equal(again, x1)  # stateless: the same seed erases the same boxes
+
+
 def test_label_smoothing_on_the_fly_leaves_the_file_alone(digits) -> None:
     before = h5py.File(digits.train_h5, "r")["labels"][:]
     sd = make_dataset(digits.train_h5, preprocessing_for(digits.train_h5), batch_size=64, training=False,

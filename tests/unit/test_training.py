@@ -123,7 +123,9 @@ class Interrupt(Exception):
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one(digits, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["plain", "weight-averaging"])
+def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one(digits, tmp_path: Path,
+                                                                                 ema: float) -> None:
     import keras
     import mlflow
 
@@ -139,7 +141,8 @@ def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one
             if epoch == self.epoch:
                 raise Interrupt(f"killed after epoch {epoch}")
 
-    cfg = tiny_config(epochs=3, deterministic=True, lr={"schedule": "poly", "initial": 0.05, "power": 1.0})
+    cfg = tiny_config(epochs=3, deterministic=True, lr={"schedule": "poly", "initial": 0.05, "power": 1.0},
+                      optimizer={"name": "sgd", "ema": ema})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Interrupt):
@@ -163,6 +166,25 @@ def test_killed_training_resumes_at_its_epoch_and_ends_like_an_uninterrupted_one
     assert run.info.status == "FINISHED"
     assert sorted({m.step for m in client.get_metric_history(resumed.run_id, "val_macro_f1")}) == [0, 1, 2]
     assert len(client.search_runs([run.info.experiment_id])) == 1  # one run, resumed
+
+
+def test_weight_averaging_is_what_val_scores_and_what_is_saved(digits, tmp_path: Path) -> None:
+    from longtail.model_dir import ModelDir
+    from longtail.softmax import softmax
+    from longtail.training import train
+
+    cfg = tiny_config(epochs=2, optimizer={"name": "sgd", "ema": 0.9})
+    result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "ema", progress=False)
+    straight = train(tiny_config(epochs=2), digits.train_h5, digits.val_h5, tmp_path / "plain", progress=False)
+    images = first_batch(digits.val_h5, with_labels=False).numpy()
+    labels = read_info(digits.val_h5).labels
+    for run, folder in ((result, "ema"), (straight, "plain")):
+        probs = softmax(ModelDir(tmp_path / folder).load_model().predict(images, verbose=0))
+        val_loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)).mean())
+        # The last epoch's val loss was measured on the weights that were saved: the averages, with EMA.
+        assert val_loss == pytest.approx(run.history["val_loss"][-1], rel=1e-4)
+    assert result.history["val_loss"] != pytest.approx(straight.history["val_loss"], rel=1e-4)
+    assert result.history["loss"] == pytest.approx(straight.history["loss"], rel=1e-4)  # same steps taken
 
 
 def write_config(tmp_path: Path, raw: dict) -> Path:

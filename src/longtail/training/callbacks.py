@@ -95,6 +95,36 @@ class ValMetrics(keras.callbacks.Callback):
             logs[VAL_MACRO_F1_PLAIN] = macro_f1(labels, pred, n_classes, target_prior="train")
 
 
+class EmaSwap(keras.callbacks.SwapEMAWeights):
+    """Swaps the model's weights with the optimizer's moving averages (train.optimizer.ema) at each epoch end.
+
+    Two of them bracket ValMetrics: the first puts the averages in, so the epoch's val figures (and
+    the best epoch) are the averaged model's, the second puts the trained weights back before the
+    backup is written, so a resumed training continues exactly. At the end of the fit Keras copies
+    the averages into the model (Optimizer.finalize_variable_values): the saved model is the average.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._swap_variables()
+
+    # Keras' own swaps around evaluate/predict: the fit has no validation_data, and ValMetrics'
+    # predict runs its own callbacks, so none of these fire; they stay off so nothing swaps twice.
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        pass
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        pass
+
+    def on_predict_begin(self, logs: dict | None = None) -> None:
+        pass
+
+    def on_predict_end(self, logs: dict | None = None) -> None:
+        pass
+
+
 class FiniteLossGuard(keras.callbacks.Callback):
     """Stops training at the end of an epoch whose loss is NaN or infinite.
 

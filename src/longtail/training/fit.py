@@ -216,6 +216,7 @@ def _fit(
     from longtail.input_pipeline import Augmentation, Mixing, make_dataset
     from longtail.models import build_model
     from longtail.training.callbacks import (
+        EmaSwap,
         EpochProgress,
         EpochTimer,
         FiniteLossGuard,
@@ -270,7 +271,9 @@ def _fit(
             FiniteLossGuard(),  # before the checkpoint and the history keep a NaN epoch
             train_data.callback(),
             schedule_callback(t.lr, t.epochs),
+            *([EmaSwap()] if t.optimizer.ema > 0 else []),  # the averaged weights in, for val
             ValMetrics(val_data.dataset, val_info.labels, config.evaluate.target_prior),
+            *([EmaSwap()] if t.optimizer.ema > 0 else []),  # and out, before anything saves them
             history_cb,
             EpochProgress(config.name, t.epochs),
         ]
