@@ -132,3 +132,19 @@ def test_knobs_that_change_together_are_named_together():
     knob, spread = board.largest_effect
     assert knob == "train.lr.schedule + train.lr.values"
     assert spread == pytest.approx(0.81 - 0.70)
+
+
+def test_the_demo_levers_sweep_adds_one_lever_per_row_to_the_demo():
+    from longtail.config import flatten
+
+    configs = {c.name: flatten(config_to_dict(c)) for c in load_sweep([REPO / "experiments" / "demo-levers.yaml"])}
+    reference = configs.pop("demo")
+    assert reference["train.precision"] == "auto"
+    changed = {name: {k for k in flat if flat[k] != reference[k] and k != "name"} for name, flat in configs.items()}
+    assert changed == {
+        "ema": {"train.optimizer.ema"},
+        "random-erasing": {"train.augmentation.erase"},
+        "tta": {"evaluate.tta"},
+        "epochs-28": {"train.epochs"},
+        "all": {"train.optimizer.ema", "train.augmentation.erase", "evaluate.tta", "train.epochs"},
+    }
