@@ -22,7 +22,7 @@ from longtail.pipelines.local_session import local_session, print_restored
 from longtail.pipelines.sweep import SweepOutputs, sweep_steps
 from longtail.pipelines.training import create_pipeline
 from longtail.post_run import close_run
-from longtail.run_log import RunConsole, step_figure
+from longtail.run_log import RunConsole, finished_task_dir, step_figure
 from longtail.submission import is_skipped_submission
 from longtail.sweep_plan import group_by_data
 from longtail.sweep_run import start_sweep_run
@@ -130,19 +130,13 @@ def _run_dirs(root: Path) -> set[Path]:
     return {p for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
 
 
-def _task_dir(root: Path, task: str) -> Path:
-    """The newest run folder's output folder of `task`."""
-    candidates = [d / task for d in _run_dirs(root) if (d / task).is_dir()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else root / task
-
-
 @contextlib.contextmanager
 def _console(root: Path, pipeline_name: str, verbose: bool) -> Iterator[RunConsole]:
     """Route this process's stdout/stderr (kfp.local's logs, the steps' streamed output) through a
     RunConsole for the duration of the run; the log file lives in the pipeline root."""
     log_path = root / f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     terminal = sys.stdout
-    console = RunConsole(log_path, terminal, verbose=verbose, figure=lambda task: step_figure(_task_dir(root, task)))
+    console = RunConsole(log_path, terminal, verbose=verbose, figure=lambda task: step_figure(finished_task_dir(root, task) or root / task))
     console.say(f"{pipeline_name}: full log in {log_path}" + ("" if verbose else " (-v shows it here)"))
     handlers = [h for h in logging.getLogger().handlers
                 if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)]

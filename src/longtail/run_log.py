@@ -65,6 +65,21 @@ def step_figure(task_dir: Path) -> str:
     return ""
 
 
+def finished_task_dir(root: Path, task: str) -> Path | None:
+    """The output folder of the `task` that finished last under the pipeline root (None if none has).
+
+    A pipeline's tasks write <run folder>/<task>/; a sweep's loop writes
+    <run folder>/for-loop-N-iteration-K/<task>/, where parallel iterations share task names. kfp.local
+    writes a task's executor_output.json as it finishes, so the newest one is that task's.
+    """
+    if not root.is_dir():
+        return None
+    outputs = [path for run in root.iterdir() if run.is_dir()
+               for pattern in (f"{task}/{EXECUTOR_OUTPUT_FILE}", f"*/{task}/{EXECUTOR_OUTPUT_FILE}")
+               for path in run.glob(pattern)]
+    return max(outputs, key=lambda p: p.stat().st_mtime).parent if outputs else None
+
+
 def output_metadata(task_dir: Path) -> dict[str, dict[str, Any]]:
     """Each output artifact's metadata, by output name, from the task's executor_output.json ({} when none)."""
     path = task_dir / EXECUTOR_OUTPUT_FILE
@@ -134,7 +149,9 @@ class RunConsole(io.TextIOBase):
         self._figure = figure
         self._partial = ""
         self._lock = threading.Lock()
-        self._started: dict[str, float] = {}
+        # Start times by task name, oldest first: a sweep's parallel loop iterations share task names,
+        # and kfp.local's lines do not say which iteration ends, so each end takes the oldest start.
+        self._started: dict[str, list[float]] = {}
         self._error_line: str | None = None
         self.failed_task: str | None = None
         self._failed_error: str | None = None
@@ -181,11 +198,12 @@ class RunConsole(io.TextIOBase):
     def _line(self, line: str) -> None:
         self._log.write(line + "\n")
         if m := TASK_START.search(line):
-            self._started[m.group(1)] = time.perf_counter()
+            self._started.setdefault(m.group(1), []).append(time.perf_counter())
             self._show(f"  {time.strftime('%H:%M:%S')}  {m.group(1)} started")
         elif m := TASK_END.search(line):
             task, status = m.group(1), m.group(2)
-            elapsed = format_duration(time.perf_counter() - self._started.pop(task, time.perf_counter()))
+            starts = self._started.get(task) or [time.perf_counter()]
+            elapsed = format_duration(time.perf_counter() - starts.pop(0))
             if status == "SUCCESS":
                 figure = self._figure(task)
                 self._show(f"  {time.strftime('%H:%M:%S')}  {task} done in {elapsed}" + (f": {figure}" if figure else ""))

@@ -115,3 +115,33 @@ def test_the_first_failing_step_keeps_its_error_past_a_long_later_task(tmp_path)
     console.write("Task 'ingest' finished with status SUCCESS\n")
     assert (console.failed_task, console.last_error()) == ("ingest-2", "longtail.errors.DataError: no images found in /x")
     console.close()
+
+
+def test_a_sweeps_parallel_steps_each_report_their_own_figure_and_time(tmp_path, monkeypatch):
+    import longtail.run_log as run_log
+    from longtail.run_log import finished_task_dir
+
+    root = tmp_path / "pipeline-root"
+    sweep = root / "longtail-sweep-2"
+
+    def finish(folder, final):
+        executor_output(folder, model={"epochs": 2, "best_val_macro_f1": final, "final_val_macro_f1": final})
+
+    # An earlier single run, then a sweep whose loop runs two iterations of the same tasks at once.
+    finish(root / "longtail-training-1" / "train", 0.85)
+    assert finished_task_dir(root, "evaluate") is None
+    # Two "train" tasks start 0 s and 100 s in; the first ends at 300 s, the second at 310 s.
+    clock = iter([0.0, 100.0, 300.0, 310.0])
+    monkeypatch.setattr(run_log.time, "perf_counter", lambda: next(clock))
+    terminal = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", terminal, figure=lambda task: step_figure(finished_task_dir(root, task)))
+    start, end = kfp_task("train", []).splitlines()[0], kfp_task("train", []).splitlines()[-1]
+    console.write(f"{start}\n{start}\n")
+    finish(sweep / "for-loop-1-iteration-0" / "train", 0.80)
+    console.write(f"{end}\n")
+    finish(sweep / "for-loop-1-iteration-1" / "train", 0.90)
+    console.write(f"{end}\n")
+    console.close()
+    done = [line.split("done in ")[1] for line in terminal.getvalue().splitlines() if "done in" in line]
+    assert done == ["5m 00s: val macro-F1 0.8000 (best 0.8000) after 2 epochs",
+                    "3m 30s: val macro-F1 0.9000 (best 0.9000) after 2 epochs"]
