@@ -187,6 +187,25 @@ def test_weight_averaging_is_what_val_scores_and_what_is_saved(digits, tmp_path:
     assert result.history["loss"] == pytest.approx(straight.history["loss"], rel=1e-4)  # same steps taken
 
 
+def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp_path: Path, monkeypatch) -> None:
+    import longtail.training.fit as fit
+    from longtail.logit_adjustment import LogitAdjustment, choose_adjustment
+    from longtail.model_dir import ModelDir
+    from longtail.prediction import predict_probabilities
+    from longtail.training import train
+
+    calls = []
+    monkeypatch.setattr(fit, "predict_probabilities", lambda *a, **kw: calls.append(kw) or predict_probabilities(*a, **kw))
+    cfg = tiny_config(loss={"name": "cross_entropy", "args": {}})
+    cfg.evaluate.posthoc_tau, cfg.evaluate.tta = "tune", True
+    result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", progress=False)
+    assert [kw.get("tta") for kw in calls] == [True]
+    model_dir = ModelDir(tmp_path / "model")
+    probs = predict_probabilities(model_dir.load_model(), Preprocessing.load(tmp_path / "model"), digits.val_h5, tta=True)
+    expected = choose_adjustment("tune", probs, read_info(digits.val_h5).labels, read_info(digits.train_h5).class_counts())
+    assert result.posthoc_tau == expected.adjustment.tau == LogitAdjustment.load(tmp_path / "model").tau
+
+
 def write_config(tmp_path: Path, raw: dict) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(raw))

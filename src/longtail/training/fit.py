@@ -24,9 +24,9 @@ from longtail.learning_curves import plot_learning_curves
 from longtail.logit_adjustment import LogitAdjustment, choose_adjustment, probability_model
 from longtail.model_dir import ModelDir
 from longtail.output_lock import output_lock
+from longtail.prediction import predict_probabilities
 from longtail.preprocessing import Preprocessing
 from longtail.schedules import initial_learning_rate, schedule_callback
-from longtail.softmax import softmax
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.inputs import split_dataset
 from longtail.tracking.model_runs import RunInfo
@@ -289,7 +289,7 @@ def _fit(
 
     history = history_cb.history
     images, epoch_s = train_data.steps * global_batch, _median_epoch(timer.seconds)
-    posthoc_tau = _choose_posthoc(config, model, val_data.dataset, val_info, train_info, out_dir, run)
+    posthoc_tau = _choose_posthoc(config, model, preprocessing, val_info, train_info, out_dir, run)
     return _write_model_dir(
         model, config, preprocessing, history, out_dir, run, train_info,
         TrainResult(
@@ -312,7 +312,7 @@ def _fit(
     )
 
 
-def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_info: SplitInfo,
+def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preprocessing, val_info: SplitInfo,
                     train_info: SplitInfo, out_dir: Path, run: Any) -> float:
     """Resolve evaluate.posthoc_tau on the val split; write it into the model directory and MLflow.
 
@@ -322,7 +322,8 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, val_inputs: Any, val_i
     ModelDir(out_dir).remove_adjustment()
     if setting == 0:
         return 0.0
-    probs = softmax(model.predict(val_inputs, verbose=0))
+    # The val probabilities evaluate and the submission will adjust: with flip TTA when evaluate.tta is on.
+    probs = predict_probabilities(model, preprocessing, val_info.path, tta=config.evaluate.tta)
     choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts(),
                                target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
