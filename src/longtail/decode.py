@@ -42,6 +42,8 @@ OPENCV_PNG_MAX_BYTES = MAX_DECODE_BYTES // 4
 PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "TIFF", "GIF")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# OpenCV from 4.10 decodes a JPEG straight to RGB (no BGR image, no conversion); older ones do not.
+_IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 class DecodeError(DataError):
@@ -110,22 +112,29 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-def _reduced_flag(height: int, width: int, target: int) -> int:
-    """The largest libjpeg DCT downscale (1/8, 1/4, 1/2) that keeps the short side >= 2 x target.
+def _reduced_scale(height: int, width: int, target: int) -> int:
+    """The largest libjpeg DCT downscale k (8, 4, 2; 1 for none) whose 1/k output keeps the short side >= target.
 
-    Decoding at 1/k skips most of the inverse DCT work, the main cost for a big JPEG ingested small
-    (a 256 px JPEG, one core, decode alone: full size ~1,600 img/s, 1/2 ~3,300, 1/4 ~5,200).
-    The 2x margin leaves the area filter of the final resize real pixels to average. Against a full
-    decode + area resize, on real photos at the exact margin, the stored pixels differ by 1.0-3.5
-    grey levels on average, as much as two standard antialiased resizers differ from each other; at
-    a 1x margin they differ by 1.4-6.1, and on scaled-lt's striped backgrounds by 6.3 at 1/4 (2.0 at
-    2x). tests/unit/test_decode.py holds the figures and the bound.
+    libjpeg decodes at 1/k by an inverse DCT of each block's low frequencies: the decoder's main
+    cost shrinks with k, and the result is itself an antialiased downscale (at 1/8 each pixel is
+    its block's mean). A 256 px JPEG going to 64 px decodes at 1/4, straight to the target, about
+    3x faster than a full decode + area resize (README "Ingest"). libjpeg rounds the scaled size up.
+
+    Against a full decode + area resize the stored pixels differ by 0.6-6.1 grey levels on average
+    (27.9-37.4 dB) on real photos, most where a decode lands a pixel or two above the target and
+    the final resize shifts the sampling grid by a fraction of a pixel; a 2x margin halved that and
+    cost a third of the speed, and a model trained and scored on either ingest scores the same
+    (README "Ingest"). tests/unit/test_decode.py holds the figures and the bound.
     """
     short = min(height, width)
-    for k, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if short // k >= 2 * target:
-            return flag
-    return cv2.IMREAD_COLOR
+    return next((k for k in (8, 4, 2) if -(-short // k) >= target), 1)
+
+
+def _jpeg_flag(scale: int) -> int:
+    """cv2.imdecode's flag for a colour decode at 1/scale, straight to RGB where OpenCV can (4.10 on)."""
+    reduced = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+               8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[scale]
+    return reduced | (_IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
 
 
 def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
@@ -139,22 +148,22 @@ def decode(data: bytes, *, target_size: int | None = None) -> np.ndarray:
     Args:
         data: the whole file.
         target_size: when given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as its
-            short side stays >= 2 x target_size (the result is then smaller than the file's size).
+            short side stays >= target_size (the result is then smaller than the file's size).
 
     Raises:
         DecodeError: with the reason, e.g. "empty file (0 bytes)", "truncated image data".
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    check_size(data)
+    header = jpeg_header(data)  # parsed once: the size check and the choice of decoder both read it
+    check_size(data, None if header is None else (header[1], header[0], max(3, header[2])))
     buf = np.frombuffer(data, dtype=np.uint8)
-    header = jpeg_header(data)
     # A JPEG without its end-of-image marker is truncated; Pillow decides (and names the failure).
-    if header is not None and header[2] in (1, 3) and data.rstrip(b"\x00")[-2:] == b"\xff\xd9":
-        flag = cv2.IMREAD_COLOR if target_size is None else _reduced_flag(header[0], header[1], target_size)
-        bgr = cv2.imdecode(buf, flag)
-        if bgr is not None:
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if header is not None and header[2] in (1, 3) and _ends_with_eoi(data):
+        scale = 1 if target_size is None else _reduced_scale(header[0], header[1], target_size)
+        image = cv2.imdecode(buf, _jpeg_flag(scale))
+        if image is not None:
+            return image if _IMREAD_RGB is not None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif data.startswith(_PNG_MAGIC) and _png_for_opencv(data):
         raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         if raw is not None:
@@ -203,6 +212,14 @@ def image_header(data: bytes) -> tuple[int, int, int] | None:
         return None
 
 
+def _ends_with_eoi(data: bytes) -> bool:
+    """True if a JPEG's last bytes, past any zero padding, are its end-of-image marker (no copy of the file)."""
+    end = len(data)
+    while end > 2 and data[end - 1] == 0:
+        end -= 1
+    return data[end - 2 : end] == b"\xff\xd9"
+
+
 def _png_for_opencv(data: bytes) -> bool:
     """True for a PNG OpenCV decodes as it should, in little memory: up to 8 bits per sample, under
     OPENCV_PNG_MAX_BYTES decoded, and no eXIf chunk (OpenCV ignores its orientation).
@@ -246,15 +263,18 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check_size(data: bytes) -> None:
+def check_size(data: bytes, header: tuple[int, int, int] | None = None) -> None:
     """Refuse an image whose header claims more than MAX_IMAGE_PIXELS or MAX_DECODE_BYTES.
 
     Runs before any decoder allocates, so a decompression bomb costs only its header's parsing.
 
+    Args:
+        header: image_header(data) when the caller has parsed it already.
+
     Raises:
         DecodeError: naming the claimed size and the limit.
     """
-    header = image_header(data)
+    header = header or image_header(data)
     if header is None:
         return
     width, height, bytes_per_pixel = header
@@ -342,6 +362,11 @@ def _to_rgb8(arr: np.ndarray, *, bgr: bool) -> np.ndarray:
     Converted STRIP_ROWS rows at a time into one preallocated output, so the only full-size arrays
     are the decoder's buffer and the result (see MAX_DECODE_BYTES): never a full-size uint16 copy.
     """
+    if arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3))):
+        # The common case (8-bit gray or colour) in one OpenCV call into the one output array: a
+        # NumPy copy through reversed channels cost as much as decoding the PNG.
+        code = cv2.COLOR_GRAY2RGB if arr.ndim == 2 or arr.shape[2] == 1 else cv2.COLOR_BGR2RGB if bgr else None
+        return cv2.cvtColor(arr, code) if code is not None else np.ascontiguousarray(arr)
     return _rgb8_by_strips(arr.shape[0], arr.shape[1], bgr=bgr, strip=lambda top: arr[top : top + STRIP_ROWS])
 
 
