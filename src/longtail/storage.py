@@ -343,13 +343,21 @@ def read_bytes(uri: str, s3: S3Settings | None = None, *, max_bytes: int | None 
         raise ObjectNotFound(f"file not found: {uri}") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise StorageError(f"cannot read {uri!r}: {getattr(e, 'strerror', None) or e}") from None
-    with os.fdopen(fd, "rb") as f:
+    # Unbuffered, and asking for the size fstat gives (+1, to see a file that grew): a buffered
+    # read(max_bytes) allocates max_bytes (128 MiB for an image) and shrinks it, per file, which
+    # cost ingest 50 us of every image's 70 us read.
+    with os.fdopen(fd, "rb", buffering=0) as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ReadRefused(NOT_REGULAR)
         _check_size(uri, st.st_size, max_bytes, lambda: None)
         try:
-            return f.read() if max_bytes is None else f.read(max_bytes)
+            want = st.st_size + 1 if max_bytes is None else min(max_bytes, st.st_size + 1)
+            data = f.read(want) or b""
+            if len(data) < want or len(data) == max_bytes:
+                return data
+            rest = f.read() if max_bytes is None else f.read(max_bytes - len(data))  # it grew since fstat
+            return data + (rest or b"")
         except OSError as e:
             raise StorageError(f"cannot read {uri}: {e.strerror or e}") from None
 

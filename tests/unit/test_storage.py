@@ -46,6 +46,20 @@ def test_local_list_read_write(tmp_path):
     assert (tmp_path / "copy" / "dst.bin").read_bytes() == src.read_bytes()
 
 
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 100_000])
+@pytest.mark.parametrize("max_bytes", [None, 100_000, 10**9])
+def test_a_local_read_returns_exactly_the_file(tmp_path, size, max_bytes):
+    content = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(content)
+    assert storage.read_bytes(str(tmp_path / "f.bin"), max_bytes=max_bytes) == content
+
+
+def test_a_local_read_is_refused_over_its_bound_before_reading(tmp_path):
+    (tmp_path / "f.bin").write_bytes(b"x" * 101)
+    with pytest.raises(storage.ReadRefused, match="over the"):
+        storage.read_bytes(str(tmp_path / "f.bin"), max_bytes=100)
+
+
 def test_local_errors_name_the_path(tmp_path):
     with pytest.raises(ObjectNotFound, match=f"file not found: {tmp_path}/missing"):
         storage.read_bytes(str(tmp_path / "missing"))
