@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from longtail.atomic_file import TEMP_SUFFIX, atomic_path, is_temp_name
+from longtail.atomic_file import TEMP_SUFFIX, Writeback, atomic_path, is_temp_name
 from longtail.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ LABELS = "labels"
 IDS = "ids"
 # Rows per chunk: a training batch of 64-256 reads one or a few chunks, never a whole-file scan.
 CHUNK_ROWS = 64
+# A SplitWriter starts flushing its file to disk in the background after each this many bytes of rows.
+WRITEBACK_BYTES = 8 * 2**20
 
 
 def split_file(split: str) -> str:
@@ -144,6 +146,8 @@ class SplitWriter:
         self._file: h5py.File | None = None
         self._tmp: Path | None = None
         self._atomic: Any = None
+        self._writeback: Writeback | None = None
+        self._unflushed = 0  # bytes of rows written since the last Writeback.kick
 
     def __enter__(self) -> SplitWriter:
         try:
@@ -158,6 +162,8 @@ class SplitWriter:
             # __exit__ never runs when __enter__ fails: the temporary file goes here.
             if self._file is not None:
                 self._file.close()
+            if self._writeback is not None:
+                self._writeback.close()
             self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
         return self
@@ -167,6 +173,7 @@ class SplitWriter:
         assert self._tmp is not None
         f = h5py.File(self._tmp, "w")
         self._file = f
+        self._writeback = Writeback(self._tmp)
         chunk = (max(1, min(CHUNK_ROWS, self.n)), self.height, self.width, 3)
         # Unlimited first axis, so truncate() can drop rows planned but never written (undecodable files).
         f.create_dataset(IMAGES, shape=(self.n, self.height, self.width, 3), dtype=np.uint8, chunks=chunk,
@@ -192,6 +199,11 @@ class SplitWriter:
             if labels is None:
                 raise DataError(f"{self.path.name}: labelled split written without labels")
             self._file[LABELS][start:stop] = np.asarray(labels, dtype=np.int32)
+        self._unflushed += images.nbytes
+        if self._unflushed >= WRITEBACK_BYTES and self._writeback is not None:
+            self._file.flush()  # HDF5's own buffers to the OS, then the OS's to disk, in the background
+            self._writeback.kick()
+            self._unflushed = 0
 
     def set_mean_rgb(self, mean_rgb: list[float]) -> None:
         """Record the per-channel mean (0-255 scale) of this split's pixels."""
@@ -217,6 +229,13 @@ class SplitWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._tmp is not None
         self._file.close()
+        try:
+            if self._writeback is not None:
+                self._writeback.close()
+        except OSError as e:
+            if exc is None:  # the file did not reach the disk: it must not appear under its name
+                self._atomic.__exit__(type(e), e, e.__traceback__)
+                raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
         self._atomic.__exit__(exc_type, exc, tb)
 
 

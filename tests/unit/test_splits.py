@@ -82,3 +82,46 @@ def test_bad_arrays_and_missing_files_are_clear_errors(tmp_path, digits):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(DataError, match="cannot read HDF5 split"):
         read_info(tmp_path / "junk.h5")
+
+
+def _write_rows(path, digits, rows):
+    images, labels = digits
+    reps = -(-rows // len(images))
+    big = np.tile(images, (reps, 1, 1, 1))[:rows]
+    with SplitWriter(path, n=rows, image_size=8, class_names=[str(i) for i in range(10)], labelled=True,
+                     preprocessing={}, source_fingerprint="") as w:
+        for start in range(0, rows, 1000):
+            block = big[start : start + 1000]
+            w.write(start, block, [f"{start + i}.png" for i in range(len(block))],
+                    np.tile(labels, reps)[start : start + len(block)])
+    return big
+
+
+def test_rows_are_flushed_to_disk_in_the_background_while_the_split_is_written(tmp_path, digits, monkeypatch):
+    import longtail.splits as splits
+
+    synced = []
+    real = getattr(splits.os, "fdatasync", splits.os.fsync)
+    monkeypatch.setattr(splits, "WRITEBACK_BYTES", 100 * 8 * 8 * 3)
+    monkeypatch.setattr(splits.os, "fdatasync", lambda fd: synced.append(fd) or real(fd), raising=False)
+    big = _write_rows(tmp_path / "train.h5", digits, 5000)
+    assert synced, "no background flush while the rows were written"
+    got, _, ids = read_arrays(tmp_path / "train.h5")
+    assert np.array_equal(got, big) and len(ids) == 5000
+
+
+def test_a_failed_background_flush_leaves_no_split(tmp_path, digits, monkeypatch):
+    import errno
+
+    import longtail.splits as splits
+
+    # The disk refusing a write-back (EIO) cannot be made to happen for real here: the OS call is replaced.
+    def eio(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(splits, "WRITEBACK_BYTES", 100 * 8 * 8 * 3)
+    monkeypatch.setattr(splits.os, "fdatasync", eio, raising=False)
+    monkeypatch.setattr(splits.os, "fsync", eio)
+    with pytest.raises(DataError, match="Input/output error"):
+        _write_rows(tmp_path / "train.h5", digits, 5000)
+    assert list(tmp_path.iterdir()) == []
