@@ -16,7 +16,7 @@ its start to its exit (interpreter start-up, imports, listing and pool start-up 
   forkserver workers, results dropped. w2 reduced is the limit: ingest with nothing else to do.
 Rounds alternate the contenders (each round starts one later), so a change in the machine's load
 touches all of them; the table gives each one's median and best time over the rounds, and ratios
-of medians. A poller samples every process of a contender every 20 ms: its peak RSS (the largest of
+of medians. A poller samples every process of a contender every 100 ms: its peak RSS (the largest of
 one process; the contender's own process and its largest child) and CPU time (last sample, so it
 slightly undercounts). The 1-minute load average is printed beside every time: the machine may be
 shared, and a load above the core count makes every figure slower and noisier.
@@ -46,7 +46,7 @@ import psutil
 BIN = Path(sys.executable).parent
 TARGETS = {"jpeg": 0.4, "scaled-lt": 0.5}  # w2 time / classic time
 TARGET_W2_OVER_W1 = 1.7
-POLL_S = 0.02
+POLL_S = 0.1  # a poller waking more often takes measurable CPU from the contenders with several processes
 
 
 # ---- the child processes (each contender but longtail's CLI runs this file with --child) ----
@@ -81,11 +81,9 @@ def classic_loop(folder: Path, out: Path, size: int) -> int:
 def _full_size_jpeg_decode() -> None:
     """Switch off the reduced-scale JPEG decode in this process (workers=1 only: a pool's workers
     come from a fork server that never sees this)."""
-    import cv2
-
     from longtail import decode
 
-    decode._reduced_flag = lambda height, width, target: cv2.IMREAD_COLOR  # type: ignore[attr-defined]
+    decode._reduced_scale = lambda height, width, target: 1  # type: ignore[attr-defined]
 
 
 _DECODE_SIZE = 0

@@ -236,3 +236,61 @@ def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_proce
         a, b = read_arrays(tmp_path / "two" / f"{split}.h5"), read_arrays(tmp_path / "one" / f"{split}.h5")
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
     assert read_info(tmp_path / "two" / "train.h5").mean_rgb == read_info(tmp_path / "one" / "train.h5").mean_rgb
+
+
+@pytest.mark.parametrize("pool_delay", [0.0, 0.004, 0.02])
+def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_order(pool_delay):
+    """_shared_decode with a thread pool as the pool: every batch once, in order, its pixels from its own
+    slot; this process takes batches while the one due is still in the pool, never further ahead than
+    the pool's queue and OWN_AHEAD_BATCHES, and a slot is never handed out twice at once."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, rows = 60, 3
+    batches = [[f"{b}-{r}" for r in range(rows)] for b in range(n)]
+    ring = np.zeros((5, rows, 1, 1, 3), np.uint8)
+    slots_in_use: set[int] = set()
+    lock = threading.Lock()
+    here: list[int] = []
+    ahead: list[int] = []
+    consumed = [0]
+
+    def batch_of(files, pixels):
+        return ingest_module._Batch(pixels, [""] * len(files), [f"d{f}" for f in files], [1] * len(files),
+                                    np.zeros(3))
+
+    def in_pool(files, slot):
+        time.sleep(pool_delay)
+        ring[slot, : len(files)] = int(files[0].split("-")[0])
+        return batch_of(files, None)
+
+    def submit(files, slot):
+        with lock:
+            assert slot not in slots_in_use, "a slot handed out twice"
+            slots_in_use.add(slot)
+        return executor.submit(in_pool, files, slot)
+
+    def decode_here(files):
+        b = int(files[0].split("-")[0])
+        here.append(b)
+        ahead.append(b - consumed[0])
+        time.sleep(0.004)
+        return batch_of(files, np.full((len(files), 1, 1, 3), b, np.uint8))
+
+    with ThreadPoolExecutor(1) as executor:
+        out = []
+        for i, batch in enumerate(ingest_module._shared_decode(batches, submit, decode_here, ring, 1)):
+            assert batch.digests == [f"d{f}" for f in batches[i]]
+            assert (batch.pixels == i).all() and len(batch.pixels) == rows
+            with lock:
+                slots_in_use.clear()  # the slot of every batch up to here is copied out
+            consumed[0] = i + 1
+            out.append(i)
+    assert out == list(range(n))
+    # The read-ahead is bounded: the pool's queue, then this process's own batches beyond it.
+    assert max(ahead) <= ingest_module.QUEUED_PER_WORKER + ingest_module.OWN_AHEAD_BATCHES
+    if pool_delay >= 0.02:  # a slow pool: this process decodes most batches itself
+        assert len(here) > n // 2
+    if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
+        assert len(here) < n // 2

@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clahe", action="store_true", help="CLAHE on the L channel (stored pixels)")
     parser.add_argument("--white-balance", action="store_true", help="gray-world white balance (stored pixels)")
     parser.add_argument("--unlabelled", action="store_true", help="a flat test folder (or CSV of paths) -> test.h5")
-    parser.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores; one for a small input)")
+    parser.add_argument("--workers", type=_positive_int, default=None, help="decoding processes, this one included (default: all cores; one for a small input)")
     parser.set_defaults(func=run)
 
 
