@@ -399,9 +399,9 @@ def _decoded(
     """_load_batch over batches, results in order, decoded by `workers` processes: this one and a pool.
 
     This process is one of the decoders: while the batch it needs next is still in a pool worker's
-    hands, it decodes the next batch nobody has taken, so it never waits idle with work left and
-    `--workers 2` is one extra process on 2 cores, not two beside a writer (which left a core's
-    worth of time to the scheduler: 1.4x one process, where this gives 1.6-1.7x).
+    hands, it decodes the next batch nobody has taken, so it never waits idle with work left, and
+    `--workers 2` is one extra process on 2 cores, not two decoders beside a writer that compete
+    with it for them.
 
     The pool is a ProcessPoolExecutor, not a multiprocessing.Pool: Pool's worker-handler thread
     waits on the result pipe as well as on the workers, so while a result is waiting to be read it
