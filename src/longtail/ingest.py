@@ -87,7 +87,7 @@ class RepeatedWarning:
 
 # Batches handed to the pool and not yet consumed, at most: the read-ahead (64 x 64 files).
 IN_FLIGHT_BATCHES = 64
-# Batches queued per pool worker (one running, one waiting), so none idles while this process writes.
+# Batches queued per pool worker (one running, three waiting), so none idles while this process writes.
 QUEUED_PER_WORKER = 4
 # Batches this process decodes ahead of the one it is waiting for from the pool, at most.
 OWN_AHEAD_BATCHES = 8
@@ -422,10 +422,11 @@ def _decoded(
     pool_workers = workers - 1
     shape = (0, max(map(len, batches)), size, size, 3)
     slot_bytes = int(np.prod(shape[1:]))
-    # Slots for every batch the pool may hold: those queued, those done and waiting while this process
-    # is on its own batches ahead of them, and one more.
-    needed = QUEUED_PER_WORKER * pool_workers + OWN_AHEAD_BATCHES + 1
-    slots = min(IN_FLIGHT_BATCHES, needed, max(QUEUED_PER_WORKER * pool_workers + 1, RING_BYTES // slot_bytes))
+    # Slots for every batch the pool may hold (those queued, and those done and waiting while this
+    # process is on its own batches ahead of them, and one more) within the bounds; never fewer than
+    # the queue and one.
+    useful = QUEUED_PER_WORKER * pool_workers + OWN_AHEAD_BATCHES + 1
+    slots = max(QUEUED_PER_WORKER * pool_workers + 1, min(useful, IN_FLIGHT_BATCHES, RING_BYTES // slot_bytes))
     shape = (slots, *shape[1:])
     # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
     # workers receive at start-up; it goes away with the last process that maps it.
