@@ -10,13 +10,15 @@ mixup on (alpha 0.2, the batch mixing of the long-tail methods) and with the con
 Target: longtail >= 0.9x plain fit, also with mixup on.
 
 The precision section (--sizes, default 28 and 64 px): plain fit and longtail train at float32 and at
-mixed_bfloat16, Fashion-MNIST resized to each size (fewer images at larger sizes, the same pixels).
-Target: longtail train in bfloat16 >= 1.5x plain float32 fit in CPU time per image; longtail within
-0.9x of plain fit at the same precision shows the speed is not lost to the input pipeline.
+mixed_bfloat16 (--precisions), and longtail train in float32 with XLA-compiled steps (train.jit_compile
+true, what `auto` picks on a CPU in float32), Fashion-MNIST resized to each size (fewer images at larger
+sizes, the same pixels). Target: longtail train in bfloat16 >= 1.5x plain float32 fit in CPU time per
+image; longtail within 0.9x of plain fit at the same precision shows the speed is not lost to the input
+pipeline.
 
 Runs alternate (plain, longtail, plain, longtail, ...) so a shared machine's load hits both alike.
 Run: python benchmarks/train.py [--config experiments/demo.yaml] [--images 6000] [--epochs 3] [--repeats 2]
-     [--sections input,precision] [--sizes 28,64]
+     [--sections input,precision] [--sizes 28,64] [--precisions float32,mixed_bfloat16]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from longtail.splits import read_arrays, read_info, write_split
 from longtail.training import make_loss, make_optimizer, train
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+XLA_ROW = "longtail train float32 + XLA"
 
 
 @dataclass
@@ -111,7 +114,7 @@ def report(rows: dict[str, list[Speed]]) -> dict[str, Speed]:
 
 def input_section(args: argparse.Namespace, tmp: Path) -> None:
     """longtail train against plain fit at float32: the input pipeline, mixup and augmentation."""
-    common = [f"train.epochs={args.epochs}", "weights.scheme=none"]
+    common = [f"train.epochs={args.epochs}", "weights.scheme=none", "train.jit_compile=false"]  # as plain fit
     no_aug = ["train.augmentation.flip=false", "train.augmentation.shift=0", "train.augmentation.cutmix=0"]
     same = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0"])
     mixed = load_config(args.config, common + no_aug + ["train.augmentation.mixup=0.2"])
@@ -139,21 +142,29 @@ def precision_section(args: argparse.Namespace, tmp: Path) -> None:
         train_h5, val_h5 = fashion_mnist_splits(tmp / f"p{size}", n, size)
         base = [f"train.epochs={args.epochs}", "weights.scheme=none", "train.augmentation.flip=false",
                 "train.augmentation.shift=0", "train.augmentation.mixup=0", "train.augmentation.cutmix=0"]
-        configs = {p: load_config(args.config, [*base, f"train.precision={p}"]) for p in PRECISIONS}
-        print(f"precision at {size}x{size}: {n} images, batch {configs['float32'].train.batch_size}")
-        rows: dict[str, list[Speed]] = {f"{kind} {p}": [] for p in PRECISIONS for kind in ("plain model.fit", "longtail train")}
+        configs = {p: load_config(args.config, [*base, f"train.precision={p}", "train.jit_compile=false"])
+                   for p in args.precisions}
+        xla = load_config(args.config, [*base, "train.precision=float32", "train.jit_compile=true"])
+        print(f"precision at {size}x{size}: {n} images, batch {xla.train.batch_size}")
+        rows: dict[str, list[Speed]] = {f"{kind} {p}": [] for p in args.precisions
+                                        for kind in ("plain model.fit", "longtail train")}
+        rows[XLA_ROW] = []
         for r in range(args.repeats):
-            for p in PRECISIONS:
+            for p in args.precisions:
                 rows[f"plain model.fit {p}"].append(plain_fit(configs[p], train_h5, p))
                 rows[f"longtail train {p}"].append(longtail_fit(configs[p], train_h5, val_h5, tmp / f"p{size}-{p}-{r}"))
+            rows[XLA_ROW].append(longtail_fit(xla, train_h5, val_h5, tmp / f"p{size}-xla-{r}"))
         best = report(rows)
         reference = best["plain model.fit float32"].cpu_ms_per_image
-        for p in PRECISIONS:
+        for p in args.precisions:
             lt, plain = best[f"longtail train {p}"], best[f"plain model.fit {p}"]
             target = " (target >= 1.5)" if p != "float32" else ""
             print(f"  {size} px longtail train {p} / plain fit float32 (CPU time per image): "
                   f"{reference / lt.cpu_ms_per_image:5.2f}x{target}; / plain fit {p}: "
                   f"{plain.cpu_ms_per_image / lt.cpu_ms_per_image:5.2f}x")
+        print(f"  {size} px {XLA_ROW} / plain fit float32 (CPU time per image): "
+              f"{reference / best[XLA_ROW].cpu_ms_per_image:5.2f}x; / longtail train float32: "
+              f"{best['longtail train float32'].cpu_ms_per_image / best[XLA_ROW].cpu_ms_per_image:5.2f}x")
 
 
 def main() -> None:
@@ -164,8 +175,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sections", default="input,precision", help="comma-separated: input, precision")
     parser.add_argument("--sizes", default="28,64", help="image sizes of the precision section")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                        help="dtype policies of the precision section (float32 always runs: the reference)")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.precisions = ["float32", *(p for p in args.precisions.split(",") if p and p != "float32")]
     args.batch = load_config(args.config, []).train.batch_size
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     start = time.perf_counter()

@@ -45,6 +45,7 @@ def resolve_config(
     precision: str,
     ema: float,
     random_erasing: float,
+    jit_compile: str,
 ) -> dict:
     """Validate once, before any work: a bad knob fails here, naming its config field.
 

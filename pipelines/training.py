@@ -149,6 +149,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         precision: str = k["precision"],
         ema: float = k["ema"],
         random_erasing: float = k["random_erasing"],
+        jit_compile: str = k["jit_compile"],
         parent_run_id: str = "",
     ) -> TrainingOutputs:
         # Validate every knob before any work is done (the parameters named in KNOBS, passed on by name).

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from longtail.errors import ConfigError
+
 # CPU flags (/proc/cpuinfo) of the units oneDNN runs bfloat16 convolutions and matmuls on.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # GPUs from compute capability 8.0 (Ampere) compute bfloat16 natively; 7.0 brought float16 tensor cores.
@@ -14,6 +16,12 @@ BF16_GPU_CAPABILITY, FP16_GPU_CAPABILITY = (8, 0), (7, 0)
 # plain fit at 28 and 64 px (benchmarks/train.py), and the demo's train step 7 min 35 s instead of
 # 9 min 20 s, at -0.003 test macro-F1.
 AUTO_ON_BF16_CPU = "mixed_bfloat16"
+# What train.jit_compile: auto picks: XLA where it was measured to pay, a CPU training in float32. On an
+# AVX2-only AMD EPYC (no bfloat16 units, so auto precision is float32) XLA cut `longtail train`'s CPU
+# time per image by 1.2-1.3x at 28 and 64 px (benchmarks/train.py); on the Intel AMX machine it was no
+# faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA, as
+# Keras' own default does on every device.
+AUTO_JIT_POLICIES = ("float32",)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -51,3 +59,29 @@ def resolve_precision(choice: str, gpu_capabilities: Sequence[tuple[int, int]], 
             return "mixed_bfloat16"
         return "mixed_float16" if oldest >= FP16_GPU_CAPABILITY else "float32"
     return AUTO_ON_BF16_CPU if set(flags) & set(BF16_CPU_FLAGS) else "float32"
+
+
+def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas: int = 1) -> bool:
+    """Whether a training compiles its steps with XLA (Keras `jit_compile`).
+
+    Args:
+        choice: train.jit_compile (true, false or auto).
+        policy: the dtype policy the training runs under (resolve_precision's answer).
+        on_gpu: whether it trains on GPUs.
+        replicas: the distribution strategy's replicas.
+
+    Returns:
+        The choice when it is a bool; for `auto`, True on a one-replica CPU training under AUTO_JIT_POLICIES.
+
+    Raises:
+        ConfigError: true across several replicas. Keras compiles the whole mirrored step, and XLA cannot
+            reach another device's copy of a variable (TensorFlow's XLA known issue
+            "tf.Variable on a different device"): the first step would fail.
+    """
+    if choice == "auto":
+        return replicas == 1 and not on_gpu and policy in AUTO_JIT_POLICIES
+    if choice and replicas > 1:
+        raise ConfigError(f"config field train.jit_compile: true cannot train across {replicas} replicas (XLA "
+                          "compiles the whole mirrored step and cannot reach the other devices' variables); "
+                          "write false, or auto (XLA only where one device trains)")
+    return bool(choice)

@@ -1,4 +1,5 @@
-"""train.precision: the old key's error, `auto` per machine, and a bfloat16 model that predicts anywhere."""
+"""train.precision: the old key's error, `auto` per machine, and a bfloat16 model that predicts anywhere;
+train.jit_compile: `auto` per machine, and XLA-compiled steps across two replicas."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from longtail.config import config_from_dict
 from longtail.errors import ConfigError
 from longtail.knobs import KNOBS, apply_knobs
 from longtail.model_dir import ModelDir
-from longtail.precision import cpu_flags, resolve_precision
+from longtail.precision import cpu_flags, resolve_jit_compile, resolve_precision
 
 TINY = {
     "name": "tiny",
@@ -89,3 +90,49 @@ def test_a_bfloat16_model_records_its_precision_and_predicts_in_a_float32_proces
     rows = (tmp_path / "sub.csv").read_text().splitlines()
     assert len(rows) == 1 + 200  # a header and every val image (write_digits_splits' n_val)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == "float32"
+
+
+def test_jit_compile_is_a_pipeline_knob_taking_true_false_or_auto() -> None:
+    assert KNOBS["jit_compile"] == "train.jit_compile"
+    assert config_from_dict({}).train.jit_compile is False  # Keras' own default on a CPU
+    assert apply_knobs({}, {"jit_compile": "auto"}).train.jit_compile == "auto"
+    assert apply_knobs({}, {"jit_compile": "true"}).train.jit_compile is True
+    with pytest.raises(ConfigError, match=r"train.jit_compile must be bool or 'auto', got 'xla'"):
+        config_from_dict({"train": {"jit_compile": "xla"}})
+
+
+@pytest.mark.parametrize(("choice", "policy", "on_gpu", "replicas", "jit"), [
+    ("auto", "float32", False, 1, True),  # one CPU in float32: where XLA was measured to pay
+    ("auto", "float32", False, 2, False),  # mirrored replicas: XLA cannot compile their step
+    ("auto", "mixed_bfloat16", False, 1, False),  # bfloat16 units: XLA was slower there
+    ("auto", "float32", True, 1, False),  # GPUs: not measured, Keras' default
+    (True, "mixed_bfloat16", True, 1, True),  # asked for by name: given
+    (False, "float32", False, 4, False),
+])
+def test_resolve_jit_compile(choice, policy, on_gpu, replicas, jit) -> None:
+    assert resolve_jit_compile(choice, policy, on_gpu, replicas) is jit
+
+
+def test_xla_across_replicas_is_refused_in_words() -> None:
+    with pytest.raises(ConfigError, match=r"^config field train.jit_compile: true cannot train across 2 replicas"):
+        resolve_jit_compile(True, "float32", False, 2)
+
+
+@pytest.mark.slow
+def test_xla_steps_train_like_plain_ones(tmp_path: Path) -> None:
+    """train.jit_compile true and false on the same data and seed: the same training, XLA-compiled or not."""
+    from longtail.training import train
+
+    digits = write_digits_splits(tmp_path / "digits")
+    results = {}
+    for jit in (False, True):
+        raw = json.loads(json.dumps(TINY))
+        raw["train"].update(epochs=2, jit_compile=jit)
+        results[jit] = train(config_from_dict(raw), digits.train_h5, digits.val_h5, tmp_path / f"model-{jit}",
+                             progress=False)
+    plain, xla = results[False], results[True]
+    assert (plain.jit_compile, xla.jit_compile) == (False, True)
+    # XLA fuses and reorders float arithmetic, so not bit for bit; the same training, though.
+    assert xla.history["loss"][0] == pytest.approx(plain.history["loss"][0], rel=1e-3)
+    assert np.isfinite(xla.history["loss"]).all() and xla.history["loss"][1] < xla.history["loss"][0]
+    assert ModelDir(tmp_path / "model-True").load_model().predict(np.zeros((2, 16, 16, 3)), verbose=0).shape[0] == 2

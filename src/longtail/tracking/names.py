@@ -37,6 +37,8 @@ WEIGHTS_MIN_PARAM = "weights.min"
 WEIGHTS_MAX_PARAM = "weights.max"
 # The dtype policy train.precision resolved to on the machine that trained (auto: its GPUs or CPU).
 PRECISION_USED_PARAM = "train.precision_used"
+# Whether that training compiled its steps with XLA (train.jit_compile resolved; auto: CPU float32).
+JIT_COMPILE_USED_PARAM = "train.jit_compile_used"
 # The epochs param the leaderboard reads back, and the target prior `longtail run` prints (flattened config keys).
 EPOCHS_KEY = "train.epochs"
 TARGET_PRIOR_PARAM = "evaluate.target_prior"

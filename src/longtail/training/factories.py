@@ -9,7 +9,7 @@ from typing import Any
 from longtail.config import LabelSmoothingConfig, OptimizerConfig, TrainConfig
 from longtail.errors import ConfigError
 from longtail.losses import build_loss, keras_loss
-from longtail.precision import cpu_flags, resolve_precision
+from longtail.precision import cpu_flags, resolve_jit_compile, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ def training_precision(choice: str, devices: Sequence[str] | None = None) -> str
     gpus = [] if devices else tf.config.list_physical_devices("GPU")
     capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0) for g in gpus]
     return resolve_precision(choice, [tuple(c) for c in capabilities], cpu_flags())
+
+
+def training_jit_compile(choice: bool | str, policy: str, replicas: int, devices: Sequence[str] | None = None) -> bool:
+    """Whether this training compiles its steps with XLA (longtail.precision.resolve_jit_compile).
+
+    Explicit `devices` (logical CPUs in tests) train on the CPU, whatever GPUs are visible.
+    """
+    import tensorflow as tf
+
+    on_gpu = not devices and bool(tf.config.list_physical_devices("GPU"))
+    return resolve_jit_compile(choice, policy, on_gpu, replicas)
 
 
 def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:

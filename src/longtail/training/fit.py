@@ -30,7 +30,7 @@ from longtail.schedules import initial_learning_rate, schedule_callback
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.inputs import split_dataset
 from longtail.tracking.model_runs import RunInfo
-from longtail.tracking.names import PRECISION_USED_PARAM, VAL_MACRO_F1
+from longtail.tracking.names import JIT_COMPILE_USED_PARAM, PRECISION_USED_PARAM, VAL_MACRO_F1
 from longtail.tracking.runs import epoch_logger, log_posthoc_choice, log_training_facts, start_experiment_run
 from longtail.training.factories import (
     distribution_strategy,
@@ -38,6 +38,7 @@ from longtail.training.factories import (
     make_loss,
     make_optimizer,
     target_encoding,
+    training_jit_compile,
     training_precision,
 )
 from longtail.training.inputs import check_splits, load_class_weights
@@ -79,6 +80,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     posthoc_tau: float = 0.0
     precision: str = "float32"  # the dtype policy train.precision resolved to on this machine
+    jit_compile: bool = False  # whether train.jit_compile resolved to XLA-compiled steps on this machine
     cpu_ms_per_image: float = 0.0  # process CPU time per training image, as images_per_second is taken
 
 
@@ -232,10 +234,12 @@ def _fit(
     replicas = int(strategy.num_replicas_in_sync)
     global_batch = t.batch_size * replicas
     policy = training_precision(t.precision, devices)
+    jit = training_jit_compile(t.jit_compile, policy, replicas, devices)
     # Printed like the epoch lines (EpochProgress), whatever `progress` says: the step's log shows it.
-    print(f"{config.name}: training in {policy} (train.precision: {t.precision})", flush=True)
+    print(f"{config.name}: training in {policy}{' with XLA' if jit else ''} (train.precision: {t.precision}, "
+          f"train.jit_compile: {str(t.jit_compile).lower()})", flush=True)
     if run is not None:
-        run.log_params({PRECISION_USED_PARAM: policy})
+        run.log_params({PRECISION_USED_PARAM: policy, JIT_COMPILE_USED_PARAM: jit})
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
 
@@ -262,7 +266,7 @@ def _fit(
                 optimizer=make_optimizer(t.optimizer, initial_learning_rate(t.lr, t.epochs)),
                 loss=make_loss(t, train_info.class_counts()),
                 metrics=[make_accuracy(t.label_smoothing, mixing.active)],
-                jit_compile=False,
+                jit_compile=jit,
             )
         timer = EpochTimer()
         history_cb = PersistentHistory(history_path(checkpoint_dir))
@@ -308,6 +312,7 @@ def _fit(
             resumed_from_epoch=t.epochs if history_cb.first_epoch is None else history_cb.first_epoch,
             posthoc_tau=posthoc_tau,
             precision=policy,
+            jit_compile=jit,
         ),
     )
 
