@@ -18,9 +18,9 @@ BF16_GPU_CAPABILITY, FP16_GPU_CAPABILITY = (8, 0), (7, 0)
 AUTO_ON_BF16_CPU = "mixed_bfloat16"
 # What train.jit_compile: auto picks: XLA where it was measured to pay, a CPU training in float32. On an
 # AVX2-only AMD EPYC (no bfloat16 units, so auto precision is float32) XLA cut `longtail train`'s CPU
-# time per image by 1.2-1.3x at 28 and 64 px (benchmarks/train.py); on the Intel AMX machine it was no
-# faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA, as
-# Keras' own default does on every device.
+# time per image 1.45x at 28 px and 1.19x at 64 px (benchmarks/train.py); on the Intel AMX machine it
+# was no faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA,
+# as Keras' own default does on every device.
 AUTO_JIT_POLICIES = ("float32",)
 
 
@@ -81,7 +81,7 @@ def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas:
     if choice == "auto":
         return replicas == 1 and not on_gpu and policy in AUTO_JIT_POLICIES
     if choice and replicas > 1:
-        raise ConfigError(f"config field train.jit_compile: true cannot train across {replicas} replicas (XLA "
-                          "compiles the whole mirrored step and cannot reach the other devices' variables); "
+        raise ConfigError(f"config field train.jit_compile: true cannot train across {replicas} replicas "
+                          "(XLA compiles the whole mirrored step and cannot reach the other devices' variables); "
                           "write false, or auto (XLA only where one device trains)")
     return bool(choice)
