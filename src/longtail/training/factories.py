@@ -55,27 +55,25 @@ def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
     raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
 
 
-def training_precision(choice: str, devices: Sequence[str] | None = None) -> str:
-    """The Keras dtype policy for train.precision on this machine (longtail.precision.resolve_precision).
-
-    Explicit `devices` (logical CPUs in tests) train on the CPU, whatever GPUs are visible.
-    """
+def _training_gpus(devices: Sequence[str] | None) -> list[Any]:
+    """The GPUs a training runs on: none with explicit `devices` (logical CPUs in tests), else every visible one."""
     import tensorflow as tf
 
-    gpus = [] if devices else tf.config.list_physical_devices("GPU")
+    return [] if devices else tf.config.list_physical_devices("GPU")
+
+
+def training_precision(choice: str, devices: Sequence[str] | None = None) -> str:
+    """The Keras dtype policy for train.precision on this machine (longtail.precision.resolve_precision)."""
+    import tensorflow as tf
+
+    gpus = _training_gpus(devices)
     capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0) for g in gpus]
     return resolve_precision(choice, [tuple(c) for c in capabilities], cpu_flags())
 
 
 def training_jit_compile(choice: bool | str, policy: str, replicas: int, devices: Sequence[str] | None = None) -> bool:
-    """Whether this training compiles its steps with XLA (longtail.precision.resolve_jit_compile).
-
-    Explicit `devices` (logical CPUs in tests) train on the CPU, whatever GPUs are visible.
-    """
-    import tensorflow as tf
-
-    on_gpu = not devices and bool(tf.config.list_physical_devices("GPU"))
-    return resolve_jit_compile(choice, policy, on_gpu, replicas)
+    """Whether this training compiles its steps with XLA (longtail.precision.resolve_jit_compile)."""
+    return resolve_jit_compile(choice, policy, bool(_training_gpus(devices)), replicas)
 
 
 def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:
