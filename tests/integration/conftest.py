@@ -226,7 +226,10 @@ def moto_server(s3_server: str, tmp_path: Path) -> Iterator[MotoServer]:
 TINY_PIPELINE = ["model.name=small_cnn", "model.args={width: 8}", "train.epochs=2", "train.batch_size=32",
                  "data.image_size=16", "train.lr.schedule=constant", "train.lr.initial=0.003",
                  "train.optimizer.name=adam", "evaluate.min_macro_f1=0.0",
-                 "train.optimizer.ema=0.0"]  # weight averaging over 2 tiny epochs would keep the initial weights
+                 "train.optimizer.ema=0.0",  # weight averaging over 2 tiny epochs would keep the initial weights
+                 # demo.yaml's XLA (auto) compiles for ~4.5 s per tiny training, twice its 2 epochs;
+                 # tests/unit/test_precision.py trains with and without it.
+                 "train.jit_compile=false"]
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_xla_across_replicas_is_refused_in_words() -> None:
 
 
 @pytest.mark.slow
-def test_xla_steps_train_like_plain_ones(tmp_path: Path) -> None:
+def test_xla_steps_train_like_plain_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """train.jit_compile true and false on the same data and seed: the same training, XLA-compiled or not."""
     from longtail.training import train
 
@@ -132,6 +132,9 @@ def test_xla_steps_train_like_plain_ones(tmp_path: Path) -> None:
                              progress=False)
     plain, xla = results[False], results[True]
     assert (plain.jit_compile, xla.jit_compile) == (False, True)
+    printed = capsys.readouterr().out
+    assert "tiny: training in float32 (train.precision: float32), no XLA (train.jit_compile: false)" in printed
+    assert "tiny: training in float32 (train.precision: float32), XLA-compiled (train.jit_compile: true)" in printed
     # XLA fuses and reorders float arithmetic, so not bit for bit; the same training, though.
     assert xla.history["loss"][0] == pytest.approx(plain.history["loss"][0], rel=1e-3)
     assert np.isfinite(xla.history["loss"]).all() and xla.history["loss"][1] < xla.history["loss"][0]

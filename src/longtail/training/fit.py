@@ -236,8 +236,8 @@ def _fit(
     policy = training_precision(t.precision, devices)
     jit = training_jit_compile(t.jit_compile, policy, replicas, devices)
     # Printed like the epoch lines (EpochProgress), whatever `progress` says: the step's log shows it.
-    print(f"{config.name}: training in {policy}{' with XLA' if jit else ''} (train.precision: {t.precision}, "
-          f"train.jit_compile: {str(t.jit_compile).lower()})", flush=True)
+    print(f"{config.name}: training in {policy} (train.precision: {t.precision}), "
+          f"{'XLA-compiled' if jit else 'no XLA'} (train.jit_compile: {str(t.jit_compile).lower()})", flush=True)
     if run is not None:
         run.log_params({PRECISION_USED_PARAM: policy, JIT_COMPILE_USED_PARAM: jit})
     previous_policy = keras.config.dtype_policy()
