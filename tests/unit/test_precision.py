@@ -1,5 +1,5 @@
 """train.precision: the old key's error, `auto` per machine, and a bfloat16 model that predicts anywhere;
-train.jit_compile: `auto` per machine, and XLA-compiled steps across two replicas."""
+train.jit_compile: `auto` per machine, its refusal across replicas, and XLA steps that train like plain ones."""
 
 from __future__ import annotations
 
