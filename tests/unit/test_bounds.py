@@ -235,7 +235,7 @@ def test_an_s3_endpoint_that_never_answers_is_given_up_within_the_deadline(monke
 
 def test_mlflow_http_calls_fit_the_deadline():
     from longtail.storage import NETWORK_DEADLINE_S
-    from longtail.tracking.store import CLIENT_LIMITS
+    from longtail.tracking_env import CLIENT_LIMITS
 
     tries = int(CLIENT_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) + 1
     backoff = sum(float(CLIENT_LIMITS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]) * 2**i for i in range(tries - 1))

@@ -108,13 +108,10 @@ from longtail.tracking.runs import (
     system_metrics_enabled,
 )
 from longtail.tracking.store import (
-    CLIENT_LIMITS,
     DEFAULT_HOME,
     KFP_RUN_ENV,
-    bound_client_retries,
     check_store,
     check_tracking_reachable,
-    credentials_to_env,
     default_tracking_uri,
     ensure_experiment,
     env_run_id_hidden,
@@ -124,10 +121,15 @@ from longtail.tracking.store import (
     set_experiment_facts,
     source_tags,
     task_run_from_env,
-    tracking_credentials_to_env,
-    tracking_env_edge,
     tracking_uri_from_env,
     ui_hint,
+)
+from longtail.tracking_env import (
+    CLIENT_LIMITS,
+    bound_client_retries,
+    credentials_to_env,
+    tracking_credentials_to_env,
+    tracking_env_edge,
 )
 
 __all__ = [

@@ -23,66 +23,13 @@ from longtail.tracking.names import (
     SOURCE_NAME_TAG,
     SOURCE_TYPE_TAG,
 )
+from longtail.tracking_env import TRACKING_URI_ENV, tracking_env_edge
 
 DEFAULT_HOME = Path(".longtail")
-# The environment variable MLflow (and KFP's MLflow plugin) read the tracking URI from.
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-# Where the MLflow client (and every process or task that inherits the environment) takes basic-auth
-# credentials from, so that the tracking URI itself never carries them.
-TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
-TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
-# One bounded budget for every MLflow HTTP call: 3 tries of at most 15 s each, 1-2 s apart (under
-# the 60 s network deadline, docs/architecture.md "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
-# with 2-128 s backoff.
-CLIENT_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
-
-
-def bound_client_retries(environ: MutableMapping[str, str]) -> None:
-    """Set CLIENT_LIMITS in `environ` where not set already (call once, at the CLI or component edge)."""
-    for name, value in CLIENT_LIMITS.items():
-        environ.setdefault(name, value)
-
-
-def tracking_env_edge(environ: MutableMapping[str, str]) -> None:
-    """What every entry point (the CLI, each component) does to its environment before any MLflow call.
-
-    The bounded retry budget (CLIENT_LIMITS, unless set), and the tracking URI's user name and
-    password moved to MLflow's credential variables, so no later line, file or task can print them.
-    """
-    bound_client_retries(environ)
-    tracking_credentials_to_env(environ)
-
-
 def tracking_uri_from_env(environ: MutableMapping[str, str], home: str | Path = DEFAULT_HOME) -> str:
     """A component's tracking URI: tracking_env_edge on `environ`, then resolve_tracking_uri of MLFLOW_TRACKING_URI."""
     tracking_env_edge(environ)
     return resolve_tracking_uri(environ.get(TRACKING_URI_ENV), home)
-
-
-def credentials_to_env(uri: str, environ: MutableMapping[str, str]) -> str:
-    """`uri` without its userinfo; the user name and password move to MLFLOW_TRACKING_USERNAME/PASSWORD.
-
-    Call it where a tracking URI enters longtail (the CLI): MLflow's client sends those variables as
-    basic auth, child processes and kfp.local tasks inherit them, and nothing downstream (MLflow's
-    "View run at" lines, mlflow_run.json, hints, logs) ever holds the password.
-    """
-    bare, user, password = split_userinfo(uri)
-    if user is not None:
-        environ[TRACKING_USERNAME_ENV] = user
-        if password is not None:
-            environ[TRACKING_PASSWORD_ENV] = password
-    return bare
-
-
-def tracking_credentials_to_env(environ: MutableMapping[str, str]) -> None:
-    """Strip MLFLOW_TRACKING_URI's userinfo into the credential variables, in place (the CLI edge)."""
-    uri = environ.get(TRACKING_URI_ENV)
-    if uri:
-        environ[TRACKING_URI_ENV] = credentials_to_env(uri, environ)
 
 
 def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:

@@ -1,0 +1,56 @@
+"""`longtail COMMAND` imports that command's module only; `longtail --help` still lists them all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from longtail.cli import COMMANDS, build_parser, named_command
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ingest", "src", "out"], "ingest"),
+        (["-v", "train", "--config", "c.yaml"], "train"),
+        (["--verbose", "run", "x.yaml"], "run"),
+        (["--help"], None),
+        (["--version"], None),
+        (["bogus", "ingest"], None),
+        ([], None),
+    ],
+)
+def test_named_command(argv: list[str], expected: str | None) -> None:
+    assert named_command(argv) == expected
+
+
+def _imported_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return set(out)
+
+
+def test_ingest_imports_neither_the_other_commands_nor_mlflow_runs() -> None:
+    mods = _imported_after("from longtail.cli import build_parser; build_parser(['ingest', 'a', 'b'])")
+    assert "longtail.commands.ingest" in mods
+    others = {f"longtail.commands.{name}" for name in COMMANDS if name != "ingest"}
+    assert not others & mods, sorted(others & mods)
+    for heavy in ("longtail.tracking.model_runs", "longtail.evaluation", "mlflow", "tensorflow", "kfp"):
+        assert heavy not in mods, heavy
+
+
+def test_full_parser_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["--help"]).parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"    {name} " in help_text, name
+
+
+def test_unknown_command_names_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["bogus"]).parse_args(["bogus"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and "'ingest'" in err and "'promote'" in err
