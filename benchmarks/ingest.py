@@ -14,6 +14,9 @@ its start to its exit (interpreter start-up, imports, listing and pool start-up 
   decode switched off): what the reduced decode is worth end to end;
 - decode-only w1 reduced / w1 full / w2 reduced: read + decode + resize of every file in a pool of
   forkserver workers, results dropped. w2 reduced is the limit: ingest with nothing else to do.
+After the rounds, the decode kernel alone (longtail's to_pixels on 500 files' bytes already in
+memory, for --kernel-seconds) runs in 1 process and then in 2 at once: the most a second process
+can add to the work that parallelises, with no start-up, listing, reads or results to pass on.
 Rounds alternate the contenders (each round starts one later), so a change in the machine's load
 touches all of them; the table gives each one's median and best time over the rounds, and ratios
 of medians. A poller samples every process of a contender every 100 ms: its peak RSS (the largest of
@@ -40,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -143,6 +147,51 @@ def run_child(argv: list[str]) -> None:
         decode_only(folder, size, int(workers), scale == "full")
     else:
         raise SystemExit(f"unknown child {kind!r}")
+
+
+def _kernel_worker(paths: list[str], size: int, seconds: float, start: Any, rates: Any) -> None:
+    """Decode in-memory bytes in a loop for `seconds` after `start`; put images/s on `rates`."""
+    import cv2
+
+    from longtail.decode import PixelSettings, to_pixels
+
+    cv2.setNumThreads(1)
+    settings = PixelSettings(image_size=size)
+    blobs = [Path(p).read_bytes() for p in paths]
+    start.wait()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for b in blobs:
+            to_pixels(b, settings)
+        n += len(blobs)
+    rates.put(n / (time.perf_counter() - t0))
+
+
+def kernel_scaling(folder: Path, size: int, seconds: float = 4.0, files: int = 500) -> tuple[float, float]:
+    """Images/s of the decode kernel alone (longtail's to_pixels on bytes already in memory: no
+    start-up, listing, file reads or results to pass on) in 1 process, and in 2 at once.
+
+    Their ratio is what a second process can add on this machine to the work that parallelises; a
+    whole ingest also has its serial start (interpreter, imports, listing, plan) and end.
+    """
+    import multiprocessing
+
+    paths = sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    paths = paths[:: max(1, len(paths) // files)][:files]
+    ctx = multiprocessing.get_context("spawn")
+    totals = []
+    for procs in (1, 2):
+        start, rates = ctx.Event(), ctx.Queue()
+        workers = [ctx.Process(target=_kernel_worker, args=(paths, size, seconds, start, rates))
+                   for _ in range(procs)]
+        for w in workers:
+            w.start()
+        time.sleep(3.0)  # both have imported and read their files before either starts the clock
+        start.set()
+        totals.append(sum(rates.get() for _ in workers))
+        for w in workers:
+            w.join()
+    return totals[0], totals[1]
 
 
 # ---- the parent: inputs, contenders, rounds, table ----
@@ -324,6 +373,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-minutes", type=float, default=30.0,
                         help="start no new round after this long (each input finishes the round it is in)")
+    parser.add_argument("--kernel-seconds", type=float, default=4.0,
+                        help="seconds of the decode-kernel scaling check per input (0 skips it)")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "FOLDER", "OUT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -340,6 +391,10 @@ def main() -> None:
             raise SystemExit(f"--inputs: unknown input {name!r} (jpeg, scaled-lt)")
         n = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         report(name, bench(name, folder, args, deadline), n)
+        if args.kernel_seconds > 0:
+            one, two = kernel_scaling(folder, args.image_size, args.kernel_seconds)
+            print(f"   {'decode kernel alone, bytes in memory: 1 / 2 processes':47s} {one:5.0f} / {two:5.0f} img/s: "
+                  f"{two / one:.2f}x (what a second process adds to the parallel part here)", flush=True)
 
 
 if __name__ == "__main__":
