@@ -149,8 +149,9 @@ def run_child(argv: list[str]) -> None:
         raise SystemExit(f"unknown child {kind!r}")
 
 
-def _kernel_worker(paths: list[str], size: int, seconds: float, start: Any, rates: Any) -> None:
-    """Decode in-memory bytes in a loop for `seconds` after `start`; put images/s on `rates`."""
+def _kernel_worker(paths: list[str], size: int, seconds: float, ready: Any, start: Any, rates: Any) -> None:
+    """Say `ready` once imported and read, then decode in-memory bytes for `seconds` after `start`;
+    put images/s on `rates`."""
     import cv2
 
     from longtail.decode import PixelSettings, to_pixels
@@ -158,6 +159,7 @@ def _kernel_worker(paths: list[str], size: int, seconds: float, start: Any, rate
     cv2.setNumThreads(1)
     settings = PixelSettings(image_size=size)
     blobs = [Path(p).read_bytes() for p in paths]
+    ready.put(True)
     start.wait()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -181,12 +183,13 @@ def kernel_scaling(folder: Path, size: int, seconds: float = 4.0, files: int = 5
     ctx = multiprocessing.get_context("spawn")
     totals = []
     for procs in (1, 2):
-        start, rates = ctx.Event(), ctx.Queue()
-        workers = [ctx.Process(target=_kernel_worker, args=(paths, size, seconds, start, rates))
+        ready, start, rates = ctx.Queue(), ctx.Event(), ctx.Queue()
+        workers = [ctx.Process(target=_kernel_worker, args=(paths, size, seconds, ready, start, rates))
                    for _ in range(procs)]
         for w in workers:
             w.start()
-        time.sleep(3.0)  # both have imported and read their files before either starts the clock
+        for _ in workers:  # every one has imported and read its files before any starts the clock
+            ready.get()
         start.set()
         totals.append(sum(rates.get() for _ in workers))
         for w in workers:
