@@ -92,7 +92,6 @@ class StoredFile:
 
     uri: str  # full local path or s3://bucket/key
     relative: str  # path under the listed root, '/'-separated
-    size: int
     refused: str = ""  # why it must not be read, e.g. a symbolic link leading out of the root
 
 
@@ -247,9 +246,16 @@ def _scan(folder: str, prefix: str, out: list[StoredFile], root: str, ancestors:
         raise StorageError(f"cannot list {folder}: {e.strerror or e}") from None
     for entry in entries:
         relative = prefix + entry.name
+        try:
+            regular = entry.is_file(follow_symlinks=False)  # from the folder entry's type: no stat call
+        except OSError:
+            regular = False
+        if regular:
+            out.append(StoredFile(entry.path, relative))
+            continue
         target = os.path.realpath(entry.path) if entry.is_symlink() else None
         if target is not None and not _inside(target, root):
-            out.append(StoredFile(entry.path, relative, 0, "symbolic link to outside the source folder (not followed)"))
+            out.append(StoredFile(entry.path, relative, "symbolic link to outside the source folder (not followed)"))
             continue
         try:
             is_dir = entry.is_dir()
@@ -266,13 +272,13 @@ def _scan(folder: str, prefix: str, out: list[StoredFile], root: str, ancestors:
             continue
         try:
             st = entry.stat()
-        except OSError:  # a dangling symlink: listed with size 0, rejected when read
-            out.append(StoredFile(entry.path, relative, 0))
+        except OSError:  # a dangling symlink: listed, and rejected when read
+            out.append(StoredFile(entry.path, relative))
             continue
         if not stat.S_ISREG(st.st_mode):
-            out.append(StoredFile(entry.path, relative, 0, NOT_REGULAR))
+            out.append(StoredFile(entry.path, relative, NOT_REGULAR))
             continue
-        out.append(StoredFile(entry.path, relative, st.st_size))
+        out.append(StoredFile(entry.path, relative))
 
 
 def find_file(root: str, relative: str) -> StoredFile | None:
@@ -284,14 +290,14 @@ def find_file(root: str, relative: str) -> StoredFile | None:
     path = os.path.join(root, *relative.split("/"))
     real_root = os.path.realpath(root)
     if not _inside(os.path.realpath(path), real_root):
-        return StoredFile(path, relative, 0, "symbolic link to outside the source folder (not followed)")
+        return StoredFile(path, relative, "symbolic link to outside the source folder (not followed)")
     try:
         st = os.stat(path)
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        return StoredFile(path, relative, 0, NOT_REGULAR) if not stat.S_ISDIR(st.st_mode) else None
-    return StoredFile(path, relative, st.st_size)
+        return StoredFile(path, relative, NOT_REGULAR) if not stat.S_ISDIR(st.st_mode) else None
+    return StoredFile(path, relative)
 
 
 def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
@@ -309,7 +315,7 @@ def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
             key = obj["Key"]
             if key.endswith("/"):  # folder marker objects some tools create
                 continue
-            out.append(StoredFile(f"s3://{bucket}/{key}", key[len(prefix) :], int(obj["Size"])))
+            out.append(StoredFile(f"s3://{bucket}/{key}", key[len(prefix) :]))
     return sorted(out, key=lambda f: f.relative)
 
 

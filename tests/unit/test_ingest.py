@@ -294,3 +294,20 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
         assert len(here) > n // 2
     if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
         assert len(here) < n // 2
+
+
+def test_progress_bar_only_when_shown(digits, tmp_path):
+    """A bar on stderr when asked; without one (a pipeline step, a pipe) tqdm is not even imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom longtail.ingest import ingest\nif __name__ == '__main__':\n"
+            f"    ingest({str(digits / 'train')!r}, sys.argv[1], image_size=8, workers=1, progress=sys.argv[2] == 'on')\n"
+            "    print('tqdm' in sys.modules)")
+    script = tmp_path / "run_ingest.py"
+    script.write_text(code)
+    for shown in ("off", "on"):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / shown), shown], capture_output=True,
+                              text=True, check=True)
+        assert done.stdout.split()[-1] == str(shown == "on")
+        assert ("ingest: 100%" in done.stderr) == (shown == "on"), done.stderr[-300:]

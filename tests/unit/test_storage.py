@@ -37,7 +37,7 @@ def test_local_list_read_write(tmp_path):
     storage.write_bytes(str(tmp_path / "top.txt"), b"")
     storage.write_bytes(str(tmp_path / ".hidden"), b"x")
     listed = storage.list_files(str(tmp_path))
-    assert [(f.relative, f.size) for f in listed] == [(".hidden", 1), ("a/b/c.bin", 3), ("top.txt", 0)]
+    assert [(f.relative, f.refused) for f in listed] == [(".hidden", ""), ("a/b/c.bin", ""), ("top.txt", "")]
     assert storage.read_bytes(listed[1].uri) == b"123"
     assert storage.exists(str(tmp_path / "top.txt")) and not storage.exists(str(tmp_path / "nope"))
     src = tmp_path / "src.bin"
