@@ -19,11 +19,10 @@ import yaml
 from longtail.atomic_file import write_text
 from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
 from longtail.errors import ConfigError
+from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
 from longtail.losses import check_loss
 from longtail.name_registry import declared_in_package
 
-# Bounds shared by the config and the `longtail ingest` options.
-IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
 # Upper bounds that catch a typo (an extra zero) before it costs days of compute or all memory.
 EPOCHS_MAX, BATCH_SIZE_MAX = 10_000, 65_536
 # Seeds reach NumPy and Keras, which take 0 .. 2**32 - 1.

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from longtail.config import IMAGE_SIZE_MAX
 from longtail.errors import DataError
+from longtail.image_size import IMAGE_SIZE_MAX
 
 # Extensions treated as images: a file with one of these that fails to decode is *rejected*
 # (listed with its reason); any other file is *ignored* (only counted).

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import csv
-import ctypes
 import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 import posixpath
 import sys
 import tempfile
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,21 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from longtail import storage
+from longtail import decode_pool, storage
 from longtail.config import SEED_MAX
-from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, is_image_name, to_pixels
+from longtail.decode import PixelSettings, is_image_name
 from longtail.errors import DataError
 from longtail.ingest_report import INGEST_FILE
 from longtail.output_lock import output_lock
 from longtail.splits import SplitWriter, remove_stale_temps, split_file
-from longtail.storage import ObjectNotFound, S3Settings
+from longtail.storage import S3Settings
 
 log = logging.getLogger(__name__)
 
 # Rows gathered before each HDF5 write: 16 chunks of 64, so every write fills whole chunks.
 FLUSH_ROWS = 1024
-# Files per task sent to a worker (one pickled array comes back per batch).
-BATCH_FILES = 64
 # ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
 # beyond it they are only counted, so a million missing files make a report of kilobytes.
 LISTED_MAX = 100
@@ -83,20 +78,6 @@ class RepeatedWarning:
         """One line for the cases not logged one by one."""
         if self.count > LISTED_MAX:
             log.warning("... and %d more %s (%d in all)", self.count - LISTED_MAX, self.what, self.count)
-
-
-# Batches handed to the pool and not yet consumed, at most: the read-ahead (64 x 64 files).
-IN_FLIGHT_BATCHES = 64
-# Batches queued per pool worker (one running, three waiting), so none idles while this process writes.
-QUEUED_PER_WORKER = 4
-# Batches this process decodes ahead of the one it is waiting for from the pool, at most.
-OWN_AHEAD_BATCHES = 8
-# Workers put their pixels into a ring of batch-sized slots shared with this process, at most this
-# many bytes (fewer slots for bigger images, but enough for every worker's queue and one more).
-RING_BYTES = 64 * 2**20
-# Below this many files the default is one process: a pool's start-up (a fork server importing the
-# decoders, ~0.3 s of CPU, then the workers) costs more than a second core saves on them.
-POOL_MIN_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -278,217 +259,6 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
     return [train[i] for i in rng.permutation(len(train))], [val[i] for i in rng.permutation(len(val))]
 
 
-# Worker state, set once per process by _init_worker.
-_settings: PixelSettings | None = None
-_s3: S3Settings | None = None
-_ring: np.ndarray | None = None  # (slots, batch files, S, S, 3): the pool's shared pixel slots
-
-
-def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
-                 aws_environ: dict[str, str] | None = None, ring: Any = None,
-                 ring_shape: tuple[int, ...] | None = None) -> None:
-    global _settings, _s3, _ring
-    import cv2
-
-    _settings, _s3 = settings, s3
-    if ring is not None and ring_shape is not None:
-        _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
-    # A forkserver keeps the environment of the moment it started, which may predate the caller's
-    # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
-    os.environ.update(aws_environ or {})
-    # Errors only: a broken file is reported in ingest.json, not as libpng/libjpeg warnings on stderr.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    if single_thread:
-        cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
-
-
-def _load(uri: str) -> tuple[np.ndarray | None, str, str, int]:
-    """Read and convert one file: (pixels, "", sha256, size), or (None, reason, "", size) if rejected."""
-    assert _settings is not None
-    try:
-        data = storage.read_bytes(uri, _s3, max_bytes=MAX_FILE_BYTES)
-    except ObjectNotFound:
-        return None, "file not found", "", 0
-    except storage.ReadRefused as e:
-        return None, str(e), "", 0
-    except storage.StorageError as e:
-        if storage.is_s3(uri):
-            raise  # endpoint trouble stops the ingest; it says nothing about this file
-        return None, f"cannot read: {e}", "", 0
-    try:
-        pixels = to_pixels(data, _settings)
-    except DecodeError as e:
-        return None, str(e), "", len(data)
-    return pixels, "", hashlib.sha256(data).hexdigest(), len(data)
-
-
-@dataclass
-class _Batch:
-    """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
-    of the shared ring, when it was given one) and, per file, its reason if rejected, hash and size."""
-
-    pixels: np.ndarray | None  # (n_ok, S, S, 3) uint8, in file order; None when in the ring
-    reasons: list[str]  # "" where decoded
-    digests: list[str]
-    sizes: list[int]
-    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
-
-
-def _load_batch(uris: list[str], slot: int | None = None) -> _Batch:
-    """Load a batch of files; with a slot, their pixels go into that slot of the shared ring."""
-    assert _settings is not None
-    loaded = [_load(uri) for uri in uris]
-    ok = [px for px, _, _, _ in loaded if px is not None]
-    size = _settings.image_size
-    if slot is not None and _ring is not None:
-        pixels = _ring[slot, : len(ok)]
-        for row, px in zip(pixels, ok, strict=True):
-            row[...] = px
-    else:
-        pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
-    # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
-    # every row.
-    return _Batch(None if slot is not None and _ring is not None else pixels, [r for _, r, _, _ in loaded],
-                  [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], channel_sums(pixels))
-
-
-def channel_sums(pixels: np.ndarray) -> np.ndarray:
-    """Exact per-channel sums (3,) of (N, S, S, 3) uint8 pixels, as float64, for the train mean.
-
-    Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
-    """
-    per_row = pixels.reshape(-1, pixels.shape[-2] * 3).sum(axis=0, dtype=np.uint64)
-    return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
-
-
-def _pool_context(*, start_now: bool = False) -> Any:
-    """The context ingest's pools start from: forkserver where there is one, else spawn.
-
-    forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE, big
-    resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead, which
-    imports the decoders once (preload), so a pool starts in milliseconds once the server is up.
-
-    Args:
-        start_now: start the fork server now, without waiting for it. It imports the decoders
-            (~0.3 s of CPU) on another core while this process lists the source, instead of after.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["longtail.ingest"])
-    if start_now:
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()  # spawns the server and returns; the first fork waits for it
-    return ctx
-
-
-def _worker_count(workers: int | None, n_files: int) -> int:
-    """Processes for `n_files`: the asked number (default one per CPU, but one below POOL_MIN_FILES),
-    never more than one per two batches."""
-    if workers is None:
-        workers = 1 if n_files < POOL_MIN_FILES else os.cpu_count() or 1
-    return max(1, min(workers, n_files // (2 * BATCH_FILES)))
-
-
-def _decoded(
-    batches: list[list[str]], settings: PixelSettings, s3: S3Settings | None, workers: int
-) -> Iterator[_Batch]:
-    """_load_batch over batches, results in order, decoded by `workers` processes: this one and a pool.
-
-    This process is one of the decoders: while the batch it needs next is still in a pool worker's
-    hands, it decodes the next batch nobody has taken, so it never waits idle with work left, and
-    `--workers 2` is one extra process on 2 cores, not two decoders beside a writer that compete
-    with it for them.
-
-    The pool is a ProcessPoolExecutor, not a multiprocessing.Pool: Pool's worker-handler thread
-    waits on the result pipe as well as on the workers, so while a result is waiting to be read it
-    spins and takes the GIL from the threads doing the work. Pixels come back through a ring of
-    shared slots, not pickled through the result pipe (245 MB for 20k images at 64 px); a slot is
-    handed out again once its batch is copied out, which also bounds the read-ahead and its memory.
-    """
-    if workers <= 1:
-        _init_worker(settings, s3, single_thread=False)
-        yield from map(_load_batch, batches)
-        return
-    import cv2
-
-    threads = cv2.getNumThreads()
-    _init_worker(settings, s3, single_thread=True)  # this process decodes beside the pool: one thread each
-    ctx = _pool_context()
-    size = settings.image_size
-    pool_workers = workers - 1
-    shape = (0, max(map(len, batches)), size, size, 3)
-    slot_bytes = int(np.prod(shape[1:]))
-    # Slots for every batch the pool may hold (those queued, and those done and waiting while this
-    # process is on its own batches ahead of them, and one more) within the bounds; never fewer than
-    # the queue and one.
-    useful = QUEUED_PER_WORKER * pool_workers + OWN_AHEAD_BATCHES + 1
-    slots = max(QUEUED_PER_WORKER * pool_workers + 1, min(useful, IN_FLIGHT_BATCHES, RING_BYTES // slot_bytes))
-    shape = (slots, *shape[1:])
-    # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
-    # workers receive at start-up; it goes away with the last process that maps it.
-    ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
-    ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
-    aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    executor = ProcessPoolExecutor(pool_workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(settings, s3, True, aws_environ, ring_memory, shape))
-    try:
-        yield from _shared_decode(batches, lambda files, slot: executor.submit(_load_batch, files, slot), _load_batch,
-                                  ring, pool_workers)
-    finally:
-        # On an error, batches not yet started are dropped; the few already running finish first.
-        executor.shutdown(wait=True, cancel_futures=True)
-        cv2.setNumThreads(threads)
-
-
-def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], Future[_Batch]],
-                   decode_here: Callable[[list[str]], _Batch], ring: np.ndarray,
-                   pool_workers: int) -> Iterator[_Batch]:
-    """Batches in order, each decoded by the pool (into a ring slot) or by this process, whichever is free.
-
-    Batches are handed out in order: the pool's queue is kept QUEUED_PER_WORKER deep per worker,
-    and whenever the batch due next is still in the pool, this process takes the next batch nobody
-    has (up to OWN_AHEAD_BATCHES ahead) instead of waiting.
-
-    Args:
-        submit: hands (files, ring slot) to the pool; the future's batch has its pixels in that slot.
-        decode_here: decodes a batch in this process.
-    """
-    n = len(batches)
-    free_slots = deque(range(len(ring)))
-    in_pool: dict[int, tuple[Any, int]] = {}  # batch -> (future, ring slot)
-    own: dict[int, _Batch] = {}  # decoded here ahead of their turn
-    handed = 0  # batches [0, handed) have a decoder
-
-    def feed_pool() -> None:
-        nonlocal handed
-        busy = sum(1 for future, _ in in_pool.values() if not future.done())
-        while handed < n and free_slots and busy < QUEUED_PER_WORKER * pool_workers:
-            slot = free_slots.popleft()
-            in_pool[handed] = (submit(batches[handed], slot), slot)
-            handed, busy = handed + 1, busy + 1
-
-    for i in range(n):
-        feed_pool()
-        while i in in_pool and not in_pool[i][0].done() and handed < n and len(own) < OWN_AHEAD_BATCHES:
-            own[handed] = decode_here(batches[handed])
-            handed += 1
-            feed_pool()
-        if i in own:
-            yield own.pop(i)
-        elif i in in_pool:
-            future, slot = in_pool.pop(i)
-            batch = future.result()
-            n_ok = sum(1 for reason in batch.reasons if not reason)
-            batch.pixels = ring[slot, :n_ok].copy()  # before the slot is handed out again
-            free_slots.append(slot)
-            yield batch
-        else:  # nobody has it yet (the pool's queue is full of later batches' slots)
-            handed += 1
-            yield decode_here(batches[i])
-
-
 @dataclass
 class _SplitSink:
     """Collects decoded rows of one split and writes them in whole chunks."""
@@ -607,7 +377,7 @@ def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started
                     progress: bool, s3: S3Settings | None) -> dict[str, Any]:
     """ingest() into a local folder whose lock the caller holds."""
     if (workers or os.cpu_count() or 1) > 1:
-        _pool_context(start_now=True)  # a pool is likely: its fork server starts while the source is listed
+        decode_pool.start_fork_server()  # a pool is likely: its fork server starts while the source is listed
     plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
                        seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
     written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,
@@ -709,14 +479,15 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     first_of: dict[str, SourceFile] = {}  # sha256 -> the first decoded file with those bytes
     duplicates = RepeatedWarning("duplicate images")
     # Batches never straddle two splits, so each decoded block goes to one writer whole.
-    batches = [(split, rows[i : i + BATCH_FILES]) for split, rows in plan.rows.items()
-               for i in range(0, len(rows), BATCH_FILES)]
+    per_batch = decode_pool.BATCH_FILES
+    batches = [(split, rows[i : i + per_batch]) for split, rows in plan.rows.items()
+               for i in range(0, len(rows), per_batch)]
     n_files = sum(len(rows) for rows in plan.rows.values())
-    n_workers = _worker_count(workers, n_files)
+    n_workers = decode_pool.worker_count(workers, n_files)
     with ExitStack() as stack:
         # Closed on the way out, so the pool stops even when writing fails.
         results = stack.enter_context(
-            closing(_decoded([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers))
+            closing(decode_pool.decoded_batches([[files[r].uri for r in rows] for _, rows in batches], settings, s3, n_workers))
         )
         sinks = {
             split: _SplitSink(
@@ -750,7 +521,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
             pixels, sums = batch.pixels, batch.channel_sums
             if not all(keep_pixels):  # a duplicate image counts once: drop its row, and its pixels from the mean
                 pixels = pixels[np.asarray(keep_pixels, bool)]
-                sums = channel_sums(pixels)
+                sums = decode_pool.channel_sums(pixels)
             sinks[split].add(pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [],
                              sums)
             bar.update(len(rows))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from longtail import decode_pool
 from longtail import ingest as ingest_module
 from longtail import storage
 from longtail.datasets import DEBIAN_FASHION_MNIST, make_digits_lt, make_fashion_mnist_lt
@@ -183,7 +184,7 @@ def test_endpoint_killed_mid_ingest(fashion, tmp_path, monkeypatch, moto_server)
         real_add(self, *args, **kwargs)
         server.stop()
 
-    monkeypatch.setattr(ingest_module, "BATCH_FILES", 16)
+    monkeypatch.setattr(decode_pool, "BATCH_FILES", 16)
     monkeypatch.setattr(ingest_module._SplitSink, "add", add_then_kill)
     try:
         with pytest.raises(StorageError, match=f"endpoint {endpoint}.*unreachable"):

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from longtail import decode_pool
 from longtail import ingest as ingest_module
 from longtail.cli import main
 from longtail.datasets import make_digits_lt
@@ -167,7 +168,7 @@ def test_errors_are_clear(digits, tmp_path):
 
 def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, monkeypatch):
     calls = 0
-    real = ingest_module.to_pixels
+    real = decode_pool.to_pixels
 
     def interrupted(data, settings):
         nonlocal calls
@@ -176,7 +177,7 @@ def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, mon
             raise KeyboardInterrupt
         return real(data, settings)
 
-    monkeypatch.setattr(ingest_module, "to_pixels", interrupted)
+    monkeypatch.setattr(decode_pool, "to_pixels", interrupted)
     monkeypatch.setattr(ingest_module, "FLUSH_ROWS", 64)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -210,13 +211,13 @@ def test_parallel_ingest_after_opencv_ran_its_threads_here(digits, tmp_path):
 
 
 def test_default_worker_count_is_one_process_below_a_few_thousand_files(monkeypatch):
-    monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 4)
-    below = ingest_module.POOL_MIN_FILES - 1
-    assert ingest_module._worker_count(None, below) == 1  # a pool's start-up costs more than it saves
-    assert ingest_module._worker_count(None, ingest_module.POOL_MIN_FILES) == 4  # one per core
-    assert ingest_module._worker_count(2, 600) == 2  # asked for: honoured, if the files fill two batches each
-    assert ingest_module._worker_count(8, 600) == 4
-    assert ingest_module._worker_count(2, 100) == 1
+    monkeypatch.setattr(decode_pool.os, "cpu_count", lambda: 4)
+    below = decode_pool.POOL_MIN_FILES - 1
+    assert decode_pool.worker_count(None, below) == 1  # a pool's start-up costs more than it saves
+    assert decode_pool.worker_count(None, decode_pool.POOL_MIN_FILES) == 4  # one per core
+    assert decode_pool.worker_count(2, 600) == 2  # asked for: honoured, if the files fill two batches each
+    assert decode_pool.worker_count(8, 600) == 4
+    assert decode_pool.worker_count(2, 100) == 1
 
 
 def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_process(digits, tmp_path, monkeypatch):
@@ -227,8 +228,8 @@ def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_proce
         (src / f.parent.name / f.name).write_bytes(f.read_bytes())
         if i % 7 == 0:
             (src / f.parent.name / f"broken{i}.png").write_bytes(f.read_bytes()[:40])
-    monkeypatch.setattr(ingest_module, "BATCH_FILES", 8)  # many batches, slots handed out again
-    monkeypatch.setattr(ingest_module, "IN_FLIGHT_BATCHES", 5)
+    monkeypatch.setattr(decode_pool, "BATCH_FILES", 8)  # many batches, slots handed out again
+    monkeypatch.setattr(decode_pool, "IN_FLIGHT_BATCHES", 5)
     parallel = ingest(str(src), tmp_path / "two", image_size=16, workers=2)
     single = ingest(str(src), tmp_path / "one", image_size=16, workers=1)
     assert parallel["workers"] == 2 and len(parallel["rejected"]) == len(single["rejected"]) > 50
@@ -238,11 +239,12 @@ def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_proce
     assert read_info(tmp_path / "two" / "train.h5").mean_rgb == read_info(tmp_path / "one" / "train.h5").mean_rgb
 
 
-@pytest.mark.parametrize("pool_delay", [0.0, 0.004, 0.02])
-def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_order(pool_delay):
+@pytest.mark.parametrize(("pool_delay", "ready_after"), [(0.0, 0), (0.004, 0), (0.02, 0), (0.0, 10)])
+def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_order(pool_delay, ready_after):
     """_shared_decode with a thread pool as the pool: every batch once, in order, its pixels from its own
     slot; this process takes batches while the one due is still in the pool, never further ahead than
-    the pool's queue and OWN_AHEAD_BATCHES, and a slot is never handed out twice at once."""
+    the pool's queue and OWN_AHEAD_BATCHES, and a slot is never handed out twice at once. Until the
+    pool has started (its first worker forking), this process decodes every batch and hands none out."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -257,7 +259,7 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
     consumed = [0]
 
     def batch_of(files, pixels):
-        return ingest_module._Batch(pixels, [""] * len(files), [f"d{f}" for f in files], [1] * len(files),
+        return decode_pool.Batch(pixels, [""] * len(files), [f"d{f}" for f in files], [1] * len(files),
                                     np.zeros(3))
 
     def in_pool(files, slot):
@@ -266,6 +268,7 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
         return batch_of(files, None)
 
     def submit(files, slot):
+        assert consumed[0] >= ready_after, "a batch handed to a pool that has not started"
         with lock:
             assert slot not in slots_in_use, "a slot handed out twice"
             slots_in_use.add(slot)
@@ -280,7 +283,8 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
 
     with ThreadPoolExecutor(1) as executor:
         out = []
-        for i, batch in enumerate(ingest_module._shared_decode(batches, submit, decode_here, ring, 1)):
+        ready = lambda: consumed[0] >= ready_after  # noqa: E731
+        for i, batch in enumerate(decode_pool._shared_decode(batches, submit, decode_here, ring, 1, ready)):
             assert batch.digests == [f"d{f}" for f in batches[i]]
             assert (batch.pixels == i).all() and len(batch.pixels) == rows
             with lock:
@@ -289,11 +293,12 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
             out.append(i)
     assert out == list(range(n))
     # The read-ahead is bounded: the pool's queue, then this process's own batches beyond it.
-    assert max(ahead) <= ingest_module.QUEUED_PER_WORKER + ingest_module.OWN_AHEAD_BATCHES
+    assert max(ahead) <= decode_pool.QUEUED_PER_WORKER + decode_pool.OWN_AHEAD_BATCHES
     if pool_delay >= 0.02:  # a slow pool: this process decodes most batches itself
         assert len(here) > n // 2
     if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
         assert len(here) < n // 2
+    assert here[:ready_after] == list(range(ready_after))
 
 
 def test_progress_bar_only_when_shown(digits, tmp_path):
