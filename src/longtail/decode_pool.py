@@ -1,7 +1,7 @@
 """Ingest's decoders: batches of files read and decoded, in order, by this process and a pool of processes.
 
 Kept apart from ingest (listing, planning, writing HDF5) so that the pool's fork server imports only
-what a worker runs: numpy, OpenCV, Pillow and the readers, not h5py or the config (~0.15 s, not 0.33).
+what a worker runs: numpy, OpenCV, Pillow and the readers, not h5py or the config (0.23 s, not 0.33).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ OWN_AHEAD_BATCHES = 8
 # many bytes (fewer slots for bigger images, but enough for every worker's queue and one more).
 RING_BYTES = 64 * 2**20
 # Below this many files the default is one process: a pool's start-up (a fork server importing the
-# decoders, ~0.15 s of CPU, then a worker) costs about what a second core saves on them. Measured on
+# decoders, ~0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
 # 2 cores, 256 px JPEGs to 64 px: 2,000 files 1.07 s with two processes, 1.04 s with one; 3,000
 # files 1.21 s against 1.27 s; 4,000 files 1.44 s against 1.56 s.
 POOL_MIN_FILES = 3000
@@ -140,7 +140,7 @@ def _pool_context() -> Any:
 
 
 def start_fork_server() -> None:
-    """Start the pool's fork server now, without waiting for it: it imports the decoders (~0.15 s of
+    """Start the pool's fork server now, without waiting for it: it imports the decoders (~0.23 s of
     CPU) on another core while this process lists the source, instead of after."""
     if _pool_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
