@@ -329,7 +329,7 @@ def ingest(
         source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
         out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
         workers: decoding processes, this one included; None means os.cpu_count() from
-            POOL_MIN_FILES files on and one below; 1 decodes in this process only. The others
+            decode_pool.POOL_MIN_FILES files on and one below; 1 decodes in this process only. The others
             start from a fork server, so a script calling ingest needs the usual
             `if __name__ == "__main__":` guard of multiprocessing code.
         progress: show a tqdm bar on stderr.

@@ -7,6 +7,7 @@ import os
 import sys
 
 from longtail.config import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
+from longtail.decode_pool import POOL_MIN_FILES
 from longtail.ingest import ingest
 from longtail.storage import S3Settings
 
@@ -47,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clahe", action="store_true", help="CLAHE on the L channel (stored pixels)")
     parser.add_argument("--white-balance", action="store_true", help="gray-world white balance (stored pixels)")
     parser.add_argument("--unlabelled", action="store_true", help="a flat test folder (or CSV of paths) -> test.h5")
-    parser.add_argument("--workers", type=_positive_int, default=None, help="decoding processes, this one included (default: all cores; one for a small input)")
+    parser.add_argument("--workers", type=_positive_int, default=None, help=f"decoding processes, this one included (default: all cores from {POOL_MIN_FILES:,} files on, one below)")
     parser.set_defaults(func=run)
 
 
