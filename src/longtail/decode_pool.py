@@ -41,7 +41,6 @@ RING_BYTES = 64 * 2**20
 POOL_MIN_FILES = 3000
 
 
-
 # Worker state, set once per process by _init_worker.
 _settings: PixelSettings | None = None
 _s3: S3Settings | None = None
