@@ -16,12 +16,16 @@ BF16_GPU_CAPABILITY, FP16_GPU_CAPABILITY = (8, 0), (7, 0)
 # plain fit at 28 and 64 px (benchmarks/train.py), and the demo's train step 7 min 35 s instead of
 # 9 min 20 s, at -0.003 test macro-F1.
 AUTO_ON_BF16_CPU = "mixed_bfloat16"
-# What train.jit_compile: auto picks: XLA where it was measured to pay, a CPU training in float32. On an
-# AVX2-only AMD EPYC (no bfloat16 units, so auto precision is float32) XLA cut `longtail train`'s CPU
-# time per image 1.45x at 28 px and 1.19x at 64 px (benchmarks/train.py); on the Intel AMX machine it
-# was no faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA,
-# as Keras' own default does on every device.
+# What train.jit_compile: auto picks: XLA where it was measured to pay, a CPU training in float32 on a CPU
+# without AVX-512. On an AVX2-only AMD EPYC (no bfloat16 units, so auto precision is float32) XLA cut
+# `longtail train`'s CPU time per image 1.45x at 28 px and 1.19x at 64 px (benchmarks/train.py). On
+# AVX-512 CPUs, where oneDNN has its AVX-512 kernels, it did not: on an Intel Ice Lake VM (AVX-512, no
+# bfloat16 units) it took 1.22x more CPU time per image at 28 px and 1.68x more at 64 px, and on the
+# Intel AMX machine it was no faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA, as
+# Keras' own default does on every device.
 AUTO_JIT_POLICIES = ("float32",)
+# CPU flags under which `auto` leaves XLA off: oneDNN's own float32 kernels beat XLA's there.
+NO_AUTO_JIT_CPU_FLAGS = ("avx512f",)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -61,7 +65,8 @@ def resolve_precision(choice: str, gpu_capabilities: Sequence[tuple[int, int]], 
     return AUTO_ON_BF16_CPU if set(flags) & set(BF16_CPU_FLAGS) else "float32"
 
 
-def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas: int = 1) -> bool:
+def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas: int = 1, *,
+                        flags: Iterable[str]) -> bool:
     """Whether a training compiles its steps with XLA (Keras `jit_compile`).
 
     Args:
@@ -69,9 +74,11 @@ def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas:
         policy: the dtype policy the training runs under (resolve_precision's answer).
         on_gpu: whether it trains on GPUs.
         replicas: the distribution strategy's replicas.
+        flags: the CPU's flags (cpu_flags()).
 
     Returns:
-        The choice when it is a bool; for `auto`, True on a one-replica CPU training under AUTO_JIT_POLICIES.
+        The choice when it is a bool; for `auto`, True on a one-replica CPU training under AUTO_JIT_POLICIES
+        on a CPU without NO_AUTO_JIT_CPU_FLAGS (AVX-512).
 
     Raises:
         ConfigError: true across several replicas. Keras compiles the whole mirrored step, and XLA cannot
@@ -79,7 +86,8 @@ def resolve_jit_compile(choice: bool | str, policy: str, on_gpu: bool, replicas:
             "tf.Variable on a different device"): the first step would fail.
     """
     if choice == "auto":
-        return replicas == 1 and not on_gpu and policy in AUTO_JIT_POLICIES
+        return (replicas == 1 and not on_gpu and policy in AUTO_JIT_POLICIES
+                and not set(flags) & set(NO_AUTO_JIT_CPU_FLAGS))
     if choice and replicas > 1:
         raise ConfigError(f"config field train.jit_compile: true cannot train across {replicas} replicas "
                           "(XLA compiles the whole mirrored step and cannot reach the other devices' variables); "

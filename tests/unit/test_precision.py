@@ -101,21 +101,27 @@ def test_jit_compile_is_a_pipeline_knob_taking_true_false_or_auto() -> None:
         config_from_dict({"train": {"jit_compile": "xla"}})
 
 
-@pytest.mark.parametrize(("choice", "policy", "on_gpu", "replicas", "jit"), [
-    ("auto", "float32", False, 1, True),  # one CPU in float32: where XLA was measured to pay
-    ("auto", "float32", False, 2, False),  # mirrored replicas: XLA cannot compile their step
-    ("auto", "mixed_bfloat16", False, 1, False),  # bfloat16 units: XLA was slower there
-    ("auto", "float32", True, 1, False),  # GPUs: not measured, Keras' default
-    (True, "mixed_bfloat16", True, 1, True),  # asked for by name: given
-    (False, "float32", False, 4, False),
+AVX2_ONLY = {"fma", "avx2"}  # the AMD EPYC where XLA paid
+AVX512 = {"fma", "avx2", "avx512f", "avx512_vnni"}  # the Intel Ice Lake where it did not
+
+
+@pytest.mark.parametrize(("choice", "policy", "on_gpu", "replicas", "flags", "jit"), [
+    ("auto", "float32", False, 1, AVX2_ONLY, True),  # one AVX2-only CPU in float32: where XLA was measured to pay
+    ("auto", "float32", False, 1, AVX512, False),  # AVX-512: oneDNN's float32 kernels beat XLA's there
+    ("auto", "float32", False, 2, AVX2_ONLY, False),  # mirrored replicas: XLA cannot compile their step
+    ("auto", "mixed_bfloat16", False, 1, AVX2_ONLY, False),  # bfloat16 units: XLA was slower there
+    ("auto", "float32", True, 1, AVX2_ONLY, False),  # GPUs: not measured, Keras' default
+    (True, "mixed_bfloat16", True, 1, AVX512, True),  # asked for by name: given
+    (True, "float32", False, 1, AVX512, True),
+    (False, "float32", False, 4, AVX2_ONLY, False),
 ])
-def test_resolve_jit_compile(choice, policy, on_gpu, replicas, jit) -> None:
-    assert resolve_jit_compile(choice, policy, on_gpu, replicas) is jit
+def test_resolve_jit_compile(choice, policy, on_gpu, replicas, flags, jit) -> None:
+    assert resolve_jit_compile(choice, policy, on_gpu, replicas, flags=flags) is jit
 
 
 def test_xla_across_replicas_is_refused_in_words() -> None:
     with pytest.raises(ConfigError, match=r"^config field train.jit_compile: true cannot train across 2 replicas"):
-        resolve_jit_compile(True, "float32", False, 2)
+        resolve_jit_compile(True, "float32", False, 2, flags=AVX2_ONLY)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def training_precision(choice: str, devices: Sequence[str] | None = None) -> str
 
 def training_jit_compile(choice: bool | str, policy: str, replicas: int, devices: Sequence[str] | None = None) -> bool:
     """Whether this training compiles its steps with XLA (longtail.precision.resolve_jit_compile)."""
-    return resolve_jit_compile(choice, policy, bool(_training_gpus(devices)), replicas)
+    return resolve_jit_compile(choice, policy, bool(_training_gpus(devices)), replicas, flags=cpu_flags())
 
 
 def distribution_strategy(gpus: int, devices: Sequence[str] | None = None) -> Any:
