@@ -22,7 +22,10 @@ touches all of them; the table gives each one's median and best time over the ro
 of medians. A poller samples every process of a contender every 100 ms: its peak RSS (the largest of
 one process; the contender's own process and its largest child) and CPU time (last sample, so it
 slightly undercounts). The 1-minute load average is printed beside every time: the machine may be
-shared, and a load above the core count makes every figure slower and noisier.
+shared, and a load above the core count makes every figure slower and noisier. So is the share of the
+CPUs' time the hypervisor stole while the contender ran (/proc/stat's steal, on a VM): time the host
+gave to other guests, which no load average inside this one shows and which hits a 2-process
+contender harder than a 1-process one.
 
     python benchmarks/ingest.py [--inputs jpeg,scaled-lt] [--rounds 3] [--max-minutes 20]
 
@@ -51,6 +54,8 @@ BIN = Path(sys.executable).parent
 TARGETS = {"jpeg": 0.4, "scaled-lt": 0.5}  # w2 time / classic time
 TARGET_W2_OVER_W1 = 1.7
 POLL_S = 0.1  # a poller waking more often takes measurable CPU from the contenders with several processes
+# Above this median steal (/proc/stat), the report says the 2-process figures are the host's, not the code's.
+STEAL_WARN = 0.05
 
 
 # ---- the child processes (each contender but longtail's CLI runs this file with --child) ----
@@ -222,6 +227,7 @@ def command(name: str, folder: Path, out: Path, size: int) -> list[str]:
 class Sample:
     seconds: float
     load: float
+    steal: float | None  # share of the CPUs' time stolen by the hypervisor while it ran (None: not reported)
     cpu_s: float
     rss_main_mb: float
     rss_child_mb: float  # the largest other process of the contender (fork server, worker)
@@ -235,9 +241,29 @@ class Results:
         return statistics.median(s.seconds for s in self.samples[name])
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat (None where it has no steal field)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the CPUs' time stolen between two cpu_ticks() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def timed(cmd: list[str]) -> Sample:
     """Run one contender, sampling its process tree; its exit must be 0."""
     load = os.getloadavg()[0]
+    ticks = cpu_ticks()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak: dict[int, float] = {}
@@ -270,7 +296,8 @@ def timed(cmd: list[str]) -> Sample:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
     others = [v for pid, v in peak.items() if pid != proc.pid]
-    return Sample(seconds, load, sum(cpu.values()), peak.get(proc.pid, 0.0), max(others, default=0.0))
+    return Sample(seconds, load, steal_share(ticks, cpu_ticks()), sum(cpu.values()), peak.get(proc.pid, 0.0),
+                  max(others, default=0.0))
 
 
 def make_jpeg_folder(folder: Path, n: int) -> Path:
@@ -328,8 +355,13 @@ def bench(name: str, folder: Path, args: argparse.Namespace, deadline: float) ->
                 shutil.rmtree(out)
                 results.samples[c].append(s)
                 print(f"   round {r + 1}: {c:17s} {s.seconds:6.2f} s  cpu {s.cpu_s:5.1f} s  load {s.load:4.1f}  "
-                      f"peak RSS {s.rss_main_mb:4.0f} MB (+ child {s.rss_child_mb:4.0f} MB)", flush=True)
+                      f"steal {percent(s.steal):>4s}  peak RSS {s.rss_main_mb:4.0f} MB (+ child {s.rss_child_mb:4.0f} MB)",
+                      flush=True)
     return results
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def report(name: str, results: Results, n: int) -> None:
@@ -337,15 +369,17 @@ def report(name: str, results: Results, n: int) -> None:
     base = results.median("classic") if "classic" in have else None
     print(f"\n{name}: median / best of {len(results.samples[have[0]])} rounds, whole processes")
     print(f"   {'contender':47s} {'median':>7s} {'best':>7s} {'img/s':>7s} {'x classic':>9s} {'cpu s':>6s} "
-          f"{'RSS MB':>7s} {'child':>6s} {'load':>9s}")
+          f"{'RSS MB':>7s} {'child':>6s} {'load':>9s} {'steal':>9s}")
     for c in have:
         s = results.samples[c]
         med = results.median(c)
         ratio = f"{base / med:9.2f}" if base else f"{'-':>9s}"
         loads = f"{min(x.load for x in s):.1f}-{max(x.load for x in s):.1f}"
+        steals = [x.steal for x in s if x.steal is not None]
+        stolen = f"{percent(min(steals))}-{percent(max(steals))}" if steals else "-"
         print(f"   {CONTENDERS[c]:47s} {med:7.2f} {min(x.seconds for x in s):7.2f} {n / med:7.0f} {ratio} "
               f"{statistics.median(x.cpu_s for x in s):6.1f} {max(x.rss_main_mb for x in s):7.0f} "
-              f"{max(x.rss_child_mb for x in s):6.0f} {loads:>9s}")
+              f"{max(x.rss_child_mb for x in s):6.0f} {loads:>9s} {stolen:>9s}")
 
     def ratio(a: str, b: str) -> float | None:
         return results.median(b) / results.median(a) if a in have and b in have else None
@@ -361,6 +395,11 @@ def report(name: str, results: Results, n: int) -> None:
         if value is not None:
             goal = f"  (target >= {target:.1f}: {'met' if value >= target else 'NOT met'})" if target else ""
             print(f"   {label:47s} {value:5.2f}x{goal}")
+    steals = [x.steal for c in have for x in results.samples[c] if x.steal is not None]
+    if steals and statistics.median(steals) > STEAL_WARN:
+        print(f"   NOTE: the hypervisor stole {percent(statistics.median(steals))} of the CPUs' time (median over "
+              f"the runs, up to {percent(max(steals))}): the 2-process figures above are those of less than "
+              "2 CPUs, and their ratios are not the code's")
 
 
 def main() -> None:

@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from longtail import decode_pool
+from longtail import decode_pool, storage
 from longtail import ingest as ingest_module
-from longtail import storage
 from longtail.datasets import DEBIAN_FASHION_MNIST, make_digits_lt, make_fashion_mnist_lt
 from longtail.errors import StorageError
 from longtail.ingest import ingest
