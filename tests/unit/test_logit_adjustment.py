@@ -35,6 +35,13 @@ def test_tuned_tau_maximises_val_macro_f1() -> None:
         if tau != 0.75:
             pred = LogitAdjustment.from_counts(tau, COUNTS).apply(probs).argmax(axis=1)
             assert f1_score(labels, pred, average="macro") < 1.0, tau
+    # The whole curve is kept, each point the figure of that tau's predictions.
+    assert list(choice.by_tau) == list(TAU_GRID)
+    for tau, f1 in choice.by_tau.items():
+        pred = LogitAdjustment.from_counts(tau, COUNTS).apply(probs).argmax(axis=1)
+        assert f1 == pytest.approx(f1_score(labels, pred, average="macro")), tau
+    assert choice.curve().startswith(f"tau 0: {choice.val_macro_f1_before:.4f}, 0.25: ")
+    assert "0.75: 1.0000" in choice.curve()
 
 
 def test_fixed_tau_is_kept_and_scored() -> None:
@@ -42,6 +49,7 @@ def test_fixed_tau_is_kept_and_scored() -> None:
     choice = choose_adjustment(1.25, probs, labels, COUNTS)
     assert not choice.tuned and choice.adjustment.tau == 1.25
     assert choice.val_macro_f1_after == pytest.approx(f1_score(labels, [0, 1, 1, 1], average="macro"))
+    assert sorted(choice.by_tau) == [0.0, 1.25]  # a fixed tau is scored against no adjustment only
 
 
 def test_apply_is_softmax_of_logits_minus_tau_log_prior() -> None:

@@ -187,13 +187,15 @@ def test_weight_averaging_is_what_val_scores_and_what_is_saved(digits, tmp_path:
     assert result.history["loss"] == pytest.approx(straight.history["loss"], rel=1e-4)  # same steps taken
 
 
-def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp_path: Path, monkeypatch) -> None:
+def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp_path: Path, monkeypatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     import longtail.training.fit as fit
     from longtail.logit_adjustment import LogitAdjustment, choose_adjustment
     from longtail.model_dir import ModelDir
     from longtail.prediction import predict_probabilities
     from longtail.training import train
 
+    caplog.set_level("INFO", logger=fit.__name__)
     calls = []
     monkeypatch.setattr(fit, "predict_probabilities", lambda *a, **kw: calls.append(kw) or predict_probabilities(*a, **kw))
     cfg = tiny_config(loss={"name": "cross_entropy", "args": {}})
@@ -204,6 +206,8 @@ def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp
     probs = predict_probabilities(model_dir.load_model(), Preprocessing.load(tmp_path / "model"), digits.val_h5, tta=True)
     expected = choose_adjustment("tune", probs, read_info(digits.val_h5).labels, read_info(digits.train_h5).class_counts())
     assert result.posthoc_tau == expected.adjustment.tau == LogitAdjustment.load(tmp_path / "model").tau
+    # The log shows the val curve the tau was chosen on, not only the winner.
+    assert f"({expected.curve()})" in caplog.text
 
 
 def write_config(tmp_path: Path, raw: dict) -> Path:

@@ -333,8 +333,9 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
                                target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
     choice.adjustment.save(out_dir)
-    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f", choice.adjustment.tau,
-             " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after)
+    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f (%s)", choice.adjustment.tau,
+             " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after,
+             choice.curve())
     if run is not None:
         log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
                            step=config.train.epochs)
