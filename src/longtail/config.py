@@ -308,7 +308,8 @@ class TrainConfig:
     precision: Precision = setting("float32", knob="precision")
     # XLA-compiled training steps (Keras jit_compile): true, false, or auto
     # (longtail.precision.resolve_jit_compile: a one-device training in float32 on a CPU without AVX-512,
-    # where it was measured to pay). XLA cannot compile a step mirrored across replicas, so true with several is refused.
+    # where it was measured to pay). XLA cannot compile a step mirrored across replicas, so true with
+    # several is refused.
     jit_compile: bool | Literal["auto"] = setting(False, knob="jit_compile", text=True)
     memory_budget_mb: int = setting(2048, at_least(0))
     deterministic: bool = False

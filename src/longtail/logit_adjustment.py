@@ -106,12 +106,10 @@ def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarra
     def f1(tau: float) -> float:
         return macro_f1_at(probs, labels, LogitAdjustment.from_counts(tau, class_counts), target_prior=target_prior)
 
-    scores = {t: f1(t) for t in (grid if setting == "tune" else sorted({0.0, float(setting)}))}
-    if setting == "tune":
-        tau = -max((f, -t) for t, f in scores.items())[1]
-    else:
-        tau = float(setting)
-    return PosthocChoice(LogitAdjustment.from_counts(tau, class_counts), scores.get(0.0, f1(0.0)), scores[tau],
+    candidates = grid if setting == "tune" else (float(setting),)
+    scores = {t: f1(t) for t in sorted({0.0, *candidates})}  # tau 0 always: the "before" figure
+    tau = -max((scores[t], -t) for t in candidates)[1]
+    return PosthocChoice(LogitAdjustment.from_counts(tau, class_counts), scores[0.0], scores[tau],
                          setting == "tune", scores)
 
 

@@ -21,8 +21,8 @@ AUTO_ON_BF16_CPU = "mixed_bfloat16"
 # `longtail train`'s CPU time per image 1.45x at 28 px and 1.19x at 64 px (benchmarks/train.py). On
 # AVX-512 CPUs, where oneDNN has its AVX-512 kernels, it did not: on an Intel Ice Lake VM (AVX-512, no
 # bfloat16 units) it took 1.22x more CPU time per image at 28 px and 1.68x more at 64 px, and on the
-# Intel AMX machine it was no faster in float32 and slower in bfloat16. GPUs are not measured: auto leaves them without XLA, as
-# Keras' own default does on every device.
+# Intel AMX machine it was no faster in float32 and slower in bfloat16. GPUs are not measured: auto
+# leaves them without XLA, as Keras' own default does on every device.
 AUTO_JIT_POLICIES = ("float32",)
 # CPU flags under which `auto` leaves XLA off: oneDNN's own float32 kernels beat XLA's there.
 NO_AUTO_JIT_CPU_FLAGS = ("avx512f",)
