@@ -11,7 +11,7 @@ Target: longtail >= 0.9x plain fit, also with mixup on.
 
 The precision section (--sizes, default 28 and 64 px): plain fit and longtail train at float32 and at
 mixed_bfloat16 (--precisions), and longtail train in float32 with XLA-compiled steps (train.jit_compile
-true, what `auto` picks on a CPU in float32), Fashion-MNIST resized to each size (fewer images at larger
+true, what `auto` picks on a CPU without AVX-512 in float32), Fashion-MNIST resized to each size (fewer images at larger
 sizes, the same pixels). Target: longtail train in bfloat16 >= 1.5x plain float32 fit in CPU time per
 image; longtail within 0.9x of plain fit at the same precision shows the speed is not lost to the input
 pipeline.
