@@ -34,6 +34,8 @@ HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 # The post-hoc logit adjustment predict applies (only when evaluate.posthoc_tau is set).
 ADJUSTMENT_FILE = "logit_adjustment.json"
+# Its val macro-F1 gain over no adjustment at every tau scored, with paired intervals.
+POSTHOC_PLOT_FILE = "posthoc_tau.png"
 # Where training keeps its resume state unless it is given another checkpoint directory.
 CHECKPOINT_SUBDIR = "checkpoints"
 # A checkpoint directory (longtail.training.resume): resume.json and history.json, next to Keras'
@@ -90,6 +92,7 @@ class ModelDir:
     history_file = _file(HISTORY_FILE)
     curves_file = _file(CURVES_FILE)
     adjustment_file = _file(ADJUSTMENT_FILE)
+    posthoc_plot_file = _file(POSTHOC_PLOT_FILE)
 
     @property
     def checkpoints(self) -> Path:
@@ -170,8 +173,9 @@ class ModelDir:
         return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
 
     def remove_adjustment(self) -> None:
-        """Drop a logit adjustment left by an earlier training into this folder."""
+        """Drop a logit adjustment (and its plot) left by an earlier training into this folder."""
         self.adjustment_file.unlink(missing_ok=True)
+        self.posthoc_plot_file.unlink(missing_ok=True)
 
 
 class EvaluationDir:

@@ -58,7 +58,7 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     out = subprocess.run(
         [sys.executable, "-m", "longtail.cli", "train", str(config), "--train", str(train_h5), "--val", str(val_h5),
-         "--weights", str(weights), "--out", str(model_dir), "--set", "train.seed=1", "--register-as", "tiny"],
+         "--weights", str(weights), "--out", str(model_dir), "--set", "train.seed=1", "--set", "evaluate.posthoc_tau=tune", "--register-as", "tiny"],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -93,7 +93,15 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     # MLflow 3 resolves runs:/<run>/model to the run's LoggedModel through the global tracking URI.
     mlflow.set_tracking_uri(uri)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"curves.png", "history.json", "config.yaml", "preprocessing.json"} <= artifacts
+    assert {"curves.png", "history.json", "config.yaml", "preprocessing.json", "posthoc_tau.png"} <= artifacts
+    # The tuned tau, and for a tau > 0 the paired interval of its val gain over no adjustment.
+    metrics = run.data.metrics
+    assert metrics["posthoc_tau"] == json.loads((model_dir / "logit_adjustment.json").read_text())["tau"]
+    gain = metrics["val_macro_f1_after_posthoc"] - metrics["val_macro_f1_before_posthoc"]
+    if metrics["posthoc_tau"] > 0:
+        assert metrics["val_macro_f1_posthoc_gain_low"] <= gain <= metrics["val_macro_f1_posthoc_gain_high"]
+    else:
+        assert "val_macro_f1_posthoc_gain_low" not in metrics
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/MLmodel", "model/preprocessing.json"} <= model_files
     signature = json.loads(yaml.safe_load(Path(client.download_artifacts(

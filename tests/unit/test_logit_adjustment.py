@@ -7,7 +7,13 @@ import pytest
 from sklearn.metrics import f1_score
 
 from longtail.errors import DataError
-from longtail.logit_adjustment import TAU_GRID, LogitAdjustment, choose_adjustment, probability_model
+from longtail.logit_adjustment import (
+    TAU_GRID,
+    LogitAdjustment,
+    choose_adjustment,
+    plot_posthoc_gains,
+    probability_model,
+)
 
 # Train prior 90:10, so tau * (log 0.9 - log 0.1) = tau * 2.197 is taken off class 0's logit lead d.
 COUNTS = [90, 10]
@@ -42,6 +48,27 @@ def test_tuned_tau_maximises_val_macro_f1() -> None:
         assert f1 == pytest.approx(f1_score(labels, pred, average="macro")), tau
     assert choice.curve().startswith(f"tau 0: {choice.val_macro_f1_before:.4f}, 0.25: ")
     assert "0.75: 1.0000" in choice.curve()
+    # Every tau's gain over tau 0, on the same bootstrap draws; the chosen one's is the before/after step.
+    assert list(choice.gains) == list(TAU_GRID) and choice.gains[0.0].gain == 0.0
+    assert choice.gain is choice.gains[0.75]
+    assert choice.gain.gain == pytest.approx(choice.val_macro_f1_after - choice.val_macro_f1_before)
+    assert choice.gain.low <= choice.gain.gain <= choice.gain.high
+    assert choice.within_noise() == (not choice.gain.clear())
+
+
+def test_a_tau_that_wins_by_one_val_image_is_within_noise(tmp_path) -> None:
+    """100 val rows per class; tau 0.25 turns one class-1 row right and nothing else."""
+    labels = np.repeat([0, 1], 100)
+    d = np.where(labels == 0, 3.0, -3.0)
+    d[100] = 0.3  # a class-1 row tau 0 gets wrong; tau 0.25 moves the line to 0.55 and gets it right
+    probs = np.stack([1 / (1 + np.exp(-d)), 1 / (1 + np.exp(d))], axis=1)
+    choice = choose_adjustment("tune", probs, labels, COUNTS)
+    assert choice.adjustment.tau == 0.25 and choice.gain is not None and choice.gain.gain > 0
+    assert choice.within_noise()
+    fixed = choose_adjustment(0.0, probs, labels, COUNTS)
+    assert fixed.gain is None and not fixed.within_noise()  # no adjustment chosen: nothing to doubt
+    plot = plot_posthoc_gains(choice, tmp_path / "posthoc_tau.png", title="two classes")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fixed_tau_is_kept_and_scored() -> None:

@@ -16,15 +16,17 @@ import pytest
 from sklearn.metrics import f1_score
 
 from longtail.comparison import Entry, rank
-from longtail.errors import ConfigError
+from longtail.errors import ConfigError, DataError
 from longtail.logit_adjustment import choose_adjustment
 from longtail.scoring import (
+    PairedGain,
     bootstrap_interval,
     class_scores,
     classification_scores,
     confusion_counts,
     macro_f1,
     macro_f1_of,
+    paired_gains,
 )
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "longtail"
@@ -129,6 +131,41 @@ def test_bootstrap_names_the_tail_classes_that_widen_the_interval() -> None:
     assert bootstrap_interval(cm, balanced=True, seed=1) == ci  # seeded: reproducible
 
 
+@pytest.mark.parametrize("chunk_cells", [None, 1])
+def test_paired_gains_tell_a_real_improvement_from_a_one_image_one(chunk_cells, monkeypatch) -> None:
+    """On a long-tailed val split: fixing a third of the errors is a clear gain, fixing one tail image is not."""
+    import longtail.scoring as scoring
+
+    if chunk_cells:  # one bootstrap draw per chunk: the memory bound for 200+ classes takes the same path
+        monkeypatch.setattr(scoring, "_PAIRED_CHUNK_CELLS", chunk_cells)
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), [600, 200, 60, 15])
+    base = np.where(rng.random(len(y)) < 0.8, y, (y + 1) % 4)
+    wrong = np.flatnonzero(base != y)
+    better = base.copy()
+    better[wrong[::3]] = y[wrong[::3]]
+    one = base.copy()
+    one[np.flatnonzero((base != y) & (y == 3))[0]] = 3
+    gains = paired_gains(y, np.stack([base, better, one, base]), 4, balanced=True, samples=500)
+    assert gains[0] == gains[3] == PairedGain(0.0, 0.0, 0.0)  # a set against itself: no gain and no noise
+    for preds, g in zip([better, one], gains[1:3], strict=True):
+        assert g.gain == pytest.approx(macro_f1(y, preds, 4, target_prior="balanced")
+                                       - macro_f1(y, base, 4, target_prior="balanced"))
+        assert g.low <= g.gain <= g.high
+    assert gains[1].clear() and gains[1].low > 0.02
+    # The fixed tail image is left out of about a third of the draws: then the two sets score alike.
+    assert gains[2].gain > 0 and gains[2].low == 0.0 and not gains[2].clear()
+    # Paired, the noise the two sets share cancels: the gain's interval is narrower than the set's own.
+    own = bootstrap_interval(confusion_counts(y, better, 4), balanced=True, samples=500)
+    assert gains[1].high - gains[1].low < own.high - own.low
+    assert gains[1].text().startswith(f"{gains[1].gain:+.4f} (95% interval {gains[1].low:+.4f} to ")
+
+
+def test_paired_gains_refuse_predictions_of_another_length() -> None:
+    with pytest.raises(DataError, match="expected one row of 3 per set"):
+        paired_gains([0, 1, 1], [0, 1, 1], 2, balanced=True)
+
+
 def test_an_unknown_target_prior_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="evaluate.target_prior must be one of balanced, train"):
         macro_f1([0, 1], [0, 1], 2, target_prior="uniform")
@@ -210,7 +247,6 @@ def test_every_decision_point_reads_scoring(scoring_calls: list[bool]) -> None:
 @pytest.mark.parametrize("prior", ["balanced", "train"])
 def test_the_epoch_callback_tau_tuning_and_evaluation_give_one_macro_f1(prior: str, scoring_calls: list[bool]) -> None:
     """On random labels and logits, the three decision points give the same figure, all through scoring.class_scores."""
-    from longtail.logit_adjustment import LogitAdjustment, macro_f1_at
     from longtail.softmax import softmax
     from longtail.training.callbacks import ValMetrics
 
@@ -228,7 +264,7 @@ def test_the_epoch_callback_tau_tuning_and_evaluation_give_one_macro_f1(prior: s
     callback.set_model(Logits())
     logs: dict[str, float] = {}
     callback.on_epoch_end(0, logs)
-    tuned = macro_f1_at(probs, labels, LogitAdjustment.from_counts(0.0, np.bincount(labels)), target_prior=prior)
+    tuned = choose_adjustment(0.0, probs, labels, np.bincount(labels), target_prior=prior).val_macro_f1_before
     evaluated = classification_scores(labels, probs.argmax(axis=1), [str(c) for c in range(n_classes)],
                                       target_prior=prior).macro_f1
     assert logs["val_macro_f1"] == tuned == evaluated

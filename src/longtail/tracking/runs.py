@@ -21,6 +21,8 @@ from longtail.tracking.names import (
     MODEL_ARTIFACT,
     MODEL_NAME_TAG,
     PARENT_RUN_TAG,
+    POSTHOC_GAIN_HIGH,
+    POSTHOC_GAIN_LOW,
     POSTHOC_TAU,
     STEP_TAG,
     VAL_MACRO_F1_AFTER_POSTHOC,
@@ -291,10 +293,14 @@ def log_training_facts(run: TrainingRun, config: Any, train_info: Any, val_info:
 
 
 def log_posthoc_choice(run: TrainingRun, tau: float, val_macro_f1_before: float, val_macro_f1_after: float,
-                       step: int) -> None:
-    """The post-hoc logit adjustment chosen on the val split, and val macro-F1 before and after it."""
-    run.log_metrics({POSTHOC_TAU: tau, VAL_MACRO_F1_BEFORE_POSTHOC: val_macro_f1_before,
-                     VAL_MACRO_F1_AFTER_POSTHOC: val_macro_f1_after}, step=step)
+                       step: int, gain_interval: tuple[float, float] | None = None) -> None:
+    """The post-hoc logit adjustment chosen on the val split, val macro-F1 before and after it, and
+    (for a tau > 0) the paired 95% interval of that gain."""
+    metrics = {POSTHOC_TAU: tau, VAL_MACRO_F1_BEFORE_POSTHOC: val_macro_f1_before,
+               VAL_MACRO_F1_AFTER_POSTHOC: val_macro_f1_after}
+    if gain_interval is not None:
+        metrics |= {POSTHOC_GAIN_LOW: gain_interval[0], POSTHOC_GAIN_HIGH: gain_interval[1]}
+    run.log_metrics(metrics, step=step)
 
 
 def append_description(tracking_uri: str, run_id: str, text: str) -> None:

@@ -21,7 +21,12 @@ import numpy as np
 from longtail.config import ExperimentConfig
 from longtail.errors import DataError
 from longtail.learning_curves import plot_learning_curves
-from longtail.logit_adjustment import LogitAdjustment, choose_adjustment, probability_model
+from longtail.logit_adjustment import (
+    LogitAdjustment,
+    choose_adjustment,
+    plot_posthoc_gains,
+    probability_model,
+)
 from longtail.model_dir import ModelDir
 from longtail.output_lock import output_lock
 from longtail.prediction import predict_probabilities
@@ -333,12 +338,19 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
                                target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
     choice.adjustment.save(out_dir)
-    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f (%s)", choice.adjustment.tau,
+    gain = choice.gain
+    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f%s (%s)", choice.adjustment.tau,
              " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after,
-             choice.curve())
+             f", {gain.text()} over tau 0" if gain else "", choice.curve())
+    if choice.within_noise():
+        log.warning("post-hoc tau %.2f beat no adjustment on val by less than the val split can tell apart (%s): "
+                    "the choice may cost as much as it gains on the test; evaluate.posthoc_tau: 0 keeps the "
+                    "model's own decision", choice.adjustment.tau, gain.text() if gain else "")
+    plot = plot_posthoc_gains(choice, ModelDir(out_dir).posthoc_plot_file, title=config.name)
     if run is not None:
         log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
-                           step=config.train.epochs)
+                           step=config.train.epochs, gain_interval=(gain.low, gain.high) if gain else None)
+        run.log_artifact(plot)
     return choice.adjustment.tau
 
 
