@@ -326,7 +326,8 @@ class EvaluateConfig:
 
     min_macro_f1: float = setting(0.0, between(0, 1), knob="min_macro_f1")
     tta: bool = False
-    # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val.
+    # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val
+    # (the best val figure's tau when its gain over tau 0 is clear of the split's noise, else 0).
     posthoc_tau: float | Literal["tune"] = setting(
         0.0, Bound(lambda v: v == "tune" or 0.0 <= v <= 10.0, "between 0 and 10, or tune"), knob="posthoc_tau",
         text=True)

@@ -65,10 +65,10 @@ class LogitAdjustment:
 class PosthocChoice:
     """The adjustment chosen on the val split and the target-prior val macro-F1 before (tau 0) and after it.
 
-    by_tau holds the val macro-F1 of every tau scored (the whole grid when tuned), and gains each
-    one's difference from tau 0 with its paired bootstrap interval: on a val split of a few
-    thousand images neighbouring taus often differ by far less than the figure's own noise, and
-    the interval says whether the winner won by more than that.
+    by_tau holds the val macro-F1 of every tau scored (the whole grid when tuned), gains each one's
+    difference from tau 0 with its paired bootstrap interval, and best_tau the one with the highest
+    val figure. On a val split of a few thousand images neighbouring taus often differ by far less
+    than that figure's noise: tuning adopts best_tau only when its gain's interval lies above zero.
     """
 
     adjustment: LogitAdjustment
@@ -77,6 +77,7 @@ class PosthocChoice:
     tuned: bool
     by_tau: dict[float, float] = field(default_factory=dict)
     gains: dict[float, PairedGain] = field(default_factory=dict)
+    best_tau: float = 0.0
 
     def curve(self) -> str:
         """by_tau as text, e.g. "tau 0: 0.8739, 0.25: 0.8716, 0.5: 0.8749"."""
@@ -84,13 +85,12 @@ class PosthocChoice:
 
     @property
     def gain(self) -> PairedGain | None:
-        """The chosen tau's gain over no adjustment (None when the choice is tau 0)."""
-        tau = self.adjustment.tau
-        return self.gains.get(tau) if tau else None
+        """The best tau's gain over no adjustment (None when no tau > 0 led on val)."""
+        return self.gains.get(self.best_tau) if self.best_tau else None
 
     def within_noise(self) -> bool:
-        """Whether a tuned tau > 0 won by less than the val split can tell apart from no adjustment."""
-        return self.tuned and self.gain is not None and not self.gain.clear()
+        """Whether tuning kept tau 0 because the best tau led on val by less than the split can tell apart."""
+        return self.tuned and self.best_tau != self.adjustment.tau
 
 
 def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarray,
@@ -105,7 +105,9 @@ def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarra
 
     Args:
         setting: a fixed tau, or "tune": the grid value with the highest val macro-F1 (the smallest
-            such tau on a tie, so no adjustment wins when it does not help).
+            such tau on a tie) when its gain over tau 0 is clear (the interval's low end above
+            zero), else tau 0: a lead inside the val split's noise is as likely to cost as to gain
+            on the test (benchmarks/tau_rules.py).
         probs: the model's val class probabilities (N, C); labels: the val labels.
         class_counts: the train split's rows per class (the prior).
         target_prior: config `evaluate.target_prior`.
@@ -115,17 +117,18 @@ def choose_adjustment(setting: float | str, probs: np.ndarray, labels: np.ndarra
     n_classes = probs.shape[1]
     preds = np.stack([LogitAdjustment.from_counts(t, class_counts).apply(probs).argmax(axis=1) for t in taus])
     scores = {t: macro_f1(labels, p, n_classes, target_prior=target_prior) for t, p in zip(taus, preds, strict=True)}
-    gains = paired_gains(labels, preds, n_classes, balanced=is_balanced(target_prior), baseline=0)
-    tau = -max((scores[t], -t) for t in candidates)[1]
+    gains = dict(zip(taus, paired_gains(labels, preds, n_classes, balanced=is_balanced(target_prior)), strict=True))
+    best = -max((scores[t], -t) for t in candidates)[1]
+    tau = 0.0 if setting == "tune" and best and gains[best].low <= 0 else best
     return PosthocChoice(LogitAdjustment.from_counts(tau, class_counts), scores[0.0], scores[tau],
-                         setting == "tune", scores, dict(zip(taus, gains, strict=True)))
+                         setting == "tune", scores, gains, best)
 
 
 def plot_posthoc_gains(choice: PosthocChoice, path: str | Path, *, title: str = "") -> Path:
     """The val macro-F1 gain of every tau scored over no adjustment, with its paired 95% interval, as a PNG.
 
-    The chosen tau is drawn in its own colour; an interval that crosses the zero line is a gain the
-    val split cannot tell from none.
+    The chosen tau is red, and the best on val orange when tuning did not adopt it; an interval
+    that crosses the zero line is a gain the val split cannot tell from none.
     """
     from matplotlib.figure import Figure
 
@@ -136,15 +139,16 @@ def plot_posthoc_gains(choice: PosthocChoice, path: str | Path, *, title: str = 
     ax.axhline(0.0, color="grey", linewidth=1)
     chosen = choice.adjustment.tau
     for t, g in zip(taus, gains, strict=True):
-        colour = "tab:red" if t == chosen else "tab:blue"
+        colour = "tab:red" if t == chosen else "tab:orange" if t == choice.best_tau else "tab:blue"
         ax.errorbar([t], [g.gain], yerr=[[g.gain - g.low], [g.high - g.gain]], fmt="o", color=colour, capsize=4)
     ax.set_xlabel("post-hoc tau (logits - tau x log train prior)")
     ax.set_ylabel("val macro-F1 minus tau 0's")
-    what = "tuned" if choice.tuned else "set"
-    verdict = "within the val split's noise" if choice.gain is not None and not choice.gain.clear() else ""
-    ax.set_title(f"post-hoc tau {chosen:g} ({what}){': ' + verdict if verdict else ''}\n"
-                 f"val macro-F1 {choice.val_macro_f1_before:.4f} at tau 0, {choice.val_macro_f1_after:.4f} chosen; "
-                 "bars: paired 95% bootstrap interval" + (f"\n{title}" if title else ""), fontsize=9)
+    if choice.within_noise():
+        headline = (f"tau {chosen:g} kept: tau {choice.best_tau:g} (orange) led on val within the split's noise")
+    else:
+        headline = f"post-hoc tau {chosen:g} ({'tuned' if choice.tuned else 'set'})"
+    ax.set_title(f"{headline}\nval macro-F1 {choice.val_macro_f1_before:.4f} at tau 0, {choice.val_macro_f1_after:.4f} "
+                 "chosen (red); bars: paired 95% bootstrap interval" + (f"\n{title}" if title else ""), fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path = Path(path)

@@ -94,14 +94,16 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     mlflow.set_tracking_uri(uri)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"curves.png", "history.json", "config.yaml", "preprocessing.json", "posthoc_tau.png"} <= artifacts
-    # The tuned tau, and for a tau > 0 the paired interval of its val gain over no adjustment.
+    # The tuned tau, the best on val, and for a best tau > 0 the paired interval of its val gain over
+    # no adjustment: adopted only when that interval lies above zero.
     metrics = run.data.metrics
     assert metrics["posthoc_tau"] == json.loads((model_dir / "logit_adjustment.json").read_text())["tau"]
-    gain = metrics["val_macro_f1_after_posthoc"] - metrics["val_macro_f1_before_posthoc"]
-    if metrics["posthoc_tau"] > 0:
-        assert metrics["val_macro_f1_posthoc_gain_low"] <= gain <= metrics["val_macro_f1_posthoc_gain_high"]
+    best = metrics["posthoc_tau_val_best"]
+    if best > 0:
+        low, high = metrics["val_macro_f1_posthoc_gain_low"], metrics["val_macro_f1_posthoc_gain_high"]
+        assert low <= high and metrics["posthoc_tau"] == (best if low > 0 else 0.0)
     else:
-        assert "val_macro_f1_posthoc_gain_low" not in metrics
+        assert metrics["posthoc_tau"] == 0.0 and "val_macro_f1_posthoc_gain_low" not in metrics
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/MLmodel", "model/preprocessing.json"} <= model_files
     signature = json.loads(yaml.safe_load(Path(client.download_artifacts(

@@ -175,7 +175,7 @@ def test_posthoc_tuning_on_the_balanced_estimate_finds_a_shift_plain_val_cannot(
     """A model that favours the head class: plain val macro-F1 is best at tau 0, the balanced one is not."""
     rng = np.random.default_rng(5)
     counts = [900, 100]
-    labels = np.repeat([0, 1], [900, 30])
+    labels = np.repeat([0, 1], [900, 60])
     # logit_0 - logit_1: the head sits at +3, the tail at +0.5 (mostly called head).
     d = np.where(labels == 0, rng.normal(3.0, 1.5, len(labels)), rng.normal(0.5, 1.5, len(labels)))
     logits = np.stack([d, np.zeros_like(d)], axis=1)

@@ -29,7 +29,9 @@ VAL_MACRO_F1_PLAIN = "val_macro_f1_plain"
 POSTHOC_TAU = "posthoc_tau"
 VAL_MACRO_F1_BEFORE_POSTHOC = "val_macro_f1_before_posthoc"
 VAL_MACRO_F1_AFTER_POSTHOC = "val_macro_f1_after_posthoc"
-# The paired bootstrap 95% interval of the chosen tau's val macro-F1 gain over tau 0.
+# The tau with the best val figure (tune adopts it only when its gain over tau 0 is clear), and the
+# paired bootstrap 95% interval of that gain.
+POSTHOC_BEST_TAU = "posthoc_tau_val_best"
 POSTHOC_GAIN_LOW = "val_macro_f1_posthoc_gain_low"
 POSTHOC_GAIN_HIGH = "val_macro_f1_posthoc_gain_high"
 # Params beside the flattened config: the dataset facts the seed log wrote by hand.

@@ -21,6 +21,7 @@ from longtail.tracking.names import (
     MODEL_ARTIFACT,
     MODEL_NAME_TAG,
     PARENT_RUN_TAG,
+    POSTHOC_BEST_TAU,
     POSTHOC_GAIN_HIGH,
     POSTHOC_GAIN_LOW,
     POSTHOC_TAU,
@@ -293,10 +294,10 @@ def log_training_facts(run: TrainingRun, config: Any, train_info: Any, val_info:
 
 
 def log_posthoc_choice(run: TrainingRun, tau: float, val_macro_f1_before: float, val_macro_f1_after: float,
-                       step: int, gain_interval: tuple[float, float] | None = None) -> None:
-    """The post-hoc logit adjustment chosen on the val split, val macro-F1 before and after it, and
-    (for a tau > 0) the paired 95% interval of that gain."""
-    metrics = {POSTHOC_TAU: tau, VAL_MACRO_F1_BEFORE_POSTHOC: val_macro_f1_before,
+                       step: int, best_tau: float = 0.0, gain_interval: tuple[float, float] | None = None) -> None:
+    """The post-hoc logit adjustment chosen on the val split, val macro-F1 before and after it, the
+    tau best on val and (when that is > 0) the paired 95% interval of its gain over tau 0."""
+    metrics = {POSTHOC_TAU: tau, POSTHOC_BEST_TAU: best_tau, VAL_MACRO_F1_BEFORE_POSTHOC: val_macro_f1_before,
                VAL_MACRO_F1_AFTER_POSTHOC: val_macro_f1_after}
     if gain_interval is not None:
         metrics |= {POSTHOC_GAIN_LOW: gain_interval[0], POSTHOC_GAIN_HIGH: gain_interval[1]}

@@ -339,17 +339,19 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
     out_dir.mkdir(parents=True, exist_ok=True)
     choice.adjustment.save(out_dir)
     gain = choice.gain
-    log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f%s (%s)", choice.adjustment.tau,
-             " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after,
-             f", {gain.text()} over tau 0" if gain else "", choice.curve())
     if choice.within_noise():
-        log.warning("post-hoc tau %.2f beat no adjustment on val by less than the val split can tell apart (%s): "
-                    "the choice may cost as much as it gains on the test; evaluate.posthoc_tau: 0 keeps the "
-                    "model's own decision", choice.adjustment.tau, gain.text() if gain else "")
+        log.info("post-hoc logit adjustment: tau 0 (tuned): tau %.2f led on val by %s, within the val split's "
+                 "noise, so the model's own decision stands (%s)", choice.best_tau, gain.text() if gain else "",
+                 choice.curve())
+    else:
+        log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f%s (%s)", choice.adjustment.tau,
+                 " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after,
+                 f", {gain.text()} over tau 0" if gain else "", choice.curve())
     plot = plot_posthoc_gains(choice, ModelDir(out_dir).posthoc_plot_file, title=config.name)
     if run is not None:
         log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
-                           step=config.train.epochs, gain_interval=(gain.low, gain.high) if gain else None)
+                           step=config.train.epochs, best_tau=choice.best_tau,
+                           gain_interval=(gain.low, gain.high) if gain else None)
         run.log_artifact(plot)
     return choice.adjustment.tau
 
