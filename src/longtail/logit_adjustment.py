@@ -144,7 +144,7 @@ def plot_posthoc_gains(choice: PosthocChoice, path: str | Path, *, title: str = 
     ax.set_xlabel("post-hoc tau (logits - tau x log train prior)")
     ax.set_ylabel("val macro-F1 minus tau 0's")
     if choice.within_noise():
-        headline = (f"tau {chosen:g} kept: tau {choice.best_tau:g} (orange) led on val within the split's noise")
+        headline = f"tau {chosen:g} kept: tau {choice.best_tau:g} (orange) led on val within the split's noise"
     else:
         headline = f"post-hoc tau {chosen:g} ({'tuned' if choice.tuned else 'set'})"
     ax.set_title(f"{headline}\nval macro-F1 {choice.val_macro_f1_before:.4f} at tau 0, {choice.val_macro_f1_after:.4f} "

@@ -233,10 +233,6 @@ class PairedGain:
     low: float
     high: float
 
-    def clear(self) -> bool:
-        """Whether the interval lies wholly above or below zero: a difference the split can tell apart."""
-        return self.low > 0.0 or self.high < 0.0
-
     def text(self) -> str:
         """e.g. "+0.0010 (95% interval -0.0093 to +0.0112)"."""
         return f"{self.gain:+.4f} (95% interval {self.low:+.4f} to {self.high:+.4f})"

@@ -152,9 +152,9 @@ def test_paired_gains_tell_a_real_improvement_from_a_one_image_one(chunk_cells, 
         assert g.gain == pytest.approx(macro_f1(y, preds, 4, target_prior="balanced")
                                        - macro_f1(y, base, 4, target_prior="balanced"))
         assert g.low <= g.gain <= g.high
-    assert gains[1].clear() and gains[1].low > 0.02
+    assert gains[1].low > 0.02  # clear of zero
     # The fixed tail image is left out of about a third of the draws: then the two sets score alike.
-    assert gains[2].gain > 0 and gains[2].low == 0.0 and not gains[2].clear()
+    assert gains[2].gain > 0 and gains[2].low == 0.0
     # Paired, the noise the two sets share cancels: the gain's interval is narrower than the set's own.
     own = bootstrap_interval(confusion_counts(y, better, 4), balanced=True, samples=500)
     assert gains[1].high - gains[1].low < own.high - own.low
