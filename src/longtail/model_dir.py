@@ -173,9 +173,12 @@ class ModelDir:
         return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
 
     def remove_adjustment(self) -> None:
-        """Drop a logit adjustment (and its plot) left by an earlier training into this folder."""
+        """Drop a logit adjustment left by an earlier training into this folder, and its plot: training
+        writes the two together, so the plot goes only beside the adjustment (a user's file of that
+        name in a folder without one stays)."""
+        if self.adjustment_file.exists():
+            self.posthoc_plot_file.unlink(missing_ok=True)
         self.adjustment_file.unlink(missing_ok=True)
-        self.posthoc_plot_file.unlink(missing_ok=True)
 
 
 class EvaluationDir:

@@ -210,3 +210,17 @@ def test_a_lock_is_one_writer_even_within_a_process_and_a_folder_it_made_goes_wh
             with output_lock(folder, "model directory"):
                 pass
     assert not folder.exists()
+
+
+def test_a_stale_posthoc_plot_goes_only_with_the_adjustment_training_wrote_beside_it(tmp_path: Path) -> None:
+    from longtail.model_dir import ModelDir
+
+    users, trained = ModelDir(tmp_path / "users"), ModelDir(tmp_path / "trained")
+    for model_dir in (users, trained):
+        model_dir.path.mkdir()
+        model_dir.posthoc_plot_file.write_bytes(b"a plot")
+    trained.adjustment_file.write_text("{}")
+    for model_dir in (users, trained):
+        model_dir.remove_adjustment()
+    assert users.posthoc_plot_file.read_bytes() == b"a plot"  # no adjustment beside it: not longtail's
+    assert not trained.posthoc_plot_file.exists() and not trained.adjustment_file.exists()
