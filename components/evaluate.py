@@ -21,15 +21,18 @@ def evaluate(
     import os
     import shutil
 
+    from longtail.config import config_from_dict
     from longtail.evaluation import evaluate as evaluate_model
     from longtail.report_html import write_html_report
     from longtail.splits import split_path
     from longtail.tracking import tracking_uri_from_env
 
+    # Through the config's own checks: KFP hands every number over as a float (tta_shift 2 as 2.0).
+    settings = config_from_dict(config).evaluate
     result = evaluate_model(
         model.path, split_path(data.path, "val"), evaluation.path,
-        min_macro_f1=config["evaluate"]["min_macro_f1"], tta=config["evaluate"]["tta"],
-        weights_json=class_weights.path, target_prior=config["evaluate"]["target_prior"],
+        min_macro_f1=settings.min_macro_f1, tta=settings.tta, tta_shift=settings.tta_shift,
+        weights_json=class_weights.path, target_prior=settings.target_prior,
         tracking_uri=tracking_uri_from_env(os.environ),
     )
     for name, value in result.metrics.items():

@@ -15,13 +15,15 @@ def submit(
     """Writes submission (id,label CSV, one row per test image) and logs it to the model's MLflow run."""
     import os
 
+    from longtail.config import config_from_dict
     from longtail.prediction import predict_submission
     from longtail.splits import split_path
     from longtail.submission import ROWS_KEY
     from longtail.tracking import tracking_uri_from_env
 
+    settings = config_from_dict(config).evaluate  # KFP hands every number over as a float: checked back to int
     result = predict_submission(model.path, split_path(test_data.path, "test"), submission.path,
-                                tta=config["evaluate"]["tta"],
+                                tta=settings.tta, tta_shift=settings.tta_shift,
                                 tracking_uri=tracking_uri_from_env(os.environ))
     submission.metadata.update({ROWS_KEY: result.n_rows})
 

@@ -325,7 +325,11 @@ class EvaluateConfig:
     """The evaluation gate and prediction options."""
 
     min_macro_f1: float = setting(0.0, between(0, 1), knob="min_macro_f1")
+    # Test-time augmentation at evaluation, the post-hoc tau's choice and the submission: each image's
+    # softmax averaged with its left-right mirror's (tta), and with those of the image (and its mirror)
+    # moved tta_shift pixels right, left, down and up (0: no shifted views; 10 views in all with both).
     tta: bool = False
+    tta_shift: int = setting(0, between(0, 16))
     # Post-hoc logit adjustment: predict with logits - tau * log(train prior); "tune" picks tau on val
     # (the best val figure's tau when its gain over tau 0 is clear of the split's noise, else 0).
     posthoc_tau: float | Literal["tune"] = setting(
@@ -358,6 +362,9 @@ class ExperimentConfig:
         self.train.augmentation.check(epochs)
         self.model.check()
         self.train.loss.check()
+        if 2 * self.evaluate.tta_shift >= self.data.image_size:
+            raise ConfigError(f"config field evaluate.tta_shift ({self.evaluate.tta_shift} px) must be less than half "
+                              f"of data.image_size ({self.data.image_size}): the shifted views would hide the image")
 
 
 def _type_name(tp: Any) -> str:

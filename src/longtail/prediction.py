@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,41 @@ class PredictionResult:
     tta: bool
     predicted_counts: dict[str, int] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    tta_shift: int = 0
+
+
+def tta_text(tta: bool, shift: int) -> str:
+    """How test-time augmentation averaged each prediction, in words ("" for none)."""
+    parts = (["flip"] if tta else []) + ([f"{shift} px shift"] if shift else [])
+    return " + ".join(parts) + " TTA" if parts else ""
+
+
+def tta_views(x: np.ndarray, *, flip: bool, shift: int) -> Iterator[np.ndarray]:
+    """The views of a float batch (B, H, W, C) whose softmax outputs TTA averages.
+
+    The batch itself; its left-right mirror when `flip`; and when `shift` > 0, the batch moved
+    `shift` pixels right, left, down and up, each with its mirror when `flip`. The pixels a shift
+    uncovers are zeros of the model's input, as the train-time shift pads (input_pipeline.shift_crop).
+    """
+    yield x
+    if flip:
+        yield x[:, :, ::-1]
+    if shift <= 0:
+        return
+    for dy, dx in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)):
+        moved = _shifted(x, dy, dx)
+        yield moved
+        if flip:
+            yield moved[:, :, ::-1]
+
+
+def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """x (B, H, W, C) moved dy pixels down and dx right, zeros where nothing moved in."""
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[:, max(-dy, 0):h - max(dy, 0),
+                                                                      max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[Preprocessing, SplitInfo]:
@@ -74,6 +110,7 @@ def predict_probabilities(
     batch_size: int = 256,
     tta: bool = False,
     adjustment: LogitAdjustment | None = None,
+    tta_shift: int = 0,
 ) -> np.ndarray:
     """Class probabilities (N, C) for every row of a split, read and predicted batch by batch.
 
@@ -81,9 +118,13 @@ def predict_probabilities(
         model: a Keras model taking float32 (B, H, W, 3) made by `preprocessing.to_float`.
         tta: also predict each image flipped left-right and average the two softmax outputs.
         adjustment: post-hoc logit adjustment to apply (the model directory's, LogitAdjustment.load).
+        tta_shift: also predict each image (and its mirror, with `tta`) moved this many pixels
+            right, left, down and up, and average every view's softmax (tta_views).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    if tta_shift < 0:
+        raise DataError(f"tta_shift must be >= 0 pixels, got {tta_shift}")
     n_classes = len(preprocessing.class_names)
     if adjustment is not None and len(adjustment.log_prior) != n_classes:
         raise DataError(
@@ -92,9 +133,12 @@ def predict_probabilities(
         )
     chunks = []
     for batch in image_batches(split_h5, batch_size):
-        probs = _predict_batch(model, preprocessing.to_float(batch))
-        if tta:
-            probs = (probs + _predict_batch(model, preprocessing.to_float(batch[:, :, ::-1, :]))) / 2.0
+        if tta_shift and 2 * tta_shift >= min(batch.shape[1:3]):
+            raise DataError(f"tta_shift {tta_shift} px would move {Path(split_h5).name}'s "
+                            f"{batch.shape[1]}x{batch.shape[2]} images out of sight: use less than half their side")
+        views = [_predict_batch(model, view) for view in tta_views(preprocessing.to_float(batch), flip=tta,
+                                                                   shift=tta_shift)]
+        probs = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
         if probs.shape[1] != n_classes:
             raise DataError(
                 f"the model outputs {probs.shape[1]} classes but {PREPROCESSING_FILE} names {n_classes}: "
@@ -123,6 +167,7 @@ def predict(
     label_column: str = "label",
     batch_size: int = 256,
     tracking_uri: str | None = None,
+    tta_shift: int = 0,
 ) -> PredictionResult:
     """Predict every image of a split and write the submission CSV.
 
@@ -135,6 +180,7 @@ def predict(
         test_h5: any split (labelled or not); its `ids` become submission ids without folders
             or extension ("test/00042.png" -> "00042").
         tracking_uri: overrides the MLflow URI stored in the model directory.
+        tta, tta_shift: test-time augmentation, as predict_probabilities.
 
     Returns:
         The CSV path (rows sorted by id, written atomically), its row count and the predicted
@@ -149,25 +195,27 @@ def predict(
     model = ModelDir(model_dir).load_model()
     adjustment = LogitAdjustment.load(model_dir)
     probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta,
-                                  adjustment=adjustment)
+                                  adjustment=adjustment, tta_shift=tta_shift)
     names = [preprocessing.class_names[i] for i in probs.argmax(axis=1)]
     path = write_submission(submission_csv, ids, names, id_column=id_column, label_column=label_column)
     counts = dict(sorted(Counter(names).items()))
-    log.info("wrote %d predictions for %s to %s%s", len(ids), info.path.name, path, " (flip TTA)" if tta else "")
+    augmented = tta_text(tta, tta_shift)
+    log.info("wrote %d predictions for %s to %s%s", len(ids), info.path.name, path, f" ({augmented})" if augmented else "")
     with tempfile.TemporaryDirectory() as tmp:
         # A KFP output path has no extension; in MLflow the file is always submission/<name>.csv.
         logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / SUBMISSION_ARTIFACT_FILE))
         try:
-            run_id = log_prediction(model_dir, logged, rows=len(ids), tta=tta, split=info.path.name,
+            run_id = log_prediction(model_dir, logged, rows=len(ids), tta=tta, tta_shift=tta_shift, split=info.path.name,
                                     posthoc_tau=adjustment.tau if adjustment else 0.0, tracking_uri=tracking_uri)
         except LongtailError as e:
             raise LongtailError(f"wrote {len(ids)} rows to {path}, but did not log them to MLflow: {e}") from None
-    return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id)
+    return PredictionResult(path=path, n_rows=len(ids), tta=tta, predicted_counts=counts, mlflow_run_id=run_id,
+                            tta_shift=tta_shift)
 
 
 def predict_submission(model_dir: str | Path, test_h5: str | Path, submission_csv: str | Path, *, tta: bool = False,
-                       tracking_uri: str | None = None) -> PredictionResult:
+                       tracking_uri: str | None = None, tta_shift: int = 0) -> PredictionResult:
     """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run."""
-    result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri)
+    result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri, tta_shift=tta_shift)
     log_test_dataset(model_dir, test_h5, tracking_uri=tracking_uri)
     return result

@@ -150,8 +150,10 @@ def test_the_demo_levers_sweep_adds_one_lever_per_row_to_the_demo():
         "all": {"train.optimizer.ema", "train.augmentation.erase", "evaluate.tta", "train.epochs"},
         "all-weight-decay-5e-4": {"train.optimizer.ema", "train.augmentation.erase", "evaluate.tta", "train.epochs",
                                   "model.args.weight_decay"},
+        "all-shift-tta": {"train.optimizer.ema", "train.augmentation.erase", "evaluate.tta", "train.epochs",
+                          "model.args.weight_decay", "evaluate.tta_shift"},
     }
     # The last row is the demo as it stands.
     demo = flatten(config_to_dict(load_sweep([REPO / "experiments" / "demo.yaml"])[0]))
-    assert {k: v for k, v in configs["all-weight-decay-5e-4"].items() if k != "name"} == {
+    assert {k: v for k, v in configs["all-shift-tta"].items() if k != "name"} == {
         k: v for k, v in demo.items() if k != "name"}

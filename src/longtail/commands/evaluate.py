@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the test distribution macro-F1 estimates: balanced (each image weighs 1/its class's "
                    "count) or train (the split as drawn); default: the model's evaluate.target_prior")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="PX",
+                   help="also average the image (and its flip, with --tta) moved PX pixels right, left, down and "
+                   "up (config evaluate.tta_shift; default 0: no shifted views)")
     p.add_argument("--weights", dest="weights_json",
                    help="class weights JSON from `longtail weights`: train counts for the long-tail plot")
     p.add_argument("--batch-size", type=int, default=256)
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     r = evaluate(
         args.model_dir, args.val_h5, args.out_dir,
-        min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, weights_json=args.weights_json,
+        min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, tta_shift=args.tta_shift, weights_json=args.weights_json,
         target_prior=args.target_prior,
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
     )

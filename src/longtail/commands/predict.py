@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from longtail.prediction import predict
+from longtail.prediction import predict, tta_text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("test_h5", help="HDF5 split (usually test.h5 from `longtail ingest --unlabelled`)")
     p.add_argument("submission_csv", help="where to write the CSV (atomically)")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="PX",
+                   help="also average the image (and its flip, with --tta) moved PX pixels right, left, down and "
+                   "up (config evaluate.tta_shift; default 0: no shifted views)")
     p.add_argument("--id-column", default="id", help="header of the id column (default: id)")
     p.add_argument("--label-column", default="label", help="header of the label column (default: label)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -32,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
     """Predict and say where the CSV went."""
     r = predict(
         args.model_dir, args.test_h5, args.submission_csv,
-        tta=args.tta, id_column=args.id_column, label_column=args.label_column, batch_size=args.batch_size,
+        tta=args.tta, tta_shift=args.tta_shift, id_column=args.id_column, label_column=args.label_column, batch_size=args.batch_size,
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
     )
-    print(f"wrote {r.n_rows} rows to {r.path}{' (flip TTA)' if r.tta else ''}")
+    augmented = tta_text(r.tta, r.tta_shift)
+    print(f"wrote {r.n_rows} rows to {r.path}{f' ({augmented})' if augmented else ''}")
     common = sorted(r.predicted_counts.items(), key=lambda kv: -kv[1])[:5]
     print("most predicted: " + ", ".join(f"{name} {count}" for name, count in common))
     if r.mlflow_run_id:

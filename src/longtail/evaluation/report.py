@@ -8,6 +8,7 @@ from typing import Any
 from longtail.atomic_file import write_text
 from longtail.evaluation.frequency import ClassResult
 from longtail.model_dir import REPORT_TXT
+from longtail.prediction import tta_text
 from longtail.scoring import ClassificationScores, MacroF1Interval
 
 # Rows of the per-class Markdown table (worst F1 first); report.txt always has every class.
@@ -24,6 +25,7 @@ def render_markdown(
     warnings: list[str],
     confusions: list[dict[str, Any]],
     tta: bool = False,
+    tta_shift: int = 0,
     frequency: str = "train images",
     target_prior: str = "train",
     macro_f1_plain: float | None = None,
@@ -42,7 +44,7 @@ def render_markdown(
         f"| accuracy | {scores.accuracy:.4f} |",
         f"| images | {scores.n} |",
         f"| classes | {len(per_class)} |",
-        f"| flip TTA | {'yes' if tta else 'no'} |",
+        f"| test-time augmentation | {tta_text(tta, tta_shift) or 'none'} |",
         "",
         f"**Gate: {'PASSED' if passed else 'FAILED'}**: {reason}",
         "",

@@ -86,6 +86,7 @@ def evaluate(
     tracking_uri: str | None = None,
     batch_size: int = 256,
     tta: bool = False,
+    tta_shift: int = 0,
     weights_json: str | Path | None = None,
     target_prior: str | None = None,
 ) -> EvaluationResult:
@@ -100,6 +101,7 @@ def evaluate(
         min_macro_f1: the gate (config `evaluate.min_macro_f1`); 0 passes everything.
         tracking_uri: overrides the MLflow URI stored in the model directory.
         tta: average the softmax of each image and its left-right flip, as `predict(tta=True)`.
+        tta_shift: also average the image (and its flip) moved this many pixels each way, as predict.
         weights_json: `longtail weights` output; its train counts put the long-tail plot's x axis
             in train images (else counts stored with the model, else the stratified val support).
         target_prior: "balanced" or "train" (config `evaluate.target_prior`); None: the one the
@@ -121,7 +123,7 @@ def evaluate(
     class_names = preprocessing.class_names
     model = ModelDir(model_dir).load_model()
     probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
-                                  adjustment=LogitAdjustment.load(model_dir))
+                                  adjustment=LogitAdjustment.load(model_dir), tta_shift=tta_shift)
     scores = classification_scores(info.labels, probs.argmax(axis=1), class_names, target_prior=target_prior)
     plain = float(macro_f1_of(scores.confusion, balanced=False))
     interval = bootstrap_interval(scores.confusion, balanced=scores.balanced)
@@ -151,7 +153,7 @@ def evaluate(
         paths["report_md"],
         render_markdown(
             title=title, scores=scores, per_class=per_class, passed=passed, reason=reason,
-            warnings=warnings, confusions=confusions, tta=tta, frequency=frequency,
+            warnings=warnings, confusions=confusions, tta=tta, tta_shift=tta_shift, frequency=frequency,
             target_prior=target_prior, macro_f1_plain=plain, interval=interval,
         ),
     )
@@ -173,6 +175,7 @@ def evaluate(
             "passed": passed,
             "reason": reason,
             "tta": tta,
+            "tta_shift": tta_shift,
             "metrics": metrics,
             "warnings": warnings,
             "train_counts_source": counts_source,

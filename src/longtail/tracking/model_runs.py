@@ -27,6 +27,7 @@ from longtail.tracking.names import (
     PREDICT_N_ROWS,
     PREDICT_POSTHOC_TAU_TAG,
     PREDICT_SPLIT_TAG,
+    PREDICT_TTA_SHIFT_TAG,
     PREDICT_TTA_TAG,
     SUBMISSION_ARTIFACTS,
     SUBMISSION_SKIPPED,
@@ -159,12 +160,13 @@ def log_submission_skipped(model_dir: str | Path, reason: str, *, tracking_uri: 
 
 
 def log_prediction(model_dir: str | Path, submission_csv: Path, *, rows: int, tta: bool, split: str,
-                   posthoc_tau: float, tracking_uri: str | None = None) -> str | None:
+                   posthoc_tau: float, tracking_uri: str | None = None, tta_shift: int = 0) -> str | None:
     """Log a written submission into the model's run: its rows, how it was predicted, the CSV itself."""
     return log_to_model_run(
         model_dir,
         metrics={PREDICT_N_ROWS: float(rows)},
-        tags={PREDICT_TTA_TAG: str(tta).lower(), PREDICT_SPLIT_TAG: split, PREDICT_POSTHOC_TAU_TAG: str(posthoc_tau)},
+        tags={PREDICT_TTA_TAG: str(tta).lower(), PREDICT_TTA_SHIFT_TAG: str(tta_shift), PREDICT_SPLIT_TAG: split,
+              PREDICT_POSTHOC_TAU_TAG: str(posthoc_tau)},
         artifacts=[(submission_csv, SUBMISSION_ARTIFACTS)],
         tracking_uri=tracking_uri,
     )

@@ -81,6 +81,7 @@ SUBMISSION_SKIPPED_BECAUSE_TAG = "submission_skipped_because"
 # --- Prediction: the submission written from the test split ---------------------------------------
 PREDICT_N_ROWS = "predict_n_rows"
 PREDICT_TTA_TAG = "predict_tta"
+PREDICT_TTA_SHIFT_TAG = "predict_tta_shift"  # pixels; 0 when no shifted views were averaged
 PREDICT_SPLIT_TAG = "predict_split"
 PREDICT_POSTHOC_TAU_TAG = "predict_posthoc_tau"
 SUBMISSION_ARTIFACTS = "submission"

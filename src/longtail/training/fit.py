@@ -332,8 +332,9 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
     ModelDir(out_dir).remove_adjustment()
     if setting == 0:
         return 0.0
-    # The val probabilities evaluate and the submission will adjust: with flip TTA when evaluate.tta is on.
-    probs = predict_probabilities(model, preprocessing, val_info.path, tta=config.evaluate.tta)
+    # The val probabilities evaluate and the submission will adjust: with evaluate.tta and tta_shift's views.
+    probs = predict_probabilities(model, preprocessing, val_info.path, tta=config.evaluate.tta,
+                                  tta_shift=config.evaluate.tta_shift)
     choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts(),
                                target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
