@@ -236,6 +236,10 @@ def test_markdown_caps_the_per_class_table(tmp_path):
     assert len(table_rows) == MARKDOWN_MAX_ROWS
     assert f"({MARKDOWN_MAX_ROWS} worst of 200; report.txt has all)" in md
     assert "- w1" in md and md.count("species_") > 200  # the full report is included once
+    assert "| test-time augmentation | none |" in md
+    shifted = render_markdown(title="t", scores=s, per_class=per_class, passed=True, reason="passed", warnings=[],
+                              confusions=[], tta=True, tta_shift=2)
+    assert "| test-time augmentation | flip + 2 px shift TTA |" in shifted
 
 
 @pytest.mark.slow
