@@ -222,6 +222,7 @@ def _fit(
     # `import longtail.training` (the CLI's, before a config is checked) stays free of it.
     from longtail.input_pipeline import Augmentation, Mixing, make_dataset
     from longtail.models import build_model
+    from longtail.models.fused_batch_norm import with_fused_batch_norm
     from longtail.training.callbacks import (
         EmaSwap,
         EpochProgress,
@@ -267,7 +268,10 @@ def _fit(
             size = train_info.image_size
             model = build_model(config.model.name, (size, size, 3), len(train_info.class_names),
                                 **config.model.args)
-            model.compile(
+            # Trained with fused batch norm (one oneDNN/cuDNN op per layer: README "Training precision");
+            # its weights go back into `model`, built of Keras' own layers, which is what is saved.
+            trained = with_fused_batch_norm(model)
+            trained.compile(
                 optimizer=make_optimizer(t.optimizer, initial_learning_rate(t.lr, t.epochs)),
                 loss=make_loss(t, train_info.class_counts()),
                 metrics=[make_accuracy(t.label_smoothing, mixing.active)],
@@ -292,7 +296,8 @@ def _fit(
                                                           delete_checkpoint=False))
         callbacks.extend(extra_callbacks)
         verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
-        model.fit(train_data.dataset, epochs=t.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+        trained.fit(train_data.dataset, epochs=t.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+        model.set_weights(trained.get_weights())
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
