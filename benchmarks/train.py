@@ -10,7 +10,8 @@ mixup on (alpha 0.2, the batch mixing of the long-tail methods) and with the con
 Target: longtail >= 0.9x plain fit, also with mixup on.
 
 The precision section (--sizes, default 28 and 64 px): plain fit and longtail train at float32 and at
-mixed_bfloat16 (--precisions), and longtail train in float32 with XLA-compiled steps (train.jit_compile
+mixed_bfloat16 (--precisions), plain fit also with the fused batch norm `longtail train` trains with
+(longtail.models.fused_batch_norm; against longtail train it isolates the input pipeline's share), and longtail train in float32 with XLA-compiled steps (train.jit_compile
 true, what `auto` picks on a CPU without AVX-512 in float32), Fashion-MNIST resized to each size (fewer images at larger
 sizes, the same pixels). Target: longtail train in bfloat16 >= 1.5x plain float32 fit in CPU time per
 image; longtail within 0.9x of plain fit at the same precision shows the speed is not lost to the input
@@ -41,6 +42,7 @@ from longtail.training import make_loss, make_optimizer, train
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 XLA_ROW = "longtail train float32 + XLA"
+FUSED_ROW = "plain model.fit + fused BN"
 
 
 @dataclass
@@ -69,11 +71,15 @@ def fashion_mnist_splits(folder: Path, n_train: int, size: int = 28) -> tuple[Pa
     return train_h5, val_h5
 
 
-def plain_fit(config: ExperimentConfig, train_h5: Path, policy: str = "float32") -> Speed:
-    """model.fit on float32 arrays already in memory, under the Keras dtype policy `policy`."""
+def plain_fit(config: ExperimentConfig, train_h5: Path, policy: str = "float32", fused: bool = False) -> Speed:
+    """model.fit on float32 arrays already in memory, under the Keras dtype policy `policy`.
+
+    `fused`: with the fused batch norm longtail train trains with, instead of Keras' BatchNormalization.
+    """
     import keras
 
-    from longtail.models import build_model  # these two import Keras: only here
+    from longtail.models import build_model  # these three import Keras: only here
+    from longtail.models.fused_batch_norm import with_fused_batch_norm
     from longtail.training.callbacks import EpochTimer
 
     info = read_info(train_h5)
@@ -85,6 +91,8 @@ def plain_fit(config: ExperimentConfig, train_h5: Path, policy: str = "float32")
     keras.config.set_dtype_policy(policy)
     try:
         model = build_model(config.model.name, x.shape[1:], len(info.class_names), **config.model.args)
+        if fused:
+            model = with_fused_batch_norm(model)
         model.compile(optimizer=make_optimizer(t.optimizer, t.lr.initial), loss=make_loss(t, info.class_counts()),
                       metrics=["accuracy"], jit_compile=False)
         timer = EpochTimer()
@@ -107,7 +115,7 @@ def report(rows: dict[str, list[Speed]]) -> dict[str, Speed]:
     best = {name: min(runs, key=lambda r: r.cpu_ms_per_image) for name, runs in rows.items()}
     for name, runs in rows.items():
         b = best[name]
-        print(f"  {name:34s} {b.images_per_s:7.1f} images/s  {b.cpu_ms_per_image:6.2f} CPU ms/image  "
+        print(f"  {name:42s} {b.images_per_s:7.1f} images/s  {b.cpu_ms_per_image:6.2f} CPU ms/image  "
               f"(runs: {', '.join(f'{r.images_per_s:.0f}/s {r.cpu_ms_per_image:.2f} ms' for r in runs)})")
     return best
 
@@ -147,21 +155,23 @@ def precision_section(args: argparse.Namespace, tmp: Path) -> None:
         xla = load_config(args.config, [*base, "train.precision=float32", "train.jit_compile=true"])
         print(f"precision at {size}x{size}: {n} images, batch {xla.train.batch_size}")
         rows: dict[str, list[Speed]] = {f"{kind} {p}": [] for p in args.precisions
-                                        for kind in ("plain model.fit", "longtail train")}
+                                        for kind in ("plain model.fit", FUSED_ROW, "longtail train")}
         rows[XLA_ROW] = []
         for r in range(args.repeats):
             for p in args.precisions:
                 rows[f"plain model.fit {p}"].append(plain_fit(configs[p], train_h5, p))
+                rows[f"{FUSED_ROW} {p}"].append(plain_fit(configs[p], train_h5, p, fused=True))
                 rows[f"longtail train {p}"].append(longtail_fit(configs[p], train_h5, val_h5, tmp / f"p{size}-{p}-{r}"))
             rows[XLA_ROW].append(longtail_fit(xla, train_h5, val_h5, tmp / f"p{size}-xla-{r}"))
         best = report(rows)
         reference = best["plain model.fit float32"].cpu_ms_per_image
         for p in args.precisions:
-            lt, plain = best[f"longtail train {p}"], best[f"plain model.fit {p}"]
+            lt, plain, fused = (best[f"{kind} {p}"] for kind in ("longtail train", "plain model.fit", FUSED_ROW))
             target = " (target >= 1.5)" if p != "float32" else ""
             print(f"  {size} px longtail train {p} / plain fit float32 (CPU time per image): "
                   f"{reference / lt.cpu_ms_per_image:5.2f}x{target}; / plain fit {p}: "
-                  f"{plain.cpu_ms_per_image / lt.cpu_ms_per_image:5.2f}x")
+                  f"{plain.cpu_ms_per_image / lt.cpu_ms_per_image:5.2f}x; / {FUSED_ROW} {p} (the input pipeline's "
+                  f"share): {fused.cpu_ms_per_image / lt.cpu_ms_per_image:5.2f}x")
         print(f"  {size} px {XLA_ROW} / plain fit float32 (CPU time per image): "
               f"{reference / best[XLA_ROW].cpu_ms_per_image:5.2f}x; / longtail train float32: "
               f"{best['longtail train float32'].cpu_ms_per_image / best[XLA_ROW].cpu_ms_per_image:5.2f}x")
