@@ -11,10 +11,10 @@ from longtail.errors import ConfigError
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # GPUs from compute capability 8.0 (Ampere) compute bfloat16 natively; 7.0 brought float16 tensor cores.
 BF16_GPU_CAPABILITY, FP16_GPU_CAPABILITY = (8, 0), (7, 0)
-# What `auto` picks on a CPU with bfloat16 units (README "Training precision"): bfloat16 pays there, if
-# less than on a GPU. On AMX cores `longtail train` took 26-27% less CPU time per image than float32
-# plain fit at 28 and 64 px (benchmarks/train.py), and the demo's train step 7 min 35 s instead of
-# 9 min 20 s, at -0.003 test macro-F1.
+# What `auto` picks on a CPU with bfloat16 units (README "Training precision"): bfloat16 pays there. On AMX
+# cores `longtail train` in bfloat16 (with its fused batch norm) took 2.06x (28 px) and 2.52x (64 px) less
+# CPU time per image than plain float32 model.fit, and 1.50x / 1.54x less than itself in float32
+# (benchmarks/train.py).
 AUTO_ON_BF16_CPU = "mixed_bfloat16"
 # What train.jit_compile: auto picks: XLA where it was measured to pay, a CPU training in float32 on a CPU
 # without AVX-512. On an AVX2-only AMD EPYC (no bfloat16 units, so auto precision is float32) XLA cut
