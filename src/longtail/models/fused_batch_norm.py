@@ -33,20 +33,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
-        scale = self.gamma if self.scale else tf.ones([channels], tf.float32)
-        offset = self.beta if self.center else tf.zeros([channels], tf.float32)
+        affine = dict(
+            scale=tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32),
+            offset=tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32),
+            epsilon=self.epsilon, data_format="NHWC")
         if training and self.trainable:
             empty = tf.zeros([0], tf.float32)
             outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=tf.cast(scale, tf.float32), offset=tf.cast(offset, tf.float32),
-                mean=empty, variance=empty, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+                x=inputs, mean=empty, variance=empty, is_training=True, **affine)
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=tf.cast(scale, tf.float32), offset=tf.cast(offset, tf.float32),
-                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+                x=inputs, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), is_training=False, **affine)
         return tf.cast(outputs, self.compute_dtype)
 
     def _fusable(self, inputs: Any, training: Any, mask: Any) -> bool:
