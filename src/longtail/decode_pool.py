@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from longtail import storage
+from longtail import decode_server, storage
 from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, to_pixels
+from longtail.decode_server import POOL_MIN_FILES
 from longtail.storage import ObjectNotFound, S3Settings
 
 # Files per task sent to a worker (its pixels come back in one slot of the shared ring).
@@ -34,11 +34,6 @@ OWN_AHEAD_BATCHES = 8
 # Workers put their pixels into a ring of batch-sized slots shared with this process, at most this
 # many bytes (fewer slots for bigger images, but enough for every worker's queue and one more).
 RING_BYTES = 64 * 2**20
-# Below this many files the default is one process: a pool's start-up (a fork server importing the
-# decoders, ~0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
-# 2 cores, 256 px JPEGs to 64 px: 2,000 files 1.07 s with two processes, 1.04 s with one; 3,000
-# files 1.21 s against 1.27 s; 4,000 files 1.44 s against 1.56 s.
-POOL_MIN_FILES = 3000
 
 
 # Worker state, set once per process by _init_worker.
@@ -124,29 +119,6 @@ def channel_sums(pixels: np.ndarray) -> np.ndarray:
     return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
 
 
-def _pool_context() -> Any:
-    """The context ingest's pools start from: forkserver where there is one, else spawn.
-
-    forkserver, not fork: a child forked from a parent that has run OpenCV's thread pool (CLAHE, big
-    resizes) hangs in its first OpenCV call. Workers fork from a clean server process instead, which
-    imports this module once (preload), so a pool starts in milliseconds once the server is up.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-def start_fork_server() -> None:
-    """Start the pool's fork server now, without waiting for it: it imports the decoders (~0.23 s of
-    CPU) on another core while this process lists the source, instead of after."""
-    if _pool_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()  # spawns the server and returns; the first fork waits for it
-
-
 def worker_count(workers: int | None, n_files: int) -> int:
     """Processes for `n_files`: the asked number (default one per CPU, but one below POOL_MIN_FILES),
     never more than one per two batches."""
@@ -179,7 +151,7 @@ def decoded_batches(
 
     threads = cv2.getNumThreads()
     _init_worker(settings, s3, single_thread=True)  # this process decodes beside the pool: one thread each
-    ctx = _pool_context()
+    ctx = decode_server.pool_context()
     size = settings.image_size
     pool_workers = workers - 1
     shape = (0, max(map(len, batches)), size, size, 3)

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import posixpath
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from longtail import decode_pool, storage
+from longtail import decode_pool, decode_server, storage
 from longtail.config import SEED_MAX
 from longtail.decode import PixelSettings, is_image_name
 from longtail.errors import DataError
@@ -295,10 +294,9 @@ class _SplitSink:
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = np.concatenate(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
         labels = np.asarray(self.labels, dtype=np.int32) if self.labelled else None
-        self.writer.write(self.written, batch, self.ids, labels)
-        self.written += len(batch)
+        self.writer.write_blocks(self.written, self.blocks, self.ids, labels)
+        self.written += self.pending
         self.pending, self.blocks, self.ids, self.labels = 0, [], [], []
 
 
@@ -329,7 +327,7 @@ def ingest(
         source: a folder of class folders, a CSV manifest (path,label), or s3://bucket/prefix of either.
         out_dir: a local folder or an s3:// prefix (written locally first, then uploaded).
         workers: decoding processes, this one included; None means os.cpu_count() from
-            decode_pool.POOL_MIN_FILES files on and one below; 1 decodes in this process only. The others
+            decode_server.POOL_MIN_FILES files on and one below; 1 decodes in this process only. The others
             start from a fork server, so a script calling ingest needs the usual
             `if __name__ == "__main__":` guard of multiprocessing code.
         progress: show a tqdm bar on stderr.
@@ -376,8 +374,7 @@ def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started
                     seed: int, min_per_class: int, max_classes: int | None, unlabelled: bool, workers: int | None,
                     progress: bool, s3: S3Settings | None) -> dict[str, Any]:
     """ingest() into a local folder whose lock the caller holds."""
-    if (workers or os.cpu_count() or 1) > 1:
-        decode_pool.start_fork_server()  # a pool is likely: its fork server starts while the source is listed
+    decode_server.start(workers)  # when a pool is likely, its fork server starts while the source is listed
     plan = plan_ingest(list_source(source, unlabelled=unlabelled, s3=s3), source, val_fraction=val_fraction,
                        seed=seed, min_per_class=min_per_class, max_classes=max_classes, unlabelled=unlabelled)
     written = decode_and_write(plan, Path(out_dir), settings, s3=s3, workers=workers, progress=progress,

@@ -189,21 +189,58 @@ class SplitWriter:
 
     def write(self, start: int, images: np.ndarray, ids: list[str], labels: np.ndarray | None = None) -> None:
         """Write rows [start, start + len(images))."""
+        self.write_blocks(start, [images], ids, labels)
+
+    def write_blocks(self, start: int, blocks: list[np.ndarray], ids: list[str],
+                     labels: np.ndarray | None = None) -> None:
+        """Write image blocks back to back from row `start`, with their ids and labels (one per row).
+
+        Blocks are written as they are, never joined into one array first, and every whole chunk of
+        rows goes to the file as it is (see _write_images).
+        """
         assert self._file is not None, "use SplitWriter as a context manager"
-        stop = start + len(images)
-        if stop == start:
+        n_rows = sum(len(block) for block in blocks)
+        if not n_rows:
             return
-        self._file[IMAGES][start:stop] = images
+        stop = start + n_rows
+        row = start
+        for block in blocks:
+            self._write_images(row, block)
+            row += len(block)
         self._file[IDS][start:stop] = list(ids)
         if self.labelled:
             if labels is None:
                 raise DataError(f"{self.path.name}: labelled split written without labels")
             self._file[LABELS][start:stop] = np.asarray(labels, dtype=np.int32)
-        self._unflushed += images.nbytes
+        self._unflushed += n_rows * self.height * self.width * 3
         if self._unflushed >= WRITEBACK_BYTES and self._writeback is not None:
             self._file.flush()  # HDF5's own buffers to the OS, then the OS's to disk, in the background
             self._writeback.kick()
             self._unflushed = 0
+
+    def _write_images(self, start: int, images: np.ndarray) -> None:
+        """Rows [start, start + len(images)) of the images: each whole chunk they cover as one raw
+        chunk write (HDF5's direct chunk write: the file's bytes straight from `images`, without the
+        chunk cache's copy and type conversion), the partial chunks at either end through h5py.
+
+        The chunks are unfiltered uint8 rows in C order, so a raw chunk is the rows' bytes as they are.
+        """
+        assert self._file is not None
+        dataset = self._file[IMAGES]
+        stop = start + len(images)
+        rows = dataset.chunks[0]
+        first = -(-start // rows) * rows  # the first chunk boundary at or after start
+        last = stop // rows * rows  # the last chunk boundary at or before stop
+        if (first >= last or images.dtype != np.uint8 or images.shape[1:] != dataset.shape[1:]
+                or not images.flags.c_contiguous):
+            dataset[start:stop] = images
+            return
+        if first > start:
+            dataset[start:first] = images[: first - start]
+        for row in range(first, last, rows):
+            dataset.id.write_direct_chunk((row, 0, 0, 0), images[row - start : row - start + rows])
+        if stop > last:
+            dataset[last:stop] = images[last - start :]
 
     def set_mean_rgb(self, mean_rgb: list[float]) -> None:
         """Record the per-channel mean (0-255 scale) of this split's pixels."""

@@ -39,6 +39,10 @@ def test_ingest_imports_neither_the_other_commands_nor_mlflow_runs() -> None:
     assert not others & mods, sorted(others & mods)
     for heavy in ("longtail.tracking.model_runs", "longtail.evaluation", "mlflow", "tensorflow", "kfp"):
         assert heavy not in mods, heavy
+    # Not even numpy, h5py or OpenCV: `longtail ingest` starts the decoders' fork server before it
+    # imports them, so the server loads them on the other core meanwhile.
+    for heavy in ("numpy", "h5py", "cv2", "longtail.ingest"):
+        assert heavy not in mods, heavy
 
 
 def test_full_parser_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

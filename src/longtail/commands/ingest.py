@@ -1,4 +1,8 @@
-"""`longtail ingest`: raw images (folder, CSV manifest or S3 prefix) to HDF5 splits."""
+"""`longtail ingest`: raw images (folder, CSV manifest or S3 prefix) to HDF5 splits.
+
+Only the standard library at the top: run() starts the decoders' fork server before it imports ingest
+(numpy, h5py, OpenCV), so the server loads on the second core while this process loads, not after.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ import argparse
 import os
 import sys
 
-from longtail.config import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
-from longtail.decode_pool import POOL_MIN_FILES
-from longtail.ingest import ingest
-from longtail.storage import S3Settings
+from longtail import decode_server
+from longtail.decode_server import POOL_MIN_FILES
+from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
 
 
 def _positive_int(text: str) -> int:
@@ -54,6 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ingest; the summary lines are printed by the library."""
+    decode_server.start(args.workers)
+    from longtail.ingest import ingest
+    from longtail.storage import S3Settings
+
     ingest(
         args.source,
         args.out,
