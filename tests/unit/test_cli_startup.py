@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -58,3 +59,20 @@ def test_unknown_command_names_the_choices(capsys: pytest.CaptureFixture[str]) -
         build_parser(["bogus"]).parse_args(["bogus"])
     err = capsys.readouterr().err
     assert "invalid choice: 'bogus'" in err and "'ingest'" in err and "'promote'" in err
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "1"), ("4", "4")])
+def test_ingest_runs_without_an_openblas_thread_unless_asked(tmp_path, monkeypatch, before, after) -> None:
+    """Ingest never calls BLAS; OpenBLAS's idle thread would spin beside the decoders. A value of the
+    caller's own stays."""
+    from longtail.errors import DataError
+
+    if before is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", before)
+    args = build_parser(["ingest", "a", "b"]).parse_args(["ingest", str(tmp_path / "missing"), str(tmp_path / "out"),
+                                                          "--workers", "1"])
+    with pytest.raises(DataError, match="not found"):
+        args.func(args)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == after

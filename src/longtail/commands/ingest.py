@@ -57,6 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ingest; the summary lines are printed by the library."""
+    # Ingest never calls BLAS, but numpy's OpenBLAS starts a thread at import that spins for ~0.1 s of
+    # CPU in this process and in the fork server: on 2 cores, time taken from the decoders. One
+    # thread means none is started (a value of the caller's own is kept).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     decode_server.start(args.workers)
     from longtail.ingest import ingest
     from longtail.storage import S3Settings
