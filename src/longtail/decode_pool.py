@@ -140,8 +140,9 @@ def decoded_batches(
     The pool is a ProcessPoolExecutor, not a multiprocessing.Pool: Pool's worker-handler thread
     waits on the result pipe as well as on the workers, so while a result is waiting to be read it
     spins and takes the GIL from the threads doing the work. Pixels come back through a ring of
-    shared slots, not pickled through the result pipe (245 MB for 20k images at 64 px); a slot is
-    handed out again once its batch is copied out, which also bounds the read-ahead and its memory.
+    shared slots, not pickled through the result pipe (245 MB for 20k images at 64 px), and not
+    copied out either: a batch's pixels may be a view of its slot, valid until the caller asks for the
+    next batch, when the slot is handed out again. The slots also bound the read-ahead and its memory.
     """
     if workers <= 1:
         _init_worker(settings, s3, single_thread=False)
@@ -187,12 +188,22 @@ def decoded_batches(
             cv2.setNumThreads(threads)
 
 
+def pool_depth(left: int, pool_workers: int) -> int:
+    """Batches the pool may hold unfinished when `left` batches are neither decoded nor taken by this
+    process: QUEUED_PER_WORKER per worker, but near the end no more than the pool's share of what is
+    left (at least one per worker), so this process is not left waiting on a full queue once the
+    batches nobody has taken run out."""
+    share = left * pool_workers // (pool_workers + 1)
+    return max(pool_workers, min(QUEUED_PER_WORKER * pool_workers, share))
+
+
 def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], Future[Batch]],
                    decode_here: Callable[[list[str]], Batch], ring: np.ndarray,
                    pool_workers: int, pool_ready: Callable[[], bool] = lambda: True) -> Iterator[Batch]:
     """Batches in order, each decoded by the pool (into a ring slot) or by this process, whichever is free.
 
-    Batches are handed out in order: the pool's queue is kept QUEUED_PER_WORKER deep per worker,
+    Batches are handed out in order: the pool's queue is kept QUEUED_PER_WORKER deep per worker
+    (shallower near the end: pool_depth),
     and whenever the batch due next is still in the pool, this process takes the next batch nobody
     has (up to OWN_AHEAD_BATCHES ahead) instead of waiting.
 
@@ -212,7 +223,7 @@ def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], 
         if not pool_ready():
             return
         busy = sum(1 for future, _ in in_pool.values() if not future.done())
-        while handed < n and free_slots and busy < QUEUED_PER_WORKER * pool_workers:
+        while handed < n and free_slots and busy < pool_depth(n - handed + busy, pool_workers):
             slot = free_slots.popleft()
             in_pool[handed] = (submit(batches[handed], slot), slot)
             handed, busy = handed + 1, busy + 1
@@ -229,9 +240,9 @@ def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], 
             future, slot = in_pool.pop(i)
             batch = future.result()
             n_ok = sum(1 for reason in batch.reasons if not reason)
-            batch.pixels = ring[slot, :n_ok].copy()  # before the slot is handed out again
-            free_slots.append(slot)
+            batch.pixels = ring[slot, :n_ok]  # not copied: the slot is handed out again once the caller is back
             yield batch
+            free_slots.append(slot)
         else:  # nobody has it yet (the pool's queue is full of later batches' slots)
             handed += 1
             yield decode_here(batches[i])

@@ -187,36 +187,39 @@ class SplitWriter:
         f.attrs["source_fingerprint"] = self.source_fingerprint
         f.attrs["schema_version"] = SCHEMA_VERSION
 
-    def write(self, start: int, images: np.ndarray, ids: list[str], labels: np.ndarray | None = None) -> None:
-        """Write rows [start, start + len(images))."""
-        self.write_blocks(start, [images], ids, labels)
-
-    def write_blocks(self, start: int, blocks: list[np.ndarray], ids: list[str],
-                     labels: np.ndarray | None = None) -> None:
-        """Write image blocks back to back from row `start`, with their ids and labels (one per row).
-
-        Blocks are written as they are, never joined into one array first, and every whole chunk of
-        rows goes to the file as it is (see _write_images).
-        """
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per chunk of the images: a write of whole chunks at a multiple of this is a raw chunk write."""
         assert self._file is not None, "use SplitWriter as a context manager"
-        n_rows = sum(len(block) for block in blocks)
-        if not n_rows:
+        return int(self._file[IMAGES].chunks[0])
+
+    def write(self, start: int, images: np.ndarray, ids: list[str], labels: np.ndarray | None = None) -> None:
+        """Write rows [start, start + len(images)): images, ids and labels."""
+        self.write_images(start, images)
+        self.write_ids(start, ids, labels)
+
+    def write_images(self, start: int, images: np.ndarray) -> None:
+        """Write the images of rows [start, start + len(images)) (see _write_images)."""
+        assert self._file is not None, "use SplitWriter as a context manager"
+        if not len(images):
             return
-        stop = start + n_rows
-        row = start
-        for block in blocks:
-            self._write_images(row, block)
-            row += len(block)
-        self._file[IDS][start:stop] = list(ids)
-        if self.labelled:
-            if labels is None:
-                raise DataError(f"{self.path.name}: labelled split written without labels")
-            self._file[LABELS][start:stop] = np.asarray(labels, dtype=np.int32)
-        self._unflushed += n_rows * self.height * self.width * 3
+        self._write_images(start, images)
+        self._unflushed += images.nbytes
         if self._unflushed >= WRITEBACK_BYTES and self._writeback is not None:
             self._file.flush()  # HDF5's own buffers to the OS, then the OS's to disk, in the background
             self._writeback.kick()
             self._unflushed = 0
+
+    def write_ids(self, start: int, ids: list[str], labels: np.ndarray | None = None) -> None:
+        """Write the ids (and labels, in a labelled split) of rows [start, start + len(ids))."""
+        assert self._file is not None, "use SplitWriter as a context manager"
+        if not ids:
+            return
+        self._file[IDS][start : start + len(ids)] = list(ids)
+        if self.labelled:
+            if labels is None:
+                raise DataError(f"{self.path.name}: labelled split written without labels")
+            self._file[LABELS][start : start + len(ids)] = np.asarray(labels, dtype=np.int32)
 
     def _write_images(self, start: int, images: np.ndarray) -> None:
         """Rows [start, start + len(images)) of the images: each whole chunk they cover as one raw

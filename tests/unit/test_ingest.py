@@ -288,7 +288,7 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
             assert batch.digests == [f"d{f}" for f in batches[i]]
             assert (batch.pixels == i).all() and len(batch.pixels) == rows
             with lock:
-                slots_in_use.clear()  # the slot of every batch up to here is copied out
+                slots_in_use.clear()  # every batch up to here is consumed: its slot may go out again
             consumed[0] = i + 1
             out.append(i)
     assert out == list(range(n))
@@ -299,6 +299,15 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
     if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
         assert len(here) < n // 2
     assert here[:ready_after] == list(range(ready_after))
+
+
+def test_near_the_end_the_pool_holds_no_more_than_its_share():
+    """The pool's queue is QUEUED_PER_WORKER deep per worker while batches are plenty, then shrinks to
+    its share of what is left (never below one per worker), so neither side idles at the end."""
+    depth = decode_pool.QUEUED_PER_WORKER
+    assert decode_pool.pool_depth(100, 1) == depth and decode_pool.pool_depth(100, 3) == 3 * depth
+    assert [decode_pool.pool_depth(left, 1) for left in (8, 6, 4, 3, 2, 1, 0)] == [4, 3, 2, 1, 1, 1, 1]
+    assert decode_pool.pool_depth(4, 3) == 3
 
 
 def test_progress_bar_only_when_shown(digits, tmp_path):
@@ -316,3 +325,31 @@ def test_progress_bar_only_when_shown(digits, tmp_path):
                               text=True, check=True)
         assert done.stdout.split()[-1] == str(shown == "on")
         assert ("ingest: 100%" in done.stderr) == (shown == "on"), done.stderr[-300:]
+
+
+@pytest.mark.parametrize("n", [5, 64, 200, 1500])
+def test_the_split_sink_writes_blocks_of_any_size_whole_chunks_at_a_time(tmp_path, n):
+    """Blocks as decoding gives them (64 rows, or fewer after rejected files, or none) land in order;
+    the sink keeps no block after add returns (each is overwritten at once, as a ring slot is)."""
+    from longtail.splits import SplitWriter
+
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, n).tolist()
+    ids = [f"c/{i}.png" for i in range(n)]
+    reused = np.empty((64, 8, 8, 3), np.uint8)  # one buffer for every block, like a ring slot
+    with SplitWriter(tmp_path / "train.h5", n=n, image_size=8, class_names=["a", "b", "c"], labelled=True,
+                     preprocessing={}, source_fingerprint="") as writer:
+        sink = ingest_module._SplitSink(writer, labelled=True, track_mean=True)
+        row = 0
+        while row < n:
+            size = min(int(rng.choice([0, 1, 63, 64, 64, 64])), n - row)
+            block = reused[:size]
+            block[...] = images[row : row + size]
+            sink.add(block, ids[row : row + size], labels[row : row + size], decode_pool.channel_sums(block))
+            reused[...] = 0
+            row += size
+        sink.finish()
+    got_images, got_labels, got_ids = read_arrays(tmp_path / "train.h5")
+    assert np.array_equal(got_images, images) and got_labels.tolist() == labels and got_ids == ids
+    assert sink.written == n and np.array_equal(sink.pixel_sum, decode_pool.channel_sums(images))

@@ -129,21 +129,19 @@ def test_a_failed_background_flush_leaves_no_split(tmp_path, digits, monkeypatch
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 200, 333])
-def test_blocks_at_any_offset_read_back_as_written(tmp_path, n):
+def test_images_written_at_any_offset_read_back_as_written(tmp_path, n):
     """Whole chunks go to the file as raw chunks, partial ones through h5py: both read back exactly,
-    whatever the blocks' sizes and offsets (a rejected file shifts every later row off the chunk grid)."""
+    whatever the pieces' sizes and offsets."""
     rng = np.random.default_rng(n)
     images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, n).astype(np.int32)
     ids = [f"c/{i}.png" for i in range(n)]
     with SplitWriter(tmp_path / "train.h5", n=n, image_size=8, class_names=["a", "b", "c"], labelled=True,
                      preprocessing={}, source_fingerprint="") as writer:
-        row = 0
-        while row < n:
-            size = min(int(rng.integers(1, 150)), n - row)
-            cuts = sorted({0, size, *rng.integers(0, size, 3).tolist()})
-            blocks = [images[row + a : row + b] for a, b in itertools.pairwise(cuts) if b > a]
-            writer.write_blocks(row, blocks, ids[row : row + size], labels[row : row + size])
-            row += size
+        cuts = sorted({0, n, *rng.integers(0, n, 6).tolist()})
+        for a, b in itertools.pairwise(cuts):
+            writer.write_images(a, images[a:b])
+        for a, b in itertools.pairwise(sorted({0, n, *rng.integers(0, n, 2).tolist()})):
+            writer.write_ids(a, ids[a:b], labels[a:b])
     got_images, got_labels, got_ids = read_arrays(tmp_path / "train.h5")
     assert np.array_equal(got_images, images) and np.array_equal(got_labels, labels) and got_ids == ids
