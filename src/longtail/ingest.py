@@ -547,7 +547,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
                 keep_pixels.append(True)
                 kept.append(row)
                 accepted.append((f.relative, f.label or "", size, digest))
-            assert batch.pixels is not None  # the pool's parent copied them out of the ring
+            assert batch.pixels is not None  # decoded here, or a view of its slot of the pool's ring
             pixels, sums = batch.pixels, batch.channel_sums
             if not all(keep_pixels):  # a duplicate image counts once: drop its row, and its pixels from the mean
                 pixels = pixels[np.asarray(keep_pixels, bool)]
