@@ -27,7 +27,10 @@ CPUs' time the hypervisor stole while the contender ran (/proc/stat's steal, on 
 gave to other guests, which no load average inside this one shows and which hits a 2-process
 contender harder than a 1-process one.
 
-    python benchmarks/ingest.py [--inputs jpeg,scaled-lt] [--rounds 3] [--max-minutes 20]
+    python benchmarks/ingest.py [--inputs jpeg,scaled-lt] [--rounds 3] [--max-minutes 20] [--cache warm|cold]
+
+--cache: before each run the input is read into the page cache (warm, the default) or the page cache
+is dropped (cold: root only; a first ingest, where the images come from the disk).
 
 Done when (issue 23): jpeg: w2 <= 0.4 x classic time; scaled-lt: w2 <= 0.5 x classic, peak RSS
 < 500 MB; w2 >= 1.7 x w1 on both.
@@ -334,12 +337,30 @@ def describe(folder: Path) -> str:
     return f"{len(files)} files ({jpeg / max(1, len(files)):.0%} JPEG) in {classes} classes"
 
 
-def bench(name: str, folder: Path, args: argparse.Namespace, deadline: float) -> Results:
-    for p in folder.rglob("*"):  # warm the page cache so no contender pays the first disk read
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def set_page_cache(folder: Path, cache: str) -> None:
+    """Before each contender: its input all in the page cache (warm), or none of it (cold).
+
+    warm reads every file, so no contender pays a disk read (a VM's host may take the page cache back
+    within seconds: on the machine of session 16, reading the 20k JPEGs took 0.76 s after 20 s idle
+    and 0.25 s straight after an ingest). cold writes back dirty pages and drops the whole page cache
+    (root only), as for a first ingest of images that were never read: the libraries' files go with it.
+    """
+    if cache == "cold":
+        os.sync()
+        DROP_CACHES.write_text("3\n")
+        return
+    for p in folder.rglob("*"):
         if p.is_file():
             p.read_bytes()
+
+
+def bench(name: str, folder: Path, args: argparse.Namespace, deadline: float) -> Results:
     print(f"\n== {name}: {folder} - {describe(folder)} -> {args.image_size}x{args.image_size}; "
-          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; page cache {args.cache} before each run",
+          flush=True)
     contenders = [c for c in CONTENDERS if c in args.contenders]
     results = Results({c: [] for c in contenders})
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -351,6 +372,7 @@ def bench(name: str, folder: Path, args: argparse.Namespace, deadline: float) ->
             for c in order:
                 out = Path(tmp) / c
                 out.mkdir()
+                set_page_cache(folder, args.cache)
                 s = timed(command(c, folder, out, args.image_size))
                 shutil.rmtree(out)
                 results.samples[c].append(s)
@@ -417,12 +439,18 @@ def main() -> None:
                         help="start no new round after this long (each input finishes the round it is in)")
     parser.add_argument("--kernel-seconds", type=float, default=4.0,
                         help="seconds of the decode-kernel scaling check per input (0 skips it)")
+    parser.add_argument("--cache", choices=("warm", "cold"), default="warm",
+                        help="before each run, read the input into the page cache (warm), or drop the page "
+                        "cache (cold: root only, the first ingest of images never read)")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "FOLDER", "OUT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args.child)
         return
     args.contenders = set(args.contenders.split(","))
+    if args.cache == "cold" and not os.access(DROP_CACHES, os.W_OK):
+        raise SystemExit(f"--cache cold drops the page cache through {DROP_CACHES}, which this user cannot "
+                         "write (run as root, or use --cache warm)")
     deadline = time.monotonic() + 60 * args.max_minutes
     for name in args.inputs.split(","):
         if name == "jpeg":

@@ -95,6 +95,7 @@ class Batch:
 def _load_batch(uris: list[str], slot: int | None = None) -> Batch:
     """Load a batch of files; with a slot, their pixels go into that slot of the shared ring."""
     assert _settings is not None
+    storage.prefetch(uris)  # the disk reads the batch's files while the first ones are decoded
     loaded = [_load(uri) for uri in uris]
     ok = [px for px, _, _, _ in loaded if px is not None]
     size = _settings.image_size

@@ -121,3 +121,30 @@ def test_missing_credentials_say_which_variables(monkeypatch, tmp_path):
     settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
     with pytest.raises(StorageError, match="no S3 credentials found; set AWS_ACCESS_KEY_ID"):
         storage.list_files("s3://bkt/prefix", settings)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not hasattr(os, "mkfifo"), reason="POSIX only")
+def test_prefetch_asks_the_kernel_for_regular_local_files_only(tmp_path, monkeypatch):
+    """Whether the kernel then reads ahead is the page cache's business, which a test cannot see
+    without root; what is checked is which files it is asked for (os.posix_fadvise recorded), and
+    that nothing it meets raises."""
+    images = [tmp_path / f"{i}.jpg" for i in range(3)]
+    for p in images:
+        p.write_bytes(b"\xff\xd8 not much of a JPEG")
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)  # opened without blocking, and not advised: a FIFO is never read ahead
+    (tmp_path / "folder.jpg").mkdir()
+    asked: list[str] = []
+    real = os.posix_fadvise
+
+    def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED and (offset, length) == (0, 0)
+        asked.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    uris = [str(p) for p in images] + [str(fifo), str(tmp_path / "folder.jpg"), str(tmp_path / "missing.jpg"),
+                                       "s3://bucket/key.jpg", "bad\x00path"]
+    storage.prefetch(uris)
+    assert asked == [str(p) for p in images]
+    assert [storage.read_bytes(str(p)) for p in images] == [p.read_bytes() for p in images]  # untouched
