@@ -1,7 +1,7 @@
 """The fork server ingest's decoding pool starts from, startable before anything heavy is imported.
 
 Only the standard library here: `longtail ingest` starts the server as its first step, so the server
-imports the decoders (numpy, OpenCV, Pillow: ~0.2 s of CPU) on the second core while this process
+imports the decoders (numpy, OpenCV, Pillow: 0.14 s on the AMX machine) on the second core while this process
 imports h5py and the rest of ingest and lists the source, not after.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 # What the server imports once (preload), so a worker forks with the decoders loaded.
 DECODERS_MODULE = "longtail.decode_pool"
 # Below this many files the default is one process: a pool's start-up (a fork server importing the
-# decoders, ~0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
+# decoders, 0.14-0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
 # 2 cores, 256 px JPEGs to 64 px: 2,000 files 1.07 s with two processes, 1.04 s with one; 3,000
 # files 1.21 s against 1.27 s; 4,000 files 1.44 s against 1.56 s.
 POOL_MIN_FILES = 3000
