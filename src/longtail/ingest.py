@@ -271,7 +271,6 @@ class _SplitSink:
     writer: SplitWriter
     labelled: bool
     track_mean: bool
-    written: int = 0  # rows added
     images_done: int = 0  # rows whose images are in the file: a multiple of the chunk rows until finish()
     chunk: np.ndarray | None = None  # rows [images_done, images_done + staged) wait here for a whole chunk
     staged: int = 0
@@ -280,6 +279,11 @@ class _SplitSink:
     labels: list[int] = field(default_factory=list)
     pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
     classes: set[int] = field(default_factory=set)
+
+    @property
+    def written(self) -> int:
+        """Rows added: those whose images are in the file and those gathered for the next chunk."""
+        return self.images_done + self.staged
 
     def add(self, block: np.ndarray, ids: list[str], labels: list[int], channel_sums: np.ndarray) -> None:
         """Add rows (a block of images, their ids and labels); the block is not kept after this returns.
@@ -295,7 +299,6 @@ class _SplitSink:
         if self.labelled:
             self.labels.extend(labels)
             self.classes.update(labels)
-        self.written += len(block)
         if len(self.ids) >= FLUSH_ROWS:
             self._write_ids()
 
