@@ -15,7 +15,7 @@ from longtail.errors import LongtailError, StorageError
 # Every file longtail writes is read by other pipeline steps, other users and the MLflow server.
 FILE_MODE = 0o644
 # Temporary files are `.NAME.longtail-<8 random>.tmp` beside their target: a name no user file has,
-# so a later run can prove a leftover one is ours before it removes it (splits.remove_stale_temps).
+# so a later run can prove a leftover one is ours before it removes it (remove_stale_temps).
 TEMP_MARK = ".longtail-"
 TEMP_SUFFIX = ".tmp"
 # mkstemp's random part is 8 characters of [a-z0-9_].
@@ -25,6 +25,31 @@ _TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}[a-z0-9_]{{8}}{re.escape(TE
 def is_temp_name(name: str) -> bool:
     """Whether `name` is one atomic_path gives its temporary files (and so a file longtail made)."""
     return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
+    """Delete atomic_path's temporary files (`.NAME.longtail-<random>.tmp`) last modified before `older_than`.
+
+    A writer killed outright (SIGKILL, power loss) cannot remove its temporary file; the next
+    ingest into the folder does, sparing any written after it started (a writer still at work).
+    Any other file, `.notes.tmp` included, is not longtail's and stays.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            if (is_temp_name(path.name) and path.is_file() and not path.is_symlink()
+                    and path.stat().st_mtime < older_than):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
 
 
 @contextmanager

@@ -22,11 +22,10 @@ from longtail.errors import ConfigError
 from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
 from longtail.losses import check_loss
 from longtail.name_registry import declared_in_package
+from longtail.seed import SEED_MAX
 
 # Upper bounds that catch a typo (an extra zero) before it costs days of compute or all memory.
 EPOCHS_MAX, BATCH_SIZE_MAX = 10_000, 65_536
-# Seeds reach NumPy and Keras, which take 0 .. 2**32 - 1.
-SEED_MAX = 2**32 - 1
 # A learning rate above this is a typo (1e30 for 1e-3), and trains to NaN.
 LR_MAX = 10.0
 

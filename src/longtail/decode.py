@@ -6,22 +6,15 @@ import io
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from longtail.errors import DataError
-from longtail.image_size import IMAGE_SIZE_MAX
 
-# Extensions treated as images: a file with one of these that fails to decode is *rejected*
-# (listed with its reason); any other file is *ignored* (only counted).
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif"}
-)
-RESIZE_MODES = ("stretch", "aspect")
+# Re-exported: where the decoders' callers have always found them.
+from longtail.pixel_settings import IMAGE_EXTENSIONS, RESIZE_MODES, PixelSettings, is_image_name  # noqa: F401
 
 # One limit for every format and both decoders, checked from the header before any decoder
 # allocates: 40 megapixels (a 7300x5500 photo) passes, a decompression bomb (a few KB on disk that
@@ -48,38 +41,6 @@ _IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 class DecodeError(DataError):
     """A file with an image extension that cannot be turned into pixels; the message is the reason."""
-
-
-@dataclass(frozen=True)
-class PixelSettings:
-    """What ingest does to each image after decoding, recorded as the split's `preprocessing` attribute.
-
-    The keys are exactly longtail.preprocessing.INGEST_KEYS, so a model can refuse a split
-    ingested differently from its training data.
-    """
-
-    image_size: int = 32
-    resize: Literal["stretch", "aspect"] = "stretch"
-    clahe: bool = False
-    white_balance: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
-            raise DataError(f"image size must be a positive int, got {self.image_size!r}")
-        if self.image_size > IMAGE_SIZE_MAX:
-            raise DataError(f"image size must be at most {IMAGE_SIZE_MAX}, got {self.image_size}")
-        if self.resize not in RESIZE_MODES:
-            raise DataError(f"resize must be 'stretch' or 'aspect', got {self.resize!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The `preprocessing` attribute of a split: {image_size, resize, clahe, white_balance}."""
-        return asdict(self)
-
-
-def is_image_name(name: str) -> bool:
-    """True for a file name with an image extension (case-insensitive)."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:

@@ -1,26 +1,29 @@
-"""Ingest's decoders: batches of files read and decoded, in order, by this process and a pool of processes.
+"""Ingest's decoding, in order: batches of files handed to this process and to a pool of processes.
 
-Kept apart from ingest (listing, planning, writing HDF5) so that the pool's fork server imports only
-what a worker runs: numpy, OpenCV, Pillow and the readers, not h5py or the config (0.23 s, not 0.33).
+Only numpy and the standard library here: the decoders themselves (OpenCV, Pillow, the readers) are in
+decode_worker, which the pool's fork server imports once and this process imports only when it starts
+decoding. So ingest can start the pool, and hand it its first batches, as soon as it has planned its
+files, and the pool decodes them while this process is still loading OpenCV and h5py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from longtail import decode_server, storage
-from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, to_pixels
+from longtail import decode_server
 from longtail.decode_server import POOL_MIN_FILES
-from longtail.storage import ObjectNotFound, S3Settings
+
+if TYPE_CHECKING:
+    from longtail.pixel_settings import PixelSettings
+    from longtail.storage import S3Settings
 
 # Files per task sent to a worker (its pixels come back in one slot of the shared ring).
 BATCH_FILES = 64
@@ -36,50 +39,6 @@ OWN_AHEAD_BATCHES = 8
 RING_BYTES = 64 * 2**20
 
 
-# Worker state, set once per process by _init_worker.
-_settings: PixelSettings | None = None
-_s3: S3Settings | None = None
-_ring: np.ndarray | None = None  # (slots, batch files, S, S, 3): the pool's shared pixel slots
-
-
-def _init_worker(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
-                 aws_environ: dict[str, str] | None = None, ring: Any = None,
-                 ring_shape: tuple[int, ...] | None = None) -> None:
-    global _settings, _s3, _ring
-    import cv2
-
-    _settings, _s3 = settings, s3
-    if ring is not None and ring_shape is not None:
-        _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
-    # A forkserver keeps the environment of the moment it started, which may predate the caller's
-    # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
-    os.environ.update(aws_environ or {})
-    # Errors only: a broken file is reported in ingest.json, not as libpng/libjpeg warnings on stderr.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    if single_thread:
-        cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
-
-
-def _load(uri: str) -> tuple[np.ndarray | None, str, str, int]:
-    """Read and convert one file: (pixels, "", sha256, size), or (None, reason, "", size) if rejected."""
-    assert _settings is not None
-    try:
-        data = storage.read_bytes(uri, _s3, max_bytes=MAX_FILE_BYTES)
-    except ObjectNotFound:
-        return None, "file not found", "", 0
-    except storage.ReadRefused as e:
-        return None, str(e), "", 0
-    except storage.StorageError as e:
-        if storage.is_s3(uri):
-            raise  # endpoint trouble stops the ingest; it says nothing about this file
-        return None, f"cannot read: {e}", "", 0
-    try:
-        pixels = to_pixels(data, _settings)
-    except DecodeError as e:
-        return None, str(e), "", len(data)
-    return pixels, "", hashlib.sha256(data).hexdigest(), len(data)
-
-
 @dataclass
 class Batch:
     """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
@@ -90,25 +49,6 @@ class Batch:
     digests: list[str]
     sizes: list[int]
     channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
-
-
-def _load_batch(uris: list[str], slot: int | None = None) -> Batch:
-    """Load a batch of files; with a slot, their pixels go into that slot of the shared ring."""
-    assert _settings is not None
-    storage.prefetch(uris)  # the disk reads the batch's files while the first ones are decoded
-    loaded = [_load(uri) for uri in uris]
-    ok = [px for px, _, _, _ in loaded if px is not None]
-    size = _settings.image_size
-    if slot is not None and _ring is not None:
-        pixels = _ring[slot, : len(ok)]
-        for row, px in zip(pixels, ok, strict=True):
-            row[...] = px
-    else:
-        pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
-    # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
-    # every row.
-    return Batch(None if slot is not None and _ring is not None else pixels, [r for _, r, _, _ in loaded],
-                  [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], channel_sums(pixels))
 
 
 def channel_sums(pixels: np.ndarray) -> np.ndarray:
@@ -130,8 +70,12 @@ def worker_count(workers: int | None, n_files: int) -> int:
 
 def decoded_batches(
     batches: list[list[str]], settings: PixelSettings, s3: S3Settings | None, workers: int
-) -> Iterator[Batch]:
-    """_load_batch over batches, results in order, decoded by `workers` processes: this one and a pool.
+) -> DecodedBatches:
+    """The batches loaded and decoded (decode_worker.load_batch), in order, by `workers` processes:
+    this one and a pool. Iterate once; close() stops the pool.
+
+    With a pool, it starts here, before the first batch is asked for: its first batches are handed to
+    it at once, so its worker decodes them while the caller is still loading what it writes with.
 
     This process is one of the decoders: while the batch it needs next is still in a pool worker's
     hands, it decodes the next batch nobody has taken, so it never waits idle with work left, and
@@ -145,48 +89,139 @@ def decoded_batches(
     copied out either: a batch's pixels may be a view of its slot, valid until the caller asks for the
     next batch, when the slot is handed out again. The slots also bound the read-ahead and its memory.
     """
-    if workers <= 1:
-        _init_worker(settings, s3, single_thread=False)
-        yield from map(_load_batch, batches)
-        return
-    import cv2
+    return DecodedBatches(batches, settings, s3, workers)
 
-    threads = cv2.getNumThreads()
-    _init_worker(settings, s3, single_thread=True)  # this process decodes beside the pool: one thread each
-    ctx = decode_server.pool_context()
-    size = settings.image_size
-    pool_workers = workers - 1
-    shape = (0, max(map(len, batches)), size, size, 3)
-    slot_bytes = int(np.prod(shape[1:]))
-    # Slots for every batch the pool may hold (those queued, and those done and waiting while this
-    # process is on its own batches ahead of them, and one more) within the bounds; never fewer than
-    # the queue and one.
-    useful = QUEUED_PER_WORKER * pool_workers + OWN_AHEAD_BATCHES + 1
-    slots = max(QUEUED_PER_WORKER * pool_workers + 1, min(useful, IN_FLIGHT_BATCHES, RING_BYTES // slot_bytes))
-    shape = (slots, *shape[1:])
-    # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
-    # workers receive at start-up; it goes away with the last process that maps it.
-    ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
-    ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
-    aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    executor = ProcessPoolExecutor(pool_workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(settings, s3, True, aws_environ, ring_memory, shape))
-    # The first worker forks once the fork server has imported the decoders: that wait (and the
-    # fork) happens on a thread, while this process decodes the first batches itself.
-    with ThreadPoolExecutor(1, thread_name_prefix="longtail-pool-start") as starter:
-        started = starter.submit(executor.submit, int)  # a no-op task: the pool's first worker is up when it is taken
 
-        def pool_ready() -> bool:
-            return started.done() and started.result() is not None  # result() raises if the pool failed to start
+class DecodedBatches:
+    """What decoded_batches returns: its batches in order (iterate once), and close() to stop the pool."""
 
+    def __init__(self, batches: list[list[str]], settings: PixelSettings, s3: S3Settings | None,
+                 workers: int) -> None:
+        self._batches, self._settings, self._s3 = batches, settings, s3
+        self._pool = _Pool(batches, settings, s3, workers - 1) if workers > 1 else None
+        self._iterator = self._decoded()
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._iterator
+
+    def close(self) -> None:
+        """Stop decoding: batches not yet started are dropped; the few already running finish first."""
+        self._iterator.close()
+        if self._pool is not None:
+            self._pool.close()
+
+    def _decoded(self) -> Iterator[Batch]:
+        # Only now the decoders: the pool has its first batches already.
+        from longtail import decode_worker
+
+        if self._pool is None:
+            decode_worker.init(self._settings, self._s3, single_thread=False)
+            yield from map(decode_worker.load_batch, self._batches)
+            return
+        threads = decode_worker.opencv_threads()
+        decode_worker.init(self._settings, self._s3, single_thread=True)  # beside the pool: one thread each
         try:
-            yield from _shared_decode(batches, lambda files, slot: executor.submit(_load_batch, files, slot),
-                                      _load_batch, ring, pool_workers, pool_ready)
+            yield from _shared_decode(self._batches, self._pool.submit, decode_worker.load_batch, self._pool.ring,
+                                      self._pool.workers, self._pool.ready, self._pool.first)
         finally:
-            # On an error, batches not yet started are dropped; the few already running finish first.
-            wait([started])
-            executor.shutdown(wait=True, cancel_futures=True)
-            cv2.setNumThreads(threads)
+            self._pool.close()
+            decode_worker.opencv_threads(threads)
+
+
+def _pool_init(*args: Any) -> None:
+    """A pool worker's initializer: decode_worker.init (which the fork server has loaded already).
+
+    The pool is given these two functions, not decode_worker's own, so that this process can start it
+    (and pickle what it runs) without loading the decoders first.
+    """
+    from longtail import decode_worker
+
+    decode_worker.init(*args)
+
+
+def _pool_load(files: list[str], slot: int) -> Batch:
+    """A pool worker's task: decode_worker.load_batch into a slot of the ring."""
+    from longtail import decode_worker
+
+    return decode_worker.load_batch(files, slot)
+
+
+class _Pool:
+    """The pool: `workers` processes from the fork server, the ring of slots they put pixels into, and
+    its first batches, handed out as it starts."""
+
+    def __init__(self, batches: list[list[str]], settings: PixelSettings, s3: S3Settings | None,
+                 workers: int) -> None:
+        ctx = decode_server.pool_context()
+        size = settings.image_size
+        shape = (0, max(map(len, batches)), size, size, 3)
+        slot_bytes = int(np.prod(shape[1:]))
+        # Slots for every batch the pool may hold (those queued, and those done and waiting while this
+        # process is on its own batches ahead of them, and one more) within the bounds; never fewer than
+        # the queue and one.
+        useful = QUEUED_PER_WORKER * workers + OWN_AHEAD_BATCHES + 1
+        slots = max(QUEUED_PER_WORKER * workers + 1, min(useful, IN_FLIGHT_BATCHES, RING_BYTES // slot_bytes))
+        shape = (slots, *shape[1:])
+        # An anonymous memory-backed file (in /dev/shm when it has room, else the temp folder) that the
+        # workers receive at start-up; it goes away with the last process that maps it.
+        ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
+        self.ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
+        self.workers = workers
+        aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        self._executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
+                                             initargs=(settings, s3, True, aws_environ, ring_memory, shape))
+        # The first batches are the pool's from the start, batch i in slot i: it decodes them while this
+        # process is still loading the decoders and the HDF5 writer.
+        self.first: dict[int, tuple[Future[Batch], int]] = {
+            i: (Future(), i) for i in range(min(pool_depth(len(batches), workers), len(batches)))
+        }
+        # The first worker forks once the fork server has imported the decoders: that wait (and the
+        # fork) happens on a thread.
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="longtail-pool-start")
+        self._started = self._starter.submit(self._start, [(batches[i], slot, future)
+                                                            for i, (future, slot) in self.first.items()])
+
+    def _start(self, first: list[tuple[list[str], int, Future[Batch]]]) -> None:
+        self._executor.submit(int)  # a no-op: the first worker is forked here, once the fork server is up
+        for files, slot, future in first:
+            if not future.set_running_or_notify_cancel():
+                continue  # this process took the batch back while the worker was not up yet
+            try:
+                _relay(self._executor.submit(_pool_load, files, slot), future)
+            except BaseException as error:  # the pool broke: nobody waits on this batch for ever
+                future.set_exception(error)
+                raise
+
+    def submit(self, files: list[str], slot: int) -> Future[Batch]:
+        """Hand a batch to the pool; its pixels will be in `slot`."""
+        return self._executor.submit(_pool_load, files, slot)
+
+    def ready(self) -> bool:
+        """Whether the pool's first worker is up (and its first batches handed to it); raises if it failed."""
+        if not self._started.done():
+            return False
+        self._started.result()
+        return True
+
+    def close(self) -> None:
+        """Wait for the start to end, then stop the workers (batches not started are dropped)."""
+        wait([self._started])
+        self._starter.shutdown()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _relay(source: Future[Batch], target: Future[Batch]) -> None:
+    """Settle `target` (running) as `source` settles."""
+
+    def settle(done: Future[Batch]) -> None:
+        if done.cancelled():
+            target.cancel()
+        elif (error := done.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(settle)
 
 
 def pool_depth(left: int, pool_workers: int) -> int:
@@ -200,7 +235,8 @@ def pool_depth(left: int, pool_workers: int) -> int:
 
 def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], Future[Batch]],
                    decode_here: Callable[[list[str]], Batch], ring: np.ndarray,
-                   pool_workers: int, pool_ready: Callable[[], bool] = lambda: True) -> Iterator[Batch]:
+                   pool_workers: int, pool_ready: Callable[[], bool] = lambda: True,
+                   first: dict[int, tuple[Future[Batch], int]] | None = None) -> Iterator[Batch]:
     """Batches in order, each decoded by the pool (into a ring slot) or by this process, whichever is free.
 
     Batches are handed out in order: the pool's queue is kept QUEUED_PER_WORKER deep per worker
@@ -211,13 +247,16 @@ def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], 
     Args:
         submit: hands (files, ring slot) to the pool; the future's batch has its pixels in that slot.
         decode_here: decodes a batch in this process.
-        pool_ready: whether the pool has started; until then this process decodes every batch.
+        pool_ready: whether the pool has started; until then it is handed nothing more, and this process
+            decodes every batch it comes to, taking back those of `first` the pool has not begun.
+        first: batches 0, 1, ... handed to the pool as it started: batch -> (future, ring slot).
     """
     n = len(batches)
-    free_slots = deque(range(len(ring)))
-    in_pool: dict[int, tuple[Any, int]] = {}  # batch -> (future, ring slot)
+    in_pool: dict[int, tuple[Any, int]] = dict(first or {})  # batch -> (future, ring slot)
+    taken = {slot for _, slot in in_pool.values()}
+    free_slots = deque(slot for slot in range(len(ring)) if slot not in taken)
     own: dict[int, Batch] = {}  # decoded here ahead of their turn
-    handed = 0  # batches [0, handed) have a decoder
+    handed = len(in_pool)  # batches [0, handed) have a decoder
 
     def feed_pool() -> None:
         nonlocal handed
@@ -231,6 +270,10 @@ def _shared_decode(batches: list[list[str]], submit: Callable[[list[str], int], 
 
     for i in range(n):
         feed_pool()
+        if i in in_pool and not pool_ready() and in_pool[i][0].cancel():  # the pool has no worker yet
+            free_slots.append(in_pool.pop(i)[1])
+            yield decode_here(batches[i])
+            continue
         while i in in_pool and not in_pool[i][0].done() and handed < n and len(own) < OWN_AHEAD_BATCHES:
             own[handed] = decode_here(batches[handed])
             handed += 1

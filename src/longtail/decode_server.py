@@ -1,8 +1,8 @@
 """The fork server ingest's decoding pool starts from, startable before anything heavy is imported.
 
 Only the standard library here: `longtail ingest` starts the server as its first step, so the server
-imports the decoders (numpy, OpenCV, Pillow: 0.14 s on the AMX machine) on the second core while this process
-imports h5py and the rest of ingest and lists the source, not after.
+imports the decoders (longtail.decode_worker: numpy, OpenCV, Pillow; 0.12-0.14 s on the AMX machine) on
+the second core while this process lists and plans the source, not after.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 # What the server imports once (preload), so a worker forks with the decoders loaded.
-DECODERS_MODULE = "longtail.decode_pool"
+DECODERS_MODULE = "longtail.decode_worker"
 # Below this many files the default is one process: a pool's start-up (a fork server importing the
 # decoders, 0.14-0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
 # 2 cores, 256 px JPEGs to 64 px: 2,000 files 1.07 s with two processes, 1.04 s with one; 3,000

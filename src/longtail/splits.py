@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from longtail.atomic_file import TEMP_SUFFIX, Writeback, atomic_path, is_temp_name
+from longtail.atomic_file import Writeback, atomic_path
 from longtail.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -278,31 +278,6 @@ class SplitWriter:
                 self._atomic.__exit__(type(e), e, e.__traceback__)
                 raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
         self._atomic.__exit__(exc_type, exc, tb)
-
-
-def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
-    """Delete atomic_path's temporary files (`.NAME.longtail-<random>.tmp`) last modified before `older_than`.
-
-    A writer killed outright (SIGKILL, power loss) cannot remove its temporary file; the next
-    ingest into the folder does, sparing any written after it started (a writer still at work).
-    Any other file, `.notes.tmp` included, is not longtail's and stays.
-
-    Returns:
-        The files removed.
-    """
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for path in folder.glob(f".*{TEMP_SUFFIX}"):
-        try:
-            if (is_temp_name(path.name) and path.is_file() and not path.is_symlink()
-                    and path.stat().st_mtime < older_than):
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            continue  # gone already, or not ours to remove
-    return removed
 
 
 def read_info(path: str | Path, *, with_labels: bool = True) -> SplitInfo:

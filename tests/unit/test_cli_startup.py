@@ -76,3 +76,13 @@ def test_ingest_runs_without_an_openblas_thread_unless_asked(tmp_path, monkeypat
     with pytest.raises(DataError, match="not found"):
         args.func(args)
     assert os.environ["OPENBLAS_NUM_THREADS"] == after
+
+
+def test_ingest_plans_and_starts_its_pool_before_it_loads_the_decoders_or_h5py() -> None:
+    """longtail.ingest itself imports neither OpenCV, Pillow nor h5py (nor the config and its YAML): it
+    lists, plans and hands the pool its first batches first, and loads them while the pool decodes."""
+    code = "import sys, longtail.ingest; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert "longtail.ingest" in loaded and "numpy" in loaded  # the split's seeded shuffle
+    for heavy in ("cv2", "PIL", "h5py", "yaml", "longtail.config", "longtail.decode", "longtail.splits"):
+        assert heavy not in loaded, heavy

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from longtail import decode_pool
+from longtail import decode_pool, decode_worker
 from longtail import ingest as ingest_module
 from longtail.cli import main
 from longtail.datasets import make_digits_lt
@@ -168,7 +170,7 @@ def test_errors_are_clear(digits, tmp_path):
 
 def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, monkeypatch):
     calls = 0
-    real = decode_pool.to_pixels
+    real = decode_worker.to_pixels
 
     def interrupted(data, settings):
         nonlocal calls
@@ -177,7 +179,7 @@ def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, mon
             raise KeyboardInterrupt
         return real(data, settings)
 
-    monkeypatch.setattr(decode_pool, "to_pixels", interrupted)
+    monkeypatch.setattr(decode_worker, "to_pixels", interrupted)
     monkeypatch.setattr(ingest_module, "FLUSH_ROWS", 64)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -299,6 +301,84 @@ def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_or
     if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
         assert len(here) < n // 2
     assert here[:ready_after] == list(range(ready_after))
+
+
+@pytest.mark.timeout(60)
+def test_the_pools_first_batches_are_taken_back_while_it_has_no_worker_and_waited_for_once_begun():
+    """_shared_decode with batches handed to the pool as it starts (`first`): while the pool has no
+    worker yet, this process takes back each one it comes to (cancelled: the pool never runs it) and
+    decodes it; one the pool has begun is waited for and read from its slot. Nothing more is handed to
+    the pool before it is up."""
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    n, rows = 14, 2
+    batches = [[f"{b}-{r}" for r in range(rows)] for b in range(n)]
+    ring = np.full((6, rows, 1, 1, 3), 255, np.uint8)
+    here: list[int] = []
+    up = threading.Event()
+
+    def batch_of(files, pixels):
+        return decode_pool.Batch(pixels, [""] * len(files), ["d"] * len(files), [1] * len(files), np.zeros(3))
+
+    def decode_here(files):
+        here.append(int(files[0].split("-")[0]))
+        return batch_of(files, np.full((len(files), 1, 1, 3), here[-1], np.uint8))
+
+    first = {i: (Future(), i) for i in range(3)}
+    first[0][0].set_running_or_notify_cancel()  # begun by the pool's worker, done a little later
+
+    def finish_first_batch():
+        ring[0] = 0
+        first[0][0].set_result(batch_of(batches[0], None))
+
+    def in_pool(files, slot):
+        ring[slot, : len(files)] = int(files[0].split("-")[0])
+        return batch_of(files, None)
+
+    def submit(files, slot):
+        assert up.is_set(), "a batch handed to a pool that has no worker"
+        assert slot not in (1, 2) or first[slot][0].cancelled()  # a taken-back batch's slot is free again
+        return executor.submit(in_pool, files, slot)
+
+    threading.Timer(0.05, finish_first_batch).start()
+    with ThreadPoolExecutor(1) as executor:
+        for i, batch in enumerate(decode_pool._shared_decode(batches, submit, decode_here, ring, 1, up.is_set, first)):
+            assert (batch.pixels == i).all() and len(batch.pixels) == rows
+            if i == 2:
+                up.set()
+    assert first[1][0].cancelled() and first[2][0].cancelled()
+    # Waiting on batch 0, this process decoded ahead (up to OWN_AHEAD_BATCHES), then took back 1 and 2.
+    ahead = list(range(3, 3 + decode_pool.OWN_AHEAD_BATCHES))
+    assert here[: len(ahead) + 2] == [*ahead, 1, 2]
+    assert 0 not in here and len(here) < n  # once up, the pool decodes the rest with this process
+
+
+def test_the_pool_decodes_its_first_batches_before_this_process_loads_the_decoders(digits):
+    """decoded_batches starts the pool and hands it its first batches before anything is asked for:
+    they are decoded while this process has loaded neither OpenCV nor h5py, and every batch comes out
+    as one process decodes it."""
+    code = f"""
+import sys
+from longtail import decode_pool
+from longtail.ingest import list_source
+from longtail.pixel_settings import PixelSettings
+
+files = [f.uri for f in list_source({str(digits / "train")!r}).files][:512]
+batches = [files[i : i + 64] for i in range(0, len(files), 64)]
+settings = PixelSettings(image_size=16)
+decoding = decode_pool.decoded_batches(batches, settings, None, 2)
+decoding._pool.first[0][0].result(timeout=120)
+loaded = [m for m in ("cv2", "PIL", "h5py") if m in sys.modules]
+two = [(b.pixels.copy(), b.digests) for b in decoding]
+decoding.close()
+one = [(b.pixels, b.digests) for b in decode_pool.decoded_batches(batches, settings, None, 1)]
+same = all((a[0] == b[0]).all() and a[1] == b[1] for a, b in zip(two, one, strict=True))
+print(len(two), loaded, same)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "8 [] True"
 
 
 def test_near_the_end_the_pool_holds_no_more_than_its_share():
