@@ -381,6 +381,29 @@ print(len(two), loaded, same)
     assert out.stdout.split("\n")[0] == "8 [] True"
 
 
+@pytest.mark.timeout(120)
+def test_a_pool_closed_before_anything_is_asked_of_it_stops_its_workers(digits):
+    """decoded_batches starts the pool before the caller iterates: a caller that fails before its first
+    batch (a split it cannot create) closes it, and its workers are gone, not left decoding."""
+    import time
+
+    import psutil
+
+    from longtail.pixel_settings import PixelSettings
+
+    files = [str(p) for p in sorted((digits / "train").rglob("*.png"))][:512]
+    decoding = decode_pool.decoded_batches([files[i : i + 64] for i in range(0, len(files), 64)],
+                                           PixelSettings(image_size=16), None, 2)
+    decoding._pool.first[0][0].result(timeout=60)  # its worker is up and decoding
+    workers = [psutil.Process(pid) for pid in decoding._pool._executor._processes]
+    assert workers and all(w.is_running() for w in workers)
+    decoding.close()
+    deadline = time.monotonic() + 10
+    while any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
 def test_near_the_end_the_pool_holds_no_more_than_its_share():
     """The pool's queue is QUEUED_PER_WORKER deep per worker while batches are plenty, then shrinks to
     its share of what is left (never below one per worker), so neither side idles at the end."""
