@@ -368,7 +368,7 @@ files = [f.uri for f in list_source({str(digits / "train")!r}).files][:512]
 batches = [files[i : i + 64] for i in range(0, len(files), 64)]
 settings = PixelSettings(image_size=16)
 decoding = decode_pool.decoded_batches(batches, settings, None, 2)
-decoding._pool.first[0][0].result(timeout=120)
+decoding._pool.first[0][0].result()
 loaded = [m for m in ("cv2", "PIL", "h5py") if m in sys.modules]
 two = [(b.pixels.copy(), b.digests) for b in decoding]
 decoding.close()
@@ -394,14 +394,35 @@ def test_a_pool_closed_before_anything_is_asked_of_it_stops_its_workers(digits):
     files = [str(p) for p in sorted((digits / "train").rglob("*.png"))][:512]
     decoding = decode_pool.decoded_batches([files[i : i + 64] for i in range(0, len(files), 64)],
                                            PixelSettings(image_size=16), None, 2)
-    decoding._pool.first[0][0].result(timeout=60)  # its worker is up and decoding
-    workers = [psutil.Process(pid) for pid in decoding._pool._executor._processes]
+    decoding._pool.first[0][0].result()  # its worker is up and decoding
+    workers = [psutil.Process(w.process.pid) for w in decoding._pool._workers]
     assert workers and all(w.is_running() for w in workers)
     decoding.close()
     deadline = time.monotonic() + 10
     while any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+@pytest.mark.timeout(120)
+def test_a_pool_worker_that_dies_is_a_clear_error_not_a_wait(digits):
+    """A worker killed mid-ingest (the OOM killer, a crash in a decoder) closes its pipes: the batches it
+    owed end the ingest with an error naming it and its exit code, instead of a wait for ever."""
+    import os
+    import signal
+
+    from longtail.pixel_settings import PixelSettings
+
+    files = [str(p) for p in sorted((digits / "train").rglob("*.png"))]
+    decoding = decode_pool.decoded_batches([files[i : i + 16] for i in range(0, len(files), 16)],
+                                           PixelSettings(image_size=16), None, 2)
+    decoding._pool.first[0][0].result()
+    pid = decoding._pool._workers[0].process.pid
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=rf"decoding worker \(pid {pid}\) stopped with exit code -9"):
+        for _ in decoding:
+            pass
+    decoding.close()
 
 
 def test_near_the_end_the_pool_holds_no_more_than_its_share():
