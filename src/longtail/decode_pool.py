@@ -111,7 +111,7 @@ class DecodedBatches:
         return self._iterator
 
     def close(self) -> None:
-        """Stop decoding: batches not yet started are dropped; the few already running finish first."""
+        """Stop decoding and end the pool's workers (at once if a batch is still out: it is dropped)."""
         self._iterator.close()
         if self._pool is not None:
             self._pool.close()
