@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
+import signal
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -141,8 +144,6 @@ def _pool_worker(tasks: Connection, results: Connection, *init_args: Any) -> Non
     Run in the fork server's child, which has loaded decode_worker already; it is imported here so that
     the process starting the pool need not load the decoders first.
     """
-    import signal
-
     from longtail import decode_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the ingest's to handle: it stops the pool
@@ -166,9 +167,6 @@ class _Failure:
     """What a worker raised on a batch: the exception (or its repr, when it does not pickle) and its traceback."""
 
     def __init__(self, error: Exception) -> None:
-        import pickle
-        import traceback
-
         self.trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         try:
             pickle.dumps(error)

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Any
 
+import cv2
 import numpy as np
 
 from longtail import storage
@@ -29,8 +30,6 @@ def init(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
          ring_shape: tuple[int, ...] | None = None) -> None:
     """Make this process a decoder for `settings`; in a pool worker, with the pool's ring of slots."""
     global _settings, _s3, _ring
-    import cv2
-
     _settings, _s3 = settings, s3
     if ring is not None and ring_shape is not None:
         _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
@@ -45,8 +44,6 @@ def init(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
 
 def opencv_threads(n: int | None = None) -> int:
     """OpenCV's thread count in this process, set to `n` first when given."""
-    import cv2
-
     if n is not None:
         cv2.setNumThreads(n)
     return cv2.getNumThreads()
