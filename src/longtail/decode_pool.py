@@ -115,8 +115,8 @@ class DecodedBatches:
 
     def close(self) -> None:
         """Stop decoding and end the pool's workers (at once if a batch is still out: it is dropped)."""
-        self._iterator.close()
-        if self._pool is not None:
+        self._iterator.close()  # a started iteration closes the pool itself (its finally)
+        if self._pool is not None:  # one never started has not: the pool runs from __init__ on
             self._pool.close()
 
     def _decoded(self) -> Iterator[Batch]:
@@ -326,8 +326,7 @@ class _Pool:
         ring_memory = ctx.RawArray(ctypes.c_uint8, slots * slot_bytes)
         self.ring = np.frombuffer(ring_memory, dtype=np.uint8).reshape(shape)
         self.workers = workers
-        # A forkserver keeps the environment of the moment it started, which may predate the caller's
-        # AWS settings: workers take this process's current AWS_* values.
+        # Workers take this process's AWS_* values (decode_worker.init says why).
         aws_environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
         init_args = (settings, s3, True, aws_environ, ring_memory, shape)
         self._workers = [_Worker(ctx, init_args, self._wait_started) for _ in range(workers)]

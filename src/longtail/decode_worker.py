@@ -34,7 +34,7 @@ def init(settings: PixelSettings, s3: S3Settings | None, single_thread: bool,
     if ring is not None and ring_shape is not None:
         _ring = np.frombuffer(ring, dtype=np.uint8).reshape(ring_shape)
     # A forkserver keeps the environment of the moment it started, which may predate the caller's
-    # AWS settings: workers take the parent's current AWS_* values (over the pool's private pipe).
+    # AWS settings: workers take the parent's current AWS_* values (passed when the worker starts).
     os.environ.update(aws_environ or {})
     # Errors only: a broken file is reported in ingest.json, not as libpng/libjpeg warnings on stderr.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
