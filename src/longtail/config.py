@@ -212,7 +212,9 @@ class OptimizerConfig:
     weight_decay: float = setting(0.0, at_least(0), knob="weight_decay")
     # Weight averaging (Polyak): the momentum of an exponential moving average of the weights, updated
     # every step (Keras' use_ema); 0 is off. Val macro-F1 is measured on the averaged weights each
-    # epoch, and the saved model is the average. 0.99 averages over about the last 100 steps.
+    # epoch, and the saved model is the average. 0.99 averages over about the last 100 steps. The
+    # momentum warms up: min(ema, (1 + t) / (10 + t)) at step t (longtail.training.ema), so a run of a
+    # few hundred steps is scored on its own recent weights, not on the initial network's.
     ema: float = setting(0.0, Bound(lambda v: v == 0 or 0.5 <= v < 1, "0 (off), or >= 0.5 and < 1"), knob="ema")
 
 

@@ -302,3 +302,58 @@ def test_long_tail_methods_train_together_and_store_the_tuned_tau(digits, tmp_pa
     np.testing.assert_allclose(stored.log_prior, np.log(counts / counts.sum()))
     saved = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())
     assert saved["train"]["loss"] == {"name": "logit_adjusted", "args": {"tau": 1.0}}
+
+
+def test_weight_average_warms_up_as_computed_by_hand_over_20_steps() -> None:
+    import keras
+
+    from longtail.training.ema import WarmupSGD, ema_momentum_at
+
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(20, 3)).astype(np.float32)
+    var = keras.Variable(np.zeros(3, np.float32))
+    opt = WarmupSGD(learning_rate=0.1, momentum=0.0, use_ema=True, ema_momentum=0.95)
+    opt.build([var])
+    expected = np.zeros(3)
+    weights = np.zeros(3)
+    momenta = []
+    for t, g in enumerate(grads):
+        opt.apply([keras.ops.convert_to_tensor(g)], [var])
+        weights = weights - 0.1 * g
+        m = 0.0 if t == 0 else min(0.95, (1 + t) / (10 + t))
+        momenta.append(m)
+        expected = m * expected + (1 - m) * weights
+        np.testing.assert_allclose(np.asarray(opt._model_variables_moving_average[0]), expected, rtol=1e-5, atol=1e-6)
+    assert momenta == pytest.approx([ema_momentum_at(t, 0.95) for t in range(20)])
+    # the warm-up is below Keras' constant momentum for the whole 20 steps: 21/29 = 0.72 at the last
+    assert momenta[-1] == pytest.approx(20 / 29) and max(momenta) < 0.95
+    # Keras' own average (0.95 from the second step on) stays further from the weights it averages
+    keras_avg = -0.1 * grads[0]
+    for t in range(1, 20):
+        keras_avg = 0.95 * keras_avg + 0.05 * (-0.1 * grads[: t + 1].sum(axis=0))
+    assert np.abs(expected - weights).max() < np.abs(keras_avg - weights).max()
+
+
+def test_one_epoch_val_figure_with_weight_averaging_is_its_own_weights_figure(tmp_path: Path, monkeypatch) -> None:
+    import longtail.training.ema as ema_module
+    from longtail.training import train
+
+    digits = write_digits_splits(tmp_path / "digits", n_train=1400, n_val=300)  # 88 steps of 16
+    raw = {"name": "one-epoch", "weights": {"scheme": "none"},
+           "model": {"name": "resnet_cifar", "args": {"stages": [1, 1, 1], "filters": [8, 8, 16, 32], "bottleneck": False}},
+           "train": {"epochs": 1, "batch_size": 16, "deterministic": True, "lr": {"schedule": "constant", "initial": 0.02}}}
+
+    def val_figure(ema: float, out: str) -> tuple[float, list[float]]:
+        cfg = config_from_dict({**raw, "train": {**raw["train"], "optimizer": {"name": "sgd", "ema": ema}}})
+        result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / out, progress=False)
+        return result.history["val_macro_f1"][0], result.history["loss"]
+
+    plain, plain_loss = val_figure(0.0, "plain")
+    averaged, averaged_loss = val_figure(0.995, "averaged")
+    assert averaged_loss == pytest.approx(plain_loss, rel=1e-4)  # the same steps taken
+    assert plain > 0.3  # a figure that is not chance, to be close to
+    assert abs(averaged - plain) <= 0.02
+    # Keras' own average (the momentum 0.995 from the second step on) scores what is mostly the initial network
+    monkeypatch.setattr(ema_module, "WARMUP_OFFSET", 1.0)  # (1 + t) / (1 + t) = 1: min(ema, 1) = ema throughout
+    constant, _ = val_figure(0.995, "constant")
+    assert plain - constant > 0.2

@@ -42,16 +42,19 @@ def make_accuracy(ls: LabelSmoothingConfig, mixing: bool = False) -> Any:
 
 
 def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
-    """SGD (momentum, nesterov) or Adam, with decoupled weight decay and weight averaging (EMA) when > 0."""
-    import keras
+    """SGD (momentum, nesterov) or Adam, with decoupled weight decay and weight averaging (EMA) when > 0.
+
+    The average warms up (longtail.training.ema): its momentum is min(ema, (1 + t) / (10 + t)) at step t.
+    """
+    from longtail.training.ema import WarmupAdam, WarmupSGD
 
     wd = opt.weight_decay or None
     ema = {"use_ema": True, "ema_momentum": opt.ema} if opt.ema > 0 else {}
     if opt.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=opt.momentum,
-                                    nesterov=opt.nesterov, weight_decay=wd, **ema)
+        return WarmupSGD(learning_rate=learning_rate, momentum=opt.momentum,
+                         nesterov=opt.nesterov, weight_decay=wd, **ema)
     if opt.name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=wd, **ema)
+        return WarmupAdam(learning_rate=learning_rate, weight_decay=wd, **ema)
     raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
 
 
