@@ -27,7 +27,7 @@ def evaluate(
     from longtail.splits import split_path
     from longtail.tracking import tracking_uri_from_env
 
-    # Through the config's own checks: KFP hands every number over as a float (tta_shift 2 as 2.0).
+    # Through the config's own checks: KFP hands every number over as a float (epochs 40 as 40.0).
     settings = config_from_dict(config).evaluate
     result = evaluate_model(
         model.path, split_path(data.path, "val"), evaluation.path,

@@ -37,13 +37,22 @@ class PredictionResult:
     tta: bool
     predicted_counts: dict[str, int] = field(default_factory=dict)
     mlflow_run_id: str | None = None
-    tta_shift: int = 0
+    tta_shift: float = 0.0
 
 
-def tta_text(tta: bool, shift: int) -> str:
+def tta_text(tta: bool, shift: float) -> str:
     """How test-time augmentation averaged each prediction, in words ("" for none)."""
-    parts = (["flip"] if tta else []) + ([f"{shift} px shift"] if shift else [])
+    parts = (["flip"] if tta else []) + ([f"{shift * 100:g}% shift"] if shift else [])
     return " + ".join(parts) + " TTA" if parts else ""
+
+
+def shift_pixels(shift: float, side: int) -> int:
+    """TTA's shift in pixels for images of `side` px: round(shift * side), at least 1 when shift > 0.
+
+    The shift is a fraction of the side, as train.augmentation.shift is, so one config means the same
+    move on 28 px and on 224 px images (0.07: 2 px at 28, 16 px at 224).
+    """
+    return max(1, round(shift * side)) if shift > 0 else 0
 
 
 def tta_views(x: np.ndarray, *, flip: bool, shift: int) -> Iterator[np.ndarray]:
@@ -110,7 +119,7 @@ def predict_probabilities(
     batch_size: int = 256,
     tta: bool = False,
     adjustment: LogitAdjustment | None = None,
-    tta_shift: int = 0,
+    tta_shift: float = 0.0,
 ) -> np.ndarray:
     """Class probabilities (N, C) for every row of a split, read and predicted batch by batch.
 
@@ -118,13 +127,13 @@ def predict_probabilities(
         model: a Keras model taking float32 (B, H, W, 3) made by `preprocessing.to_float`.
         tta: also predict each image flipped left-right and average the two softmax outputs.
         adjustment: post-hoc logit adjustment to apply (the model directory's, LogitAdjustment.load).
-        tta_shift: also predict each image (and its mirror, with `tta`) moved this many pixels
-            right, left, down and up, and average every view's softmax (tta_views).
+        tta_shift: also predict each image (and its mirror, with `tta`) moved this fraction of its
+            side (shift_pixels) right, left, down and up, and average every view's softmax (tta_views).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
-    if tta_shift < 0:
-        raise DataError(f"tta_shift must be >= 0 pixels, got {tta_shift}")
+    if not 0 <= tta_shift < 0.5:
+        raise DataError(f"tta_shift is a fraction of the image side, >= 0 and < 0.5, got {tta_shift}")
     n_classes = len(preprocessing.class_names)
     if adjustment is not None and len(adjustment.log_prior) != n_classes:
         raise DataError(
@@ -133,11 +142,12 @@ def predict_probabilities(
         )
     chunks = []
     for batch in image_batches(split_h5, batch_size):
-        if tta_shift and 2 * tta_shift >= min(batch.shape[1:3]):
-            raise DataError(f"tta_shift {tta_shift} px would move {Path(split_h5).name}'s "
+        shift = shift_pixels(tta_shift, min(batch.shape[1:3]))
+        if shift and 2 * shift >= min(batch.shape[1:3]):
+            raise DataError(f"tta_shift {tta_shift} ({shift} px) would move {Path(split_h5).name}'s "
                             f"{batch.shape[1]}x{batch.shape[2]} images out of sight: use less than half their side")
         views = [_predict_batch(model, view) for view in tta_views(preprocessing.to_float(batch), flip=tta,
-                                                                   shift=tta_shift)]
+                                                                   shift=shift)]
         probs = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
         if probs.shape[1] != n_classes:
             raise DataError(
@@ -167,7 +177,7 @@ def predict(
     label_column: str = "label",
     batch_size: int = 256,
     tracking_uri: str | None = None,
-    tta_shift: int = 0,
+    tta_shift: float = 0.0,
 ) -> PredictionResult:
     """Predict every image of a split and write the submission CSV.
 
@@ -214,7 +224,7 @@ def predict(
 
 
 def predict_submission(model_dir: str | Path, test_h5: str | Path, submission_csv: str | Path, *, tta: bool = False,
-                       tracking_uri: str | None = None, tta_shift: int = 0) -> PredictionResult:
+                       tracking_uri: str | None = None, tta_shift: float = 0.0) -> PredictionResult:
     """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run."""
     result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri, tta_shift=tta_shift)
     log_test_dataset(model_dir, test_h5, tracking_uri=tracking_uri)

@@ -91,9 +91,9 @@ def test_tracking_uri_argument_overrides_the_stored_one(tracked, tmp_path):
     shutil.copytree(model_dir, moved)
     # As seen from another machine: the stored URI points at a store that is not there.
     RunInfo(tracking_uri=f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}", experiment="x", run_id=run_id).save(moved)
-    predict(moved, data.test_h5, tmp_path / "sub.csv", tracking_uri=uri, tta=True, tta_shift=1)
+    predict(moved, data.test_h5, tmp_path / "sub.csv", tracking_uri=uri, tta=True, tta_shift=0.07)
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
-    assert run.data.tags["predict_tta"] == "true" and run.data.tags["predict_tta_shift"] == "1"
+    assert run.data.tags["predict_tta"] == "true" and run.data.tags["predict_tta_shift"] == "0.07"
     assert not (tmp_path / "elsewhere").exists()
 
 

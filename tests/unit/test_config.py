@@ -164,8 +164,8 @@ def test_shared_values_from_a_mapping_are_refused_too():
         ("train.epochs=1000000", "config field train.epochs must be between 1 and 10000, got 1000000"),
         ("train.batch_size=10000000", "config field train.batch_size must be between 1 and 65536"),
         ("data.image_size=100000", "config field data.image_size must be between 8 and 1024, got 100000"),
-        ("evaluate.tta_shift=-1", "config field evaluate.tta_shift must be between 0 and 16, got -1"),
-        ("evaluate.tta_shift=16", r"evaluate.tta_shift \(16 px\) must be less than half of data.image_size \(32\)"),
+        ("evaluate.tta_shift=-1", "config field evaluate.tta_shift must be between 0 and 0.25, got -1"),
+        ("evaluate.tta_shift=2", "config field evaluate.tta_shift must be between 0 and 0.25, got 2"),
         ("train.epochs=[1, 2", r"override 'train.epochs=\[1, 2': the value is not valid YAML: "),
     ],
 )

@@ -171,3 +171,25 @@ def test_cli_data_reads_longtail_data_at_the_edge(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("LONGTAIL_DATA", str(tmp_path / "empty"))
     assert main(["data", "fashion-mnist-lt", str(tmp_path / "f")]) == 2
     assert "LONGTAIL_DATA" in capsys.readouterr().err
+
+
+def test_photos_lt_is_a_small_long_tailed_folder_of_colour_photos(tmp_path, capsys):
+    from longtail.photos_lt import PHOTOS_CLASSES, SIDE
+
+    assert main(["data", "photos-lt", str(tmp_path / "a")]) == 0
+    assert "photos-lt: 278 training images over 8 classes, 240 test images" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    counts = [summary["class_counts"][c] for c in PHOTOS_CLASSES]
+    assert counts == sorted(counts, reverse=True) and counts[0] == 100 and counts[-1] == 5
+    image = cv2.imread(str(next((tmp_path / "a" / "train" / "dahlia").iterdir())))
+    assert image.shape == (SIDE, SIDE, 3)
+    assert np.abs(image.astype(int) - image.mean(axis=2, keepdims=True)).mean() > 5  # colour, not grey
+    with (tmp_path / "a" / "test_labels.csv").open() as f:
+        labels = [r["label"] for r in csv.DictReader(f)]
+    assert {lb: labels.count(lb) for lb in PHOTOS_CLASSES} == dict.fromkeys(PHOTOS_CLASSES, 30)
+    # Deterministic per seed: the same pixels again; another seed, other crops.
+    main(["data", "photos-lt", str(tmp_path / "b")])
+    main(["data", "photos-lt", str(tmp_path / "c"), "--seed", "1"])
+    first = sorted((tmp_path / "a" / "test").iterdir())[0].name
+    assert (tmp_path / "a" / "test" / first).read_bytes() == (tmp_path / "b" / "test" / first).read_bytes()
+    assert (tmp_path / "a" / "test" / first).read_bytes() != (tmp_path / "c" / "test" / first).read_bytes()

@@ -238,8 +238,8 @@ def test_markdown_caps_the_per_class_table(tmp_path):
     assert "- w1" in md and md.count("species_") > 200  # the full report is included once
     assert "| test-time augmentation | none |" in md
     shifted = render_markdown(title="t", scores=s, per_class=per_class, passed=True, reason="passed", warnings=[],
-                              confusions=[], tta=True, tta_shift=2)
-    assert "| test-time augmentation | flip + 2 px shift TTA |" in shifted
+                              confusions=[], tta=True, tta_shift=0.07)
+    assert "| test-time augmentation | flip + 7% shift TTA |" in shifted
 
 
 @pytest.mark.slow

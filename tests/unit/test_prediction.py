@@ -13,7 +13,7 @@ from digits_models import CLASS_NAMES, INGEST, make_digits, train_model_dir
 
 from longtail.errors import DataError
 from longtail.model_dir import ModelDir
-from longtail.prediction import predict, predict_probabilities, tta_text, tta_views
+from longtail.prediction import predict, predict_probabilities, shift_pixels, tta_text, tta_views
 from longtail.preprocessing import Preprocessing
 from longtail.softmax import softmax
 from longtail.splits import read_arrays, write_split
@@ -152,7 +152,9 @@ def test_tta_views_are_the_image_its_mirror_and_their_shifts_with_zeros_uncovere
     np.testing.assert_array_equal(up[:, :-1], x[:, 1:])
     # What a shift uncovers is the model input's zero, as the train-time shift pads:
     assert not right[:, :, 0].any() and not left[:, :, -1].any() and not down[:, 0].any() and not up[:, -1].any()
-    assert tta_text(True, 2) == "flip + 2 px shift TTA" and tta_text(False, 0) == ""
+    assert tta_text(True, 0.07) == "flip + 7% shift TTA" and tta_text(False, 0) == ""
+    assert [shift_pixels(f, 28) for f in (0, 0.01, 0.036, 0.07, 0.107)] == [0, 1, 1, 2, 3]
+    assert shift_pixels(0.07, 224) == 16
 
 
 @pytest.mark.slow
@@ -161,20 +163,20 @@ def test_shift_tta_averages_every_view_and_is_logged(world, tmp_path):
     model_dir = models["mean_subtraction"]  # its zero input is the mean pixel, not black
     prep = Preprocessing.load(model_dir)
     model = ModelDir(model_dir).load_model()
-    probs = predict_probabilities(model, prep, data.val_h5, batch_size=64, tta=True, tta_shift=1)
     images, _, _ = read_arrays(data.val_h5)
+    side = images.shape[1]
+    probs = predict_probabilities(model, prep, data.val_h5, batch_size=64, tta=True, tta_shift=1 / side)
     x = prep.to_float(images)
     by_view = [softmax(model.predict(v, verbose=0), np.float32) for v in tta_views(x, flip=True, shift=1)]
     np.testing.assert_allclose(probs, np.mean(by_view, axis=0), atol=1e-5)
     flip_only = predict_probabilities(model, prep, data.val_h5, batch_size=64, tta=True)
     assert not np.allclose(probs, flip_only, atol=1e-3)
 
-    result = predict(model_dir, data.test_h5, tmp_path / "shift.csv", tta=True, tta_shift=1)
-    assert result.tta_shift == 1 and result.n_rows == len(data.test_ids)
-    side = images.shape[1]
-    with pytest.raises(DataError, match="less than half"):
-        predict_probabilities(model, prep, data.val_h5, tta_shift=side // 2)
-    with pytest.raises(DataError, match="tta_shift must be >= 0"):
+    result = predict(model_dir, data.test_h5, tmp_path / "shift.csv", tta=True, tta_shift=1 / side)
+    assert result.tta_shift == 1 / side and result.n_rows == len(data.test_ids)
+    with pytest.raises(DataError, match="a fraction of the image side"):
+        predict_probabilities(model, prep, data.val_h5, tta_shift=0.5)
+    with pytest.raises(DataError, match="a fraction of the image side"):
         predict_probabilities(model, prep, data.val_h5, tta_shift=-1)
 
 

@@ -357,3 +357,16 @@ def test_one_epoch_val_figure_with_weight_averaging_is_its_own_weights_figure(tm
     monkeypatch.setattr(ema_module, "WARMUP_OFFSET", 1.0)  # (1 + t) / (1 + t) = 1: min(ema, 1) = ema throughout
     constant, _ = val_figure(0.995, "constant")
     assert plain - constant > 0.2
+
+
+def test_small_splits_train_in_smaller_batches_for_their_minimum_steps() -> None:
+    from longtail.training.factories import batch_for_steps
+
+    assert batch_for_steps(128, 12_000, 16) == 128  # Fashion-MNIST-LT: 93 steps, untouched
+    assert batch_for_steps(128, 12_000, 0) == 128
+    assert batch_for_steps(128, 471, 16) == 16  # digits-lt: 3 steps at 128, 29 at 16
+    assert batch_for_steps(128, 222, 16) == 16  # a small folder: never below 16 ...
+    assert batch_for_steps(8, 222, 16) == 8  # ... unless asked for less
+    assert batch_for_steps(128, 2_048, 16) == 128  # exactly 16 steps
+    assert batch_for_steps(128, 2_047, 16) == 64
+    assert batch_for_steps(64, 2_047, 16, replicas=2) == 32  # the global batch gives the steps

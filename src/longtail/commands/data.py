@@ -8,6 +8,7 @@ import os
 
 from longtail import datasets
 from longtail.datasets import SUMMARY_FILE
+from longtail.photos_lt import make_photos_lt
 from longtail.scaled_lt import make_scaled_lt
 
 # Above twice this many classes, the printed line names only the largest and smallest few.
@@ -15,7 +16,7 @@ SHOWN_CLASSES = 5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add `longtail data fashion-mnist-lt|digits-lt|scaled-lt OUT`."""
+    """Add `longtail data fashion-mnist-lt|digits-lt|photos-lt|scaled-lt OUT`."""
     parser = subparsers.add_parser(
         "data",
         help="write a long-tailed demo dataset (class folders, test/ and test_labels.csv)",
@@ -32,6 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fashion.add_argument("--imbalance", type=float, default=100.0, help="largest / smallest class (default 100)")
     digits = kinds.add_parser("digits-lt", help="scikit-learn's digits as 32x32 PNGs, 30 per class held out")
     digits.add_argument("--imbalance", type=float, default=10.0, help="largest / smallest class (default 10)")
+    photos = kinds.add_parser(
+        "photos-lt",
+        help="a small colour-photo folder: 8 classes, 100 ... 5 images each (64x64 crops of scikit-learn's sample photos)",
+        description="Random crops of 8 regions of scikit-learn's two sample photos, recoloured: a few hundred "
+        "colour images, long-tailed, with 30 per class held out as the balanced test. Deterministic per --seed.",
+    )
+    photos.add_argument("--imbalance", type=float, default=20.0, help="largest / smallest class (default 20)")
     scaled = kinds.add_parser(
         "scaled-lt",
         help="the seed's scale: 209 classes, 108,764 JPEG/PNG images (max/min class 600) from Fashion-MNIST",
@@ -43,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     scaled.add_argument("--source-size", type=int, default=256, help="typical image side in pixels (default 256)")
     scaled.add_argument("--imbalance", type=float, default=600.0, help="largest / smallest class (default 600)")
     scaled.add_argument("--workers", type=int, default=None, help="rendering processes (default: every CPU)")
-    for sub in (fashion, digits, scaled):
+    for sub in (fashion, digits, photos, scaled):
         sub.add_argument("out", metavar="OUT", help="output folder (created; replaced if made by longtail data)")
         sub.add_argument("--seed", type=int, default=0, help="which images are kept (default 0)")
         sub.set_defaults(func=run)
@@ -59,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         summary = make_scaled_lt(args.out, classes=args.classes, images=args.images, source_size=args.source_size,
                                  seed=args.seed, imbalance=args.imbalance, workers=args.workers,
                                  source_dir=os.environ.get("LONGTAIL_DATA") or None)
+    elif args.dataset == "photos-lt":
+        summary = make_photos_lt(args.out, imbalance=args.imbalance, seed=args.seed)
     else:
         summary = datasets.make_digits_lt(args.out, imbalance=args.imbalance, seed=args.seed)
     print(f"{summary['dataset']}: {summary['n_train']} training images over {len(summary['class_counts'])} "

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the test distribution macro-F1 estimates: balanced (each image weighs 1/its class's "
                    "count) or train (the split as drawn); default: the model's evaluate.target_prior")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
-    p.add_argument("--tta-shift", type=int, default=0, metavar="PX",
-                   help="also average the image (and its flip, with --tta) moved PX pixels right, left, down and "
+    p.add_argument("--tta-shift", type=float, default=0.0, metavar="FRACTION",
+                   help="also average the image (and its flip, with --tta) moved FRACTION of its side (0.07: 2 px at 28 px) right, left, down and "
                    "up (config evaluate.tta_shift; default 0: no shifted views)")
     p.add_argument("--weights", dest="weights_json",
                    help="class weights JSON from `longtail weights`: train counts for the long-tail plot")

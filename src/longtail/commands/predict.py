@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("test_h5", help="HDF5 split (usually test.h5 from `longtail ingest --unlabelled`)")
     p.add_argument("submission_csv", help="where to write the CSV (atomically)")
     p.add_argument("--tta", action="store_true", help="average each image's softmax with its left-right flip")
-    p.add_argument("--tta-shift", type=int, default=0, metavar="PX",
-                   help="also average the image (and its flip, with --tta) moved PX pixels right, left, down and "
+    p.add_argument("--tta-shift", type=float, default=0.0, metavar="FRACTION",
+                   help="also average the image (and its flip, with --tta) moved FRACTION of its side (0.07: 2 px at 28 px) right, left, down and "
                    "up (config evaluate.tta_shift; default 0: no shifted views)")
     p.add_argument("--id-column", default="id", help="header of the id column (default: id)")
     p.add_argument("--label-column", default="label", help="header of the label column (default: label)")

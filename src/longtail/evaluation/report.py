@@ -25,7 +25,7 @@ def render_markdown(
     warnings: list[str],
     confusions: list[dict[str, Any]],
     tta: bool = False,
-    tta_shift: int = 0,
+    tta_shift: float = 0.0,
     frequency: str = "train images",
     target_prior: str = "train",
     macro_f1_plain: float | None = None,

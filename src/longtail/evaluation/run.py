@@ -86,7 +86,7 @@ def evaluate(
     tracking_uri: str | None = None,
     batch_size: int = 256,
     tta: bool = False,
-    tta_shift: int = 0,
+    tta_shift: float = 0.0,
     weights_json: str | Path | None = None,
     target_prior: str | None = None,
 ) -> EvaluationResult:
@@ -101,7 +101,7 @@ def evaluate(
         min_macro_f1: the gate (config `evaluate.min_macro_f1`); 0 passes everything.
         tracking_uri: overrides the MLflow URI stored in the model directory.
         tta: average the softmax of each image and its left-right flip, as `predict(tta=True)`.
-        tta_shift: also average the image (and its flip) moved this many pixels each way, as predict.
+        tta_shift: also average the image (and its flip) moved this fraction of its side each way, as predict.
         weights_json: `longtail weights` output; its train counts put the long-tail plot's x axis
             in train images (else counts stored with the model, else the stratified val support).
         target_prior: "balanced" or "train" (config `evaluate.target_prior`); None: the one the

@@ -160,7 +160,7 @@ def log_submission_skipped(model_dir: str | Path, reason: str, *, tracking_uri: 
 
 
 def log_prediction(model_dir: str | Path, submission_csv: Path, *, rows: int, tta: bool, split: str,
-                   posthoc_tau: float, tracking_uri: str | None = None, tta_shift: int = 0) -> str | None:
+                   posthoc_tau: float, tracking_uri: str | None = None, tta_shift: float = 0.0) -> str | None:
     """Log a written submission into the model's run: its rows, how it was predicted, the CSV itself."""
     return log_to_model_run(
         model_dir,

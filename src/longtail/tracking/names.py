@@ -42,6 +42,7 @@ WEIGHTS_MIN_PARAM = "weights.min"
 WEIGHTS_MAX_PARAM = "weights.max"
 # The dtype policy train.precision resolved to on the machine that trained (auto: its GPUs or CPU).
 PRECISION_USED_PARAM = "train.precision_used"
+BATCH_SIZE_USED_PARAM = "train.batch_size_used"  # per replica: train.batch_size, or less by train.min_steps_per_epoch
 # Whether that training compiled its steps with XLA (train.jit_compile resolved; auto: CPU float32).
 JIT_COMPILE_USED_PARAM = "train.jit_compile_used"
 # The epochs param the leaderboard reads back, and the target prior `longtail run` prints (flattened config keys).
@@ -81,7 +82,7 @@ SUBMISSION_SKIPPED_BECAUSE_TAG = "submission_skipped_because"
 # --- Prediction: the submission written from the test split ---------------------------------------
 PREDICT_N_ROWS = "predict_n_rows"
 PREDICT_TTA_TAG = "predict_tta"
-PREDICT_TTA_SHIFT_TAG = "predict_tta_shift"  # pixels; 0 when no shifted views were averaged
+PREDICT_TTA_SHIFT_TAG = "predict_tta_shift"  # a fraction of the image side; 0 when no shifted views were averaged
 PREDICT_SPLIT_TAG = "predict_split"
 PREDICT_POSTHOC_TAU_TAG = "predict_posthoc_tau"
 SUBMISSION_ARTIFACTS = "submission"

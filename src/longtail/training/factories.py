@@ -58,6 +58,20 @@ def make_optimizer(opt: OptimizerConfig, learning_rate: float) -> Any:
     raise ConfigError(f"config field train.optimizer.name must be sgd or adam, got {opt.name!r}")
 
 
+# train.min_steps_per_epoch never makes a batch smaller than this (batch norm's statistics need a few images).
+MIN_ADAPTIVE_BATCH = 16
+
+
+def batch_for_steps(batch_size: int, n_rows: int, min_steps: int, replicas: int = 1) -> int:
+    """The batch per replica a training uses: `batch_size`, or less where the split is too small for
+    `min_steps` steps an epoch (train.min_steps_per_epoch): the largest power of two whose global batch
+    gives that many, and at least MIN_ADAPTIVE_BATCH (or batch_size, if smaller)."""
+    if min_steps <= 0 or n_rows // (batch_size * replicas) >= min_steps:
+        return batch_size
+    fits = max(1, n_rows // (min_steps * replicas))
+    return max(min(batch_size, MIN_ADAPTIVE_BATCH), min(batch_size, 1 << (fits.bit_length() - 1)))
+
+
 def _training_gpus(devices: Sequence[str] | None) -> list[Any]:
     """The GPUs a training runs on: none with explicit `devices` (logical CPUs in tests), else every visible one."""
     import tensorflow as tf

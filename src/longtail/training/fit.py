@@ -35,9 +35,15 @@ from longtail.schedules import initial_learning_rate, schedule_callback
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.inputs import split_dataset
 from longtail.tracking.model_runs import RunInfo
-from longtail.tracking.names import JIT_COMPILE_USED_PARAM, PRECISION_USED_PARAM, VAL_MACRO_F1
+from longtail.tracking.names import (
+    BATCH_SIZE_USED_PARAM,
+    JIT_COMPILE_USED_PARAM,
+    PRECISION_USED_PARAM,
+    VAL_MACRO_F1,
+)
 from longtail.tracking.runs import epoch_logger, log_posthoc_choice, log_training_facts, start_experiment_run
 from longtail.training.factories import (
+    batch_for_steps,
     distribution_strategy,
     make_accuracy,
     make_loss,
@@ -238,14 +244,19 @@ def _fit(
         tf.config.experimental.enable_op_determinism()
     strategy = distribution_strategy(t.gpus, devices)
     replicas = int(strategy.num_replicas_in_sync)
-    global_batch = t.batch_size * replicas
+    batch = batch_for_steps(t.batch_size, train_info.n, t.min_steps_per_epoch, replicas)
+    if batch != t.batch_size:
+        print(f"{config.name}: batches of {batch}, not {t.batch_size}: {train_info.n} training images give "
+              f"{train_info.n // (t.batch_size * replicas)} steps an epoch at {t.batch_size} "
+              f"(train.min_steps_per_epoch {t.min_steps_per_epoch})", flush=True)
+    global_batch = batch * replicas
     policy = training_precision(t.precision, devices)
     jit = training_jit_compile(t.jit_compile, policy, replicas, devices)
     # Printed like the epoch lines (EpochProgress), whatever `progress` says: the step's log shows it.
     print(f"{config.name}: training in {policy} (train.precision: {t.precision}), "
           f"{'XLA-compiled' if jit else 'no XLA'} (train.jit_compile: {str(t.jit_compile).lower()})", flush=True)
     if run is not None:
-        run.log_params({PRECISION_USED_PARAM: policy, JIT_COMPILE_USED_PARAM: jit})
+        run.log_params({PRECISION_USED_PARAM: policy, JIT_COMPILE_USED_PARAM: jit, BATCH_SIZE_USED_PARAM: batch})
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
 
