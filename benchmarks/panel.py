@@ -6,7 +6,7 @@ one split (Fashion-MNIST-LT IF 100, seed 0). This runs the config and a plain ba
 - the balanced test macro-F1 of each (the submission scored against the held-out labels);
 - the paired bootstrap 95% interval of the difference, config minus baseline, on the same test images
   (longtail.scoring.paired_gains);
-- each train step's time (the sum of its epochs, history.json).
+- each train step's wall time, as `longtail run` prints it ("train done in ...").
 
 The baseline is the config with every lever a user might doubt switched off: cross-entropy instead of
 the logit-adjusted loss, no weight averaging, no random erasing, no flip (augmentation or TTA), no
@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -125,8 +126,12 @@ def run_side(config: Path, data: Path, overrides: list[str], home: Path, name: s
     val = printed(out, "val macro-F1")
     history = json.loads((Path(model) / "history.json").read_text())
     params = _run_params(Path(model))
+    took = re.search(r"train done in (?:(\d+)h )?(?:(\d+)m ?)?(?:(\d+) ?s)?", out)
+    if not took:
+        sys.exit(f"{name}: no 'train done in' line in the output of longtail run (log: {home / f'{name}.log'})")
+    hours, minutes, seconds = (int(g or 0) for g in took.groups())
     return Side(test_macro_f1=float(test.split()[0]), val_macro_f1=float(val.split()[0]) if val else None,
-                train_seconds=float(sum(history.get("epoch_seconds", []))), epochs=len(history.get("loss", [])),
+                train_seconds=float(3600 * hours + 60 * minutes + seconds), epochs=len(history.get("loss", [])),
                 batch=int(params["train.batch_size_used"]) if "train.batch_size_used" in params else None,
                 predictions=_predictions(Path(submission), data / "test_labels.csv"))
 

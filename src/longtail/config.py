@@ -257,7 +257,17 @@ class LabelSmoothingConfig:
 
 @dataclass
 class AugmentationConfig:
-    """Random train-time augmentation."""
+    """Random train-time augmentation.
+
+    Where each suits (benchmarks/panel.py measures them on several datasets; README "The demo's levers"):
+    - flip (left-right mirror): photos, clothes, objects, whose mirror image is the same class; wrong
+      for digits, letters and text, where a mirror is another symbol or none;
+    - shift (a fraction of the side, zero-padded): almost any image data; less where position is the
+      label (a centred-crop dataset shifted by more than its margin);
+    - erase: many images per class; on classes of a handful of images it hides much of what little
+      there is to learn;
+    - mixup/cutmix: long runs (they slow convergence; mix_off_last_epochs ends on clean images).
+    """
 
     flip: bool = True
     shift: float = setting(0.1, Bound(lambda v: 0.0 <= v < 0.5, ">= 0 and < 0.5"))

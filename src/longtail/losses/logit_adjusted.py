@@ -15,6 +15,11 @@ def make_loss(class_counts: np.ndarray, tau: float = 1.0) -> LossFn:
     distribution, so the bare logits estimate a class-balanced one and predicting with them (no
     offset) suits a balanced test set. tau = 0 is plain CE.
 
+    Where it suits: a long-tailed train split scored on a balanced test (macro-F1), with at least a
+    few images in the rarest class. Where it hurts: a test drawn like the train split (it gives up
+    head-class accuracy), and classes of one or two images, whose log-prior offset is the largest and
+    rests on a count that is mostly chance (benchmarks/panel.py's photos row has 5).
+
     Args:
         tau: how strongly rare classes' logits are pushed up during training (>= 0).
     """
