@@ -406,7 +406,15 @@ def to_pixels(data: bytes, settings: PixelSettings) -> np.ndarray:
     The colour operations run after resizing: they see exactly the stored pixels, and cost the same
     for any source size. White balance comes first so CLAHE equalises corrected colours.
     """
-    image = decode(data, target_size=settings.image_size)
+    return as_stored(decode(data, target_size=settings.image_size), settings)
+
+
+def as_stored(image: np.ndarray, settings: PixelSettings) -> np.ndarray:
+    """Decoded RGB uint8 pixels of any size to what ingest stores: resize, white balance, CLAHE (to_pixels' tail).
+
+    The served model (served_model.py) sends a caller's uint8 arrays through it, so an array and the
+    same picture as a PNG become the same pixels.
+    """
     image = resize(image, settings.image_size, settings.resize)
     if settings.white_balance:
         image = gray_world(image)

@@ -99,6 +99,13 @@ class ModelDir:
         """The default checkpoint directory of a training into this model directory."""
         return self.path / CHECKPOINT_SUBDIR
 
+    def prediction_files(self) -> list[Path]:
+        """What `longtail predict` reads: the model, its preprocessing, its config (evaluate.tta and
+        tta_shift) and the post-hoc adjustment when there is one; a copy of them is a model directory
+        that predicts the same (the MLflow model's python_function flavour holds one)."""
+        names = (MODEL_FILE, PREPROCESSING_FILE, CONFIG_FILE, ADJUSTMENT_FILE)
+        return [self.path / name for name in names if (self.path / name).is_file()]
+
     def read_json(self, name: str) -> Any:
         """The JSON record `name` (one of this module's file names), or None when there is none."""
         return read_json(self.path, name)

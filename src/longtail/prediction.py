@@ -132,6 +132,21 @@ def predict_probabilities(
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    check_prediction(preprocessing, adjustment, tta_shift)
+    chunks = [predict_batch(model, preprocessing, batch, tta=tta, adjustment=adjustment, tta_shift=tta_shift,
+                            source=Path(split_h5).name)
+              for batch in image_batches(split_h5, batch_size)]
+    if not chunks:
+        return np.zeros((0, len(preprocessing.class_names)), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def check_prediction(preprocessing: Preprocessing, adjustment: LogitAdjustment | None, tta_shift: float) -> None:
+    """Refuse a shift outside its bounds, or an adjustment for another number of classes, before any image is read.
+
+    Raises:
+        DataError: naming the value and its bounds, or the model directory to re-train.
+    """
     if not 0 <= tta_shift < 0.5:
         raise DataError(f"tta_shift is a fraction of the image side, >= 0 and < 0.5, got {tta_shift}")
     n_classes = len(preprocessing.class_names)
@@ -140,26 +155,31 @@ def predict_probabilities(
             f"the logit adjustment has {len(adjustment.log_prior)} classes but {PREPROCESSING_FILE} names "
             f"{n_classes}: the model directory is inconsistent, re-run training"
         )
-    chunks = []
-    for batch in image_batches(split_h5, batch_size):
-        shift = shift_pixels(tta_shift, min(batch.shape[1:3]))
-        if shift and 2 * shift >= min(batch.shape[1:3]):
-            raise DataError(f"tta_shift {tta_shift} ({shift} px) would move {Path(split_h5).name}'s "
-                            f"{batch.shape[1]}x{batch.shape[2]} images out of sight: use less than half their side")
-        views = [_predict_batch(model, view) for view in tta_views(preprocessing.to_float(batch), flip=tta,
-                                                                   shift=shift)]
-        probs = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
-        if probs.shape[1] != n_classes:
-            raise DataError(
-                f"the model outputs {probs.shape[1]} classes but {PREPROCESSING_FILE} names {n_classes}: "
-                "the model directory is inconsistent, re-run training"
-            )
-        if adjustment is not None:
-            probs = adjustment.apply(probs)
-        chunks.append(probs)
-    if not chunks:
-        return np.zeros((0, n_classes), dtype=np.float32)
-    return np.concatenate(chunks)
+
+
+def predict_batch(model: Any, preprocessing: Preprocessing, batch: np.ndarray, *, tta: bool = False,
+                  adjustment: LogitAdjustment | None = None, tta_shift: float = 0.0,
+                  source: str = "the images") -> np.ndarray:
+    """Class probabilities (B, C) of one batch of stored pixels, uint8 (B, H, W, 3): what `longtail predict`
+    computes for each batch of a split, and the served model (served_model.py) for a request's images.
+
+    Args:
+        tta, adjustment, tta_shift: as predict_probabilities (checked first with check_prediction).
+        source: what the batch came from, for the error message.
+    """
+    shift = shift_pixels(tta_shift, min(batch.shape[1:3]))
+    if shift and 2 * shift >= min(batch.shape[1:3]):
+        raise DataError(f"tta_shift {tta_shift} ({shift} px) would move {source}'s "
+                        f"{batch.shape[1]}x{batch.shape[2]} images out of sight: use less than half their side")
+    views = [_predict_batch(model, view) for view in tta_views(preprocessing.to_float(batch), flip=tta, shift=shift)]
+    probs = views[0] if len(views) == 1 else np.mean(views, axis=0, dtype=np.float32)
+    n_classes = len(preprocessing.class_names)
+    if probs.shape[1] != n_classes:
+        raise DataError(
+            f"the model outputs {probs.shape[1]} classes but {PREPROCESSING_FILE} names {n_classes}: "
+            "the model directory is inconsistent, re-run training"
+        )
+    return adjustment.apply(probs) if adjustment is not None else probs
 
 
 def _predict_batch(model: Any, x: np.ndarray) -> np.ndarray:

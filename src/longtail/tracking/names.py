@@ -56,8 +56,15 @@ STEP_TAG = "longtail.step"
 DATA_FINGERPRINT_TAG = "data.fingerprint"
 DATA_IMAGE_SIZE_TAG = "data.image_size"
 MODEL_NAME_TAG = "model.name"
-# Artifact folder of the logged Keras model.
+# Artifact folder of the logged model (Keras and python_function flavours).
 MODEL_ARTIFACT = "model"
+# Its python_function flavour (longtail.served_model): the module MLflow loads it with, the folder in
+# the MLflow model that holds the model directory it reads, the input column of image bytes (or uint8
+# arrays) and the output column of class names (one more column per class holds its probability).
+SERVED_MODEL_LOADER = "longtail.served_model"
+SERVED_MODEL_DIR = "longtail"
+SERVED_IMAGE_COLUMN = "image"
+SERVED_LABEL_COLUMN = "label"
 
 # --- Evaluation: eval_<metric> from the KFP metrics dict, the gate, and its artifacts -------------
 EVAL_PREFIX = "eval_"

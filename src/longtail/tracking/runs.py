@@ -9,6 +9,8 @@ from typing import Any
 from longtail.config import config_to_dict, flatten
 from longtail.credentials import redact
 from longtail.errors import LongtailError
+from longtail.model_dir import PREPROCESSING_FILE
+from longtail.tracking import served
 from longtail.tracking.inputs import SplitDataset, log_datasets
 from longtail.tracking.names import (
     DATA_CLASSES_PARAM,
@@ -95,12 +97,16 @@ class TrainingRun:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_keras_model(self, model: Any, input_example: Any, extra_files: list[Path]) -> str:
-        """Log the model with the Keras flavour and an inferred tensor signature, plus `extra_files`.
+        """Log the model (flavours keras and python_function, tracking/served.py), plus `extra_files`.
 
+        The Keras flavour is `model` with its tensor signature; the python_function flavour is
+        longtail's served model (longtail.served_model), which reads the model directory that
+        preprocessing.json in `extra_files` comes from: raw images in, class names and probabilities
+        out, as `longtail predict` computes them. The signature and input example are the latter's.
         MLflow 3 stores it as a LoggedModel of this run (`runs:/<run>/model` resolves to it).
 
         Args:
-            input_example: a float32 batch (1, H, W, 3) used only to infer the signature.
+            input_example: a float32 batch (1, H, W, 3) used only to infer the Keras signature.
             extra_files: put beside the MLmodel file (preprocessing.json) and at the run's top level.
 
         Returns:
@@ -108,16 +114,20 @@ class TrainingRun:
         """
         import keras
         import mlflow
-        import numpy as np
-        from mlflow.models import infer_signature
+        from mlflow.models import Model
 
-        signature = infer_signature(input_example, np.asarray(model(input_example, training=False)))
+        model_dir = next((Path(p).parent for p in extra_files if Path(p).name == PREPROCESSING_FILE), None)
+        if model_dir is None:
+            raise LongtailError(f"log_keras_model needs the model directory's {PREPROCESSING_FILE} among extra_files")
         # Explicit requirements: inferring them would load the model again in a subprocess.
         requirements = [f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"]
         with fluent_tracking_uri(self.tracking_uri), env_run_id_hidden(), \
                 mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            info = mlflow.keras.log_model(model, name=MODEL_ARTIFACT, signature=signature,
-                                          pip_requirements=requirements)
+            # No serving check at log time (it would load the network a second time in every training);
+            # tests/integration/test_served_model.py serves a logged model.
+            info = Model.log(None, served, name=MODEL_ARTIFACT, flavor_name="python_function", keras_model=model,
+                             tensor_example=input_example, model_dir=model_dir, pip_requirements=requirements,
+                             validate_serving_input=False)
         for path in extra_files:
             self.client.log_model_artifact(info.model_id, str(path))
             self.log_artifact(path)
