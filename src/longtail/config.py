@@ -214,7 +214,8 @@ class OptimizerConfig:
     # every step (Keras' use_ema); 0 is off. Val macro-F1 is measured on the averaged weights each
     # epoch, and the saved model is the average. 0.99 averages over about the last 100 steps. The
     # momentum warms up: min(ema, (1 + t) / (10 + t)) at step t (longtail.training.ema), so a run of a
-    # few hundred steps is scored on its own recent weights, not on the initial network's.
+    # few hundred steps is scored on its own recent weights, not on the initial network's. It pays most
+    # where the weights still move late in a run (a high LR to the end, small batches).
     ema: float = setting(0.0, Bound(lambda v: v == 0 or 0.5 <= v < 1, "0 (off), or >= 0.5 and < 1"), knob="ema")
 
 
