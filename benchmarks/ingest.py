@@ -1,10 +1,17 @@
 """Wall time of `longtail ingest` against the classic single-process loop, each a whole process, alternating.
 
-Inputs (--inputs, default both):
+Inputs (--inputs, default jpeg,scaled-lt):
 - jpeg: --images (20,000) Fashion-MNIST training images upscaled to 256x256 3-channel JPEGs in 10
   class folders (made once under --jpeg-folder);
 - scaled-lt: `longtail data scaled-lt --classes 209 --images 30000 --source-size 256` (80% JPEG,
-  20% PNG, sides 0.7-1.3 x 256; made once under --scaled-folder), its train/ folder.
+  20% PNG, sides 0.7-1.3 x 256; made once under --scaled-folder), its train/ folder;
+- s3: the jpeg input uploaded to a SeaweedFS server this script starts (scripts/s3-server.sh, on a
+  free port, throwaway keys), and `longtail ingest s3://bench/jpeg OUT --workers 2` timed against
+  `longtail ingest FOLDER OUT --workers 2` in the same rounds: straight to the server (loopback), and
+  through a proxy that holds every request --latency-ms (2 and 10) first, as a server elsewhere in a
+  cluster would (DelayProxy). Reported: each one's speed as a share of the folder's, peak RSS, the
+  most GETs in flight at once (counted by the proxy; on loopback, the configured bound), and the CPU
+  the server and the proxy took on the same cores (they share the machine with the ingest).
 Each is ingested at --image-size (64) by these contenders, every one a separate process timed from
 its start to its exit (interpreter start-up, imports, listing and pool start-up included):
 - classic: one process, cv2.imread + INTER_AREA resize + BGR->RGB per file, rows buffered and
@@ -27,26 +34,31 @@ CPUs' time the hypervisor stole while the contender ran (/proc/stat's steal, on 
 gave to other guests, which no load average inside this one shows and which hits a 2-process
 contender harder than a 1-process one.
 
-    python benchmarks/ingest.py [--inputs jpeg,scaled-lt] [--rounds 3] [--max-minutes 20] [--cache warm|cold]
+    python benchmarks/ingest.py [--inputs jpeg,scaled-lt,s3] [--rounds 3] [--max-minutes 20] [--cache warm|cold]
 
 --cache: before each run the input is read into the page cache (warm, the default) or the page cache
 is dropped (cold: root only; a first ingest, where the images come from the disk).
 
-Done when (issue 23): jpeg: w2 <= 0.4 x classic time; scaled-lt: w2 <= 0.5 x classic, peak RSS
-< 500 MB; w2 >= 1.7 x w1 on both.
+Targets: jpeg: w2 <= 0.4 x classic time; scaled-lt: w2 <= 0.5 x classic, peak RSS < 500 MB;
+w2 >= 1.7 x w1 on both. s3: >= 0.7 x the folder's speed on loopback and >= 0.5 x with 10 ms per
+request, peak RSS within 100 MB of the folder's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,12 +275,12 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def timed(cmd: list[str]) -> Sample:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> Sample:
     """Run one contender, sampling its process tree; its exit must be 0."""
     load = os.getloadavg()[0]
     ticks = cpu_ticks()
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak: dict[int, float] = {}
     cpu: dict[int, float] = {}
     done = threading.Event()
@@ -424,9 +436,270 @@ def report(name: str, results: Results, n: int) -> None:
               "2 CPUs, and their ratios are not the code's")
 
 
+# ---- the s3 input: a SeaweedFS server, a latency proxy, folder against s3:// ----
+
+REPO = Path(__file__).resolve().parents[1]
+S3_TARGETS = {"s3": 0.7, "s3-10ms": 0.5}  # speed as a share of the folder's
+S3_RSS_MARGIN_MB = 100
+BUCKET = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SeaweedFS:
+    """A SeaweedFS S3 server started by scripts/s3-server.sh in a folder of its own, on a free port."""
+
+    state: Path
+    port: int = field(default_factory=free_port)  # the script also takes the 14 ports above it
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def credentials(self) -> dict[str, str]:
+        """Its throwaway keys as environment variables (never printed)."""
+        words = (self.state / "s3.env").read_text().split()
+        return dict(w.split("=", 1) for w in words if "=" in w)
+
+    def processes(self) -> list[psutil.Process]:
+        pgid = int((self.state / "weed.pid").read_text())
+        return [p for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+
+    def script(self, action: str) -> None:
+        env = {**os.environ, "WEED": str(BIN / "weed")}
+        subprocess.run([str(REPO / "scripts" / "s3-server.sh"), action, str(self.state), str(self.port)],
+                       check=True, timeout=180, env=env, stdout=subprocess.DEVNULL)
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return -1
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+@contextmanager
+def seaweedfs_with(folder: Path) -> Iterator[SeaweedFS]:
+    """A started SeaweedFS holding `folder` under s3://bench/jpeg/; stopped (SIGKILL) on the way out."""
+    with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
+        for tries_left in (2, 1, 0):  # a port above the free one may be taken meanwhile: another port
+            server = SeaweedFS(Path(tmp) / str(tries_left))
+            try:
+                server.script("up")
+                break
+            except subprocess.CalledProcessError:
+                log = (server.state / "weed.log").read_text(errors="replace").splitlines()
+                print("   SeaweedFS did not start; its log ends:\n      " + "\n      ".join(log[-5:]), flush=True)
+                if not tries_left:
+                    raise
+        try:
+            upload(folder, server)
+            yield server
+        finally:
+            for p in server.processes():
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+
+
+def upload(folder: Path, server: SeaweedFS, threads: int = 16) -> None:
+    """Every file of `folder` to s3://bench/jpeg/<relative path>, 16 PUTs at a time."""
+    import boto3
+    from botocore.config import Config
+
+    from longtail.storage import map_concurrently
+
+    keys = server.credentials()
+    client = boto3.session.Session(aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"]).client(
+        "s3", endpoint_url=server.url, region_name="us-east-1", config=Config(max_pool_connections=threads))
+    client.create_bucket(Bucket=BUCKET)
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    started = time.perf_counter()
+    map_concurrently(lambda p: client.put_object(Bucket=BUCKET, Key=f"jpeg/{p.relative_to(folder).as_posix()}",
+                                                 Body=p.read_bytes()), files, threads)
+    print(f"   uploaded {len(files)} files to s3://{BUCKET}/jpeg in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that holds each HTTP request `delay_s` before passing it on to the
+    server: the round trip to a server elsewhere in a cluster, added on loopback. It counts the
+    requests in flight (sent and not yet answered) and keeps their peak.
+
+    It runs its own event loop on a daemon thread of this process, serves only the connections the
+    ingest opens (its pool: at most workers x max_concurrency), and stops with stop() or the process.
+    """
+
+    def __init__(self, target_port: int, delay_s: float) -> None:
+        self.target_port, self.delay_s = target_port, delay_s
+        self.in_flight = self.peak = 0
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="delay-proxy")
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset_peak(self) -> None:
+        self.peak = self.in_flight
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        answered = True  # the next bytes from the client start a request (HTTP/1.1: one at a time)
+
+        async def requests() -> None:
+            nonlocal answered
+            while data := await client_r.read(2**16):
+                if answered:
+                    answered = False
+                    self.in_flight += 1
+                    self.peak = max(self.peak, self.in_flight)
+                    await asyncio.sleep(self.delay_s)
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def responses() -> None:
+            nonlocal answered
+            while data := await server_r.read(2**16):
+                if not answered:
+                    answered = True
+                    self.in_flight -= 1
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        await asyncio.gather(requests(), responses(), return_exceptions=True)
+        if not answered:
+            self.in_flight -= 1
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+S3_CONTENDERS = {
+    "folder": "longtail ingest FOLDER --workers 2",
+    "s3": "longtail ingest s3:// --workers 2, loopback",
+}
+
+
+def bench_s3(folder: Path, args: argparse.Namespace, deadline: float) -> tuple[Results, dict[str, list[int]],
+                                                                               dict[str, list[float]]]:
+    """Rounds of folder against s3:// (loopback, then each --latency-ms through a DelayProxy), alternating.
+
+    Returns the samples, the most GETs in flight per s3 run (the proxy's count; loopback: the bound),
+    and the CPU seconds the server and the proxy took per run.
+    """
+    from longtail.storage import S3Settings
+
+    n = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    print(f"\n== s3: {folder} - {describe(folder)} -> {args.image_size}x{args.image_size}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+    latencies = [int(x) for x in args.latency_ms.split(",") if x]
+    contenders = dict(S3_CONTENDERS)
+    for ms in latencies:
+        contenders[f"s3-{ms}ms"] = f"longtail ingest s3:// --workers 2, +{ms} ms/request"
+    CONTENDERS.update(contenders)
+    results = Results({c: [] for c in contenders})
+    gets: dict[str, list[int]] = {c: [] for c in contenders}
+    server_cpu: dict[str, list[float]] = {c: [] for c in contenders}
+    bound = 2 * S3Settings().max_concurrency
+    with seaweedfs_with(folder) as server, tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        proxies = {f"s3-{ms}ms": DelayProxy(server.port, ms / 1000) for ms in latencies}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and "ENDPOINT_URL" not in k}
+        env.update(server.credentials())
+        weed = server.processes()
+        me = [psutil.Process()]  # the proxies' threads run here
+        try:
+            for r in range(args.rounds):
+                if r and time.monotonic() > deadline:
+                    print(f"   (stopped after {r} rounds: --max-minutes reached)")
+                    break
+                names = list(contenders)
+                for c in names[r % len(names):] + names[: r % len(names)]:
+                    out = Path(tmp) / c
+                    out.mkdir()
+                    source = str(folder) if c == "folder" else f"s3://{BUCKET}/jpeg"
+                    endpoint = proxies[c].url if c in proxies else server.url
+                    if c in proxies:
+                        proxies[c].reset_peak()
+                    before = cpu_seconds(weed) + cpu_seconds(me)
+                    cmd = [str(BIN / "longtail"), "ingest", source, str(out), "--image-size", str(args.image_size),
+                           "--workers", "2"]
+                    s = timed(cmd, {**env, "S3_ENDPOINT_URL": endpoint})
+                    server_cpu[c].append(cpu_seconds(weed) + cpu_seconds(me) - before)
+                    gets[c].append(proxies[c].peak if c in proxies else bound if c == "s3" else 0)
+                    shutil.rmtree(out)
+                    results.samples[c].append(s)
+                    print(f"   round {r + 1}: {c:8s} {s.seconds:6.2f} s  {n / s.seconds:6.0f} img/s  cpu {s.cpu_s:5.1f} s  "
+                          f"server+proxy cpu {server_cpu[c][-1]:5.1f} s  load {s.load:4.1f}  peak RSS "
+                          f"{s.rss_main_mb:4.0f} MB (+ child {s.rss_child_mb:4.0f} MB)  GETs in flight {gets[c][-1]}",
+                          flush=True)
+        finally:
+            for proxy in proxies.values():
+                proxy.stop()
+    return results, gets, server_cpu
+
+
+def report_s3(results: Results, gets: dict[str, list[int]], server_cpu: dict[str, list[float]], n: int) -> None:
+    have = [c for c, s in results.samples.items() if s]
+    base = results.median("folder")
+    base_rss = max(x.rss_main_mb + x.rss_child_mb for x in results.samples["folder"])
+    print(f"\ns3: median / best of {len(results.samples['folder'])} rounds, whole processes")
+    print(f"   {'contender':47s} {'median':>7s} {'best':>7s} {'img/s':>7s} {'x folder':>8s} {'cpu s':>6s} "
+          f"{'server s':>8s} {'RSS MB':>7s} {'child':>6s} {'GETs':>5s} {'load':>9s}")
+    for c in have:
+        s = results.samples[c]
+        med = results.median(c)
+        loads = f"{min(x.load for x in s):.1f}-{max(x.load for x in s):.1f}"
+        print(f"   {CONTENDERS[c]:47s} {med:7.2f} {min(x.seconds for x in s):7.2f} {n / med:7.0f} {base / med:8.2f} "
+              f"{statistics.median(x.cpu_s for x in s):6.1f} {statistics.median(server_cpu[c]):8.1f} "
+              f"{max(x.rss_main_mb for x in s):7.0f} {max(x.rss_child_mb for x in s):6.0f} "
+              f"{max(gets[c]) if c != 'folder' else '-':>5} {loads:>9s}")
+    for c in have:
+        if c == "folder":
+            continue
+        ratio = base / results.median(c)
+        rss = max(x.rss_main_mb + x.rss_child_mb for x in results.samples[c]) - base_rss
+        target = S3_TARGETS.get(c)
+        goal = f" (target >= {target:.1f}: {'met' if ratio >= target else 'NOT met'})" if target else ""
+        print(f"   {c:8s} speed {ratio:4.2f}x the folder's{goal}; peak RSS {rss:+.0f} MB against the folder's "
+              f"(target within {S3_RSS_MARGIN_MB}: {'met' if abs(rss) <= S3_RSS_MARGIN_MB else 'NOT met'})")
+    print("   server s: CPU seconds the SeaweedFS server (and the latency proxy, in this process) took during the run, "
+          "on the same cores as the ingest")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", default="jpeg,scaled-lt", help="comma-separated: jpeg, scaled-lt")
+    parser.add_argument("--inputs", default="jpeg,scaled-lt", help="comma-separated: jpeg, scaled-lt, s3")
+    parser.add_argument("--latency-ms", default="2,10",
+                        help="s3: the per-request delays (ms, comma-separated) added by a proxy, beside loopback")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated of {', '.join(CONTENDERS)}")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=20000, help="JPEGs in the jpeg input")
@@ -453,12 +726,17 @@ def main() -> None:
                          "write (run as root, or use --cache warm)")
     deadline = time.monotonic() + 60 * args.max_minutes
     for name in args.inputs.split(","):
+        if name == "s3":
+            folder = make_jpeg_folder(args.jpeg_folder, args.images)
+            n = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+            report_s3(*bench_s3(folder, args, deadline), n)
+            continue
         if name == "jpeg":
             folder = make_jpeg_folder(args.jpeg_folder, args.images)
         elif name == "scaled-lt":
             folder = make_scaled_folder(args.scaled_folder, args.scaled_classes, args.scaled_images)
         else:
-            raise SystemExit(f"--inputs: unknown input {name!r} (jpeg, scaled-lt)")
+            raise SystemExit(f"--inputs: unknown input {name!r} (jpeg, scaled-lt, s3)")
         n = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         report(name, bench(name, folder, args, deadline), n)
         if args.kernel_seconds > 0:

@@ -125,7 +125,10 @@ class DecodedBatches:
 
         if self._pool is None:
             decode_worker.init(self._settings, self._s3, single_thread=False)
-            yield from map(decode_worker.load_batch, self._batches)
+            try:
+                yield from map(decode_worker.load_batch, self._batches)
+            finally:
+                decode_worker.close_reads()
             return
         threads = decode_worker.opencv_threads()
         decode_worker.init(self._settings, self._s3, single_thread=True)  # beside the pool: one thread each
@@ -134,12 +137,16 @@ class DecodedBatches:
                                       self._pool.workers, self._pool.ready, self._pool.first)
         finally:
             self._pool.close()
+            decode_worker.close_reads()
             decode_worker.opencv_threads(threads)
 
 
 def _pool_worker(tasks: Connection, results: Connection, *init_args: Any) -> None:
     """A pool worker: decodes each (files, slot) it is sent into its slot of the ring and sends the batch
     back (or what it raised), in order, until its pipe of tasks is closed.
+
+    The tasks queued behind the one it decodes are read from the pipe as they come, and their S3
+    objects asked for at once (decode_worker.read_ahead), so they are on their way while it decodes.
 
     Run in the fork server's child, which has loaded decode_worker already; it is imported here so that
     the process starting the pool need not load the decoders first.
@@ -148,11 +155,21 @@ def _pool_worker(tasks: Connection, results: Connection, *init_args: Any) -> Non
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the ingest's to handle: it stops the pool
     decode_worker.init(*init_args)
+    queued: deque[tuple[list[str], int]] = deque()
+    ended = False  # the pipe of tasks is closed: every batch sent is queued, or the ingest stopped
     while True:
-        try:
-            files, slot = tasks.recv()
-        except EOFError:
-            return  # closed: every batch sent is done, or the ingest stopped
+        while not ended and (not queued or tasks.poll()):
+            try:
+                task = tasks.recv()
+            except EOFError:
+                ended = True
+                break
+            queued.append(task)
+            decode_worker.read_ahead(task[0])
+        if not queued:
+            decode_worker.close_reads()
+            return
+        files, slot = queued.popleft()
         try:
             message: Batch | _Failure = decode_worker.load_batch(files, slot)
         except Exception as error:  # an S3 endpoint gone, or a bug: the ingest raises it

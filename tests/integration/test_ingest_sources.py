@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from longtail import decode_pool, storage
+from longtail import decode_pool, s3_read_ahead, storage
 from longtail import ingest as ingest_module
 from longtail.datasets import DEBIAN_FASHION_MNIST, make_digits_lt, make_fashion_mnist_lt
 from longtail.errors import StorageError
@@ -85,6 +85,40 @@ def test_folder_csv_and_s3_prefix_give_the_same_splits(fashion, tmp_path, s3_ser
     same_splits(tmp_path / "folder", tmp_path / "csv")
     same_splits(tmp_path / "folder", tmp_path / "s3")
     assert read_info(tmp_path / "s3" / "train.h5").source_fingerprint == folder["source_fingerprint"]
+
+
+def test_s3_objects_are_read_many_at_a_time_with_the_same_errors(fashion, tmp_path, s3_server, s3_bucket,
+                                                                 monkeypatch, seaweedfs):
+    """Ingest reads a batch's objects concurrently (storage.read_object, on the read-ahead's threads):
+    more than one GET in flight, the bytes boto3 reads, and its errors, with no key in any message."""
+    s3 = S3Settings(endpoint_url=s3_server, max_concurrency=4)
+    upload_folder(fashion, s3_bucket, "many", s3_server)
+    peaks: list[int] = []
+    real_close = s3_read_ahead.ReadAhead.close
+
+    def close(self):
+        peaks.append(self.peak_in_flight)
+        real_close(self)
+
+    monkeypatch.setattr(s3_read_ahead.ReadAhead, "close", close)
+    via_s3 = ingest(f"s3://{s3_bucket}/many", tmp_path / "s3", image_size=16, s3=s3, workers=1)
+    assert peaks and 1 < max(peaks) <= 4  # concurrent, within the bound
+    assert via_s3["source_fingerprint"] == ingest(str(fashion), tmp_path / "local", image_size=16)["source_fingerprint"]
+
+    one = next(p for p in sorted(fashion.rglob("*.png")))
+    uri = f"s3://{s3_bucket}/many/{one.relative_to(fashion).as_posix()}"
+    assert storage.read_object(uri, s3) == storage.read_bytes(uri, s3) == one.read_bytes()
+    with pytest.raises(storage.ObjectNotFound, match="NoSuchKey"):
+        storage.read_object(f"s3://{s3_bucket}/many/gone.png", s3)
+    with pytest.raises(StorageError, match="NoSuchBucket"):
+        storage.read_object("s3://no-such-bucket-x/a.png", s3)
+    with pytest.raises(storage.ReadRefused, match="over the"):
+        storage.read_object(uri, s3, max_bytes=10)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-sentinel")
+    wrong = S3Settings(endpoint_url=s3_server, region="eu-west-3")  # another store: the new secret
+    with pytest.raises(StorageError, match="SignatureDoesNotMatch") as err:
+        storage.read_object(uri, wrong)
+    assert "sentinel" not in str(err.value) and seaweedfs.credentials["AWS_ACCESS_KEY_ID"] not in str(err.value)
 
 
 def test_s3_manifest_and_s3_output(fashion, tmp_path, s3_server, s3_bucket):

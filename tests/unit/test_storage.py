@@ -148,3 +148,30 @@ def test_prefetch_asks_the_kernel_for_regular_local_files_only(tmp_path, monkeyp
     storage.prefetch(uris)
     assert asked == [str(p) for p in images]
     assert [storage.read_bytes(str(p)) for p in images] == [p.read_bytes() for p in images]  # untouched
+
+
+def test_an_object_read_through_obstore_is_bounded_and_clear_when_the_endpoint_is_down(monkeypatch, caplog):
+    """Ingest's GETs (storage.read_object) keep read_bytes' promises: 3 attempts within the deadline,
+    a one-line error naming the object and the endpoint, and no credential in it."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSENTINEL")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-sentinel-value")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    settings = S3Settings(endpoint_url=endpoint, max_attempts=2, connect_timeout=1, region="us-east-1")
+    with pytest.raises(StorageError) as err:
+        storage.read_object("s3://some-bucket/raw/img.png", settings, max_bytes=1000)
+    assert sum("retrying in" in r.getMessage() for r in caplog.records) == 2
+    message = str(err.value)
+    assert "s3://some-bucket/raw/img.png" in message and endpoint in message
+    assert "unreachable after 3 attempts" in message and "\n" not in message
+    assert "SENTINEL" not in message.upper()
+
+
+def test_an_object_read_through_obstore_without_credentials_says_which_variables(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
+    with pytest.raises(StorageError, match="no S3 credentials found; set AWS_ACCESS_KEY_ID"):
+        storage.read_object("s3://bkt/a.jpg", settings)
