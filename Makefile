@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/fashion-mnist-lt
 
-.PHONY: demo test install lint benchmarks clean services services-down fashion-mnist
+.PHONY: demo test install lint benchmarks clean services services-postgres services-down fashion-mnist
 
 $(BIN)/longtail: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -135,9 +135,14 @@ test-containers: images
 podman-service:
 	scripts/podman-service.sh up
 
-## services: SeaweedFS (S3) + an MLflow server with artifacts proxied to it (scripts/services.sh)
+## services: SeaweedFS (S3) + an MLflow server with artifacts proxied to it (scripts/services.sh);
+## its store is SQLite, or with BACKEND=postgres a PostgreSQL cluster of its own (Debian's postgresql)
 services: install
 	scripts/services.sh up
+
+## services-postgres: `make services BACKEND=postgres`
+services-postgres: install
+	BACKEND=postgres scripts/services.sh up
 
 services-down:
 	scripts/services.sh down

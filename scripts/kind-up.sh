@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bring longtail up on kind: cluster, Kubeflow Pipelines (standalone, pinned), MinIO + MLflow + the
-# KFP wiring (manifests/overlays/kind), the step images, port-forwards; then print the URLs.
+# Bring longtail up on kind: cluster, Kubeflow Pipelines (standalone, pinned), MinIO + PostgreSQL +
+# MLflow + the KFP wiring (manifests/overlays/kind), the step images, port-forwards; then print the URLs.
 # Needs Docker, kind, kubectl and git; written for a laptop or a GitHub runner (kind-e2e workflow).
 # NOT run on the project's dev/CI machines: they have no Docker engine.
 # Idempotent: an existing cluster, env file, image or port-forward is reused, not recreated.
@@ -36,6 +36,25 @@ if [ ! -s manifests/base/mlflow-server.env ]; then
   )
   log "wrote a random key to manifests/base/mlflow-server.env"
 fi
+# PostgreSQL's password, and MLflow's store URI holding it (written together, from the same password).
+if [ ! -s manifests/base/postgres.env ]; then
+  (
+    umask 077
+    printf 'POSTGRES_PASSWORD=%s\n' "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(20))')" \
+      > manifests/base/postgres.env
+    rm -f manifests/base/mlflow-store.env
+  )
+  log "wrote a random password to manifests/base/postgres.env"
+fi
+if [ ! -s manifests/base/mlflow-store.env ]; then
+  (
+    umask 077
+    pg_password=$(sed -n 's/^POSTGRES_PASSWORD=//p' manifests/base/postgres.env)
+    printf 'MLFLOW_BACKEND_STORE_URI=postgresql+psycopg://mlflow:%s@postgres.longtail.svc:5432/mlflow\n' \
+      "${pg_password}" > manifests/base/mlflow-store.env
+  )
+  log "wrote MLflow's store URI to manifests/base/mlflow-store.env"
+fi
 
 # 2. Cluster (kind quick start: `kind create cluster --config`).
 if cluster_exists; then
@@ -69,6 +88,7 @@ log "waiting for Kubeflow Pipelines (first start pulls many images: up to 15 min
 kc -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
 kc -n longtail rollout status statefulset/minio --timeout=300s
 kc -n longtail wait --for=condition=Complete job/minio-buckets --timeout=300s
+kc -n longtail rollout status statefulset/postgres --timeout=300s
 kc -n longtail rollout status deployment/mlflow --timeout=600s
 
 # 7. Port-forwards in the background, one pid file each, restarted only if dead.

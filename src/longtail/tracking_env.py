@@ -16,6 +16,11 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 # credentials from, so that the tracking URI itself never carries them.
 TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+# A PostgreSQL store given straight as the tracking URI (no server): libpq, under psycopg and
+# SQLAlchemy, takes the user and password from these when the URI has none, so its credentials
+# travel apart from the URI as a server's do.
+PG_USER_ENV = "PGUSER"
+PG_PASSWORD_ENV = "PGPASSWORD"
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 15 s each, 1-2 s apart (under
 # the 60 s network deadline, docs/architecture.md "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
 # with 2-128 s backoff.
@@ -43,18 +48,26 @@ def tracking_env_edge(environ: MutableMapping[str, str]) -> None:
 
 
 def credentials_to_env(uri: str, environ: MutableMapping[str, str]) -> str:
-    """`uri` without its userinfo; the user name and password move to MLFLOW_TRACKING_USERNAME/PASSWORD.
+    """`uri` without its userinfo; the user name and password move to MLFLOW_TRACKING_USERNAME/PASSWORD
+    (a server's basic auth), or to PGUSER/PGPASSWORD for a PostgreSQL store (postgresql[+driver]://).
 
-    Call it where a tracking URI enters longtail (the CLI): MLflow's client sends those variables as
-    basic auth, child processes and kfp.local tasks inherit them, and nothing downstream (MLflow's
-    "View run at" lines, mlflow_run.json, hints, logs) ever holds the password.
+    Call it where a tracking URI enters longtail (the CLI): MLflow's client sends the former as basic
+    auth, libpq reads the latter, child processes and kfp.local tasks inherit them, and nothing
+    downstream (MLflow's "View run at" lines, mlflow_run.json, hints, logs) ever holds the password.
     """
     bare, user, password = split_userinfo(uri)
+    user_env, password_env = ((PG_USER_ENV, PG_PASSWORD_ENV) if is_postgres_uri(uri)
+                              else (TRACKING_USERNAME_ENV, TRACKING_PASSWORD_ENV))
     if user is not None:
-        environ[TRACKING_USERNAME_ENV] = user
+        environ[user_env] = user
         if password is not None:
-            environ[TRACKING_PASSWORD_ENV] = password
+            environ[password_env] = password
     return bare
+
+
+def is_postgres_uri(uri: str) -> bool:
+    """Whether `uri` names a PostgreSQL store: postgresql://, or postgresql+<driver>:// (SQLAlchemy's form)."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() == "postgresql" and "://" in uri
 
 
 def tracking_credentials_to_env(environ: MutableMapping[str, str]) -> None:

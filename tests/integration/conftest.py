@@ -1,12 +1,15 @@
-"""Fixtures for the real services the integration tests talk to: S3 servers (SeaweedFS, moto) on 127.0.0.1."""
+"""Fixtures for the real services the integration tests talk to on 127.0.0.1: S3 servers (SeaweedFS,
+moto), MLflow servers and PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -76,16 +79,21 @@ class MotoServer:
 
 
 class MlflowServer:
-    """`mlflow server` in its own process group (server, workers and job consumers stop together)."""
+    """`mlflow server` in its own process group (server, workers and job consumers stop together).
 
-    def __init__(self, root: Path, artifacts: str, s3_endpoint: str | None = None) -> None:
+    Its store is SQLite in `root` unless `backend_store_uri` names another (PostgreSQL); the URI
+    reaches the server through MLFLOW_BACKEND_STORE_URI, so a password is never on a command line.
+    """
+
+    def __init__(self, root: Path, artifacts: str, s3_endpoint: str | None = None,
+                 backend_store_uri: str | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
-                    "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                     "--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(self.port),
-                    "--workers", "1"]
-        self.env = {**os.environ, **({"MLFLOW_S3_ENDPOINT_URL": s3_endpoint} if s3_endpoint else {})}
+                    "--workers", str(workers)]
+        self.env = {**os.environ, **({"MLFLOW_S3_ENDPOINT_URL": s3_endpoint} if s3_endpoint else {}),
+                    "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"}
         self.log = root / "mlflow-server.log"
         self.proc = None
 
@@ -155,6 +163,50 @@ class SeaweedServer:
         """The server's keys as environment variables (parsed from its s3.env)."""
         words = (self.state_dir / "s3.env").read_text().split()
         return dict(w.split("=", 1) for w in words if "=" in w)
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (scripts/pg-server.sh: Debian's package, initdb and pg_ctl
+    on a free port, run as the `postgres` user when the tests run as root). kill() stops it abruptly
+    (immediate shutdown: no checkpoint), start() brings it back on the same port with its data."""
+
+    def __init__(self, port: int | None = None) -> None:
+        # Not under pytest's basetemp: as root that is private to root, and the cluster runs as postgres.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="longtail-pg-"))
+        self.port = port or free_port()
+
+    def _script(self, action: str) -> None:
+        subprocess.run([str(REPO / "scripts" / "pg-server.sh"), action, str(self.state_dir), str(self.port)],
+                       check=True, timeout=120)
+
+    def start(self) -> str:
+        """Start (creating the cluster the first time); returns the store's URI, password included."""
+        self._script("up")
+        return self.store_uri
+
+    def kill(self) -> None:
+        self._script("kill")
+
+    def stop(self) -> None:
+        self._script("down")
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    @property
+    def store_uri(self) -> str:
+        """postgresql+psycopg://longtail:<password>@127.0.0.1:<port>/mlflow, from the cluster's pg.env."""
+        line = (self.state_dir / "pg.env").read_text().split()[-1]
+        return line.split("=", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A started PostgreSQL server for the session; its store URI is postgres.store_uri."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

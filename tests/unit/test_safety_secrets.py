@@ -11,6 +11,7 @@ import pytest
 from test_tracking_bounds import FakeServer
 
 from longtail.cli import main
+from longtail.errors import LongtailError
 from longtail.tracking import CLIENT_LIMITS, RunInfo, ui_hint
 
 SECRET = "Sup3rS3cret"
@@ -48,6 +49,33 @@ def test_the_tracking_uri_is_stripped_at_the_edge_and_its_credentials_move_to_ml
     tracking_credentials_to_env(env)
     assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MLFLOW_TRACKING_USERNAME": "bob",
                    "MLFLOW_TRACKING_PASSWORD": SECRET}
+
+
+def test_a_postgres_store_uri_moves_its_credentials_to_libpqs_variables():
+    from longtail.tracking import resolve_tracking_uri, tracking_credentials_to_env
+
+    env = {"MLFLOW_TRACKING_URI": f"postgresql://longtail:{SECRET}@db:5432/mlflow"}
+    tracking_credentials_to_env(env)
+    assert env == {"MLFLOW_TRACKING_URI": "postgresql://db:5432/mlflow", "PGUSER": "longtail", "PGPASSWORD": SECRET}
+    # The driver longtail installs (psycopg 3); SQLAlchemy would read a bare postgresql:// as psycopg2.
+    assert resolve_tracking_uri(env["MLFLOW_TRACKING_URI"]) == "postgresql+psycopg://db:5432/mlflow"
+    assert resolve_tracking_uri("postgresql+psycopg2://db/m") == "postgresql+psycopg2://db/m"
+
+
+def test_an_unreachable_postgres_store_is_one_line_without_its_password():
+    import socket
+
+    from longtail.tracking.store import check_tracking_reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LongtailError) as err:
+        check_tracking_reachable(f"postgresql+psycopg://longtail:{SECRET}@127.0.0.1:{port}/mlflow")
+    message = str(err.value)
+    assert message.startswith(f"MLflow tracking store postgresql+psycopg://longtail:***@127.0.0.1:{port}/mlflow "
+                              "is unreachable (")
+    assert SECRET not in message and "\n" not in message
 
 
 def test_mlflow_run_json_never_holds_a_credential(tmp_path):

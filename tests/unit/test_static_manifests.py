@@ -215,13 +215,16 @@ def test_longtail_denies_all_traffic_but_the_flows_it_needs(kind):
     assert nps["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     steps = {"namespaceSelector": {"matchLabels": {"longtail.kubeflow.org/steps": "true"}}}
     pod = {name: {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
-           for name in ("minio", "mlflow", "minio-buckets")}
+           for name in ("minio", "mlflow", "minio-buckets", "postgres")}
     tcp = [{"protocol": "TCP", "port": 9000}]
-    # Who may reach MinIO and MLflow, and where MLflow and the bucket Job may go: nothing else.
+    pg = [{"protocol": "TCP", "port": 5432}]
+    # Who may reach MinIO, MLflow and PostgreSQL, and where MLflow and the bucket Job may go: nothing else.
     assert nps["minio"]["ingress"] == [{"from": [steps, pod["mlflow"], pod["minio-buckets"]], "ports": tcp}]
     assert nps["minio"]["egress"] == []
     assert nps["mlflow"]["ingress"] == [{"from": [steps], "ports": [{"protocol": "TCP", "port": 5000}]}]
-    assert nps["mlflow"]["egress"] == [{"to": [pod["minio"]], "ports": tcp}]
+    assert nps["mlflow"]["egress"] == [{"to": [pod["minio"]], "ports": tcp}, {"to": [pod["postgres"]], "ports": pg}]
+    assert nps["postgres"]["ingress"] == [{"from": [pod["mlflow"]], "ports": pg}]
+    assert nps["postgres"]["egress"] == []
     assert nps["minio-buckets"]["egress"] == [{"to": [pod["minio"]], "ports": tcp}]
     assert nps["minio-buckets"]["ingress"] == []
     dns = nps["dns-egress"]["egress"][0]
@@ -235,6 +238,7 @@ def test_longtail_denies_all_traffic_but_the_flows_it_needs(kind):
     # The policies' ports are the Services' ports.
     assert [p["port"] for p in find(kind, "Service", "minio", "longtail")["spec"]["ports"]] == [9000]
     assert [p["port"] for p in find(kind, "Service", "mlflow", "longtail")["spec"]["ports"]] == [5000]
+    assert [p["port"] for p in find(kind, "Service", "postgres", "longtail")["spec"]["ports"]] == [5432]
 
 
 def test_the_step_namespace_is_labelled_for_the_policies_and_pod_security(kind):
@@ -263,7 +267,8 @@ def test_mlflow_requires_basic_auth_with_credentials_from_secrets(kind):
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret and ref["key"] in find(kind, "Secret", secret, "longtail")["data"]
     ini = find(kind, "ConfigMap", "mlflow-auth", "longtail")["data"]["basic_auth.ini"]
-    assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini and "admin_password" not in ini
+    assert "database_uri = postgresql+psycopg://mlflow@postgres.longtail.svc:5432/mlflow_auth" in ini
+    assert "admin_password" not in ini
     assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
     # The steps log in with the same user, from the Secret beside kfp-launcher.
     steps = find(kind, "Secret", "longtail-mlflow", "kubeflow")["data"]
@@ -309,4 +314,38 @@ def test_the_seaweedfs_overlay_answers_where_minio_did(rendered):
     assert "minio" not in nps and nps["seaweedfs"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8333}]
     assert selects(nps["seaweedfs"], pod["metadata"]["labels"])
     assert nps["mlflow"]["egress"] == [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "seaweedfs"}}}],
-                                        "ports": [{"protocol": "TCP", "port": 8333}]}]
+                                        "ports": [{"protocol": "TCP", "port": 8333}]},
+                                       {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}],
+                                        "ports": [{"protocol": "TCP", "port": 5432}]}]
+
+
+def test_mlflow_keeps_its_store_in_postgres_reached_through_secrets(kind):
+    """No volume of MLflow's own: the store URI from the Secret mlflow-store, the basic-auth database's
+    password from the Secret postgres (which PostgreSQL reads as a file), several workers."""
+    spec = find(kind, "Deployment", "mlflow", "longtail")["spec"]
+    pod = spec["template"]["spec"]
+    mlflow = pod["containers"][0]
+    assert "--backend-store-uri" not in mlflow["command"]
+    assert int(mlflow["command"][mlflow["command"].index("--workers") + 1]) > 1
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert "strategy" not in spec, "Recreate was for SQLite on one volume"
+    assert not [o for o in kind if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == "mlflow-db"]
+    env = {e["name"]: e for e in mlflow["env"]}
+    for name, secret, key in (("MLFLOW_BACKEND_STORE_URI", "mlflow-store", "MLFLOW_BACKEND_STORE_URI"),
+                              ("PGPASSWORD", "postgres", "POSTGRES_PASSWORD")):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (secret, key)
+        assert key in find(kind, "Secret", secret, "longtail")["data"]
+    postgres = find(kind, "StatefulSet", "postgres", "longtail")["spec"]
+    container = postgres["template"]["spec"]["containers"][0]
+    pg_env = {e["name"]: e.get("value") for e in container["env"]}
+    assert pg_env["POSTGRES_USER"] == "mlflow" and pg_env["POSTGRES_DB"] == "mlflow"
+    assert "POSTGRES_PASSWORD" not in pg_env, "the password is read as a file, not from the environment"
+    secret_volume = next(v for v in postgres["template"]["spec"]["volumes"] if "secret" in v)
+    assert secret_volume["secret"]["secretName"] == "postgres"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == secret_volume["name"])
+    assert pg_env["POSTGRES_PASSWORD_FILE"] == f"{mount['mountPath']}/POSTGRES_PASSWORD"
+    assert pg_env["PGDATA"].startswith(next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data") + "/")
+    assert [t["metadata"]["name"] for t in postgres["volumeClaimTemplates"]] == ["data"]
+    init = find(kind, "ConfigMap", "postgres-init", "longtail")["data"]
+    assert "CREATE DATABASE mlflow_auth;" in "".join(init.values())

@@ -17,8 +17,9 @@ PATTERNS = {
     "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
     "AWS secret key literal": re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+=]{20,}"),
     "MinIO default credentials": re.compile(r"(?i)minioadmin"),
+    # On one line: a YAML key whose value is a mapping below it (a Pod's `secret:` volume) holds no literal.
     "password/secret/token literal": re.compile(
-        r"(?i)\b(password|passwd|secret|token)\b\s*[:=]\s*[\"']?(?![\"'$<{(])[^\s\"']{6,}"),
+        r"(?i)\b(password|passwd|secret|token)\b[ \t]*[:=][ \t]*[\"']?(?![\"'$<{(])[^\s\"']{6,}"),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 }
 # Files this scan covers: everything that ends up in an image, a cluster or a workflow.
@@ -51,6 +52,7 @@ def test_the_patterns_catch_what_they_are_for():
     assert not findings("key: MINIO_ROOT_PASSWORD", "x")
     assert not findings('password="${MINIO_ROOT_PASSWORD}"', "x")
     assert not findings("MINIO_ROOT_PASSWORD=", "x")
+    assert not findings("secret:\n  secretName: postgres", "x")
 
 
 def test_no_secret_in_repo_files():

@@ -61,3 +61,22 @@ def test_the_global_tracking_uri_and_the_environment_are_put_back(monkeypatch, t
         assert mlflow.get_tracking_uri() == inside
     assert os.environ.get(TRACKING_URI_ENV) == env_before
     assert mlflow.get_tracking_uri() == before
+
+
+def test_an_experiment_another_training_creates_meanwhile_is_taken(tmp_path, monkeypatch):
+    """Parallel trainings all miss the experiment and all create it: the losers take the winner's."""
+    from longtail.tracking.store import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    winner = mlflow.MlflowClient(uri).create_experiment("parallel")
+    lookup = mlflow.MlflowClient.get_experiment_by_name
+    missed = []
+
+    def miss_once(self, name):
+        if not missed:  # the lookup ran before the other training's create
+            missed.append(name)
+            return None
+        return lookup(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", miss_once)
+    assert ensure_experiment("parallel", uri) == winner and missed == ["parallel"]

@@ -95,7 +95,8 @@ def log_datasets(tracking_uri: str, run_id: str, datasets: list[SplitDataset]) -
         except mlflow.exceptions.MlflowException as e:
             # Sweep children train in parallel and record the same train/val datasets at the same
             # moment: the store inserts a dataset row it did not see a moment ago and one of them
-            # loses the race on the (experiment, name, digest) key. Asked again, the store finds the
-            # row and only links it to this run.
-            if "UNIQUE constraint" not in str(e) or attempt == DATASET_INSERT_ATTEMPTS - 1:
+            # loses the race on the (experiment, name, digest) key: SQLite's "UNIQUE constraint failed",
+            # PostgreSQL's "duplicate key value violates unique constraint". Asked again, the store
+            # finds the row and only links it to this run.
+            if "unique constraint" not in str(e).lower() or attempt == DATASET_INSERT_ATTEMPTS - 1:
                 raise

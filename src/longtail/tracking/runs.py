@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,10 @@ BATCH_LIMIT = 100
 SYSTEM_METRICS_INTERVAL_S = 5.0
 # MLflow's own switch; longtail logs system metrics unless it is set to false/0.
 SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+# How long finish() waits for a store that stopped answering (a database restarting after a crash)
+# to record the run's end, so that it is not left RUNNING; tries FINISH_RETRY_S apart.
+FINISH_PATIENCE_S = 60.0
+FINISH_RETRY_S = 2.0
 
 
 def system_metrics_enabled(environ: Any) -> bool:
@@ -68,33 +75,54 @@ class TrainingRun:
         self.run_id = run_id
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
 
+    @contextlib.contextmanager
+    def store_errors(self) -> Iterator[None]:
+        """The store failing mid-run (a server or its database gone) as one line naming the store.
+
+        Raises:
+            LongtailError: in place of MLflow's exception or the HTTP client's, credentials hidden.
+        """
+        import requests
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except (MlflowException, requests.RequestException) as e:
+            reason = redact(" ".join(str(getattr(e, "message", None) or e).split()))
+            raise LongtailError(
+                f"MLflow tracking store {redact(self.tracking_uri)} failed during run {self.run_id}: {reason}; "
+                "check the server and its database, then run again"
+            ) from None
+
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params (values as strings; None as 'null')."""
         from mlflow.entities import Param
 
         items = [Param(k, "null" if v is None else str(v)) for k, v in sorted(params.items())]
-        for i in range(0, len(items), BATCH_LIMIT):
-            self.client.log_batch(self.run_id, params=items[i: i + BATCH_LIMIT])
+        with self.store_errors():
+            for i in range(0, len(items), BATCH_LIMIT):
+                self.client.log_batch(self.run_id, params=items[i: i + BATCH_LIMIT])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log one epoch's metrics at `step` (the 0-based epoch)."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
-        for i in range(0, len(items), BATCH_LIMIT):
-            self.client.log_batch(self.run_id, metrics=items[i: i + BATCH_LIMIT])
+        with self.store_errors():
+            for i in range(0, len(items), BATCH_LIMIT):
+                self.client.log_batch(self.run_id, metrics=items[i: i + BATCH_LIMIT])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set tags (values as strings)."""
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        with self.store_errors():
+            for k, v in tags.items():
+                self.client.set_tag(self.run_id, k, str(v))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one local file."""
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with self.store_errors():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_keras_model(self, model: Any, input_example: Any, extra_files: list[Path]) -> str:
         """Log the model (flavours keras and python_function, tracking/served.py), plus `extra_files`.
@@ -121,7 +149,7 @@ class TrainingRun:
             raise LongtailError(f"log_keras_model needs the model directory's {PREPROCESSING_FILE} among extra_files")
         # Explicit requirements: inferring them would load the model again in a subprocess.
         requirements = [f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"]
-        with fluent_tracking_uri(self.tracking_uri), env_run_id_hidden(), \
+        with self.store_errors(), fluent_tracking_uri(self.tracking_uri), env_run_id_hidden(), \
                 mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             # No serving check at log time (it would load the network a second time in every training);
             # tests/integration/test_served_model.py serves a logged model.
@@ -129,13 +157,15 @@ class TrainingRun:
                              tensor_example=input_example, model_dir=model_dir, pip_requirements=requirements,
                              validate_serving_input=False)
         for path in extra_files:
-            self.client.log_model_artifact(info.model_id, str(path))
+            with self.store_errors():
+                self.client.log_model_artifact(info.model_id, str(path))
             self.log_artifact(path)
         return info.model_uri
 
     def log_datasets(self, datasets: list[SplitDataset]) -> None:
         """Record the splits this run read as its dataset inputs (the UI's Datasets column)."""
-        log_datasets(self.tracking_uri, self.run_id, datasets)
+        with self.store_errors():
+            log_datasets(self.tracking_uri, self.run_id, datasets)
 
     def system_metrics(self, enabled: bool = True, resumed: bool = False) -> Any:
         """A started MLflow SystemMetricsMonitor on this run (CPU, memory, disk, network; GPU where
@@ -149,9 +179,27 @@ class TrainingRun:
         monitor.start()
         return monitor
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED or FAILED."""
-        self.client.set_terminated(self.run_id, status=status)
+    def finish(self, status: str = "FINISHED", patience_s: float = FINISH_PATIENCE_S) -> None:
+        """Mark the run FINISHED or FAILED, trying again for up to `patience_s` while the store does not
+        answer (its database restarting), so that a run ended by the store's failure ends FAILED, not RUNNING.
+
+        Raises:
+            LongtailError: FINISHED could not be recorded in time. A FAILED that cannot be is logged
+                instead: the error that failed the run is the one to show.
+        """
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                with self.store_errors():
+                    self.client.set_terminated(self.run_id, status=status)
+                return
+            except LongtailError as e:
+                if time.monotonic() + FINISH_RETRY_S > deadline:
+                    if status != "FAILED":
+                        raise
+                    log.warning("MLflow run %s is left RUNNING, not marked FAILED: %s", self.run_id, e)
+                    return
+                time.sleep(FINISH_RETRY_S)
 
 
 def _tf_version() -> str:

@@ -23,7 +23,7 @@ from longtail.tracking.names import (
     SOURCE_NAME_TAG,
     SOURCE_TYPE_TAG,
 )
-from longtail.tracking_env import TRACKING_URI_ENV, tracking_env_edge
+from longtail.tracking_env import TRACKING_URI_ENV, is_postgres_uri, tracking_env_edge
 
 DEFAULT_HOME = Path(".longtail")
 def tracking_uri_from_env(environ: MutableMapping[str, str], home: str | Path = DEFAULT_HOME) -> str:
@@ -44,12 +44,13 @@ def resolve_tracking_uri(env_value: str | None, home: str | Path = DEFAULT_HOME)
 
     A relative SQLite path (sqlite:///m.db) is made absolute here, so every step and the artifact
     folder beside it name the same file whatever their working folder; a SQLite store that cannot
-    work is refused here (check_sqlite_store), before MLflow retries it for minutes.
+    work is refused here (check_sqlite_store), before MLflow retries it for minutes. A PostgreSQL
+    URI without a driver (postgresql://) gets the one longtail installs (postgres_store_uri).
 
     Raises:
         LongtailError: a SQLite store whose folder is missing or unwritable, or a file that is no database.
     """
-    uri = env_value or default_tracking_uri(home)
+    uri = postgres_store_uri(env_value or default_tracking_uri(home))
     path = uri[len(SQLITE_PREFIX):] if uri.startswith(SQLITE_PREFIX) else "/"
     if path and not path.startswith(("/", ":memory:")):
         uri = SQLITE_PREFIX + str(Path(path).resolve())
@@ -59,6 +60,47 @@ def resolve_tracking_uri(env_value: str | None, home: str | Path = DEFAULT_HOME)
 
 SQLITE_PREFIX = "sqlite:///"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# SQLAlchemy reads a bare postgresql:// as psycopg2, which longtail does not install; psycopg 3
+# (pyproject's psycopg[binary]) is postgresql+psycopg://.
+POSTGRES_PREFIX = "postgresql://"
+POSTGRES_DRIVER_PREFIX = "postgresql+psycopg://"
+# One bounded connection attempt to a PostgreSQL store before MLflow's own, which retries a dead
+# database for most of an hour (mlflow.store.db.utils.create_sqlalchemy_engine_with_retry).
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
+
+def postgres_store_uri(uri: str) -> str:
+    """`uri` with psycopg named as its driver when it is a PostgreSQL URI without one; else unchanged."""
+    if uri.lower().startswith(POSTGRES_PREFIX):
+        return POSTGRES_DRIVER_PREFIX + uri[len(POSTGRES_PREFIX):]
+    return uri
+
+
+def check_postgres_store(tracking_uri: str, timeout_s: float = POSTGRES_CONNECT_TIMEOUT_S) -> None:
+    """Connect to a PostgreSQL store once, within `timeout_s`; nothing for other URIs.
+
+    The user and password come from the URI or, once the CLI edge moved them, PGUSER/PGPASSWORD.
+
+    Raises:
+        LongtailError: naming the store (credentials hidden) and libpq's reason, on one line.
+    """
+    if not is_postgres_uri(tracking_uri):
+        return
+    try:
+        import psycopg
+    except ImportError:
+        raise LongtailError(
+            f"MLflow tracking store {redact(tracking_uri)} needs psycopg 3; pip install 'longtail[postgres]'"
+        ) from None
+    conninfo = "postgresql://" + tracking_uri.partition("://")[2]  # libpq's own URI form: no +driver
+    try:
+        psycopg.connect(conninfo, connect_timeout=max(1, round(timeout_s))).close()
+    except psycopg.Error as e:
+        reason = redact(" ".join(str(e).split()))
+        raise LongtailError(
+            f"MLflow tracking store {redact(tracking_uri)} is unreachable ({reason}); start the database, "
+            "fix MLFLOW_TRACKING_URI, or unset it to use the local SQLite store under .longtail/"
+        ) from None
 
 
 def check_sqlite_store(tracking_uri: str) -> None:
@@ -117,7 +159,14 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
         if tracking_uri.startswith(SQLITE_PREFIX):
             db = Path(tracking_uri[len(SQLITE_PREFIX):].split("?", 1)[0]).resolve()
             artifact_location = (db.parent / "mlruns").as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException as e:
+            # Trainings started together (a sweep's parallel trials) all miss the experiment above and
+            # all create it: the store keeps the first, and the others take it.
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment_id = client.get_experiment_by_name(name).experiment_id
     set_experiment_facts(client, experiment_id)
     return experiment_id
 
@@ -211,13 +260,15 @@ def env_run_id_hidden() -> Iterator[None]:
 def check_tracking_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, before any training, when an MLflow server does not answer.
 
-    http(s) URIs are probed (GET /health, bounded by `timeout_s`); a SQLite store's path is
-    checked (check_sqlite_store); it is created on first use.
+    http(s) URIs are probed (GET /health, bounded by `timeout_s`); a PostgreSQL store is connected
+    to once (check_postgres_store, same bound); a SQLite store's path is checked (check_sqlite_store);
+    it is created on first use.
 
     Raises:
         LongtailError: naming the URI and how to fix it.
     """
     check_sqlite_store(tracking_uri)
+    check_postgres_store(tracking_uri, timeout_s)
     if not tracking_uri.startswith(("http://", "https://")):
         return
     shown = redact(tracking_uri)
