@@ -108,7 +108,7 @@ def test_train_cli_logs_a_complete_mlflow_run(tmp_path: Path) -> None:
     assert {"model/MLmodel", "model/preprocessing.json"} <= model_files
     signature = json.loads(yaml.safe_load(Path(client.download_artifacts(
         run.info.run_id, "model/MLmodel", str(tmp_path))).read_text())["signature"]["inputs"])
-    assert signature == [{"type": "binary", "name": "image", "required": True}]  # raw images: test_served_model.py
+    assert signature == [{"type": "binary", "name": "image", "required": True}]  # raw images: test_champion_serving.py
     png = Path(client.download_artifacts(run.info.run_id, "curves.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

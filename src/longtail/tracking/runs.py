@@ -152,7 +152,7 @@ class TrainingRun:
         with self.store_errors(), fluent_tracking_uri(self.tracking_uri), env_run_id_hidden(), \
                 mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             # No serving check at log time (it would load the network a second time in every training);
-            # tests/integration/test_served_model.py serves a logged model.
+            # tests/integration/test_champion_serving.py serves a logged model.
             info = Model.log(None, served, name=MODEL_ARTIFACT, flavor_name="python_function", keras_model=model,
                              tensor_example=input_example, model_dir=model_dir, pip_requirements=requirements,
                              validate_serving_input=False)
