@@ -154,10 +154,12 @@ def test_the_demo_levers_sweep_adds_one_lever_per_row_to_the_demo():
                           "model.args.weight_decay", "evaluate.tta_shift"},
         "all-40-epochs": {"train.optimizer.ema", "train.augmentation.erase", "evaluate.tta", "train.epochs",
                           "model.args.weight_decay", "evaluate.tta_shift"},
+        "panel": {"train.optimizer.ema", "train.augmentation.erase", "train.augmentation.flip", "train.epochs",
+                  "train.min_steps_per_epoch", "model.args.weight_decay", "evaluate.tta_shift"},
     }
     assert configs["all-shift-tta"]["train.epochs"] == 28 and configs["all-40-epochs"]["train.epochs"] == 40
     # The last row is the demo as it stands.
     demo = flatten(config_to_dict(load_sweep([REPO / "experiments" / "demo.yaml"])[0]))
-    assert list(configs)[-1] == "all-40-epochs"
-    assert {k: v for k, v in configs["all-40-epochs"].items() if k != "name"} == {
+    assert list(configs)[-1] == "panel"
+    assert {k: v for k, v in configs["panel"].items() if k != "name"} == {
         k: v for k, v in demo.items() if k != "name"}
