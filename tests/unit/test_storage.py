@@ -112,13 +112,18 @@ def test_unreachable_endpoint_is_a_bounded_clear_error_without_credentials(monke
     assert "SENTINEL" not in message.upper()
 
 
-def test_missing_credentials_say_which_variables(monkeypatch, tmp_path):
+def without_credentials(monkeypatch, tmp_path) -> S3Settings:
+    """No AWS credentials anywhere boto3 or obstore would look; settings for a closed local port."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
+    return S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
+
+
+def test_missing_credentials_say_which_variables(monkeypatch, tmp_path):
+    settings = without_credentials(monkeypatch, tmp_path)
     with pytest.raises(StorageError, match="no S3 credentials found; set AWS_ACCESS_KEY_ID"):
         storage.list_files("s3://bkt/prefix", settings)
 
@@ -167,11 +172,6 @@ def test_an_object_read_through_obstore_is_bounded_and_clear_when_the_endpoint_i
 
 
 def test_an_object_read_through_obstore_without_credentials_says_which_variables(monkeypatch, tmp_path):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{closed_port()}", region="us-east-1")
+    settings = without_credentials(monkeypatch, tmp_path)
     with pytest.raises(StorageError, match="no S3 credentials found; set AWS_ACCESS_KEY_ID"):
         storage.read_object("s3://bkt/a.jpg", settings)
