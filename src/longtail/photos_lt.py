@@ -74,10 +74,12 @@ def make_photos_lt(out_dir: str | Path, imbalance: float = 20.0, seed: int = 0, 
     photos = _photos()
     rng = np.random.default_rng(seed)
     n_classes = len(PHOTOS_CLASSES)
-    train_images = np.stack([render_crop(photos[REGIONS[name][0]], REGIONS[name][1], rng)
-                             for name in PHOTOS_CLASSES for _ in range(n_max)])
-    test_images = np.stack([render_crop(photos[REGIONS[name][0]], REGIONS[name][1], rng)
-                            for name in PHOTOS_CLASSES for _ in range(test_per_class)])
+
+    def crops(per_class: int) -> np.ndarray:
+        return np.stack([render_crop(photos[REGIONS[name][0]], REGIONS[name][1], rng)
+                         for name in PHOTOS_CLASSES for _ in range(per_class)])
+
+    train_images, test_images = crops(n_max), crops(test_per_class)  # in this order: the seed's draws
     return _write_long_tail(
         out_dir,
         name="photos-lt",
