@@ -1,14 +1,14 @@
-"""The experiment config: a YAML file, validated field by field, every field defaulted."""
+"""The experiment config: one dataclass per section, every field declared once and defaulted.
+
+Each field's declaration holds its type, default, bounds and whether it is a pipeline knob. A YAML
+file is read by the hardened loader (`yaml_loader.py`), `key=value` overrides are applied
+(`config_overrides.py`), and the mapping is checked and built into these dataclasses (`coercion.py`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
-import math
-import re
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,65 +18,19 @@ import yaml
 
 from longtail.atomic_file import write_text
 from longtail.class_weights import BETA_RULE, WeightScheme, beta_in_range
+from longtail.coercion import build_dataclass, refuse_shared
+from longtail.config_overrides import apply_overrides
 from longtail.errors import ConfigError
 from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
 from longtail.losses import check_loss
 from longtail.name_registry import declared_in_package
 from longtail.seed import SEED_MAX
+from longtail.yaml_loader import read_yaml_file
 
 # Upper bounds that catch a typo (an extra zero) before it costs days of compute or all memory.
 EPOCHS_MAX, BATCH_SIZE_MAX = 10_000, 65_536
 # A learning rate above this is a typo (1e30 for 1e-3), and trains to NaN.
 LR_MAX = 10.0
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases: a config has no need for them, and an alias bomb
-    (a few hundred bytes naming each other) expands into gigabytes in any walk over the tree."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(
-                f"YAML alias *{event.anchor} at line {event.start_mark.line + 1} is not allowed in a config; "
-                "write the value out in full"
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        """Refuse a key given twice in one mapping (PyYAML keeps the last one silently)."""
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                line = key_node.start_mark.line + 1
-                if key_node.value in first:
-                    raise ConfigError(
-                        f"duplicate key {key_node.value!r} at line {line} (first at line {first[key_node.value]}); "
-                        "keep one"
-                    )
-                first[key_node.value] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-# YAML 1.2 numbers: PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so
-# 1e-3 and 5E4 would load as strings.
-_NoAliasLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml(text: str, where: str) -> Any:
-    """Parse config YAML (aliases refused) with any failure as a one-line ConfigError naming `where`."""
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(e).split())}") from None
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except RecursionError:
-        raise ConfigError(f"{where} is nested too deeply to be a config") from None
 
 
 @dataclass(frozen=True)
@@ -158,7 +112,7 @@ class PreprocessConfig:
 
 @dataclass
 class WeightsConfig:
-    """Class weights for the loss (the log's EXP9 'effective number of samples')."""
+    """Class weights for the loss (the effective number of samples: docs/seed-log.md "EXP9")."""
 
     scheme: WeightScheme = setting("effective-number", knob="weight_scheme")
     beta: float = setting(0.999, Bound(beta_in_range, BETA_RULE), knob="weight_beta")
@@ -250,7 +204,7 @@ class LRConfig:
 
 @dataclass
 class LabelSmoothingConfig:
-    """Label smoothing: in the loss (EXP8) or on the one-hot targets on the fly (EXP7)."""
+    """Label smoothing: in the loss or on the one-hot targets on the fly (docs/seed-log.md "EXP8", "EXP7")."""
 
     factor: float = setting(0.0, unit_interval(closed_low=True), knob="label_smoothing")
     mode: Literal["loss", "labels"] = setting("loss", knob="smoothing_mode")
@@ -260,7 +214,7 @@ class LabelSmoothingConfig:
 class AugmentationConfig:
     """Random train-time augmentation.
 
-    Where each suits (benchmarks/panel.py measures them on several datasets; README "The demo's levers"):
+    Where each suits (benchmarks/panel.py measures them on several datasets; docs/methods.md "The demo's levers"):
     - flip (left-right mirror): photos, clothes, objects, whose mirror image is the same class; wrong
       for digits, letters and text, where a mirror is another symbol or none;
     - shift (a fraction of the side, zero-padded): almost any image data; less where position is the
@@ -385,138 +339,11 @@ class ExperimentConfig:
         self.train.loss.check()
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`, converting only lossless cases (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"config field {where} must be {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config field {where} must be null, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(
-                f"config field {where} must be one of {', '.join(map(str, allowed))}, got {value!r}"
-            )
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
-        return _build(tp, value, where)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config field {where} must be a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config field {where} must be a mapping, got {value!r}")
-        _refuse_non_finite(value, where)
-        return {k: _integral_floats_to_int(v) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config field {where} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        # KFP passes dict parameters as protobuf Structs, where every number is a double.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config field {where} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"config field {where} must be a finite number, got {value!r}")
-            return float(value)
-        raise ConfigError(f"config field {where} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"config field {where} must be a string, got {value!r}")
-    return value
-
-
-def _integral_floats_to_int(value: Any) -> Any:
-    """3.0 -> 3 inside free-form mappings (model.args): a KFP dict parameter travels as a protobuf
-    Struct, where every number is a double, and Keras refuses float layer sizes."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_integral_floats_to_int(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _integral_floats_to_int(v) for k, v in value.items()}
-    return value
-
-
-def _refuse_non_finite(value: Any, where: str) -> None:
-    """Free-form values (model.args) hold no .inf or .nan either."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config field {where} must be a finite number, got {value!r}")
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _refuse_non_finite(v, f"{where}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _refuse_non_finite(v, f"{where}.{k}")
-
-
-def _refuse_shared(value: Any, where: str, seen: set[int]) -> None:
-    """Refuse a mapping whose tree reaches one list or dict twice: what YAML aliases make (from a
-    loader other than load_yaml's), and what turns a walk over a few hundred bytes into gigabytes."""
-    if not isinstance(value, dict | list) or not value:  # a shared empty container costs nothing
-        return
-    if id(value) in seen:
-        raise ConfigError(f"config field {where} repeats a shared value (a YAML alias?); write each value out in full")
-    seen.add(id(value))
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _refuse_shared(v, f"{where}[{i}]", seen)
-    else:
-        for k, v in value.items():
-            _refuse_shared(v, f"{where}.{k}" if where else str(k), seen)
-
-
 # Fields that were renamed: the old key's one-line error gives the new spelling.
 RENAMED = {
     "train.mixed_precision": "write train.precision: mixed_float16 (true), float32 (false), "
                              "or auto (what the machine computes fast)",
 }
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if where in RENAMED:
-            raise ConfigError(f"config field {where} is gone: {RENAMED[where]}")
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
-            raise ConfigError(f"unknown config field {where}{hint} (known: {', '.join(names)})")
-        kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
 
 
 def _check_bounds(section: Any, prefix: str = "") -> None:
@@ -535,51 +362,11 @@ def config_from_dict(raw: dict[str, Any] | None) -> ExperimentConfig:
     Raises:
         ConfigError: naming the first bad field and what it must be.
     """
-    _refuse_shared(raw or {}, "", set())
-    cfg = _build(ExperimentConfig, raw or {})
+    refuse_shared(raw or {}, "", set())
+    cfg = build_dataclass(ExperimentConfig, raw or {}, RENAMED)
     _check_bounds(cfg)
     cfg.check()
     return cfg
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split 'train.lr.power=2.5' into (['train', 'lr', 'power'], 2.5), the value parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
-    key, value = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override {text!r} has an empty key")
-    return parts, load_yaml(value, f"override {text!r}: the value") if value.strip() else ""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with each key=value override set (nested keys with dots)."""
-    out = yaml.safe_load(yaml.safe_dump(raw or {}))
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {p} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def read_yaml_file(path: str | Path) -> Any:
-    """A config or sweep YAML file's content, with each way it can be unreadable a one-line ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    return load_yaml(text, f"config file {path}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

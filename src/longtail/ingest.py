@@ -3,345 +3,43 @@
 Neither the decoders (OpenCV, Pillow) nor h5py are imported here at the top: ingest lists and plans
 the source and starts the decoding pool first, and loads them while the pool decodes its first batches
 (decode_and_write). On 2 cores that is 0.1 s of the second core's time the pool used to wait.
+
+The listing is `sources.py`, the plan (classes kept, the stratified split) `ingest_plan.py`, and the
+writes into each split file `split_sink.py`; here they are run in order, duplicates found, and the
+report made.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-import posixpath
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from longtail import decode_pool, decode_server, storage
 from longtail.atomic_file import remove_stale_temps
+from longtail.decoded_batch import channel_sums
 from longtail.errors import DataError
+from longtail.ingest_plan import IngestPlan, plan_ingest
 from longtail.ingest_report import INGEST_FILE
 from longtail.output_lock import output_lock
-from longtail.pixel_settings import PixelSettings, is_image_name
+from longtail.pixel_settings import PixelSettings
 from longtail.seed import SEED_MAX
+from longtail.sources import Rejections, RepeatedWarning, SourceFile, list_source
+from longtail.split_sink import SplitSink
 from longtail.storage import S3Settings
 
-if TYPE_CHECKING:
-    from longtail.splits import SplitWriter
-
 log = logging.getLogger(__name__)
-
-# Rows gathered before each HDF5 write: 16 chunks of 64, so every write fills whole chunks.
-FLUSH_ROWS = 1024
-# ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
-# beyond it they are only counted, so a million missing files make a report of kilobytes.
-LISTED_MAX = 100
-# A manifest on S3 is read whole (a local one is streamed): 10 million rows of 100 bytes.
-MANIFEST_MAX_BYTES = 2**30
-
-
-@dataclass
-class Rejections:
-    """Rejected files, bounded: the first LISTED_MAX as {path, reason}, every one counted per reason."""
-
-    listed: list[dict[str, str]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, path: str, reason: str) -> None:
-        """Count a rejected file, and name it while fewer than LISTED_MAX are named."""
-        self.counts[reason] += 1
-        if len(self.listed) < LISTED_MAX:
-            self.listed.append({"path": path, "reason": reason})
-
-    @property
-    def total(self) -> int:
-        """Every rejected file, named or not."""
-        return sum(self.counts.values())
-
-
-class RepeatedWarning:
-    """One log line per case for the first LISTED_MAX cases, then a count (summary() says how many more)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.count = 0
-
-    def warn(self, msg: str, *args: Any) -> None:
-        """Log `msg` unless LISTED_MAX lines of this kind were logged already; count it either way."""
-        self.count += 1
-        if self.count <= LISTED_MAX:
-            log.warning(msg, *args)
-
-    def summary(self) -> None:
-        """One line for the cases not logged one by one."""
-        if self.count > LISTED_MAX:
-            log.warning("... and %d more %s (%d in all)", self.count - LISTED_MAX, self.what, self.count)
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One candidate image: where to read it, its id (path relative to SOURCE) and its label."""
-
-    uri: str
-    relative: str
-    label: str | None
-
-
-@dataclass
-class Listing:
-    """What a SOURCE holds before anything is decoded."""
-
-    files: list[SourceFile]
-    ignored: int = 0
-    rejected: Rejections = field(default_factory=Rejections)
-    loose_images: int = 0  # images directly in a labelled folder's root (no class folder)
-    duplicates: int = 0  # manifest rows repeating an earlier row (same path, same label)
-
-
-def _hidden(relative: str) -> bool:
-    """True if any part of a relative path starts with a dot (a hidden file, or one in a hidden folder)."""
-    return relative.startswith(".") or "/." in relative
-
-
-def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None = None) -> Listing:
-    """List the candidate images of a SOURCE: a folder of class folders, a CSV manifest, or an
-    s3:// prefix of either. Hidden files and files without an image extension are counted as ignored.
-
-    Raises:
-        DataError: the SOURCE does not exist or a manifest is malformed.
-        StorageError: the S3 endpoint or bucket cannot be reached.
-    """
-    if source.lower().endswith(".csv"):
-        return _list_manifest(source, unlabelled=unlabelled, s3=s3)
-    if not storage.is_s3(source) and not Path(source).is_dir():
-        raise DataError(
-            f"ingest source not found: {source} (expected a folder of class folders, a CSV manifest "
-            "path,label or an s3://bucket/prefix)"
-        )
-    listing = Listing(files=[])
-    labels: dict[str, str] = {}  # one string per label, shared by every file of the class
-    for f in storage.list_files(source, s3):
-        if _hidden(f.relative) or not is_image_name(f.relative):
-            listing.ignored += 1
-            continue
-        if f.refused:
-            listing.rejected.add(f.relative, f.refused)
-            continue
-        slash = f.relative.find("/")
-        if unlabelled:
-            listing.files.append(SourceFile(f.uri, f.relative, None))
-        elif slash < 0:
-            listing.ignored += 1
-            listing.loose_images += 1
-        else:
-            listing.files.append(SourceFile(f.uri, f.relative, labels.setdefault(label := f.relative[:slash], label)))
-    return listing
-
-
-def _manifest_lines(source: str, s3: S3Settings | None) -> Iterator[str]:
-    """A manifest's lines: streamed from a local file (a regular file only), whole from S3."""
-    try:
-        if storage.is_s3(source):
-            text = storage.read_bytes(source, s3, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8-sig")
-            yield from io.StringIO(text, newline="")
-            return
-        if not Path(source).is_file():
-            storage.read_bytes(source, max_bytes=0)  # raises: not found, or not a regular file (a FIFO)
-        with open(source, encoding="utf-8-sig", newline="") as f:
-            yield from f
-    except storage.ObjectNotFound:
-        raise DataError(f"ingest manifest not found: {source}") from None
-    except storage.ReadRefused as e:
-        raise DataError(f"ingest manifest {source}: {e}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"manifest {source} is not UTF-8 text") from None
-
-
-def _list_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> Listing:
-    """Rows of a CSV manifest, paths relative to the CSV's folder; rows whose file is missing are rejected."""
-    try:
-        return _read_manifest(source, unlabelled=unlabelled, s3=s3)
-    except csv.Error as e:  # a field over csv.field_size_limit(), a NUL byte
-        raise DataError(f"manifest {source} is not a valid CSV: {e}") from None
-
-
-def _read_manifest(source: str, *, unlabelled: bool, s3: S3Settings | None) -> Listing:
-    reader = csv.DictReader(_manifest_lines(source, s3))
-    columns = [c.strip() for c in reader.fieldnames or []]
-    reader.fieldnames = columns
-    if "path" not in columns:
-        raise DataError(f"manifest {source} needs a header with a 'path' column, found {columns}")
-    if not unlabelled and "label" not in columns:
-        raise DataError(f"manifest {source} has no 'label' column; add path,label or pass --unlabelled")
-    base = source.rsplit("/", 1)[0] if storage.is_s3(source) else str(Path(source).parent)
-    # S3: one listing of the prefix. Local: only the files the rows name are looked at, so a
-    # manifest beside unrelated trees (or a symlink loop) costs nothing.
-    present = {f.relative: f for f in storage.list_files(base, s3)} if storage.is_s3(source) else None
-    listing = Listing(files=[])
-    repeats = RepeatedWarning("repeated manifest rows")
-    labels: dict[str, str] = {}  # one string per label, shared by every row naming it
-    first_row: dict[str, tuple[int, str | None]] = {}  # normalised path -> (line, label) of its first row
-    for line, row in enumerate(reader, start=2):
-        path = row.get("path") or ""
-        if "\x00" in path:
-            raise DataError(f"manifest {source} line {line}: the path holds a NUL byte")
-        relative = posixpath.normpath(path.strip().replace("\\", "/"))
-        if relative in ("", ".") or relative == ".." or relative.startswith("../") or relative.startswith("/"):
-            raise DataError(f"manifest {source} line {line}: path {row.get('path')!r} must be relative to the CSV's folder")
-        label = None if unlabelled else labels.setdefault(text := (row.get("label") or "").strip(), text)
-        if label == "":
-            raise DataError(f"manifest {source} line {line}: {relative} has no label")
-        if _hidden(relative) or not is_image_name(relative):
-            listing.ignored += 1
-            continue
-        # Rows of missing files are counted, never kept: a million of them cost no memory.
-        found = present.get(relative) if present is not None else storage.find_file(base, relative)
-        if found is None:
-            listing.rejected.add(relative, "listed in the manifest but not found")
-            continue
-        if found.refused:
-            listing.rejected.add(relative, found.refused)
-            continue
-        if relative in first_row:
-            first_line, first_label = first_row[relative]
-            if first_label != label:
-                raise DataError(
-                    f"manifest {source} lines {first_line} and {line} give {relative} two labels "
-                    f"({first_label!r} and {label!r}); keep one row per file"
-                )
-            repeats.warn("manifest %s line %d repeats %s from line %d; counted once", source, line, relative,
-                         first_line)
-            listing.duplicates += 1
-            continue
-        first_row[relative] = (line, label)
-        listing.files.append(SourceFile(found.uri, relative, label))
-    repeats.summary()
-    return listing
-
-
-def select_classes(counts: dict[str, int], *, min_per_class: int = 0, max_classes: int | None = None) -> list[str]:
-    """The classes kept: at least `min_per_class` images, then the `max_classes` largest (ties by name).
-
-    Returns:
-        Kept class names, sorted (the index of each is its label).
-    """
-    if min_per_class < 0:
-        raise DataError(f"--min-per-class must be >= 0, got {min_per_class}")
-    if max_classes is not None and max_classes < 1:
-        raise DataError(f"--max-classes must be >= 1, got {max_classes}")
-    kept = [c for c, n in counts.items() if n >= min_per_class]
-    if max_classes is not None:
-        kept = sorted(kept, key=lambda c: (-counts[c], c))[:max_classes]
-    return sorted(kept)
-
-
-def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Row indices (train, val), each class split in the same proportion, rows shuffled (seeded).
-
-    Each class gives round(n * val_fraction) rows to val, but always keeps one for train. Rows are
-    shuffled so any contiguous slice of a split mixes classes (chunked reads stay representative).
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    train: list[int] = []
-    val: list[int] = []
-    for label in sorted(by_class):
-        rows = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
-        n_val = min(int(round(len(rows) * val_fraction)), len(rows) - 1)
-        val.extend(rows[:n_val].tolist())
-        train.extend(rows[n_val:].tolist())
-    return [train[i] for i in rng.permutation(len(train))], [val[i] for i in rng.permutation(len(val))]
-
-
-@dataclass
-class _SplitSink:
-    """Streams the decoded rows of one split into its file.
-
-    Images go to the file a whole chunk at a time as they come: a block that starts on a chunk
-    boundary is written straight from where it lies (a view of the pool's shared memory, reused once
-    add returns), and rows that come in pieces (after a rejected file) are gathered into one chunk
-    first. Ids and labels are written FLUSH_ROWS at a time.
-    """
-
-    writer: SplitWriter
-    labelled: bool
-    track_mean: bool
-    images_done: int = 0  # rows whose images are in the file: a multiple of the chunk rows until finish()
-    chunk: np.ndarray | None = None  # rows [images_done, images_done + staged) wait here for a whole chunk
-    staged: int = 0
-    ids_done: int = 0
-    ids: list[str] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
-    classes: set[int] = field(default_factory=set)
-
-    @property
-    def written(self) -> int:
-        """Rows added: those whose images are in the file and those gathered for the next chunk."""
-        return self.images_done + self.staged
-
-    def add(self, block: np.ndarray, ids: list[str], labels: list[int], channel_sums: np.ndarray) -> None:
-        """Add rows (a block of images, their ids and labels); the block is not kept after this returns.
-
-        channel_sums: the block's per-channel pixel sums (the worker took them), for the mean.
-        """
-        if not len(block):
-            return
-        if self.track_mean:
-            self.pixel_sum += channel_sums
-        self._add_images(block)
-        self.ids.extend(ids)
-        if self.labelled:
-            self.labels.extend(labels)
-            self.classes.update(labels)
-        if len(self.ids) >= FLUSH_ROWS:
-            self._write_ids()
-
-    def _add_images(self, block: np.ndarray) -> None:
-        rows = self.writer.chunk_rows
-        i = 0
-        if not self.staged:  # on a chunk boundary: the block's whole chunks go straight to the file
-            i = len(block) // rows * rows
-            if i:
-                self.writer.write_images(self.images_done, block[:i])
-                self.images_done += i
-        if i == len(block):
-            return
-        if self.chunk is None:
-            self.chunk = np.empty((rows, *block.shape[1:]), dtype=np.uint8)
-        while i < len(block):
-            take = min(rows - self.staged, len(block) - i)
-            self.chunk[self.staged : self.staged + take] = block[i : i + take]
-            self.staged, i = self.staged + take, i + take
-            if self.staged == rows:
-                self.writer.write_images(self.images_done, self.chunk)
-                self.images_done, self.staged = self.images_done + rows, 0
-
-    def _write_ids(self) -> None:
-        labels = np.asarray(self.labels, dtype=np.int32) if self.labelled else None
-        self.writer.write_ids(self.ids_done, self.ids, labels)
-        self.ids_done += len(self.ids)
-        self.ids, self.labels = [], []
-
-    def finish(self) -> None:
-        """Write what is still gathered: the last, partial chunk of images, and the last ids and labels."""
-        if self.staged and self.chunk is not None:
-            self.writer.write_images(self.images_done, self.chunk[: self.staged])
-            self.images_done, self.staged = self.images_done + self.staged, 0
-        self._write_ids()
 
 
 def ingest(
@@ -435,62 +133,6 @@ def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started
 
 
 @dataclass
-class IngestPlan:
-    """Which files go to which split, in which row order, with which label, before anything is decoded."""
-
-    source: str
-    listing: Listing
-    unlabelled: bool
-    files: list[SourceFile]
-    class_names: list[str]
-    labels: list[int]  # by index into `files`; empty when unlabelled
-    rows: dict[str, list[int]]  # split -> indices into `files`
-    filtered: dict[str, int]  # classes and images left out by --min-per-class / --max-classes
-
-
-def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int, min_per_class: int,
-                max_classes: int | None, unlabelled: bool) -> IngestPlan:
-    """Choose the classes and split the files stratified by class (or all into test when unlabelled).
-
-    Raises:
-        DataError: no images, no class with enough images, or only one class kept.
-    """
-    if not listing.files:
-        hint = (
-            f"; {listing.loose_images} images lie directly in it, not in class folders "
-            "(use --unlabelled for a flat test folder)"
-            if listing.loose_images
-            else ""
-        )
-        refused = listing.rejected
-        if refused.total:
-            reason, n = refused.counts.most_common(1)[0]
-            hint += f"; {refused.total} rejected, {n} of them {reason}, e.g. {refused.listed[0]['path']}"
-        raise DataError(f"no images found in {source} ({listing.ignored} files ignored){hint}")
-    if unlabelled:
-        return IngestPlan(source, listing, True, listing.files, [], [], {"test": list(range(len(listing.files)))},
-                          {"classes": 0, "images": 0})
-    counts = Counter(f.label for f in listing.files)
-    class_names = select_classes(dict(counts), min_per_class=min_per_class, max_classes=max_classes)  # type: ignore[arg-type]
-    if not class_names:
-        raise DataError(
-            f"no class of {source} has --min-per-class {min_per_class} images (largest has {max(counts.values())})"
-        )
-    if len(class_names) == 1:
-        raise DataError(
-            f"only one class ({class_names[0]!r}) of {source} is kept, and a classifier needs at least two "
-            "(one class trains to a meaningless macro-F1 of 1.0); add class folders or lower --min-per-class"
-        )
-    index = {name: i for i, name in enumerate(class_names)}
-    files = [f for f in listing.files if f.label in index]
-    labels = [index[f.label] for f in files]  # type: ignore[index]
-    train_rows, val_rows = stratified_split(labels, val_fraction, seed)
-    filtered = {"classes": len(counts) - len(class_names), "images": len(listing.files) - len(files)}
-    return IngestPlan(source, listing, False, files, class_names, labels, {"train": train_rows, "val": val_rows},
-                      filtered)
-
-
-@dataclass
 class WrittenSplits:
     """What decode_and_write put into the split files."""
 
@@ -520,7 +162,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     rejected = plan.listing.rejected
     accepted: list[tuple[str, str, int, str]] = []
     first_of: dict[str, SourceFile] = {}  # sha256 -> the first decoded file with those bytes
-    duplicates = RepeatedWarning("duplicate images")
+    duplicates = RepeatedWarning("duplicate images", log)
     # Batches never straddle two splits, so each decoded block goes to one writer whole.
     per_batch = decode_pool.BATCH_FILES
     batches = [(split, rows[i : i + per_batch]) for split, rows in plan.rows.items()
@@ -536,7 +178,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
         from longtail.splits import SplitWriter, split_file
 
         sinks = {
-            split: _SplitSink(
+            split: SplitSink(
                 stack.enter_context(
                     SplitWriter(
                         out / split_file(split), n=len(rows), image_size=settings.image_size,
@@ -567,7 +209,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
             pixels, sums = batch.pixels, batch.channel_sums
             if not all(keep_pixels):  # a duplicate image counts once: drop its row, and its pixels from the mean
                 pixels = pixels[np.asarray(keep_pixels, bool)]
-                sums = decode_pool.channel_sums(pixels)
+                sums = channel_sums(pixels)
             sinks[split].add(pixels, [files[r].relative for r in kept], [labels[r] for r in kept] if labels else [],
                              sums)
             bar.update(len(rows))
@@ -645,7 +287,7 @@ def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSetti
         "class_names": plan.class_names,
         "class_counts": {name: int(class_counts.get(name, 0)) for name in plan.class_names},
         "splits": written.split_counts,
-        # The first LISTED_MAX rejected files by name; every one counted per reason.
+        # The first sources.LISTED_MAX rejected files by name; every one counted per reason.
         "rejected": sorted(written.rejected.listed, key=lambda r: r["path"]),
         "rejected_total": written.rejected.total,
         "rejected_counts": dict(written.rejected.counts.most_common()),
@@ -679,7 +321,7 @@ def source_fingerprint(
 
 
 def _print_summary(result: dict[str, Any], classes_seen: dict[str, int]) -> None:
-    """The seed log's lines: "fetched 209 classes and 108764 images in total", then one per split."""
+    """The seed log's lines (docs/seed-log.md "EXP3"): "fetched 209 classes and 108764 images in total", then one per split."""
     if "test" in result["splits"]:
         print(f"fetched {result['n_images']} unlabelled images in total")
         print(f"test data has {result['splits']['test']} samples")

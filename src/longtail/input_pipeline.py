@@ -10,9 +10,9 @@ Rows are read in groups through one `tf.numpy_function` per group, never one row
   `train.memory_budget_mb` (`stream_plan`), so what the pipeline buffers stays within the budget.
 
 The order is a pure function of (seed, epoch), not of iterator state, so a training resumed at
-epoch k sees exactly the batches an uninterrupted one would (see `EpochPlan`). Augmentation uses
-stateless random ops seeded the same way. Scaling (Preprocessing.to_float) happens in float32
-after the uint8 colour operations of ingest, so mean subtraction cannot wrap around.
+epoch k sees exactly the batches an uninterrupted one would (see `EpochPlan`). Augmentation
+(`augmentation.py`) uses stateless random ops seeded the same way. Scaling (Preprocessing.to_float)
+happens in float32 after the uint8 colour operations of ingest, so mean subtraction cannot wrap around.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from longtail.augmentation import Augmentation, Mixing, augment, mix_if_on
 from longtail.config import TrainConfig
 from longtail.errors import DataError
 from longtail.preprocessing import Preprocessing
@@ -40,13 +41,10 @@ DEFAULT_STREAM_CHUNKS = 32
 # Fewest chunks per group when the budget is small: a batch still draws on rows from 4 places in the file.
 MIN_GROUP_CHUNKS = 4
 # Arrays alive per streamed stage, counted by stream_plan: a group read as numpy and held as a tensor;
-# while one batch is scaled, the cast and the scaled float32 copies; while it is also flipped, padded
-# and cropped, ~6 float32 batches' worth (each parallel map added ~18 MB of RSS at 64 px, batch 128).
+# while one batch is scaled, the cast and the scaled float32 copies; while it is also augmented, the
+# float32 batches the augmentation holds (augmentation.Augmentation.float_copies).
 READ_COPIES = 2
 FLOAT_COPIES = 2
-AUGMENT_FLOAT_COPIES = 6
-# Random erasing adds a noise batch and the erased output per batch.
-ERASE_FLOAT_COPIES = 2
 # What the streamed pipeline costs before it holds any rows: tf.data's threads and function graphs, the
 # open file and the labels (~10 MB of RSS over a process with the same imports, at 8 px).
 RUNTIME_BYTES = 12 * 2**20
@@ -55,49 +53,6 @@ MAX_PREFETCH = 2
 MAX_READS = 2
 # Rows per read when in memory (a whole number of batches).
 GROUP_ROWS = 2048
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Random train-time augmentation: horizontal flip, shift by pad + random crop, random erasing."""
-
-    flip: bool = True
-    shift: float = 0.1
-    erase: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Augmentation:
-        """From longtail.config.AugmentationConfig."""
-        return cls(flip=bool(cfg.flip), shift=float(cfg.shift), erase=float(cfg.erase))
-
-    @property
-    def float_copies(self) -> int:
-        """float32 batches alive while one batch is augmented (for stream_plan)."""
-        return AUGMENT_FLOAT_COPIES + (ERASE_FLOAT_COPIES if self.erase > 0 else 0)
-
-
-@dataclass(frozen=True)
-class Mixing:
-    """Batch mixing: mixup and/or cutmix with Beta(alpha, alpha) weights, in epochs before `until_epoch`.
-
-    Each batch is mixed with itself reversed (row i with row B-1-i). With both alphas > 0, a
-    batch uses one of the two, by a fair coin. Targets become the same convex combination of
-    one-hot labels as the images are of pixels.
-    """
-
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    until_epoch: int = 2**31 - 1
-
-    @property
-    def active(self) -> bool:
-        return (self.mixup > 0 or self.cutmix > 0) and self.until_epoch > 0
-
-    @classmethod
-    def from_config(cls, cfg: Any, epochs: int) -> Mixing:
-        """From longtail.config.AugmentationConfig and train.epochs."""
-        return cls(mixup=float(cfg.mixup), cutmix=float(cfg.cutmix),
-                   until_epoch=int(epochs) - int(cfg.mix_off_last_epochs))
 
 
 class EpochPlan:
@@ -315,115 +270,6 @@ def fits_in_memory(info: SplitInfo, memory_budget_mb: float) -> bool:
     return size <= memory_budget_mb * 2**20
 
 
-def shift_crop(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
-    """Shift each image by up to `pad` pixels: zero-pad, then a random crop back to size (vectorised)."""
-    n = tf.shape(images)[0]
-    h, w = images.shape[1], images.shape[2]
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
-    rows = offsets[:, :1] + tf.range(h)[None, :]
-    cols = offsets[:, 1:] + tf.range(w)[None, :]
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(out, cols, axis=2, batch_dims=1)
-
-
-# Random erasing's box (Zhong et al. 2020): 2-40% of the image's area, aspect ratio 0.3-1/0.3.
-ERASE_AREA = (0.02, 0.4)
-ERASE_ASPECT = 0.3
-
-
-def random_erase(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
-    """With `probability`, replace one random box of each image by uniform noise (vectorised).
-
-    The noise spans the batch's own value range, so it fits any scaling (/255 or mean subtraction).
-    A box that would cross the border is cut at it.
-    """
-    n = tf.shape(images)[0]
-    h, w = images.shape[1], images.shape[2]
-    u = tf.random.stateless_uniform([n, 5], seed=seed)
-    lo_area, hi_area = ERASE_AREA
-    area = (lo_area + u[:, 1] * (hi_area - lo_area)) * float(h * w)
-    log_aspect = np.log(ERASE_ASPECT) * (1.0 - 2.0 * u[:, 2])
-    aspect = tf.exp(log_aspect)
-    box_h = tf.minimum(tf.sqrt(area * aspect), float(h))
-    box_w = tf.minimum(tf.sqrt(area / aspect), float(w))
-    top = u[:, 3] * (float(h) - box_h)
-    left = u[:, 4] * (float(w) - box_w)
-    rows = tf.range(h, dtype=tf.float32)[None, :]
-    cols = tf.range(w, dtype=tf.float32)[None, :]
-    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
-    chosen = (u[:, 0] < probability)[:, None, None]
-    mask = (in_rows[:, :, None] & in_cols[:, None, :] & chosen)[..., None]
-    noise = tf.random.stateless_uniform(tf.shape(images), seed=seed + tf.constant([0, 1], tf.int64),
-                                        minval=tf.reduce_min(images), maxval=tf.reduce_max(images) + 1e-6)
-    return tf.where(mask, noise, images)
-
-
-def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
-    """Random horizontal flip, shift and erasing of float images, from a stateless (2,) seed."""
-    if aug.flip:
-        flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
-        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
-    pad = int(round(aug.shift * images.shape[1]))
-    if pad > 0:
-        images = shift_crop(images, pad, seed + tf.constant([0, 1], tf.int64))
-    if aug.erase > 0:
-        images = random_erase(images, aug.erase, seed + tf.constant([0, 2], tf.int64))
-    return images
-
-
-def beta_sample(alpha: float, seed: tf.Tensor) -> tf.Tensor:
-    """One Beta(alpha, alpha) draw from a stateless (2,) seed (a ratio of two gamma draws)."""
-    a = tf.random.stateless_gamma([], seed=seed, alpha=alpha)
-    b = tf.random.stateless_gamma([], seed=seed + tf.constant([0, 1], tf.int64), alpha=alpha)
-    return a / tf.maximum(a + b, 1e-12)
-
-
-def mixup(images: tf.Tensor, targets: tf.Tensor, lam: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """lam * batch + (1 - lam) * reversed batch, for images and targets alike; returns lam too."""
-    return (lam * images + (1.0 - lam) * tf.reverse(images, axis=[0]),
-            lam * targets + (1.0 - lam) * tf.reverse(targets, axis=[0]), lam)
-
-
-def cutmix(images: tf.Tensor, targets: tf.Tensor, lam: tf.Tensor,
-           seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Paste a box of area ~(1 - lam) from the reversed batch into each image (Yun et al. 2019).
-
-    The box is clipped at the border, so the targets use the kept fraction actually left,
-    lam' = 1 - box area / image area, which is returned.
-    """
-    h, w = images.shape[1], images.shape[2]
-    ratio = tf.sqrt(1.0 - lam)
-    cut_h = tf.cast(tf.round(ratio * h), tf.int32)
-    cut_w = tf.cast(tf.round(ratio * w), tf.int32)
-    centre = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=1)
-    cy = tf.cast(centre[0] * h, tf.int32)
-    cx = tf.cast(centre[1] * w, tf.int32)
-    y0, y1 = tf.clip_by_value(cy - cut_h // 2, 0, h), tf.clip_by_value(cy - cut_h // 2 + cut_h, 0, h)
-    x0, x1 = tf.clip_by_value(cx - cut_w // 2, 0, w), tf.clip_by_value(cx - cut_w // 2 + cut_w, 0, w)
-    rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
-    cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
-    box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), images.dtype)[None, :, :, None]
-    kept = 1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / float(h * w)
-    mixed = images * (1.0 - box) + tf.reverse(images, axis=[0]) * box
-    return mixed, kept * targets + (1.0 - kept) * tf.reverse(targets, axis=[0]), kept
-
-
-def mix_batch(images: tf.Tensor, targets: tf.Tensor, mixing: Mixing,
-              seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Mixup or cutmix one batch (targets one-hot/soft, float32); returns (images, targets, lam)."""
-    cut_seed = seed + tf.constant([0, 3], tf.int64)
-    if mixing.mixup > 0 and mixing.cutmix > 0:
-        use_cutmix = tf.random.stateless_uniform([], seed=seed + tf.constant([0, 2], tf.int64)) < 0.5
-        lam_mix, lam_cut = beta_sample(mixing.mixup, seed), beta_sample(mixing.cutmix, seed)
-        return tf.cond(use_cutmix, lambda: cutmix(images, targets, lam_cut, cut_seed),
-                       lambda: mixup(images, targets, lam_mix))
-    if mixing.cutmix > 0:
-        return cutmix(images, targets, beta_sample(mixing.cutmix, seed), cut_seed)
-    return mixup(images, targets, beta_sample(mixing.mixup, seed))
-
-
 def make_dataset(
     path: str | Path,
     preprocessing: Preprocessing,
@@ -530,7 +376,7 @@ def make_dataset(
             if weights_start_epoch > 0:
                 w = tf.where(epochs >= weights_start_epoch, w, tf.ones_like(w))
         if mixing is not None:
-            x, y, w = _mix_if_on(x, y, w, mixing, epochs[0], batch_seed + tf.constant([0, 7], tf.int64))
+            x, y, w = mix_if_on(x, y, w, mixing, epochs[0], batch_seed + tf.constant([0, 7], tf.int64))
         return (x, y) if w is None else (x, y, w)
 
     def epoch_groups(_: tf.Tensor) -> tf.data.Dataset:
@@ -564,19 +410,3 @@ def make_dataset(
     ds = ds.with_options(options)
     return SplitDataset(ds, info, steps, batch_size, in_memory, plan)
 
-
-def _mix_if_on(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor | None, mixing: Mixing, epoch: tf.Tensor,
-               seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
-    """mix_batch in epochs before mixing.until_epoch; sample weights mixed with the same lam."""
-
-    def mixed() -> tuple[tf.Tensor, ...]:
-        mx, my, lam = mix_batch(x, y, mixing, seed)
-        return (mx, my) if w is None else (mx, my, lam * w + (1.0 - lam) * tf.reverse(w, axis=[0]))
-
-    def plain() -> tuple[tf.Tensor, ...]:
-        return (x, y) if w is None else (x, y, w)
-
-    out = tf.cond(epoch < mixing.until_epoch, mixed, plain)
-    for after, before in zip(out, (x, y, w)[: len(out)], strict=True):
-        after.set_shape(before.shape)
-    return out[0], out[1], (out[2] if w is not None else None)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import importlib.util
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +65,17 @@ def declared_names(folder: str | Path, decorator: str) -> list[str]:
     Checking a config's choice this way imports nothing: model modules import Keras, whose
     TensorFlow start-up takes seconds, and a typo in a name is better refused before that.
     """
+    return sorted(name for path in sorted(Path(folder).glob("*.py")) for name in declared_in_source(path, decorator))
+
+
+def declared_in_source(path: Path, decorator: str) -> list[str]:
+    """Names registered with `@decorator("name")` in one module's source, in the order written."""
     names = []
-    for path in sorted(Path(folder).glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == decorator
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                names.append(node.args[0].value)
-    return sorted(names)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == decorator
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.append(node.args[0].value)
+    return names
 
 
 def declared_in_package(package: str, decorator: str) -> list[str]:
@@ -78,3 +84,20 @@ def declared_in_package(package: str, decorator: str) -> list[str]:
     spec = importlib.util.find_spec(package)
     folders = list(spec.submodule_search_locations or []) if spec else []
     return sorted({name for folder in folders for name in declared_names(folder, decorator)})
+
+
+def import_modules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every module of a package, given its `__name__` and `__path__`, so that each module's
+    decorator registers its builders.
+
+    A registry's package calls this from its `__init__`: the folder is then the one list of builders.
+    A new builder is its file, and the names declared_in_package reads from the source (the config
+    check's, before TensorFlow) are the names the registry holds.
+
+    Returns:
+        The modules' names within the package, sorted.
+    """
+    names = sorted(info.name for info in pkgutil.iter_modules(list(path)))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

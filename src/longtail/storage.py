@@ -1,4 +1,12 @@
-"""One storage layer for local paths and s3://bucket/key: list, read and write, atomic and retried."""
+"""One storage layer for local paths and s3://bucket/key: list, read and write, atomic and retried.
+
+Kept whole, though over 450 lines: each operation here (list_files, read_bytes, exists, write_bytes,
+write_file) takes a local path or an s3:// URI, and its two halves share what makes them safe: the
+errors (ObjectNotFound, ReadRefused), the size check before a read, which entries are refused and why,
+and the one table that turns a failed S3 call of boto3 or obstore into a one-line error within the
+network deadline. docs/safety.md "Bounds" names these functions as where each bound is enforced, and
+a caller needs to know one module, not which half of a split a path or a URI would take it to.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ class ReadRefused(StorageError):
 
 # Why a path that is no regular file is never opened for reading (a FIFO would block forever).
 NOT_REGULAR = "not a regular file (a FIFO, socket or device): not read"
-# Every S3 call, its retries and ours included, ends within this many seconds (docs/architecture.md "Bounds").
+# Every S3 call, its retries and ours included, ends within this many seconds (docs/safety.md "Bounds").
 NETWORK_DEADLINE_S = 60.0
 
 

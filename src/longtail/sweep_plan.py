@@ -9,18 +9,11 @@ from typing import Any
 
 import yaml
 
-from longtail.config import (
-    ExperimentConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-    load_yaml,
-    parse_override,
-    read_yaml_file,
-)
+from longtail.config import ExperimentConfig, config_from_dict, config_to_dict, load_config
+from longtail.config_overrides import apply_overrides, parse_override
 from longtail.errors import ConfigError
 from longtail.knobs import config_to_params
+from longtail.yaml_loader import load_yaml, read_yaml_file
 
 
 def parse_grid(grid: list[str]) -> list[tuple[str, list[Any]]]:

@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from longtail import decode_pool, s3_read_ahead, storage
-from longtail import ingest as ingest_module
+from longtail import decode_pool, s3_read_ahead, split_sink, storage
 from longtail.datasets import DEBIAN_FASHION_MNIST, make_digits_lt, make_fashion_mnist_lt
 from longtail.errors import StorageError
 from longtail.ingest import ingest
@@ -211,20 +210,20 @@ def test_endpoint_killed_mid_ingest(fashion, tmp_path, monkeypatch, moto_server)
         upload_folder(fashion, "raw-images", "train", endpoint)
 
     populate()
-    real_add = ingest_module._SplitSink.add
+    real_add = split_sink.SplitSink.add
 
     def add_then_kill(self, *args, **kwargs):
         real_add(self, *args, **kwargs)
         server.stop()
 
     monkeypatch.setattr(decode_pool, "BATCH_FILES", 16)
-    monkeypatch.setattr(ingest_module._SplitSink, "add", add_then_kill)
+    monkeypatch.setattr(split_sink.SplitSink, "add", add_then_kill)
     try:
         with pytest.raises(StorageError, match=f"endpoint {endpoint}.*unreachable"):
             ingest("s3://raw-images/train", tmp_path / "out", s3=s3, workers=2)
         # No train.h5/val.h5, no temp files: the folder the failed ingest made is gone with them.
         assert not (tmp_path / "out").exists()
-        monkeypatch.setattr(ingest_module._SplitSink, "add", real_add)
+        monkeypatch.setattr(split_sink.SplitSink, "add", real_add)
         server.start()
         populate()  # moto keeps objects in memory: the restarted server starts empty
         again = ingest("s3://raw-images/train", tmp_path / "out", s3=s3, workers=2)

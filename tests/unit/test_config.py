@@ -9,13 +9,13 @@ import yaml
 from longtail import name_registry
 from longtail.config import (
     ExperimentConfig,
-    apply_overrides,
     config_from_dict,
     config_to_dict,
     flatten,
     load_config,
     save_config,
 )
+from longtail.config_overrides import apply_overrides
 from longtail.errors import ConfigError
 from longtail.knobs import KNOBS, apply_knobs, knob_values, without_nulls
 

@@ -17,7 +17,8 @@ from PIL import Image
 
 from longtail.cli import main
 from longtail.errors import DataError
-from longtail.ingest import ingest, list_source
+from longtail.ingest import ingest
+from longtail.sources import list_source
 from longtail.splits import SplitWriter, read_info
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from digits_training_data import write_digits_splits
 
-from longtail.input_pipeline import Augmentation, Mixing, make_dataset
+from longtail.augmentation import Augmentation, Mixing
+from longtail.input_pipeline import make_dataset
 from longtail.preprocessing import Preprocessing
 from longtail.splits import read_info
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from digits_training_data import write_digits_splits
 
+from longtail.augmentation import AUGMENT_FLOAT_COPIES
 from longtail.input_pipeline import (
-    AUGMENT_FLOAT_COPIES,
     MAX_PREFETCH,
     MAX_READS,
     MIN_GROUP_CHUNKS,

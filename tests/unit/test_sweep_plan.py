@@ -51,7 +51,7 @@ def test_shared_data_config_names_the_differing_field():
 
 def test_a_seed_sweep_ingests_once_per_split_seed():
     from longtail.config import ingest_settings
-    from longtail.ingest import stratified_split
+    from longtail.ingest_plan import stratified_split
 
     configs = expand_grid({"name": "s"}, ["data.seed=1,2,3", "train.epochs=1,2"])
     groups = group_by_data(configs)

@@ -1,7 +1,9 @@
-"""The loss registry: per-sample losses on logits, chosen by `train.loss.name` in the experiment config."""
+"""The loss registry: per-sample losses on logits, chosen by `train.loss.name` in the experiment config.
 
-# Importing each loss module runs its @register_loss decorator.
-from longtail.losses import cross_entropy, focal, ldam, logit_adjusted  # noqa: F401
+Every module of this folder is imported here, which runs its @register_loss decorator: a new loss is
+its file (name_registry.import_modules).
+"""
+
 from longtail.losses.registry import (
     available_losses,
     build_loss,
@@ -10,5 +12,8 @@ from longtail.losses.registry import (
     log_prior,
     register_loss,
 )
+from longtail.name_registry import import_modules
+
+import_modules(__name__, __path__)
 
 __all__ = ["available_losses", "build_loss", "check_loss", "keras_loss", "log_prior", "register_loss"]

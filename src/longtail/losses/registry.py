@@ -23,7 +23,7 @@ _LOSSES = Registry("loss", "train.loss.name")
 
 
 # Adding a loss is one file with one builder `make_loss(class_counts, **args) -> LossFn` decorated
-# @register_loss("name"), imported in longtail.losses.
+# @register_loss("name"); longtail.losses imports every module of its folder.
 register_loss = _LOSSES.register
 available_losses = _LOSSES.names  # every registered name, sorted
 

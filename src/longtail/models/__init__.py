@@ -1,7 +1,13 @@
-"""The model registry: builders registered by name, chosen by the experiment config."""
+"""The model registry: builders registered by name, chosen by the experiment config.
 
-# Importing each model module runs its @register_model decorator.
-from longtail.models import resnet50, resnet_cifar, small_cnn  # noqa: F401
+Every module of this folder is imported here, which runs its @register_model decorator: a new model
+is its file, and the names the config check reads from the source (no TensorFlow) are the names
+registered (name_registry.import_modules).
+"""
+
 from longtail.models.registry import available_models, build_model, register_model
+from longtail.name_registry import import_modules
+
+import_modules(__name__, __path__)
 
 __all__ = ["available_models", "build_model", "register_model"]

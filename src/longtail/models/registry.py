@@ -12,7 +12,7 @@ _MODELS = Registry("model", "model.name")
 
 
 # Adding a model is one file with one builder `make_model(input_shape, num_classes, **args) -> keras.Model`
-# decorated @register_model("name"), imported in longtail.models.
+# decorated @register_model("name"); longtail.models imports every module of its folder.
 register_model = _MODELS.register
 available_models = _MODELS.names  # every registered name, sorted
 model_builder = _MODELS.get  # the builder of a name; ConfigError for an unknown one, listing the known ones
