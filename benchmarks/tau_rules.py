@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model_dir = ModelDir(args.model_dir)
-    preprocessing, _ = open_split_for_model(args.model_dir, args.test_h5)
+    preprocessing, _ = open_split_for_model(model_dir, args.test_h5)
     names = preprocessing.class_names
     n = len(names)
     model = model_dir.load_model()

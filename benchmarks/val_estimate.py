@@ -80,8 +80,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    model = ModelDir(args.model_dir).load_model()
-    preprocessing, _ = open_split_for_model(args.model_dir, args.val_h5)
+    model_dir = ModelDir(args.model_dir)
+    model = model_dir.load_model()
+    preprocessing, _ = open_split_for_model(model_dir, args.val_h5)
     names = preprocessing.class_names
     n_classes = len(names)
     val_labels = read_info(args.val_h5).labels

@@ -3,20 +3,18 @@
 A model trained on long-tailed data favours frequent classes; subtracting tau * log(prior) from its
 logits moves the decision towards a class-balanced one, which is what a macro-F1 leaderboard on a
 balanced test set rewards. The chosen tau and the prior live in the model directory
-(`logit_adjustment.json`), so evaluate, predict and the submission all apply the same adjustment.
+(`ModelDir.save_adjustment`), so evaluate, predict and the submission all apply the same adjustment.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from longtail.atomic_file import atomic_path
-from longtail.errors import DataError
-from longtail.model_dir import ADJUSTMENT_FILE, read_json, write_json
 from longtail.scoring import PairedGain, is_balanced, macro_f1, paired_gains
 
 # The values `evaluate.posthoc_tau: tune` tries on the val split.
@@ -44,21 +42,14 @@ class LogitAdjustment:
         e = np.exp(z)
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def save(self, model_dir: str | Path) -> Path:
-        """Write `model_dir/logit_adjustment.json`."""
-        return write_json(model_dir, ADJUSTMENT_FILE, asdict(self), indent=1)
-
     @classmethod
-    def load(cls, model_dir: str | Path) -> LogitAdjustment | None:
-        """The model directory's adjustment, or None when it has none (tau 0: plain argmax)."""
-        path = Path(model_dir) / ADJUSTMENT_FILE
-        try:
-            data = read_json(model_dir, ADJUSTMENT_FILE)
-            if data is None:
-                return None
-            return cls(tau=float(data["tau"]), log_prior=[float(v) for v in data["log_prior"]])
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path} is not a valid logit adjustment ({e}); re-run training") from e
+    def from_record(cls, data: Any) -> LogitAdjustment:
+        """From its JSON record (ModelDir.adjustment reads it).
+
+        Raises:
+            ValueError, KeyError, TypeError: the record is not {"tau": number, "log_prior": [numbers]}.
+        """
+        return cls(tau=float(data["tau"]), log_prior=[float(v) for v in data["log_prior"]])
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,31 @@
 """A model directory and an evaluation folder (docs/architecture.md "Model directory"): every file name, load and save.
 
 ModelDir and EvaluationDir are the only code that knows what a file in either folder is called and
-how it is stored; everything else asks them. Value classes that live in a model directory
-(Preprocessing, LogitAdjustment, tracking's RunInfo) turn themselves into the JSON records these
-objects read and write. The names and formats on disk are a contract: they do not change.
+how it is stored; everything else asks them, and ModelDir reads and writes the value classes that
+live in a model directory (Preprocessing, LogitAdjustment, RunInfo). A model directory is opened
+once (one ModelDir) and passed on: it reads each record the first time it is asked for and keeps it.
+The names and formats on disk are a contract: they do not change.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from longtail.atomic_file import write_text
 from longtail.config import ExperimentConfig, save_config
-from longtail.errors import DataError
+from longtail.credentials import split_userinfo
+from longtail.errors import DataError, LongtailError
+from longtail.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from longtail.logit_adjustment import LogitAdjustment
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +81,51 @@ def read_json(model_dir: str | Path, name: str) -> Any:
         raise DataError(f"{path} is corrupt (not JSON: {e}); train the model again or restore the file") from None
 
 
+@dataclass
+class RunInfo:
+    """Which MLflow run a model belongs to (mlflow_run.json), so evaluate/predict log into the training run."""
+
+    tracking_uri: str
+    experiment: str
+    run_id: str
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write mlflow_run.json into a model directory (the URI without credentials: they live in the environment)."""
+        return write_json(model_dir, RUN_FILE, {**asdict(self), "tracking_uri": split_userinfo(self.tracking_uri)[0]})
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> RunInfo | None:
+        """Read mlflow_run.json, or None when the model was trained without tracking."""
+        data = read_json(model_dir, RUN_FILE)
+        return None if data is None else cls(**data)
+
+
+def pick_model_dir(model_dirs: list[str | Path], run_id: str) -> Path:
+    """The model directory (among a sweep's) whose mlflow_run.json names `run_id`."""
+    for d in model_dirs:
+        info = RunInfo.load(d)
+        if info is not None and info.run_id == run_id:
+            return Path(d)
+    raise LongtailError(f"none of the {len(model_dirs)} model directories belongs to run {run_id}")
+
+
 def _file(name: str) -> property:
     """A read-only attribute: the path of the file `name` inside the folder (self.path)."""
     return property(lambda self: self.path / name, doc=f"{name} in this folder.")
 
 
 class ModelDir:
-    """One model directory: what training writes and predict, evaluate and MLflow read back."""
+    """One model directory: what training writes and predict, evaluate and MLflow read back.
+
+    preprocessing(), adjustment(), run_info() and config() read their file the first time they are
+    asked and keep what they read, so one ModelDir passed from step to step reads each file once.
+    A write through this object drops what it kept of that file; a file changed by other means after
+    it was read is not seen again.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._read: dict[str, Any] = {}  # file name -> what its loader returned
 
     def __repr__(self) -> str:
         return f"ModelDir({str(self.path)!r})"
@@ -112,7 +155,69 @@ class ModelDir:
 
     def write_json(self, name: str, data: Any, *, indent: int | None = 2) -> Path:
         """Write the JSON record `name` atomically."""
+        self._read.pop(name, None)
         return write_json(self.path, name, data, indent=indent)
+
+    def _once(self, name: str, load: Callable[[], Any]) -> Any:
+        """What `load` returns for the file `name`, called the first time only (a load that raises keeps nothing)."""
+        if name not in self._read:
+            self._read[name] = load()
+        return self._read[name]
+
+    def save_preprocessing(self, preprocessing: Preprocessing) -> Path:
+        """Write preprocessing.json."""
+        return self.write_json(PREPROCESSING_FILE, asdict(preprocessing))
+
+    def preprocessing(self) -> Preprocessing:
+        """preprocessing.json: exactly the preprocessing predict applies to this model (read once).
+
+        Raises:
+            DataError: the file is missing, or not a longtail preprocessing file.
+        """
+        return self._once(PREPROCESSING_FILE, self._load_preprocessing)
+
+    def _load_preprocessing(self) -> Preprocessing:
+        """preprocessing.json as read from disk (preprocessing() keeps it)."""
+        data = self.read_json(PREPROCESSING_FILE)
+        if data is None:
+            raise DataError(f"{self.path} is not a longtail model directory: {PREPROCESSING_FILE} is missing")
+        try:
+            return Preprocessing(**data)
+        except TypeError as e:  # not a mapping, or other keys than these fields
+            raise DataError(f"{self.path / PREPROCESSING_FILE} is not a longtail preprocessing file ({e}); "
+                            "train the model again or restore the file") from None
+
+    def save_adjustment(self, adjustment: LogitAdjustment) -> Path:
+        """Write the post-hoc logit adjustment (logit_adjustment.json)."""
+        return self.write_json(ADJUSTMENT_FILE, asdict(adjustment), indent=1)
+
+    def adjustment(self) -> LogitAdjustment | None:
+        """The post-hoc logit adjustment predict applies (read once); None when the model has none (tau 0:
+        plain argmax).
+
+        Raises:
+            DataError: the file is not a valid logit adjustment.
+        """
+        return self._once(ADJUSTMENT_FILE, self._load_adjustment)
+
+    def _load_adjustment(self) -> LogitAdjustment | None:
+        """logit_adjustment.json as read from disk (adjustment() keeps it)."""
+        # Scoring (and OpenCV under it) come with logit_adjustment: only a reader of an adjustment needs them.
+        from longtail.logit_adjustment import LogitAdjustment
+
+        try:
+            data = self.read_json(ADJUSTMENT_FILE)
+            return None if data is None else LogitAdjustment.from_record(data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{self.adjustment_file} is not a valid logit adjustment ({e}); re-run training") from e
+
+    def run_info(self) -> RunInfo | None:
+        """The MLflow run the model belongs to (mlflow_run.json), read once; None when trained without tracking."""
+        return self._once(RUN_FILE, lambda: RunInfo.load(self.path))
+
+    def config(self) -> dict[str, Any]:
+        """The saved experiment config as plain data (load_config), read once; {} when there is none."""
+        return self._once(CONFIG_FILE, self.load_config)
 
     def save_model(self, model: Any) -> Path:
         """Save the Keras model (model.keras)."""
@@ -140,6 +245,7 @@ class ModelDir:
 
     def save_config(self, config: ExperimentConfig) -> Path:
         """Save the experiment config the model was trained with (config.yaml)."""
+        self._read.pop(CONFIG_FILE, None)
         save_config(config, self.config_file)
         return self.config_file
 
@@ -183,6 +289,7 @@ class ModelDir:
         """Drop a logit adjustment left by an earlier training into this folder, and its plot: training
         writes the two together, so the plot goes only beside the adjustment (a user's file of that
         name in a folder without one stays)."""
+        self._read.pop(ADJUSTMENT_FILE, None)
         if self.adjustment_file.exists():
             self.posthoc_plot_file.unlink(missing_ok=True)
         self.adjustment_file.unlink(missing_ok=True)

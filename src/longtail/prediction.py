@@ -21,7 +21,7 @@ from longtail.softmax import softmax
 from longtail.splits import SplitInfo, image_batches, read_ids, read_info
 from longtail.storage import check_output_file
 from longtail.submission import submission_id, write_submission
-from longtail.tracking.model_runs import RunInfo, log_prediction, log_test_dataset
+from longtail.tracking.model_runs import log_prediction, log_test_dataset
 from longtail.tracking.names import SUBMISSION_ARTIFACT_FILE
 from longtail.tracking.store import check_tracking_reachable
 
@@ -60,7 +60,7 @@ def tta_views(x: np.ndarray, *, flip: bool, shift: int) -> Iterator[np.ndarray]:
 
     The batch itself; its left-right mirror when `flip`; and when `shift` > 0, the batch moved
     `shift` pixels right, left, down and up, each with its mirror when `flip`. The pixels a shift
-    uncovers are zeros of the model's input, as the train-time shift pads (input_pipeline.shift_crop).
+    uncovers are zeros of the model's input, as the train-time shift pads (augmentation.shift_crop).
     """
     yield x
     if flip:
@@ -83,7 +83,7 @@ def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[Preprocessing, SplitInfo]:
+def open_split_for_model(model_dir: ModelDir, split_h5: str | Path) -> tuple[Preprocessing, SplitInfo]:
     """The model's preprocessing and a split it may be applied to.
 
     This is the one place a split meets a model: the split must have been ingested exactly like
@@ -93,7 +93,7 @@ def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[P
     Raises:
         DataError: naming the setting or class names that differ, and how to fix it.
     """
-    preprocessing = Preprocessing.load(model_dir)
+    preprocessing = model_dir.preprocessing()
     info = read_info(split_h5)
     preprocessing.check_split(info.preprocessing, info.image_size, Path(split_h5).name)
     if info.has_labels and info.class_names != preprocessing.class_names:
@@ -111,6 +111,43 @@ def open_split_for_model(model_dir: str | Path, split_h5: str | Path) -> tuple[P
     return preprocessing, info
 
 
+@dataclass(frozen=True)
+class ModelOnSplit:
+    """A model directory opened for a split it was checked against (open_for_split): what predicts that split."""
+
+    directory: ModelDir
+    split: SplitInfo
+    preprocessing: Preprocessing
+    model: Any
+    adjustment: LogitAdjustment | None
+
+    def probabilities(self, *, batch_size: int = 256, tta: bool = False, tta_shift: float = 0.0) -> np.ndarray:
+        """Class probabilities (N, C) for every row of the split, through the model's preprocessing and
+        post-hoc adjustment (predict_probabilities)."""
+        return predict_probabilities(self.model, self.preprocessing, self.split.path, batch_size=batch_size, tta=tta,
+                                     adjustment=self.adjustment, tta_shift=tta_shift)
+
+
+def open_for_split(model_dir: ModelDir, split_h5: str | Path, *, labelled: bool = False) -> ModelOnSplit:
+    """Open a model for one split, as predict and evaluate both do: check the split against the model
+    (open_split_for_model), then load the model and its post-hoc adjustment.
+
+    Args:
+        labelled: refuse a split without labels (evaluate scores against them) before loading the model.
+
+    Raises:
+        DataError: the split does not match the model, has no labels when `labelled`, or a model file is
+            missing or damaged.
+    """
+    preprocessing, info = open_split_for_model(model_dir, split_h5)
+    if labelled and (not info.has_labels or info.labels is None):
+        raise DataError(
+            f"{Path(split_h5).name} has no labels: evaluate needs a labelled split (val.h5 from ingest); "
+            "use `longtail predict` for an unlabelled test split"
+        )
+    return ModelOnSplit(model_dir, info, preprocessing, model_dir.load_model(), model_dir.adjustment())
+
+
 def predict_probabilities(
     model: Any,
     preprocessing: Preprocessing,
@@ -126,7 +163,7 @@ def predict_probabilities(
     Args:
         model: a Keras model taking float32 (B, H, W, 3) made by `preprocessing.to_float`.
         tta: also predict each image flipped left-right and average the two softmax outputs.
-        adjustment: post-hoc logit adjustment to apply (the model directory's, LogitAdjustment.load).
+        adjustment: post-hoc logit adjustment to apply (the model directory's, ModelDir.adjustment).
         tta_shift: also predict each image (and its mirror, with `tta`) moved this fraction of its
             side (shift_pixels) right, left, down and up, and average every view's softmax (tta_views).
     """
@@ -188,7 +225,7 @@ def _predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def predict(
-    model_dir: str | Path,
+    model_dir: str | Path | ModelDir,
     test_h5: str | Path,
     submission_csv: str | Path,
     *,
@@ -203,10 +240,11 @@ def predict(
 
     The preprocessing and any post-hoc logit adjustment (`evaluate.posthoc_tau`) are read from the
     model directory; the preprocessing is checked against the split, so no
-    caller can pass (or forget) scaling, mean subtraction, CLAHE or a size: the log's
+    caller can pass (or forget) scaling, mean subtraction, CLAHE or a size: docs/seed-log.md "EXP8"'s
     "need to modify preprocessors for predict_v2.py!" cannot happen.
 
     Args:
+        model_dir: its path, or a ModelDir already opened (what it has read is not read again).
         test_h5: any split (labelled or not); its `ids` become submission ids without folders
             or extension ("test/00042.png" -> "00042").
         tracking_uri: overrides the MLflow URI stored in the model directory.
@@ -217,16 +255,15 @@ def predict(
         class distribution; the CSV is logged to the model's MLflow run under `submission/`.
     """
     check_output_file(submission_csv, "submission CSV")  # before minutes of prediction, not after
-    run_info = RunInfo.load(model_dir)
-    if run_info is not None:  # a dead tracking server stops predict before it writes anything
-        check_tracking_reachable(tracking_uri or run_info.tracking_uri)
-    preprocessing, info = open_split_for_model(model_dir, test_h5)
+    directory = model_dir if isinstance(model_dir, ModelDir) else ModelDir(model_dir)
+    run = directory.run_info()
+    if run is not None:  # a dead tracking server stops predict before it writes anything
+        check_tracking_reachable(tracking_uri or run.tracking_uri)
+    opened = open_for_split(directory, test_h5)
+    info, adjustment = opened.split, opened.adjustment
     ids = [submission_id(i) for i in read_ids(test_h5)]
-    model = ModelDir(model_dir).load_model()
-    adjustment = LogitAdjustment.load(model_dir)
-    probs = predict_probabilities(model, preprocessing, test_h5, batch_size=batch_size, tta=tta,
-                                  adjustment=adjustment, tta_shift=tta_shift)
-    names = [preprocessing.class_names[i] for i in probs.argmax(axis=1)]
+    probs = opened.probabilities(batch_size=batch_size, tta=tta, tta_shift=tta_shift)
+    names = [opened.preprocessing.class_names[i] for i in probs.argmax(axis=1)]
     path = write_submission(submission_csv, ids, names, id_column=id_column, label_column=label_column)
     counts = dict(sorted(Counter(names).items()))
     augmented = tta_text(tta, tta_shift)
@@ -235,7 +272,7 @@ def predict(
         # A KFP output path has no extension; in MLflow the file is always submission/<name>.csv.
         logged = path if path.suffix == ".csv" else Path(shutil.copyfile(path, Path(tmp) / SUBMISSION_ARTIFACT_FILE))
         try:
-            run_id = log_prediction(model_dir, logged, rows=len(ids), tta=tta, tta_shift=tta_shift, split=info.path.name,
+            run_id = log_prediction(run, logged, rows=len(ids), tta=tta, tta_shift=tta_shift, split=info.path.name,
                                     posthoc_tau=adjustment.tau if adjustment else 0.0, tracking_uri=tracking_uri)
         except LongtailError as e:
             raise LongtailError(f"wrote {len(ids)} rows to {path}, but did not log them to MLflow: {e}") from None
@@ -245,7 +282,12 @@ def predict(
 
 def predict_submission(model_dir: str | Path, test_h5: str | Path, submission_csv: str | Path, *, tta: bool = False,
                        tracking_uri: str | None = None, tta_shift: float = 0.0) -> PredictionResult:
-    """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run."""
-    result = predict(model_dir, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri, tta_shift=tta_shift)
-    log_test_dataset(model_dir, test_h5, tracking_uri=tracking_uri)
+    """The pipeline's submission: `predict`, then the test split recorded as a dataset input of the model's run.
+
+    The model directory is opened once for both: each of its files is read once.
+    """
+    directory = ModelDir(model_dir)
+    result = predict(directory, test_h5, submission_csv, tta=tta, tracking_uri=tracking_uri, tta_shift=tta_shift)
+    log_test_dataset(directory.run_info(), test_h5, n_classes=len(directory.preprocessing().class_names),
+                     tracking_uri=tracking_uri)
     return result

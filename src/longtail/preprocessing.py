@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from longtail.errors import DataError
-from longtail.model_dir import PREPROCESSING_FILE, read_json, write_json
 
 # Ingest-time operations that must match between the split a model trained on and the split it predicts.
 INGEST_KEYS = ("image_size", "resize", "clahe", "white_balance")
@@ -21,7 +19,7 @@ class Preprocessing:
 
     `resize`, `clahe` and `white_balance` were applied by ingest (uint8, before storage);
     `scale` is applied here in float32, after the colour operations, so mean subtraction can
-    never wrap around in uint8 (the seed log's "CLAHE + WhiteBalance with mean subtraction will
+    never wrap around in uint8 (docs/seed-log.md "EXP10": "CLAHE + WhiteBalance with mean subtraction will
     RUIN the image").
     """
 
@@ -87,22 +85,6 @@ class Preprocessing:
                 + "; ".join(diffs)
                 + "). Re-ingest it with the model's settings (--image-size, --resize, --clahe, --white-balance)."
             )
-
-    def save(self, model_dir: str | Path) -> Path:
-        """Write preprocessing.json into a model directory."""
-        return write_json(model_dir, PREPROCESSING_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> Preprocessing:
-        """Read preprocessing.json from a model directory."""
-        data = read_json(model_dir, PREPROCESSING_FILE)
-        if data is None:
-            raise DataError(f"{model_dir} is not a longtail model directory: {PREPROCESSING_FILE} is missing")
-        try:
-            return cls(**data)
-        except TypeError as e:  # not a mapping, or other keys than these fields
-            raise DataError(f"{Path(model_dir) / PREPROCESSING_FILE} is not a longtail preprocessing file ({e}); "
-                            "train the model again or restore the file") from None
 
     @classmethod
     def from_split(cls, split_info: Any, scale: str) -> Preprocessing:

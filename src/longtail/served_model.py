@@ -16,10 +16,8 @@ import pandas as pd
 
 from longtail.decode import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, DecodeError, PixelSettings, as_stored, to_pixels
 from longtail.errors import DataError
-from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_dir import ModelDir
 from longtail.prediction import check_prediction, predict_batch
-from longtail.preprocessing import Preprocessing
 from longtail.tracking.names import SERVED_IMAGE_COLUMN, SERVED_LABEL_COLUMN
 from longtail.tracking.served import refusing_in_one_line
 
@@ -32,11 +30,11 @@ class ServedModel:
 
     def __init__(self, model_dir: str | Path) -> None:
         directory = ModelDir(model_dir)
-        self.preprocessing = Preprocessing.load(model_dir)
+        self.preprocessing = directory.preprocessing()
         self.pixels = PixelSettings(**self.preprocessing.ingest_settings())
-        self.adjustment = LogitAdjustment.load(model_dir)
+        self.adjustment = directory.adjustment()
         # TTA as the model was evaluated and its submission written (config evaluate.tta, evaluate.tta_shift).
-        evaluate = directory.load_config().get("evaluate") or {}
+        evaluate = directory.config().get("evaluate") or {}
         self.tta, self.tta_shift = bool(evaluate.get("tta", False)), float(evaluate.get("tta_shift", 0.0))
         check_prediction(self.preprocessing, self.adjustment, self.tta_shift)
         if SERVED_LABEL_COLUMN in self.preprocessing.class_names:

@@ -10,8 +10,8 @@ from typing import Any
 from longtail.atomic_file import write_text
 from longtail.comparison import Entry, Leaderboard, differing_knobs, rank
 from longtail.config import flatten
+from longtail.model_dir import pick_model_dir
 from longtail.prediction import predict_submission
-from longtail.tracking.model_runs import pick_model_dir
 from longtail.tracking.names import (
     CHAMPION,
     EPOCHS_KEY,

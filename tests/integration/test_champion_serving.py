@@ -22,10 +22,8 @@ import pytest
 from conftest import TINY_PIPELINE, free_port
 
 from longtail.ingest import ingest
-from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_dir import ModelDir
 from longtail.prediction import predict, predict_probabilities
-from longtail.preprocessing import Preprocessing
 from longtail.splits import read_ids
 from longtail.submission import submission_id
 from longtail.tracking.names import CHAMPION, DEFAULT_REGISTERED_MODEL
@@ -74,9 +72,9 @@ def champion(digits_lt: Path, tmp_path_factory: pytest.TempPathFactory) -> Champ
     predict(model_dir, test_h5, root / "submission.csv", tta=True, tta_shift=0.07, tracking_uri=uri)
     with open(root / "submission.csv") as f:
         submission = {row["id"]: row["label"] for row in csv.DictReader(f)}
-    preprocessing = Preprocessing.load(model_dir)
+    preprocessing = ModelDir(model_dir).preprocessing()
     probs = predict_probabilities(ModelDir(model_dir).load_model(), preprocessing, test_h5, tta=True, tta_shift=0.07,
-                                  adjustment=LogitAdjustment.load(model_dir))
+                                  adjustment=ModelDir(model_dir).adjustment())
     by_id = {submission_id(i): p for i, p in zip(read_ids(test_h5), probs, strict=True)}
     return Champion(uri, digits_lt / "test", submission, by_id, preprocessing.class_names)
 

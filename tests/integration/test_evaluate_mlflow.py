@@ -18,14 +18,12 @@ from digits_models import make_digits, train_model_dir  # noqa: E402
 from longtail.cli import main  # noqa: E402
 from longtail.errors import DataError  # noqa: E402
 from longtail.evaluation import evaluate  # noqa: E402
+from longtail.model_dir import RunInfo  # noqa: E402
 from longtail.prediction import predict  # noqa: E402
 from longtail.scoring import macro_f1_of  # noqa: E402
 from longtail.splits import read_info  # noqa: E402
-from longtail.tracking import (  # noqa: E402
-    RunInfo,
-    ensure_experiment,
-    record_lb,  # noqa: E402
-)
+from longtail.tracking.model_runs import record_lb  # noqa: E402
+from longtail.tracking.store import ensure_experiment  # noqa: E402
 
 EVAL_FILES = {"confusion_matrix.png", "metrics.json", "per_class_f1.png", "report.md", "report.txt"}
 # Every test here evaluates a model the module fixture trains.

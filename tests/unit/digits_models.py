@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longtail.model_dir import MODEL_FILE
+from longtail.model_dir import MODEL_FILE, ModelDir
 from longtail.preprocessing import Preprocessing
 from longtail.splits import write_split
 
@@ -81,7 +81,7 @@ def train_model_dir(data: DigitsData, model_dir: Path, *, scale: str, epochs: in
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     history = model.fit(prep.to_float(data.train_images), data.train_labels, epochs=epochs, batch_size=64, verbose=0)
     model_dir.mkdir(parents=True, exist_ok=True)
-    prep.save(model_dir)
+    ModelDir(model_dir).save_preprocessing(prep)
     model.save(model_dir / MODEL_FILE)
     (model_dir / "history.json").write_text(json.dumps({"accuracy": history.history["accuracy"]}))
     return model_dir

@@ -26,7 +26,6 @@ from longtail.evaluation import (
     render_markdown,
 )
 from longtail.model_dir import MODEL_FILE, ModelDir
-from longtail.preprocessing import Preprocessing
 from longtail.scoring import REPORT_DIGITS, classification_scores
 from longtail.splits import read_arrays, write_split
 
@@ -51,7 +50,7 @@ def evaluated(world, tmp_path_factory):
 def test_numbers_are_sklearn_on_the_models_own_predictions(world, evaluated):
     data, model_dir = world
     images, labels, _ = read_arrays(data.val_h5)
-    prep = Preprocessing.load(model_dir)
+    prep = ModelDir(model_dir).preprocessing()
     pred = ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0).argmax(axis=1)
     r = evaluated
     # The default target prior is balanced: each val image weighs 1/(its class's val count).
@@ -95,10 +94,10 @@ def test_train_counts_from_preprocessing_extra(world, tmp_path):
     data, model_dir = world
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)
-    prep = Preprocessing.load(copy)
+    prep = ModelDir(copy).preprocessing()
     counts = {n: int(c) for n, c in zip(CLASS_NAMES, np.bincount(data.train_labels), strict=True)}
     prep.extra = {"class_counts": counts}
-    prep.save(copy)
+    ModelDir(copy).save_preprocessing(prep)
     r = evaluate(copy, data.val_h5, tmp_path / "eval")
     assert [c.train_count for c in r.per_class] == list(counts.values())
 

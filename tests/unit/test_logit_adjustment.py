@@ -14,6 +14,7 @@ from longtail.logit_adjustment import (
     plot_posthoc_gains,
     probability_model,
 )
+from longtail.model_dir import ModelDir
 
 # Train prior 90:10, so tau * (log 0.9 - log 0.1) = tau * 2.197 is taken off class 0's logit lead d.
 COUNTS = [90, 10]
@@ -93,12 +94,12 @@ def test_apply_is_softmax_of_logits_minus_tau_log_prior() -> None:
 
 def test_saved_adjustment_round_trips_and_a_broken_file_is_refused(tmp_path) -> None:
     adj = LogitAdjustment.from_counts(0.5, [3, 1])
-    adj.save(tmp_path)
-    assert LogitAdjustment.load(tmp_path) == adj
-    assert LogitAdjustment.load(tmp_path / "nothing") is None
+    ModelDir(tmp_path).save_adjustment(adj)
+    assert ModelDir(tmp_path).adjustment() == adj
+    assert ModelDir(tmp_path / "nothing").adjustment() is None
     (tmp_path / "logit_adjustment.json").write_text('{"tau": 1}')
     with pytest.raises(DataError, match="logit_adjustment.json is not a valid logit adjustment"):
-        LogitAdjustment.load(tmp_path)
+        ModelDir(tmp_path).adjustment()
 
 
 def test_probability_model_gives_what_predict_computes() -> None:

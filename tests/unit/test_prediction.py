@@ -52,7 +52,7 @@ def test_each_model_predicts_with_its_own_preprocessing(world, tmp_path, scale):
     assert accuracy > 0.85, f"{scale}: accuracy {accuracy:.3f} through predict()"
 
     # Exactly the preprocessing the model was trained with, applied by hand:
-    prep = Preprocessing.load(model_dir)
+    prep = ModelDir(model_dir).preprocessing()
     assert prep.scale == scale
     images, _, ids = read_arrays(data.test_h5)
     expected = ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0).argmax(axis=1)
@@ -65,7 +65,7 @@ def test_the_other_preprocessing_would_be_wrong(world):
     data, models = world
     images, _, _ = read_arrays(data.test_h5)
     model = ModelDir(models["mean_subtraction"]).load_model()
-    right = Preprocessing.load(models["mean_subtraction"])
+    right = ModelDir(models["mean_subtraction"]).preprocessing()
     wrong = Preprocessing(image_size=8, class_names=CLASS_NAMES, scale="scale")
     p_right = model.predict(right.to_float(images), verbose=0)
     p_wrong = model.predict(wrong.to_float(images), verbose=0)
@@ -123,7 +123,7 @@ def test_custom_columns_and_no_leftover_temp_files(world, tmp_path):
 def test_flip_tta_averages_softmax_of_image_and_mirror(world, tmp_path):
     data, models = world
     model_dir = models["scale"]
-    prep = Preprocessing.load(model_dir)
+    prep = ModelDir(model_dir).preprocessing()
     model = ModelDir(model_dir).load_model()
     probs = predict_probabilities(model, prep, data.val_h5, batch_size=100, tta=True)
     images, _, _ = read_arrays(data.val_h5)
@@ -161,7 +161,7 @@ def test_tta_views_are_the_image_its_mirror_and_their_shifts_with_zeros_uncovere
 def test_shift_tta_averages_every_view_and_is_logged(world, tmp_path):
     data, models = world
     model_dir = models["mean_subtraction"]  # its zero input is the mean pixel, not black
-    prep = Preprocessing.load(model_dir)
+    prep = ModelDir(model_dir).preprocessing()
     model = ModelDir(model_dir).load_model()
     images, _, _ = read_arrays(data.val_h5)
     side = images.shape[1]
@@ -303,11 +303,11 @@ def test_predict_applies_the_stored_posthoc_tau(world, tmp_path):
     shutil.copytree(models["scale"], model_dir)
     # A prior that makes "zero" common and "nine" rare: tau 2 moves predictions towards "nine".
     counts = [1000, 300, 300, 300, 300, 300, 300, 300, 300, 1]
-    LogitAdjustment.from_counts(2.0, counts).save(model_dir)
+    ModelDir(model_dir).save_adjustment(LogitAdjustment.from_counts(2.0, counts))
     got = dict(read_csv(predict(model_dir, data.test_h5, tmp_path / "sub.csv").path)[1:])
 
     images, _, ids = read_arrays(data.test_h5)
-    prep = Preprocessing.load(model_dir)
+    prep = ModelDir(model_dir).preprocessing()
     probs = softmax(ModelDir(model_dir).load_model().predict(prep.to_float(images), verbose=0), np.float32)
     by_hand = (np.log(probs) - 2.0 * np.log(np.asarray(counts) / sum(counts))).argmax(axis=1)
     assert [got[submission_id(i)] for i in ids] == [CLASS_NAMES[k] for k in by_hand]

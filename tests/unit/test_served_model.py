@@ -11,7 +11,6 @@ from digits_models import CLASS_NAMES, make_digits, train_model_dir
 from longtail.errors import DataError
 from longtail.model_dir import ModelDir
 from longtail.prediction import predict_probabilities
-from longtail.preprocessing import Preprocessing
 from longtail.served_model import ServedModel
 from longtail.splits import read_arrays
 
@@ -31,7 +30,7 @@ def png(image: np.ndarray) -> bytes:
 def test_png_bytes_and_arrays_of_any_size_predict_as_the_split_does(served):
     data, model_dir, model = served
     images = read_arrays(data.test_h5)[0][:6]
-    expected = predict_probabilities(ModelDir(model_dir).load_model(), Preprocessing.load(model_dir), data.test_h5)[:6]
+    expected = predict_probabilities(ModelDir(model_dir).load_model(), ModelDir(model_dir).preprocessing(), data.test_h5)[:6]
     as_png = model.predict(pd.DataFrame({"image": [png(i) for i in images]}))
     assert list(as_png.columns) == ["label", *CLASS_NAMES]
     assert list(as_png["label"]) == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]

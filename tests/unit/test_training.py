@@ -190,7 +190,7 @@ def test_weight_averaging_is_what_val_scores_and_what_is_saved(digits, tmp_path:
 def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp_path: Path, monkeypatch,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     import longtail.training.fit as fit
-    from longtail.logit_adjustment import LogitAdjustment, choose_adjustment
+    from longtail.logit_adjustment import choose_adjustment
     from longtail.model_dir import ModelDir
     from longtail.prediction import predict_probabilities
     from longtail.training import train
@@ -203,9 +203,9 @@ def test_posthoc_tau_is_tuned_on_the_tta_predictions_evaluate_scores(digits, tmp
     result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", progress=False)
     assert [kw.get("tta") for kw in calls] == [True]
     model_dir = ModelDir(tmp_path / "model")
-    probs = predict_probabilities(model_dir.load_model(), Preprocessing.load(tmp_path / "model"), digits.val_h5, tta=True)
+    probs = predict_probabilities(model_dir.load_model(), ModelDir(tmp_path / "model").preprocessing(), digits.val_h5, tta=True)
     expected = choose_adjustment("tune", probs, read_info(digits.val_h5).labels, read_info(digits.train_h5).class_counts())
-    assert result.posthoc_tau == expected.adjustment.tau == LogitAdjustment.load(tmp_path / "model").tau
+    assert result.posthoc_tau == expected.adjustment.tau == ModelDir(tmp_path / "model").adjustment().tau
     # The log shows the val curve the tau was chosen on, not only the winner.
     assert f"({expected.curve()})" in caplog.text
     # ... with the chosen tau's gain over none and its paired interval, and the same as a plot.
@@ -285,7 +285,8 @@ def test_checkpoint_dir_for_a_mounted_volume_is_keyed_by_run():
 
 @pytest.mark.slow
 def test_long_tail_methods_train_together_and_store_the_tuned_tau(digits, tmp_path: Path) -> None:
-    from longtail.logit_adjustment import TAU_GRID, LogitAdjustment
+    from longtail.logit_adjustment import TAU_GRID
+    from longtail.model_dir import ModelDir
     from longtail.training import train
 
     cfg = tiny_config(loss={"name": "logit_adjusted", "args": {"tau": 1.0}},
@@ -296,7 +297,7 @@ def test_long_tail_methods_train_together_and_store_the_tuned_tau(digits, tmp_pa
     weights.write_text(json.dumps({"weights": [1.0 + c / 10 for c in range(10)]}))
     result = train(cfg, digits.train_h5, digits.val_h5, tmp_path / "model", weights_json=weights, progress=False)
     assert result.epochs_run == 2 and np.isfinite(result.history["loss"]).all()
-    stored = LogitAdjustment.load(tmp_path / "model")
+    stored = ModelDir(tmp_path / "model").adjustment()
     assert stored is not None and stored.tau == result.posthoc_tau and stored.tau in TAU_GRID
     counts = np.asarray(read_info(digits.train_h5).class_counts(), dtype=np.float64)
     np.testing.assert_allclose(stored.log_prior, np.log(counts / counts.sum()))

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from longtail.config import EvaluateConfig
-from longtail.errors import DataError
 from longtail.evaluation.frequency import ClassResult, train_class_counts
 from longtail.evaluation.gate import class_warnings, gate
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
 from longtail.evaluation.report import render_markdown, write_report_text
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
-from longtail.logit_adjustment import LogitAdjustment
 from longtail.model_dir import EvaluationDir, ModelDir
-from longtail.prediction import open_split_for_model, predict_probabilities
+from longtail.prediction import open_for_split
 from longtail.scoring import (
     MacroF1Interval,
     bootstrap_interval,
@@ -58,22 +56,17 @@ class EvaluationResult:
     interval: MacroF1Interval | None = None
 
 
-def saved_config(model_dir: str | Path) -> dict[str, Any]:
-    """The experiment config saved with the model (config.yaml) as plain data; {} when it has none."""
-    return ModelDir(model_dir).load_config()
-
-
-def model_name(model_dir: str | Path) -> str:
+def model_name(model_dir: ModelDir) -> str:
     """The experiment name saved with the model (config.yaml), else the folder's name.
 
     In a pipeline every model folder is called "model"; the experiment name says which one it is.
     """
-    return str(saved_config(model_dir).get("name") or Path(model_dir).name)
+    return str(model_dir.config().get("name") or model_dir.path.name)
 
 
-def saved_target_prior(model_dir: str | Path) -> str:
+def saved_target_prior(model_dir: ModelDir) -> str:
     """evaluate.target_prior of the config the model was trained with (the config's default when unset)."""
-    section = saved_config(model_dir).get("evaluate") or {}
+    section = model_dir.config().get("evaluate") or {}
     return str(section.get("target_prior") or EvaluateConfig().target_prior)
 
 
@@ -112,19 +105,13 @@ def evaluate(
         The numbers, the gate result and its reason, KFP structures and the written paths.
     """
     gate(0.0, min_macro_f1)  # reject a bad gate or prior before minutes of prediction
-    target_prior = target_prior or saved_target_prior(model_dir)
+    directory = ModelDir(model_dir)
+    target_prior = target_prior or saved_target_prior(directory)
     is_balanced(target_prior)
-    preprocessing, info = open_split_for_model(model_dir, val_h5)
-    if not info.has_labels or info.labels is None:
-        raise DataError(
-            f"{Path(val_h5).name} has no labels: evaluate needs a labelled split (val.h5 from ingest); "
-            "use `longtail predict` for an unlabelled test split"
-        )
-    class_names = preprocessing.class_names
-    model = ModelDir(model_dir).load_model()
-    probs = predict_probabilities(model, preprocessing, val_h5, batch_size=batch_size, tta=tta,
-                                  adjustment=LogitAdjustment.load(model_dir), tta_shift=tta_shift)
-    scores = classification_scores(info.labels, probs.argmax(axis=1), class_names, target_prior=target_prior)
+    opened = open_for_split(directory, val_h5, labelled=True)
+    preprocessing, class_names = opened.preprocessing, opened.preprocessing.class_names
+    probs = opened.probabilities(batch_size=batch_size, tta=tta, tta_shift=tta_shift)
+    scores = classification_scores(opened.split.labels, probs.argmax(axis=1), class_names, target_prior=target_prior)
     plain = float(macro_f1_of(scores.confusion, balanced=False))
     interval = bootstrap_interval(scores.confusion, balanced=scores.balanced)
     passed, reason = gate(scores.macro_f1, min_macro_f1)
@@ -132,7 +119,7 @@ def evaluate(
     support = scores.confusion.sum(axis=1)
     counts, counts_source = train_class_counts(class_names, preprocessing.extra, support, weights_json)
     per_class = [ClassResult(**asdict(c), train_count=int(counts[c.index])) for c in scores.per_class]
-    warnings = class_warnings(scores, class_names, support, ModelDir(model_dir).load_history())
+    warnings = class_warnings(scores, class_names, support, directory.load_history())
     for w in warnings:
         log.warning("%s", w)
 
@@ -143,7 +130,7 @@ def evaluate(
                                  interval=interval)
     confusion = kfp_confusion_matrix(scores.confusion, class_names)
     confusions = top_confusions(scores.confusion, class_names)
-    title = f"{model_name(model_dir)} on {Path(val_h5).name}"
+    title = f"{model_name(directory)} on {Path(val_h5).name}"
 
     write_report_text(paths["report_txt"], scores.report_text)
     plot_confusion_matrix(scores.confusion, class_names, paths["confusion_png"], title=title)
@@ -185,7 +172,7 @@ def evaluate(
             "confusion_matrix": scores.confusion.astype(int).tolist(),
         },
     )
-    run_id = log_evaluation(model_dir, metrics, passed=passed, reason=reason, split=Path(val_h5).name,
+    run_id = log_evaluation(directory.run_info(), metrics, passed=passed, reason=reason, split=Path(val_h5).name,
                             files=list(paths.values()), tracking_uri=tracking_uri)
     log.info("macro-F1 %.4f (%s target prior; %.0f%% interval %.4f-%.4f; val as drawn %.4f) on %d images; gate %s: %s",
              scores.macro_f1, target_prior, 100 * interval.level, interval.low, interval.high, plain, scores.n,

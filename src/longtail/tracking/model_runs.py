@@ -1,17 +1,15 @@
-"""The MLflow run a model directory belongs to: its mlflow_run.json, and what evaluate, predict and scoring log into it."""
+"""What evaluate, predict and scoring log into a model's MLflow run (the run its mlflow_run.json names: model_dir.RunInfo)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from longtail.credentials import redact, split_userinfo
+from longtail.credentials import redact
 from longtail.errors import DataError, LongtailError, StorageError
-from longtail.model_dir import RUN_FILE, read_json, write_json
-from longtail.preprocessing import Preprocessing
+from longtail.model_dir import RunInfo
 from longtail.tracking.inputs import log_datasets, split_dataset
 from longtail.tracking.names import (
     EVAL_GATE_TAG,
@@ -40,48 +38,21 @@ from longtail.tracking.store import check_tracking_reachable
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunInfo:
-    """Which MLflow run a model belongs to, so evaluate/predict log into the training run."""
-
-    tracking_uri: str
-    experiment: str
-    run_id: str
-
-    def save(self, model_dir: str | Path) -> Path:
-        """Write mlflow_run.json into a model directory (the URI without credentials: they live in the environment)."""
-        return write_json(model_dir, RUN_FILE, {**asdict(self), "tracking_uri": split_userinfo(self.tracking_uri)[0]})
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> RunInfo | None:
-        """Read mlflow_run.json, or None when the model was trained without tracking."""
-        data = read_json(model_dir, RUN_FILE)
-        return None if data is None else cls(**data)
-
-
-def pick_model_dir(model_dirs: list[str | Path], run_id: str) -> Path:
-    """The model directory (among a sweep's) whose mlflow_run.json names `run_id`."""
-    for d in model_dirs:
-        info = RunInfo.load(d)
-        if info is not None and info.run_id == run_id:
-            return Path(d)
-    raise LongtailError(f"none of the {len(model_dirs)} model directories belongs to run {run_id}")
-
-
 def log_to_model_run(
-    model_dir: str | Path,
+    run: RunInfo | None,
     *,
     metrics: dict[str, float] | None = None,
     artifacts: list[tuple[Path, str]] | None = None,
     tags: dict[str, str] | None = None,
     tracking_uri: str | None = None,
 ) -> str | None:
-    """Log metrics, tags and files into the training run recorded in `model_dir/mlflow_run.json`.
+    """Log metrics, tags and files into a model's training run (its model directory's mlflow_run.json).
 
     The run may already be finished; MlflowClient logs into it without reopening it, so a
     pipeline's train, evaluate and submit steps all land in one run.
 
     Args:
+        run: the model's run (ModelDir.run_info); None for a model trained without tracking.
         artifacts: (local file, artifact folder) pairs.
         tracking_uri: overrides the URI stored at training time (a pod reaching the MLflow
             server by another name than the trainer did).
@@ -92,60 +63,62 @@ def log_to_model_run(
     Raises:
         StorageError: the tracking server or artifact store refused the write.
     """
-    info = RunInfo.load(model_dir)
-    if info is None:
-        log.info("%s has no mlflow_run.json: not logging to MLflow", model_dir)
+    if run is None:
+        log.info("the model directory has no mlflow_run.json: not logging to MLflow")
         return None
     import mlflow
     from mlflow.entities import Metric, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.utils.time import get_current_time_millis
 
-    uri = tracking_uri or info.tracking_uri
+    uri = tracking_uri or run.tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri)
     now = get_current_time_millis()
     try:
         client.log_batch(
-            info.run_id,
+            run.run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
         for local, folder in artifacts or []:
-            client.log_artifact(info.run_id, str(local), artifact_path=folder)
+            client.log_artifact(run.run_id, str(local), artifact_path=folder)
     except MlflowException as e:
         raise StorageError(
-            f"could not log to MLflow run {info.run_id} at {uri}: {e.message}. "
+            f"could not log to MLflow run {run.run_id} at {uri}: {e.message}. "
             "Check MLFLOW_TRACKING_URI (or pass --tracking-uri)"
         ) from e
-    log.info("logged %d metrics and %d files to MLflow run %s", len(metrics or {}), len(artifacts or []), info.run_id)
-    return info.run_id
+    log.info("logged %d metrics and %d files to MLflow run %s", len(metrics or {}), len(artifacts or []), run.run_id)
+    return run.run_id
 
 
-def log_test_dataset(model_dir: str | Path, test_h5: str | Path, *, tracking_uri: str | None = None) -> str | None:
+def log_test_dataset(run: RunInfo | None, test_h5: str | Path, *, n_classes: int,
+                     tracking_uri: str | None = None) -> str | None:
     """Record the test split a model predicted as a dataset input (context `test`) of its training run.
+
+    Args:
+        run: the model's run (ModelDir.run_info); None: nothing is logged.
+        n_classes: how many classes the model predicts (its preprocessing's class names).
 
     Returns:
         The run id, or None when the model was trained without tracking.
     """
-    info = RunInfo.load(model_dir)
-    if info is None:
+    if run is None:
         return None
     from mlflow.exceptions import MlflowException
 
-    classes = len(Preprocessing.load(model_dir).class_names)
-    uri = tracking_uri or info.tracking_uri
+    uri = tracking_uri or run.tracking_uri
     try:
-        log_datasets(uri, info.run_id, [split_dataset(test_h5, "test", n_classes=classes)])
+        log_datasets(uri, run.run_id, [split_dataset(test_h5, "test", n_classes=n_classes)])
     except MlflowException as e:
-        raise StorageError(f"could not log the test dataset to MLflow run {info.run_id} at {uri}: {e.message}") from e
-    return info.run_id
+        raise StorageError(f"could not log the test dataset to MLflow run {run.run_id} at {uri}: {e.message}") from e
+    return run.run_id
 
 
-def log_evaluation(model_dir: str | Path, metrics: dict[str, float], *, passed: bool, reason: str, split: str,
+def log_evaluation(run: RunInfo | None, metrics: dict[str, float], *, passed: bool, reason: str, split: str,
                    files: list[Path], tracking_uri: str | None = None) -> str | None:
     """Log an evaluation into the model's run: eval_<metric>, the gate and its reason, the report files."""
     return log_to_model_run(
-        model_dir,
+        run,
         metrics={EVAL_PREFIX + k: v for k, v in metrics.items()},
         tags={EVAL_GATE_TAG: GATE_PASSED if passed else GATE_FAILED, GATE_REASON_TAG: reason, EVAL_SPLIT_TAG: split},
         artifacts=[(p, EVALUATION_ARTIFACTS) for p in files],
@@ -153,17 +126,17 @@ def log_evaluation(model_dir: str | Path, metrics: dict[str, float], *, passed: 
     )
 
 
-def log_submission_skipped(model_dir: str | Path, reason: str, *, tracking_uri: str | None = None) -> str | None:
+def log_submission_skipped(run: RunInfo | None, reason: str, *, tracking_uri: str | None = None) -> str | None:
     """The gate closed: tag the model's run with why no submission was written."""
-    return log_to_model_run(model_dir, tags={SUBMISSION_TAG: SUBMISSION_SKIPPED, SUBMISSION_SKIPPED_BECAUSE_TAG: reason},
+    return log_to_model_run(run, tags={SUBMISSION_TAG: SUBMISSION_SKIPPED, SUBMISSION_SKIPPED_BECAUSE_TAG: reason},
                             tracking_uri=tracking_uri)
 
 
-def log_prediction(model_dir: str | Path, submission_csv: Path, *, rows: int, tta: bool, split: str,
+def log_prediction(run: RunInfo | None, submission_csv: Path, *, rows: int, tta: bool, split: str,
                    posthoc_tau: float, tracking_uri: str | None = None, tta_shift: float = 0.0) -> str | None:
     """Log a written submission into the model's run: its rows, how it was predicted, the CSV itself."""
     return log_to_model_run(
-        model_dir,
+        run,
         metrics={PREDICT_N_ROWS: float(rows)},
         tags={PREDICT_TTA_TAG: str(tta).lower(), PREDICT_TTA_SHIFT_TAG: str(tta_shift), PREDICT_SPLIT_TAG: split,
               PREDICT_POSTHOC_TAU_TAG: str(posthoc_tau)},
@@ -183,7 +156,7 @@ def record_lb(run_id: str, score: float, tracking_uri: str) -> dict[str, Any]:
     """Log a leaderboard score on an MLflow run, next to its local evaluation.
 
     Logs `lb_score`, and `lb_minus_local` = lb_score - eval_macro_f1 (the run's target-prior
-    estimate) when the run has been evaluated, so the log's "LB score = local macro-F1 + 0.02"
+    estimate) when the run has been evaluated, so docs/seed-log.md "EXP7"'s "LB score = local macro-F1 + 0.02"
     becomes a column to compare.
 
     Returns:

@@ -1,7 +1,7 @@
 """Train one experiment: HDF5 splits in, a model directory (and one MLflow run) out.
 
 `train.batch_size` is the batch per replica (per GPU); the global batch, the one each optimizer
-step averages over, is batch_size x replicas, as in the log's 2-GPU runs. The learning rate is
+step averages over, is batch_size x replicas, as in the seed log's 2-GPU runs (docs/seed-log.md "EXP4"). The learning rate is
 not rescaled with the replica count.
 """
 
@@ -21,20 +21,14 @@ import numpy as np
 from longtail.config import ExperimentConfig
 from longtail.errors import DataError
 from longtail.learning_curves import plot_learning_curves
-from longtail.logit_adjustment import (
-    LogitAdjustment,
-    choose_adjustment,
-    plot_posthoc_gains,
-    probability_model,
-)
-from longtail.model_dir import ModelDir
+from longtail.logit_adjustment import choose_adjustment, plot_posthoc_gains, probability_model
+from longtail.model_dir import ModelDir, RunInfo
 from longtail.output_lock import output_lock
 from longtail.prediction import predict_probabilities
 from longtail.preprocessing import Preprocessing
 from longtail.schedules import initial_learning_rate, schedule_callback
 from longtail.splits import SplitInfo, read_info
 from longtail.tracking.inputs import split_dataset
-from longtail.tracking.model_runs import RunInfo
 from longtail.tracking.names import (
     BATCH_SIZE_USED_PARAM,
     JIT_COMPILE_USED_PARAM,
@@ -226,7 +220,8 @@ def _fit(
 
     # These import TensorFlow when they are imported, so they load here, with keras, and
     # `import longtail.training` (the CLI's, before a config is checked) stays free of it.
-    from longtail.input_pipeline import Augmentation, Mixing, make_dataset
+    from longtail.augmentation import Augmentation, Mixing
+    from longtail.input_pipeline import make_dataset
     from longtail.models import build_model
     from longtail.models.fused_batch_norm import with_fused_batch_norm
     from longtail.training.callbacks import (
@@ -279,7 +274,7 @@ def _fit(
             size = train_info.image_size
             model = build_model(config.model.name, (size, size, 3), len(train_info.class_names),
                                 **config.model.args)
-            # Trained with fused batch norm (one oneDNN/cuDNN op per layer: README "Training precision");
+            # Trained with fused batch norm (one oneDNN/cuDNN op per layer: docs/benchmarks.md "Training precision");
             # its weights go back into `model`, built of Keras' own layers, which is what is saved.
             trained = with_fused_batch_norm(model)
             trained.compile(
@@ -345,7 +340,8 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
     Returns the tau predict will apply (0: none, and no file is written).
     """
     setting = config.evaluate.posthoc_tau
-    ModelDir(out_dir).remove_adjustment()
+    model_dir = ModelDir(out_dir)
+    model_dir.remove_adjustment()
     if setting == 0:
         return 0.0
     # The val probabilities evaluate and the submission will adjust: with evaluate.tta and tta_shift's views.
@@ -354,7 +350,7 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
     choice = choose_adjustment(setting, probs, val_info.labels, train_info.class_counts(),
                                target_prior=config.evaluate.target_prior)
     out_dir.mkdir(parents=True, exist_ok=True)
-    choice.adjustment.save(out_dir)
+    model_dir.save_adjustment(choice.adjustment)
     gain = choice.gain
     if choice.within_noise():
         log.info("post-hoc logit adjustment: tau 0 (tuned): tau %.2f led on val by %s, within the val split's "
@@ -364,7 +360,7 @@ def _choose_posthoc(config: ExperimentConfig, model: Any, preprocessing: Preproc
         log.info("post-hoc logit adjustment: tau %.2f%s, val macro-F1 %.4f -> %.4f%s (%s)", choice.adjustment.tau,
                  " (tuned)" if choice.tuned else "", choice.val_macro_f1_before, choice.val_macro_f1_after,
                  f", {gain.text()} over tau 0" if gain else "", choice.curve())
-    plot = plot_posthoc_gains(choice, ModelDir(out_dir).posthoc_plot_file, title=config.name)
+    plot = plot_posthoc_gains(choice, model_dir.posthoc_plot_file, title=config.name)
     if run is not None:
         log_posthoc_choice(run, choice.adjustment.tau, choice.val_macro_f1_before, choice.val_macro_f1_after,
                            step=config.train.epochs, best_tau=choice.best_tau,
@@ -385,7 +381,7 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
     """Everything predict/evaluate need, next to each other; then the same into MLflow."""
     model_dir = ModelDir(out_dir)
     model_dir.save_model(model)
-    pre_path = preprocessing.save(out_dir)
+    pre_path = model_dir.save_preprocessing(preprocessing)
     model_dir.save_precision(result.precision)
     config_path = model_dir.save_config(config)
     history_file = model_dir.save_history(history)
@@ -398,7 +394,7 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
         size = train_info.image_size
         example = np.zeros((1, size, size, 3), dtype=np.float32)
         # MLflow serves probabilities, the post-hoc adjustment included: what `longtail predict` computes.
-        adjustment = LogitAdjustment.load(out_dir)
+        adjustment = model_dir.adjustment()
         run.log_keras_model(probability_model(model, adjustment), example, [pre_path])
         if adjustment is not None:
             run.log_artifact(model_dir.adjustment_file)
