@@ -20,7 +20,7 @@ from longtail.datasets import make_digits_lt
 from longtail.evaluation import evaluate
 from longtail.ingest import ingest
 from longtail.prediction import predict
-from longtail.tracking import default_tracking_uri
+from longtail.tracking.store import default_tracking_uri
 from longtail.training import train
 
 REPO = Path(__file__).resolve().parents[1]

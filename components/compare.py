@@ -26,7 +26,7 @@ def start_sweep(configs: list, experiment: str, sweep_name: str) -> NamedTuple("
     from collections import namedtuple
 
     from longtail.sweep_run import start_sweep_run
-    from longtail.tracking import task_run_from_env, tracking_uri_from_env
+    from longtail.tracking.store import task_run_from_env, tracking_uri_from_env
 
     run_id = start_sweep_run(tracking_uri_from_env(os.environ), experiment, sweep_name,
                              configs, task_run_id=task_run_from_env(os.environ))
@@ -49,7 +49,7 @@ def compare(
     from longtail.splits import split_path
     from longtail.submission import ROWS_KEY
     from longtail.sweep_run import close_sweep
-    from longtail.tracking import tracking_uri_from_env
+    from longtail.tracking.store import tracking_uri_from_env
 
     outcome = close_sweep(tracking_uri_from_env(os.environ), parent_run_id,
                           [m.path for m in models], split_path(test_data.path, "test"), leaderboard.path,

@@ -25,7 +25,7 @@ def evaluate(
     from longtail.evaluation import evaluate as evaluate_model
     from longtail.report_html import write_html_report
     from longtail.splits import split_path
-    from longtail.tracking import tracking_uri_from_env
+    from longtail.tracking.store import tracking_uri_from_env
 
     # Through the config's own checks: KFP hands every number over as a float (epochs 40 as 40.0).
     settings = config_from_dict(config).evaluate

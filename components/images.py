@@ -13,10 +13,11 @@ import os
 
 from longtail import __version__
 
-# Step image -> the images/ folder it is built from (images/<name>/Dockerfile).
-# ingest: slim Python + OpenCV/h5py/boto3 (ingest, weights);
-# train: the official TensorFlow GPU image (train);
-# evaluate: CPU TensorFlow + scikit-learn + matplotlib (evaluate, submit, compare).
+# Step image -> the images/ folder it is built from (images/<name>/Dockerfile). Each starts FROM the
+# shared base (BASE: Python, CPU TensorFlow, the pinned dependencies and the library) and adds little:
+# ingest: no OpenBLAS thread beside the decoders (ingest, weights, the config checks);
+# train: TensorFlow's CUDA/cuDNN wheels for GPU nodes (train);
+# evaluate: matplotlib rendering headless (evaluate, submit, compare).
 IMAGES = ("ingest", "train", "evaluate")
 # The shared layers every step image starts FROM (images/base/Dockerfile); built first, run by no step.
 BASE = "base"

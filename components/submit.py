@@ -19,7 +19,7 @@ def submit(
     from longtail.prediction import predict_submission
     from longtail.splits import split_path
     from longtail.submission import ROWS_KEY
-    from longtail.tracking import tracking_uri_from_env
+    from longtail.tracking.store import tracking_uri_from_env
 
     settings = config_from_dict(config).evaluate  # KFP hands every number over as a float: checked back to int
     result = predict_submission(model.path, split_path(test_data.path, "test"), submission.path,
@@ -39,7 +39,7 @@ def skip_submission(
 
     from longtail.post_run import record_gate_closed
     from longtail.submission import write_skipped_submission
-    from longtail.tracking import tracking_uri_from_env
+    from longtail.tracking.store import tracking_uri_from_env
 
     reason = record_gate_closed(model.path, evaluation.path,
                                 tracking_uri=tracking_uri_from_env(os.environ))

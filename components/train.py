@@ -24,7 +24,8 @@ def train(
 
     from longtail.config import config_from_dict
     from longtail.splits import split_path
-    from longtail.tracking import system_metrics_enabled, task_run_from_env, tracking_uri_from_env
+    from longtail.tracking.runs import system_metrics_enabled
+    from longtail.tracking.store import task_run_from_env, tracking_uri_from_env
     from longtail.training import checkpoint_dir_for
     from longtail.training import train as train_model
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from longtail.components.images import IMAGES, image_ref
 from longtail.errors import LongtailError
+from longtail.tracking.env import TRACKING_PASSWORD_ENV, TRACKING_URI_ENV, TRACKING_USERNAME_ENV
 
 RUNNERS = ("subprocess", "container")
 RUNNER_HELP = ("subprocess: steps in this Python (default); container: each step in its step image "
@@ -23,7 +24,7 @@ RUNNER_HELP = ("subprocess: steps in this Python (default); container: each step
 # The environment a step may need, forwarded by name (values never reach an image or the YAML):
 # tracking server and its basic-auth credentials, S3 endpoint and keys for ingest from s3://, and the
 # seed-independent TF settings.
-FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "S3_ENDPOINT_URL",
+FORWARDED_ENV = (TRACKING_URI_ENV, TRACKING_USERNAME_ENV, TRACKING_PASSWORD_ENV, "S3_ENDPOINT_URL",
                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
                  "TF_CPP_MIN_LOG_LEVEL")
 # podman's Docker API socket as `podman system service` (scripts/podman-service.sh) opens it as root.
@@ -89,7 +90,7 @@ def make_docker_runner(pipeline_root: Path, sources: list[str], tracking_uri: st
     mounts = [docker.types.Mount(target=s, source=s, type="bind", read_only=True)
               for s in sources if not s.startswith("s3://")]
     env = {k: environ[k] for k in FORWARDED_ENV if environ.get(k)}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env[TRACKING_URI_ENV] = tracking_uri
     return local.DockerRunner(network_mode="host", environment=env, mounts=mounts)
 
 

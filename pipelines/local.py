@@ -16,7 +16,7 @@ from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
 from longtail.config import config_to_dict, load_config
 from longtail.errors import DataError, LongtailError
 from longtail.knobs import config_to_params
-from longtail.model_dir import RUN_FILE
+from longtail.model_dir import RUN_FILE, RunInfo
 from longtail.pipelines.container_runner import absolute_sources, check_runner
 from longtail.pipelines.local_session import local_session, print_restored
 from longtail.pipelines.sweep import SweepOutputs, sweep_steps
@@ -26,9 +26,10 @@ from longtail.run_log import RunConsole, finished_task_dir, step_figure
 from longtail.submission import is_skipped_submission
 from longtail.sweep_plan import group_by_data
 from longtail.sweep_run import start_sweep_run
-from longtail.tracking import RunInfo, append_description, default_tracking_uri, task_run_from_env
 from longtail.tracking.names import BEST_TEST_MACRO_F1, CHAMPION, DEFAULT_REGISTERED_MODEL
 from longtail.tracking.queries import RunSummary, experiment_id_of, run_summary, tag_pipeline_run
+from longtail.tracking.runs import append_description
+from longtail.tracking.store import default_tracking_uri, task_run_from_env
 from longtail.tracking.sweep import best_run_id
 
 if TYPE_CHECKING:

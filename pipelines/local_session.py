@@ -22,8 +22,8 @@ from longtail.pipelines.container_runner import (
     make_docker_runner,
     run_container_then_remove,
 )
-from longtail.tracking import check_store, credentials_to_env
-from longtail.tracking.store import TRACKING_URI_ENV
+from longtail.tracking.env import TRACKING_URI_ENV, credentials_to_env
+from longtail.tracking.store import check_store
 
 # kfp.local warns, for every task, that resources/accelerators/display names do nothing locally and
 # that the step images are not used; both are the point of a local run (this venv stands in for them).

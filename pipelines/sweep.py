@@ -16,7 +16,7 @@ from longtail.pipelines.training import experiment_branch, wire
 from longtail.sweep_plan import expand_grid
 from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
 
-# The compiled sweep's default: the comparison the seed log's EXP9/EXP11 were after.
+# The compiled sweep's default: the comparison docs/seed-log.md "EXP9" and "EXP11" were after.
 DEFAULT_GRID = ["weights.scheme=none,inverse-frequency,effective-number"]
 # What a sweep run gives back: the ranked table and the best model's submission.
 SweepOutputs = NamedTuple("SweepOutputs", [("leaderboard", dsl.Markdown), ("submission", dsl.Dataset)])  # noqa: UP014 (KFP docs form)

@@ -15,18 +15,18 @@ from longtail.components.train import train
 from longtail.components.weights import weights
 from longtail.config import ExperimentConfig
 from longtail.knobs import KNOBS, config_to_params, knob_values, pod_gpus
+from longtail.tracking.env import TRACKING_PASSWORD_ENV, TRACKING_URI_ENV, TRACKING_USERNAME_ENV
 
 # Cluster wiring (manifests/base): tracking URI and S3 endpoint from a ConfigMap, S3 keys from a
 # Secret. Only the steps that read raw data from object storage get the keys; the others reach
 # artifacts through the KFP launcher and MLflow through its proxied-artifact server.
 CONFIG_MAP = "longtail-config"
-CONFIG_MAP_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL": "S3_ENDPOINT_URL"}
+CONFIG_MAP_ENV = {TRACKING_URI_ENV: TRACKING_URI_ENV, "S3_ENDPOINT_URL": "S3_ENDPOINT_URL"}
 S3_SECRET = "longtail-s3"
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 # MLflow's basic-auth user, which the MLflow client reads from these variables; every step logs.
 MLFLOW_SECRET = "longtail-mlflow"
-MLFLOW_SECRET_ENV = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-                     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+MLFLOW_SECRET_ENV = {TRACKING_USERNAME_ENV: TRACKING_USERNAME_ENV, TRACKING_PASSWORD_ENV: TRACKING_PASSWORD_ENV}
 
 
 def wire(task: dsl.PipelineTask, cpu: str, memory: str, *, registry: str, tag: str, s3_keys: bool = False,
@@ -108,7 +108,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
     k["gpus"] = pod_gpus(k["gpus"])  # train.gpus 0 is "every visible GPU"; the pod still asks for one
     base = config_to_params(defaults)
 
-    # The knob parameters, name .. target_prior, are written from longtail.knobs by
+    # The knob parameters, between base_config and parent_run_id, are written from longtail.knobs by
     # `python -m longtail.pipelines.knob_signatures --write`: declare a knob in longtail.config, not here.
     @dsl.pipeline(name="longtail-training",
                   description="One long-tailed classification experiment, tracked in MLflow.")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from longtail import __version__
 from longtail.credentials import redact, redact_log_records
 from longtail.errors import LongtailError
-from longtail.tracking_env import credentials_to_env, tracking_env_edge
+from longtail.tracking.env import credentials_to_env, tracking_env_edge
 
 # Each module in longtail.commands has add_parser(subparsers) and run(args) -> int.
 # Command modules import TensorFlow, MLflow and kfp (and the pipelines, which import kfp) only inside

@@ -79,12 +79,12 @@ def _reduced_scale(height: int, width: int, target: int) -> int:
     libjpeg decodes at 1/k by an inverse DCT of each block's low frequencies: the decoder's main
     cost shrinks with k, and the result is itself an antialiased downscale (at 1/8 each pixel is
     its block's mean). A 256 px JPEG going to 64 px decodes at 1/4, straight to the target, about
-    3x faster than a full decode + area resize (README "Ingest"). libjpeg rounds the scaled size up.
+    3x faster than a full decode + area resize (docs/benchmarks.md "Ingest"). libjpeg rounds the scaled size up.
 
     Against a full decode + area resize the stored pixels differ by 0.6-6.1 grey levels on average
     (27.9-37.4 dB) on real photos. A 2x margin about halved that and took 1.5x the decode time;
     models trained and scored on either ingest of scaled-lt scored within 0.012 of each other
-    (README "Ingest"). tests/unit/test_decode.py holds the figures and the bound.
+    (docs/benchmarks.md "Ingest"). tests/unit/test_decode.py holds the figures and the bound.
     """
     short = min(height, width)
     return next((k for k in (8, 4, 2) if -(-short // k) >= target), 1)

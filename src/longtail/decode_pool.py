@@ -16,13 +16,13 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from longtail import decode_server
 from longtail.decode_server import POOL_MIN_FILES
+from longtail.decoded_batch import Batch
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -43,27 +43,6 @@ OWN_AHEAD_BATCHES = 8
 # Workers put their pixels into a ring of batch-sized slots shared with this process, at most this
 # many bytes (fewer slots for bigger images, but enough for every worker's queue and one more).
 RING_BYTES = 64 * 2**20
-
-
-@dataclass
-class Batch:
-    """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
-    of the shared ring, when it was given one) and, per file, its reason if rejected, hash and size."""
-
-    pixels: np.ndarray | None  # (n_ok, S, S, 3) uint8, in file order; None when in the ring
-    reasons: list[str]  # "" where decoded
-    digests: list[str]
-    sizes: list[int]
-    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
-
-
-def channel_sums(pixels: np.ndarray) -> np.ndarray:
-    """Exact per-channel sums (3,) of (N, S, S, 3) uint8 pixels, as float64, for the train mean.
-
-    Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
-    """
-    per_row = pixels.reshape(-1, pixels.shape[-2] * 3).sum(axis=0, dtype=np.uint64)
-    return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
 
 
 def worker_count(workers: int | None, n_files: int) -> int:

@@ -11,8 +11,10 @@ import multiprocessing
 import os
 from typing import Any
 
-# What the server imports once (preload), so a worker forks with the decoders loaded.
+# What the server imports once (preload), so a worker forks with the decoders loaded, and with the
+# module of the loop it runs (decode_pool._pool_worker).
 DECODERS_MODULE = "longtail.decode_worker"
+WORKER_MODULE = "longtail.decode_pool"
 # Below this many files the default is one process: a pool's start-up (a fork server importing the
 # decoders, 0.14-0.23 s of CPU, then a worker) costs about what a second core saves on them. Measured on
 # 2 cores, 256 px JPEGs to 64 px: 2,000 files 1.07 s with two processes, 1.04 s with one; 3,000
@@ -30,7 +32,7 @@ def pool_context() -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([DECODERS_MODULE])
+    ctx.set_forkserver_preload([DECODERS_MODULE, WORKER_MODULE])
     return ctx
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from longtail import storage
 from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, to_pixels
-from longtail.decode_pool import Batch, channel_sums
+from longtail.decoded_batch import Batch, channel_sums
 from longtail.s3_read_ahead import ReadAhead
 from longtail.storage import ObjectNotFound, S3Settings
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longtail.evaluation.gate import closed_gate_reason
-from longtail.scoring import score_into_run
-from longtail.tracking.model_runs import log_submission_skipped
+from longtail.model_dir import ModelDir
+from longtail.scoring import score
+from longtail.tracking.model_runs import log_submission_skipped, log_test_score
 from longtail.tracking.names import CANDIDATE, TEST_MACRO_F1, TEST_MACRO_F1_TAG
 from longtail.tracking.registry import alias_version, register_run_model, tag_version, version_tags
 
@@ -44,8 +45,8 @@ def close_run(tracking_uri: str, run_id: str, *, submission: str | Path | None =
     """
     result = RunClose()
     if submission is not None and labels is not None:
-        result.test_macro_f1 = score_into_run(submission, labels, tracking_uri=tracking_uri, run_id=run_id,
-                                              metric=test_metric).macro_f1
+        result.test_macro_f1 = score(submission, labels).macro_f1
+        log_test_score(tracking_uri, run_id, result.test_macro_f1, test_metric)
     if not register_as:
         return result
     if registered_alias is None:
@@ -66,5 +67,5 @@ def record_gate_closed(model_dir: str | Path, evaluation_dir: str | Path, *, tra
         The reason, as evaluate worded it (e.g. "macro-F1 0.4120 < gate 0.9000").
     """
     reason = closed_gate_reason(evaluation_dir)
-    log_submission_skipped(model_dir, reason, tracking_uri=tracking_uri)
+    log_submission_skipped(ModelDir(model_dir).run_info(), reason, tracking_uri=tracking_uri)
     return reason

@@ -12,8 +12,6 @@ import numpy as np
 from longtail.config import TargetPrior
 from longtail.errors import ConfigError, DataError
 from longtail.submission import examples, read_submission
-from longtail.tracking.model_runs import log_test_score
-from longtail.tracking.names import TEST_MACRO_F1
 
 # Digits in the classification_report table (the log pastes 2; LB differences are in the third digit).
 REPORT_DIGITS = 4
@@ -332,14 +330,6 @@ def score(
         )
     ids = sorted(truth)
     return classification_scores([index[truth[i]] for i in ids], [index[sub[i]] for i in ids], vocabulary)
-
-
-def score_into_run(submission_csv: str | Path, labels_csv: str | Path, *, tracking_uri: str, run_id: str,
-                   metric: str = TEST_MACRO_F1) -> ClassificationScores:
-    """Score a submission against held-out labels and log its macro-F1 on an MLflow run as `metric`."""
-    result = score(submission_csv, labels_csv)
-    log_test_score(tracking_uri, run_id, result.macro_f1, metric)
-    return result
 
 
 def most_confused_classes(confusion: np.ndarray, k: int) -> np.ndarray:

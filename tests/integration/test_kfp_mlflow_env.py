@@ -20,7 +20,7 @@ import pytest
 from test_train_mlflow import digits_lt_splits
 
 from longtail.sweep_run import start_sweep_run
-from longtail.tracking import KFP_TASK_RUN_TAG
+from longtail.tracking.names import KFP_TASK_RUN_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.name=small_cnn", "model.args={width: 8}", "train.epochs=1", "train.batch_size=32",

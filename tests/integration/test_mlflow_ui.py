@@ -16,7 +16,7 @@ from conftest import TINY_PIPELINE
 from test_services import MlflowServer
 
 from longtail.pipelines.local import run_local
-from longtail.tracking import runs_page_url
+from longtail.tracking.store import runs_page_url
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "build" / "mlflow-ui"

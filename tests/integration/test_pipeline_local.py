@@ -14,8 +14,8 @@ from conftest import TINY_PIPELINE
 
 from longtail.errors import LongtailError
 from longtail.pipelines.local import run_local
-from longtail.tracking import default_tracking_uri
-from longtail.tracking.store import TRACKING_URI_ENV
+from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.store import default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]
 

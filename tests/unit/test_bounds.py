@@ -1,4 +1,4 @@
-"""Safety rule "Bounds": every read is bounded before it happens (docs/architecture.md).
+"""Safety rule "Bounds": every read is bounded before it happens (docs/safety.md "Bounds").
 
 Types and sizes of files, rejected-file reports, repeated warnings, decode memory, network deadlines.
 """
@@ -30,7 +30,7 @@ from longtail.ingest import ingest
 # --- Reports and warnings: counted, and named only up to LISTED_MAX -------------------------------
 
 def test_a_manifest_of_missing_files_gives_a_bounded_report_with_the_right_reason(tmp_path, capsys):
-    from longtail.ingest import LISTED_MAX
+    from longtail.sources import LISTED_MAX
 
     source = make_classes(tmp_path / "src")
     rows = [f"{c}/{i}.png,{c}\n" for c in "ab" for i in range(6)]
@@ -51,12 +51,12 @@ def test_a_manifest_of_missing_files_gives_a_bounded_report_with_the_right_reaso
 
 
 def test_a_manifest_repeating_a_few_files_warns_in_a_bounded_number_of_lines(tmp_path, caplog):
-    from longtail.ingest import LISTED_MAX
+    from longtail.sources import LISTED_MAX
 
     source = make_classes(tmp_path / "src", per_class=20)
     rows = [f"{c}/{i % 20}.png,{c}\n" for i in range(10_000) for c in "ab"]
     (source / "m.csv").write_text("path,label\n" + "".join(rows))
-    with caplog.at_level(logging.WARNING, logger="longtail.ingest"):
+    with caplog.at_level(logging.WARNING, logger="longtail.sources"):
         result = ingest(str(source / "m.csv"), tmp_path / "out", workers=1)
     assert result["n_images"] == 40 and result["duplicate_rows"] == 20_000 - 40
     lines = [r for r in caplog.records if "repeat" in r.getMessage()]
@@ -235,7 +235,7 @@ def test_an_s3_endpoint_that_never_answers_is_given_up_within_the_deadline(monke
 
 def test_mlflow_http_calls_fit_the_deadline():
     from longtail.storage import NETWORK_DEADLINE_S
-    from longtail.tracking_env import CLIENT_LIMITS
+    from longtail.tracking.env import CLIENT_LIMITS
 
     tries = int(CLIENT_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) + 1
     backoff = sum(float(CLIENT_LIMITS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]) * 2**i for i in range(tries - 1))

@@ -1,4 +1,4 @@
-"""Safety rule "Consistency": what would mislead silently is refused, or warned in one line (docs/architecture.md).
+"""Safety rule "Consistency": what would mislead silently is refused, or warned in one line (docs/safety.md "Consistency").
 
 Duplicate images across classes and splits, a val split that overlaps train, duplicate YAML keys,
 YAML 1.2 numbers, out-of-range knobs, a non-finite loss.
@@ -17,9 +17,10 @@ import yaml
 from test_ingest_hostile import make_classes, small_png
 
 from longtail.cli import main
-from longtail.config import config_from_dict, load_config, load_yaml
+from longtail.config import config_from_dict, load_config
 from longtail.errors import ConfigError, DataError, LongtailError
 from longtail.ingest import ingest
+from longtail.yaml_loader import load_yaml
 
 # --- Duplicate images, by content hash, across classes and splits ---------------------------------
 
@@ -194,15 +195,14 @@ def test_ingest_refuses_a_negative_seed_in_one_line(tmp_path, capsys):
 
 def test_a_corrupt_model_directory_is_a_one_line_error(tmp_path):
     from longtail.model_dir import ModelDir
-    from longtail.preprocessing import Preprocessing
 
     (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "preprocessing.json").write_text("{not json")
     with pytest.raises(DataError, match="preprocessing.json is corrupt"):
-        Preprocessing.load(tmp_path)
+        ModelDir(tmp_path).preprocessing()
     (tmp_path / "preprocessing.json").write_text(json.dumps({"size": 3}))
     with pytest.raises(DataError, match="is not a longtail preprocessing file"):
-        Preprocessing.load(tmp_path)
+        ModelDir(tmp_path).preprocessing()
     with pytest.raises(DataError, match="model.keras cannot be loaded as a Keras model"):
         ModelDir(tmp_path).load_model()
 

@@ -12,12 +12,13 @@ import h5py
 import numpy as np
 import pytest
 
-from longtail import decode_pool, decode_worker
-from longtail import ingest as ingest_module
+from longtail import decode_pool, decode_worker, split_sink
 from longtail.cli import main
 from longtail.datasets import make_digits_lt
+from longtail.decoded_batch import Batch, channel_sums
 from longtail.errors import DataError
-from longtail.ingest import ingest, select_classes, stratified_split
+from longtail.ingest import ingest
+from longtail.ingest_plan import select_classes, stratified_split
 from longtail.preprocessing import Preprocessing
 from longtail.splits import SCHEMA_VERSION, read_arrays, read_info
 
@@ -180,7 +181,7 @@ def test_an_ingest_that_fails_midway_leaves_nothing_behind(digits, tmp_path, mon
         return real(data, settings)
 
     monkeypatch.setattr(decode_worker, "to_pixels", interrupted)
-    monkeypatch.setattr(ingest_module, "FLUSH_ROWS", 64)
+    monkeypatch.setattr(split_sink, "FLUSH_ROWS", 64)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         ingest(str(digits / "train"), out, workers=1)
@@ -241,65 +242,88 @@ def test_parallel_ingest_with_rejected_files_and_small_batches_matches_one_proce
     assert read_info(tmp_path / "two" / "train.h5").mean_rgb == read_info(tmp_path / "one" / "train.h5").mean_rgb
 
 
-@pytest.mark.parametrize(("pool_delay", "ready_after"), [(0.0, 0), (0.004, 0), (0.02, 0), (0.0, 10)])
-def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_order(pool_delay, ready_after):
-    """_shared_decode with a thread pool as the pool: every batch once, in order, its pixels from its own
-    slot; this process takes batches while the one due is still in the pool, never further ahead than
-    the pool's queue and OWN_AHEAD_BATCHES, and a slot is never handed out twice at once. Until the
-    pool has started (its first worker forking), this process decodes every batch and hands none out."""
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
+class _ClockedPool:
+    """A one-worker pool on a clock that ticks once per batch this process decodes: a batch takes
+    `steps` ticks, after the batches queued before it. Waiting on one (result) moves the clock to its
+    end. No threads and no sleeps, so which process decodes which batch does not depend on the machine."""
 
+    def __init__(self, steps: int, work):
+        self.steps, self.work, self.clock, self.free_at = steps, work, 0, 0
+
+    def submit(self, *args):
+        self.free_at = max(self.clock, self.free_at) + self.steps
+        return _ClockedFuture(self, self.free_at, self.work(*args))
+
+
+class _ClockedFuture:
+    def __init__(self, pool: _ClockedPool, done_at: int, value):
+        self.pool, self.done_at, self.value = pool, done_at, value
+
+    def done(self) -> bool:
+        return self.pool.clock >= self.done_at
+
+    def cancel(self) -> bool:
+        return False  # handed out only once the pool is up: begun, or queued behind a begun one
+
+    def result(self):
+        self.pool.clock = max(self.pool.clock, self.done_at)
+        return self.value
+
+
+@pytest.mark.parametrize(("pool_steps", "ready_after"), [(0, 0), (1, 0), (5, 0), (0, 10)])
+def test_this_process_decodes_while_it_waits_for_the_pool_and_batches_stay_in_order(pool_steps, ready_after):
+    """_shared_decode with a pool on a clock (a batch takes the pool `pool_steps` of this process's
+    batches): every batch once, in order, its pixels from its own slot; this process takes batches
+    while the one due is still in the pool, never further ahead than the pool's queue and
+    OWN_AHEAD_BATCHES, and a slot is never handed out twice at once. Until the pool has started (its
+    first worker forking), this process decodes every batch and hands none out."""
     n, rows = 60, 3
     batches = [[f"{b}-{r}" for r in range(rows)] for b in range(n)]
     ring = np.zeros((5, rows, 1, 1, 3), np.uint8)
     slots_in_use: set[int] = set()
-    lock = threading.Lock()
     here: list[int] = []
     ahead: list[int] = []
     consumed = [0]
 
     def batch_of(files, pixels):
-        return decode_pool.Batch(pixels, [""] * len(files), [f"d{f}" for f in files], [1] * len(files),
-                                    np.zeros(3))
+        return Batch(pixels, [""] * len(files), [f"d{f}" for f in files], [1] * len(files), np.zeros(3))
 
     def in_pool(files, slot):
-        time.sleep(pool_delay)
         ring[slot, : len(files)] = int(files[0].split("-")[0])
         return batch_of(files, None)
 
+    pool = _ClockedPool(pool_steps, in_pool)
+
     def submit(files, slot):
         assert consumed[0] >= ready_after, "a batch handed to a pool that has not started"
-        with lock:
-            assert slot not in slots_in_use, "a slot handed out twice"
-            slots_in_use.add(slot)
-        return executor.submit(in_pool, files, slot)
+        assert slot not in slots_in_use, "a slot handed out twice"
+        slots_in_use.add(slot)
+        return pool.submit(files, slot)
 
     def decode_here(files):
         b = int(files[0].split("-")[0])
         here.append(b)
         ahead.append(b - consumed[0])
-        time.sleep(0.004)
+        pool.clock += 1
         return batch_of(files, np.full((len(files), 1, 1, 3), b, np.uint8))
 
-    with ThreadPoolExecutor(1) as executor:
-        out = []
-        ready = lambda: consumed[0] >= ready_after  # noqa: E731
-        for i, batch in enumerate(decode_pool._shared_decode(batches, submit, decode_here, ring, 1, ready)):
-            assert batch.digests == [f"d{f}" for f in batches[i]]
-            assert (batch.pixels == i).all() and len(batch.pixels) == rows
-            with lock:
-                slots_in_use.clear()  # every batch up to here is consumed: its slot may go out again
-            consumed[0] = i + 1
-            out.append(i)
+    out = []
+    ready = lambda: consumed[0] >= ready_after  # noqa: E731
+    for i, batch in enumerate(decode_pool._shared_decode(batches, submit, decode_here, ring, 1, ready)):
+        assert batch.digests == [f"d{f}" for f in batches[i]]
+        assert (batch.pixels == i).all() and len(batch.pixels) == rows
+        slots_in_use.clear()  # every batch up to here is consumed: its slot may go out again
+        consumed[0] = i + 1
+        out.append(i)
     assert out == list(range(n))
     # The read-ahead is bounded: the pool's queue, then this process's own batches beyond it.
-    assert max(ahead) <= decode_pool.QUEUED_PER_WORKER + decode_pool.OWN_AHEAD_BATCHES
-    if pool_delay >= 0.02:  # a slow pool: this process decodes most batches itself
+    assert max(ahead, default=0) <= decode_pool.QUEUED_PER_WORKER + decode_pool.OWN_AHEAD_BATCHES
+    if pool_steps >= 5:  # a slow pool: this process decodes most batches itself
         assert len(here) > n // 2
-    if pool_delay == 0.0:  # an instant pool: this process rarely has to step in
+    if pool_steps == 0:  # an instant pool: this process rarely has to step in
         assert len(here) < n // 2
+    if pool_steps == 1:  # as fast as this process: both decode
+        assert 0 < len(here) < n
     assert here[:ready_after] == list(range(ready_after))
 
 
@@ -319,7 +343,7 @@ def test_the_pools_first_batches_are_taken_back_while_it_has_no_worker_and_waite
     up = threading.Event()
 
     def batch_of(files, pixels):
-        return decode_pool.Batch(pixels, [""] * len(files), ["d"] * len(files), [1] * len(files), np.zeros(3))
+        return Batch(pixels, [""] * len(files), ["d"] * len(files), [1] * len(files), np.zeros(3))
 
     def decode_here(files):
         here.append(int(files[0].split("-")[0]))
@@ -361,7 +385,7 @@ def test_the_pool_decodes_its_first_batches_before_this_process_loads_the_decode
     code = f"""
 import sys
 from longtail import decode_pool
-from longtail.ingest import list_source
+from longtail.sources import list_source
 from longtail.pixel_settings import PixelSettings
 
 files = [f.uri for f in list_source({str(digits / "train")!r}).files][:512]
@@ -464,16 +488,16 @@ def test_the_split_sink_writes_blocks_of_any_size_whole_chunks_at_a_time(tmp_pat
     reused = np.empty((64, 8, 8, 3), np.uint8)  # one buffer for every block, like a ring slot
     with SplitWriter(tmp_path / "train.h5", n=n, image_size=8, class_names=["a", "b", "c"], labelled=True,
                      preprocessing={}, source_fingerprint="") as writer:
-        sink = ingest_module._SplitSink(writer, labelled=True, track_mean=True)
+        sink = split_sink.SplitSink(writer, labelled=True, track_mean=True)
         row = 0
         while row < n:
             size = min(int(rng.choice([0, 1, 63, 64, 64, 64])), n - row)
             block = reused[:size]
             block[...] = images[row : row + size]
-            sink.add(block, ids[row : row + size], labels[row : row + size], decode_pool.channel_sums(block))
+            sink.add(block, ids[row : row + size], labels[row : row + size], channel_sums(block))
             reused[...] = 0
             row += size
         sink.finish()
     got_images, got_labels, got_ids = read_arrays(tmp_path / "train.h5")
     assert np.array_equal(got_images, images) and got_labels.tolist() == labels and got_ids == ids
-    assert sink.written == n and np.array_equal(sink.pixel_sum, decode_pool.channel_sums(images))
+    assert sink.written == n and np.array_equal(sink.pixel_sum, channel_sums(images))

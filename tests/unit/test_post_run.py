@@ -8,9 +8,17 @@ import mlflow
 import pytest
 
 from longtail.errors import DataError
+from longtail.model_dir import RunInfo
 from longtail.post_run import close_run, record_gate_closed
-from longtail.tracking import CANDIDATE, CHAMPION, TEST_MACRO_F1, RunInfo
-from longtail.tracking.names import BEST_TEST_MACRO_F1, CONFIG_TAG, TEST_MACRO_F1_TAG, VAL_MACRO_F1_TAG
+from longtail.tracking.names import (
+    BEST_TEST_MACRO_F1,
+    CANDIDATE,
+    CHAMPION,
+    CONFIG_TAG,
+    TEST_MACRO_F1,
+    TEST_MACRO_F1_TAG,
+    VAL_MACRO_F1_TAG,
+)
 
 
 @pytest.fixture

@@ -8,19 +8,11 @@ import pytest
 from longtail.cli import main
 from longtail.config import config_from_dict
 from longtail.errors import LongtailError
-from longtail.tracking import (
-    CUSTOM_MODEL_DEVELOPMENT,
-    DESCRIPTION_TAG,
-    EXPERIMENT_KIND_TAG,
-    dataset_name,
-    describe_experiment,
-    ensure_experiment,
-    env_run_id_hidden,
-    runs_page_url,
-    system_metrics_enabled,
-    ui_hint,
-)
-from longtail.tracking.registry import CHAMPION, promote
+from longtail.tracking.inputs import dataset_name
+from longtail.tracking.names import CHAMPION, CUSTOM_MODEL_DEVELOPMENT, DESCRIPTION_TAG, EXPERIMENT_KIND_TAG
+from longtail.tracking.registry import promote
+from longtail.tracking.runs import describe_experiment, system_metrics_enabled
+from longtail.tracking.store import ensure_experiment, env_run_id_hidden, runs_page_url, ui_hint
 
 
 @pytest.fixture(scope="module")

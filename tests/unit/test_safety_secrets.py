@@ -1,5 +1,5 @@
-"""Safety rule "Secrets": a credential in any URI is never printed, logged or written (docs/architecture.md,
-"Safety rules"). The end-to-end check, every command against a real credentialed server, is
+"""Safety rule "Secrets": a credential in any URI is never printed, logged or written (docs/safety.md
+"Secrets"). The end-to-end check, every command against a real credentialed server, is
 tests/integration/test_secrets_every_command.py."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from test_tracking_bounds import FakeServer
 
 from longtail.cli import main
 from longtail.errors import LongtailError
-from longtail.tracking import CLIENT_LIMITS, RunInfo, ui_hint
+from longtail.model_dir import RunInfo
+from longtail.tracking.env import CLIENT_LIMITS
+from longtail.tracking.store import ui_hint
 
 SECRET = "Sup3rS3cret"
 
@@ -43,7 +45,7 @@ def test_userinfo_splits_off_the_uri_with_escapes_decoded():
 
 
 def test_the_tracking_uri_is_stripped_at_the_edge_and_its_credentials_move_to_mlflows_variables():
-    from longtail.tracking import tracking_credentials_to_env
+    from longtail.tracking.env import tracking_credentials_to_env
 
     env = {"MLFLOW_TRACKING_URI": f"http://bob:{SECRET}@127.0.0.1:5000"}
     tracking_credentials_to_env(env)
@@ -52,7 +54,8 @@ def test_the_tracking_uri_is_stripped_at_the_edge_and_its_credentials_move_to_ml
 
 
 def test_a_postgres_store_uri_moves_its_credentials_to_libpqs_variables():
-    from longtail.tracking import resolve_tracking_uri, tracking_credentials_to_env
+    from longtail.tracking.env import tracking_credentials_to_env
+    from longtail.tracking.store import resolve_tracking_uri
 
     env = {"MLFLOW_TRACKING_URI": f"postgresql://longtail:{SECRET}@db:5432/mlflow"}
     tracking_credentials_to_env(env)

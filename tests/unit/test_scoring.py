@@ -14,7 +14,7 @@ from longtail.scoring import (
     score,
     top_confusions,
 )
-from longtail.tracking import record_lb
+from longtail.tracking.model_runs import record_lb
 
 NAMES = ["cat", "dog", "eel", "fox"]
 

@@ -19,13 +19,9 @@ from digits_models import make_digits, train_model_dir
 from longtail.cli import main
 from longtail.credentials import redact
 from longtail.errors import LongtailError
-from longtail.tracking import (
-    CLIENT_LIMITS,
-    RunInfo,
-    bound_client_retries,
-    check_tracking_reachable,
-    tracking_uri_from_env,
-)
+from longtail.model_dir import RunInfo
+from longtail.tracking.env import CLIENT_LIMITS, bound_client_retries
+from longtail.tracking.store import check_tracking_reachable, tracking_uri_from_env
 
 
 class FakeServer:

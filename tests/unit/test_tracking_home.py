@@ -49,7 +49,8 @@ def test_the_global_tracking_uri_and_the_environment_are_put_back(monkeypatch, t
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; the helper must undo that too."""
     import mlflow
 
-    from longtail.tracking.store import TRACKING_URI_ENV, fluent_tracking_uri
+    from longtail.tracking.env import TRACKING_URI_ENV
+    from longtail.tracking.store import fluent_tracking_uri
 
     if env_before is None:
         monkeypatch.delenv(TRACKING_URI_ENV, raising=False)

@@ -9,6 +9,7 @@ from longtail.evaluation import evaluate
 from longtail.model_dir import METRICS_FILE
 from longtail.scoring import TARGET_PRIORS
 from longtail.storage import check_output_folder, is_s3
+from longtail.tracking.env import TRACKING_URI_ENV
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, args.val_h5, args.out_dir,
         min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, tta_shift=args.tta_shift, weights_json=args.weights_json,
         target_prior=args.target_prior,
-        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None,
     )
     print(r.report_text.rstrip())
     print()

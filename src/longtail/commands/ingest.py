@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # thread means none is started (a value of the caller's own is kept).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     decode_server.start(args.workers)
+    # Only now numpy and the rest: the server loads the decoders meanwhile, on the other core.
     from longtail.ingest import ingest
     from longtail.storage import S3Settings
 

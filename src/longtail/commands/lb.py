@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from longtail.tracking import record_lb, resolve_tracking_uri
+from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.model_runs import record_lb
 from longtail.tracking.names import EVAL_MACRO_F1, LB_MINUS_LOCAL, LB_SCORE
+from longtail.tracking.store import resolve_tracking_uri
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Record and print the comparison."""
-    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get(TRACKING_URI_ENV))
     r = record_lb(args.run_id, args.score, uri)
     print(f"run {args.run_id}: {LB_SCORE} {args.score:.4f}")
     if r[LB_MINUS_LOCAL] is None:

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from longtail.prediction import predict, tta_text
+from longtail.tracking.env import TRACKING_URI_ENV
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     r = predict(
         args.model_dir, args.test_h5, args.submission_csv,
         tta=args.tta, tta_shift=args.tta_shift, id_column=args.id_column, label_column=args.label_column, batch_size=args.batch_size,
-        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None,
     )
     augmented = tta_text(r.tta, r.tta_shift)
     print(f"wrote {r.n_rows} rows to {r.path}{f' ({augmented})' if augmented else ''}")

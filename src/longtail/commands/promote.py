@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from longtail.tracking import resolve_tracking_uri
+from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import CHAMPION, DEFAULT_REGISTERED_MODEL
 from longtail.tracking.registry import promote
+from longtail.tracking.store import resolve_tracking_uri
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Move the alias and say where it pointed before."""
-    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get(TRACKING_URI_ENV))
     before = promote(uri, args.model, args.version, alias=args.alias)
     was = f"was version {before}" if before else "was not set"
     print(f"{args.model}@{args.alias} -> version {args.version} ({was})")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from longtail.atomic_file import write_text
 from longtail.sweep_run import leaderboard_from_mlflow
-from longtail.tracking import check_store, resolve_tracking_uri
+from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.store import check_store, resolve_tracking_uri
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, print and save the report."""
-    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(os.environ.get(TRACKING_URI_ENV))
     check_store(uri)  # a failing server is one line, not a traceback
     board = leaderboard_from_mlflow(uri, experiment=args.experiment, parent_run_id=args.sweep)
     text = board.markdown(f"{args.experiment}: {len(board.entries)} run(s)")

@@ -11,7 +11,9 @@ from longtail.data_folder import TEST_LABELS_FILE
 from longtail.datasets import make_fashion_mnist_lt
 from longtail.errors import DataError
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
-from longtail.tracking import GATE_REASON_TAG, ui_hint
+from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.names import GATE_REASON_TAG
+from longtail.tracking.store import ui_hint
 
 DEMO_DATA = Path(".longtail") / "data" / "fashion-mnist-lt"
 
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError("--test is required unless DATA's parent folder has a test/ folder")
         test = str(guess)
     result = run_local(args.config, data, test, labels=labels, overrides=args.overrides, home=args.home,
-                       tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       tracking_uri=os.environ.get(TRACKING_URI_ENV),
                        verbose=bool(args.full_log or args.verbose), register_as=args.register_as,
                        runner=args.runner)
     print()

@@ -11,8 +11,9 @@ from longtail.credentials import redact
 from longtail.errors import ConfigError
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
 from longtail.sweep_plan import group_by_data, load_sweep
-from longtail.tracking import ui_hint
+from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
+from longtail.tracking.store import ui_hint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from longtail.pipelines.local import run_sweep_local  # imports kfp (slow): only when a sweep starts
 
     result = run_sweep_local(configs, args.data, args.test, labels=args.labels, home=args.home,
-                             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), parallelism=args.parallelism,
+                             tracking_uri=os.environ.get(TRACKING_URI_ENV), parallelism=args.parallelism,
                              register_as=args.register_as, sweep_name=args.name,
                              verbose=bool(args.full_log or args.verbose), runner=args.runner)
     print()

@@ -9,8 +9,10 @@ from longtail.config import load_config
 from longtail.errors import ConfigError
 from longtail.post_run import close_run
 from longtail.storage import check_output_folder, is_s3
-from longtail.tracking import resolve_tracking_uri, system_metrics_enabled, task_run_from_env
+from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import CANDIDATE
+from longtail.tracking.runs import system_metrics_enabled
+from longtail.tracking.store import resolve_tracking_uri, task_run_from_env
 from longtail.training import train
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if not is_s3(args.out):
         check_output_folder(args.out, "model directory")
-    tracking_uri = None if args.no_tracking else resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    tracking_uri = None if args.no_tracking else resolve_tracking_uri(os.environ.get(TRACKING_URI_ENV))
     if args.register_as and tracking_uri is None:
         raise ConfigError("--register-as needs MLflow tracking; drop --no-tracking")
     result = train(

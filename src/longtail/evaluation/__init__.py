@@ -12,7 +12,6 @@ from longtail.evaluation.gate import (
     class_warnings,
     closed_gate_reason,
     gate,
-    load_history,
     overfitting_warning,
 )
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
@@ -32,7 +31,6 @@ __all__ = [
     "class_warnings",
     "evaluate",
     "gate",
-    "load_history",
     "model_name",
     "overfitting_warning",
     "plot_confusion_matrix",

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from longtail.errors import ConfigError
-from longtail.model_dir import EvaluationDir, ModelDir
+from longtail.model_dir import EvaluationDir
 from longtail.scoring import ClassificationScores
 
 log = logging.getLogger(__name__)
 
-# The seed log's EXP1: "Obviously overfitting, acc reaches 1" while val lagged ten points behind.
+# docs/seed-log.md "EXP1": "obviously overfitting, acc reaches 1" while val lagged ten points behind.
 OVERFIT_TRAIN_ACCURACY = 0.98
 OVERFIT_GAP = 0.10
 
@@ -35,13 +35,8 @@ def gate(macro_f1: float, min_macro_f1: float) -> tuple[bool, str]:
     )
 
 
-def load_history(model_dir: str | Path) -> dict[str, list[float]]:
-    """Per-epoch training metrics from history.json ({} when the model directory has none)."""
-    return ModelDir(model_dir).load_history()
-
-
 def overfitting_warning(history: dict[str, list[float]], macro_f1: float) -> str | None:
-    """A warning when train accuracy reached ~1 while val macro-F1 lags well behind (the log's EXP1)."""
+    """A warning when train accuracy reached ~1 while val macro-F1 lags well behind (docs/seed-log.md "EXP1")."""
     acc = history.get("accuracy") or []
     if not acc:
         return None

@@ -34,7 +34,7 @@ VAL_MACRO_F1_AFTER_POSTHOC = "val_macro_f1_after_posthoc"
 POSTHOC_BEST_TAU = "posthoc_tau_val_best"
 POSTHOC_GAIN_LOW = "val_macro_f1_posthoc_gain_low"
 POSTHOC_GAIN_HIGH = "val_macro_f1_posthoc_gain_high"
-# Params beside the flattened config: the dataset facts the seed log wrote by hand.
+# Params beside the flattened config: the dataset facts the seed log wrote by hand (docs/seed-log.md "EXP3").
 DATA_CLASSES_PARAM = "data.classes"
 DATA_TRAIN_SAMPLES_PARAM = "data.train_samples"
 DATA_VAL_SAMPLES_PARAM = "data.val_samples"

@@ -13,7 +13,7 @@ from longtail.config import config_to_dict, flatten
 from longtail.credentials import redact
 from longtail.errors import LongtailError
 from longtail.model_dir import PREPROCESSING_FILE
-from longtail.tracking import served
+from longtail.tracking import served  # the module itself: MLflow's Model.log takes the flavour module
 from longtail.tracking.inputs import SplitDataset, log_datasets
 from longtail.tracking.names import (
     DATA_CLASSES_PARAM,

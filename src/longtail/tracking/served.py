@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from longtail.errors import LongtailError
 from longtail.model_dir import ModelDir
-from longtail.preprocessing import Preprocessing
 from longtail.tracking.names import (
     SERVED_IMAGE_COLUMN,
     SERVED_LABEL_COLUMN,
@@ -49,7 +49,7 @@ def save_model(path: str, mlflow_model: Any, *, keras_model: Any, tensor_example
     served.mkdir()
     for file in ModelDir(model_dir).prediction_files():
         shutil.copy2(file, served / file.name)
-    preprocessing = Preprocessing.load(served)
+    preprocessing = ModelDir(served).preprocessing()
     mlflow_model.signature = served_signature(preprocessing.class_names)
     _save_example(mlflow_model, served_example(preprocessing.image_size), path)
     keras_pyfunc = mlflow_model.flavors["python_function"]
@@ -84,8 +84,6 @@ def refusing_in_one_line(model: Any) -> Any:
     whose message stays the one line that names the bad input."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    from longtail.errors import LongtailError
 
     class InputRefused(MlflowException):
         """MLflow's scoring server rewrites the message of an MlflowException raised by predict to

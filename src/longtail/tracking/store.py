@@ -14,6 +14,7 @@ from typing import Any
 
 from longtail.credentials import redact, split_userinfo
 from longtail.errors import LongtailError
+from longtail.tracking.env import TRACKING_URI_ENV, is_postgres_uri, tracking_env_edge
 from longtail.tracking.names import (
     CUSTOM_MODEL_DEVELOPMENT,
     DESCRIPTION_TAG,
@@ -23,7 +24,6 @@ from longtail.tracking.names import (
     SOURCE_NAME_TAG,
     SOURCE_TYPE_TAG,
 )
-from longtail.tracking_env import TRACKING_URI_ENV, is_postgres_uri, tracking_env_edge
 
 DEFAULT_HOME = Path(".longtail")
 def tracking_uri_from_env(environ: MutableMapping[str, str], home: str | Path = DEFAULT_HOME) -> str:

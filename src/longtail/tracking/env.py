@@ -1,7 +1,7 @@
 """The MLflow client's environment, set up once where a process starts (the CLI, each component).
 
-Outside `longtail.tracking` on purpose: the CLI sets it up before any command runs, and importing
-this module costs nothing, where the tracking package imports h5py and the run loggers.
+Standard library and `longtail.credentials` only, and the package's `__init__` imports nothing, so the
+CLI sets it up before any command runs at no import cost.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 PG_USER_ENV = "PGUSER"
 PG_PASSWORD_ENV = "PGPASSWORD"
 # One bounded budget for every MLflow HTTP call: 3 tries of at most 15 s each, 1-2 s apart (under
-# the 60 s network deadline, docs/architecture.md "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
+# the 60 s network deadline, docs/safety.md "Bounds"), instead of MLflow's default of 8 tries of up to 120 s
 # with 2-128 s backoff.
 CLIENT_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",

@@ -1,0 +1,28 @@
+"""A decoded batch: what a decoder hands back for a batch of files (numpy only; the pool and the decoders share it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """What a worker sends back for a batch of files: the decoded rows in one array (or in its slot
+    of the shared ring, when it was given one) and, per file, its reason if rejected, hash and size."""
+
+    pixels: np.ndarray | None  # (n_ok, S, S, 3) uint8, in file order; None when in the ring
+    reasons: list[str]  # "" where decoded
+    digests: list[str]
+    sizes: list[int]
+    channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
+
+
+def channel_sums(pixels: np.ndarray) -> np.ndarray:
+    """Exact per-channel sums (3,) of (N, S, S, 3) uint8 pixels, as float64, for the train mean.
+
+    Whole rows are summed first: a reduction over a (N, 3) view is ten times slower.
+    """
+    per_row = pixels.reshape(-1, pixels.shape[-2] * 3).sum(axis=0, dtype=np.uint64)
+    return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
