@@ -356,7 +356,7 @@ def set_page_cache(folder: Path, cache: str) -> None:
     """Before each contender: its input all in the page cache (warm), or none of it (cold).
 
     warm reads every file, so no contender pays a disk read (a VM's host may take the page cache back
-    within seconds: on the machine of session 16, reading the 20k JPEGs took 0.76 s after 20 s idle
+    within seconds: on the AMX machine on 2026-12-03, reading the 20k JPEGs took 0.76 s after 20 s idle
     and 0.25 s straight after an ingest). cold writes back dirty pages and drops the whole page cache
     (root only), as for a first ingest of images that were never read: the libraries' files go with it.
     """

@@ -25,7 +25,7 @@ def beta_in_range(beta: float) -> bool:
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
-    """max(count) / count: the largest class weighs 1.0 (the seed log's "(min, max) = (1.0, 678.3)")."""
+    """max(count) / count: the largest class weighs 1.0 (docs/seed-log.md "EXP3": "(min, max) = (1.0, 678.3)")."""
     largest = max(counts)
     return [largest / n for n in counts]
 
@@ -72,7 +72,7 @@ def class_weights(counts: Sequence[int], scheme: str, beta: float) -> list[float
 def write_weights(train_h5: str | Path, out_json: str | Path, scheme: str, beta: float) -> dict[str, Any]:
     """Compute class weights from a train split's labels and write them as JSON (atomically).
 
-    Prints "class weights (min, max) = (1.0, 51.73684210526316)" as the seed log does.
+    Prints "class weights (min, max) = (1.0, 51.73684210526316)" as the seed log does (docs/seed-log.md "EXP2").
 
     Returns:
         What was written: scheme, beta, class_names, counts, weights (by class index), min, max.

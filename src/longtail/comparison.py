@@ -64,7 +64,7 @@ class Leaderboard:
         return [e for e in self.entries[1:] if e.indistinguishable_from(self.best)]
 
     def markdown(self, title: str = "Leaderboard") -> str:
-        """The table the seed log kept by hand, as Markdown (KFP's Markdown artifact, report files).
+        """The table the seed log (docs/seed-log.md) kept by hand, as Markdown (KFP's Markdown artifact, report files).
 
         macro-F1 is the run's target-prior estimate with its 95% interval; ≈ marks a run whose
         interval overlaps the best one's (the val split cannot tell them apart).

@@ -11,7 +11,7 @@ from longtail.tracking.names import VAL_ACCURACY, VAL_LOSS, VAL_MACRO_F1
 def plot_learning_curves(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """Draw four panels (loss, accuracy, val macro-F1, learning rate) against the 1-based epoch.
 
-    A plateau (the log's EXP2 "learning curve plateaus") shows as flat train and val lines in the
+    A plateau (docs/seed-log.md "EXP2": "learning curve plateaus") shows as flat train and val lines in the
     first two panels while the LR panel shows where it was stepped or decayed.
 
     Returns:

@@ -11,7 +11,7 @@ from longtail.errors import ConfigError
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # GPUs from compute capability 8.0 (Ampere) compute bfloat16 natively; 7.0 brought float16 tensor cores.
 BF16_GPU_CAPABILITY, FP16_GPU_CAPABILITY = (8, 0), (7, 0)
-# What `auto` picks on a CPU with bfloat16 units (README "Training precision"): bfloat16 pays there. On AMX
+# What `auto` picks on a CPU with bfloat16 units (docs/benchmarks.md "Training precision"): bfloat16 pays there. On AMX
 # cores `longtail train` in bfloat16 (with its fused batch norm) took 2.06x (28 px) and 2.52x (64 px) less
 # CPU time per image than plain float32 model.fit, and 1.50x / 1.54x less than itself in float32
 # (benchmarks/train.py).

@@ -1,6 +1,6 @@
 """Scaled-LT: a deterministic scraped-looking folder at the seed's scale (209 classes, 108,764 images) from Fashion-MNIST.
 
-The seed log fetches 209 classes and 108,764 labelled images from EXP3 on, with class weights up to
+The seed log (docs/seed-log.md "EXP3") fetches 209 classes and 108,764 labelled images from EXP3 on, with class weights up to
 687 (a largest/smallest class ratio near 600). This module builds a folder of that shape from real
 images a package ships: each class is one Fashion-MNIST category drawn in one colour over one
 background pattern (10 categories x 14 colours x 3 patterns, 420 classes at most), so classes
@@ -49,7 +49,7 @@ from longtail.errors import DataError
 log = logging.getLogger(__name__)
 
 DATASET_NAME = "scaled-lt"
-# The seed log from EXP3 on: 209 classes, 108,764 labelled images (87,011 train + 21,753 val).
+# The seed log from EXP3 on (docs/seed-log.md "EXP3"): 209 classes, 108,764 labelled images (87,011 train + 21,753 val).
 SEED_CLASSES = 209
 SEED_IMAGES = 108_764
 # Largest / smallest class: the seed's inverse-frequency class weights reach 687.

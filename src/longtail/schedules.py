@@ -1,4 +1,4 @@
-"""Learning rate per epoch: the seed log's step tables and 'LRDecayScheduler' (poly, power 2.5)."""
+"""Learning rate per epoch: the step tables and 'LRDecayScheduler' (poly, power 2.5) of docs/seed-log.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def learning_rate(lr: LRConfig, epoch: int, epochs: int) -> float:
     - step: `values[0]` before epoch `boundaries[0]`, `values[i]` from epoch `boundaries[i-1]` on.
       The log's "1->15 1e-1, 16->30 1e-2, 31->50 1e-3, 51->60 1e-4" (1-based rows) is
       boundaries [15, 30, 50], values [1e-1, 1e-2, 1e-3, 1e-4].
-    - poly: initial * (1 - epoch/epochs) ** power (pyimagesearch's poly_decay; the log's "1e-1, power=2.5").
+    - poly: initial * (1 - epoch/epochs) ** power (pyimagesearch's poly_decay; docs/seed-log.md "EXP7": 1e-1, power 2.5).
     - cosine: initial * (1 + cos(pi * epoch/epochs)) / 2.
     - warmup_epochs W > 0: epochs 0..W-1 ramp linearly up to the schedule's value at epoch W,
       reaching (e + 1) / (W + 1) of it.

@@ -145,7 +145,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 # downscalers of the same full decode differ by 1-3 (INTER_AREA vs Pillow's Lanczos: 2.25-2.53 on
 # china). A 2x margin about halves the difference and takes 1.5x the decode time (256 px to 64 px:
 # 282 against 192 us); models trained and scored on either ingest of scaled-lt score within 0.012
-# of each other, and swapping one model's test pixels moves it by 0.002 (README "Ingest").
+# of each other, and swapping one model's test pixels moves it by 0.002 (docs/benchmarks.md "Ingest").
 # The bound: 6.5 grey levels, 27 dB.
 REDUCED_MAX_MEAN_ABS = 6.5
 REDUCED_MIN_PSNR_DB = 27.0

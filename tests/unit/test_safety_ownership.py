@@ -1,5 +1,5 @@
 """Safety rule "Ownership": longtail deletes or overwrites only what it can prove it made, and one
-writer at a time holds an output folder (docs/architecture.md, "Safety rules")."""
+writer at a time holds an output folder (docs/safety.md "Ownership")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Keras 3 computes BatchNormalization from small ops (moments, then the affine), in float32 even under a
 bfloat16 policy, casting in and out around every layer. On a CPU those ops, their gradients and the casts
-cost more than the convolutions once AMX runs these in bfloat16 (README "Training precision"). TensorFlow's
+cost more than the convolutions once AMX runs these in bfloat16 (docs/benchmarks.md "Training precision"). TensorFlow's
 FusedBatchNormV3 does the same normalization as one oneDNN primitive (cuDNN on a GPU), forward and backward,
 and takes bfloat16 or float16 activations with float32 statistics.
 

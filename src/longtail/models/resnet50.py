@@ -1,4 +1,4 @@
-"""ResNet-50 with the seed log's EXP5 first block: Conv7x7 -> activation -> BN -> MaxPool.
+"""ResNet-50 with the first block of docs/seed-log.md "EXP5": Conv7x7 -> activation -> BN -> MaxPool.
 
 Built from keras layers (no pretrained weights, nothing downloaded): the stem as the log has it,
 then pre-activation bottleneck stages (3, 4, 6, 3) at widths 256/512/1024/2048. The input size is

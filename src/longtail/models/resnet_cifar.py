@@ -1,4 +1,4 @@
-"""The pre-activation bottleneck ResNet "dedicated to CIFAR-10" that the seed log trains in EXP1-EXP11.
+"""The pre-activation bottleneck ResNet "dedicated to CIFAR-10" of the seed log's EXP1-EXP11 (docs/seed-log.md).
 
 After pyimagesearch's ResNet (Deep Learning for Computer Vision, after He et al. 2016, "Identity
 Mappings in Deep Residual Networks"): BN on the input, one 3x3 conv, then stages of
@@ -69,8 +69,8 @@ def make_model(
     Args:
         stages: modules per stage; each stage after the first halves the resolution.
         filters: the stem conv's width, then each stage's output width (len(stages) + 1 values).
-        weight_decay: L2 factor on every kernel (the log's reg=1e-4 / 5e-4).
-        bottleneck: 1x1-3x3-1x1 modules at filters/4 inside (the log's); False gives two 3x3 convs.
+        weight_decay: L2 factor on every kernel (the seed log's reg=1e-4 / 5e-4; docs/seed-log.md).
+        bottleneck: 1x1-3x3-1x1 modules at filters/4 inside (the seed log's, docs/seed-log.md); False gives two 3x3 convs.
 
     Returns:
         A functional keras.Model from float images to float32 logits (softmax in the loss and in prediction).
