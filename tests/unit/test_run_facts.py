@@ -31,6 +31,34 @@ def test_experiments_open_on_training_runs_with_a_description(store):
     assert client.get_experiment(exp_id).tags[DESCRIPTION_TAG] == "my own words"
 
 
+def test_a_tag_set_by_a_concurrent_writer_is_not_an_error(store):
+    """PostgreSQL refuses the second insert of an experiment tag that two trainings started together
+    both found missing; SQLite replaces it. The refusal is injected here after a real second writer
+    has set the tag (the real race runs in tests/integration/test_tracking_postgres.py)."""
+    from longtail.tracking.store import set_experiment_facts
+
+    real = mlflow.MlflowClient(tracking_uri=store)
+    exp_id = real.create_experiment("raced")
+
+    class RacedClient:
+        def get_experiment(self, experiment_id):
+            return real.get_experiment(experiment_id)
+
+        def set_experiment_tag(self, experiment_id, key, value):
+            real.set_experiment_tag(experiment_id, key, value)  # the other writer, first
+            raise mlflow.exceptions.MlflowException("duplicate key value violates unique constraint")
+
+    set_experiment_facts(RacedClient(), exp_id)
+    assert real.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
+
+    class BrokenClient(RacedClient):
+        def set_experiment_tag(self, experiment_id, key, value):
+            raise mlflow.exceptions.MlflowException("the store is read-only")
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="read-only"):
+        set_experiment_facts(BrokenClient(), real.create_experiment("broken"))
+
+
 def test_links_go_to_the_runs_page():
     assert runs_page_url("http://mlflow:5000/", "7") == "http://mlflow:5000/#/experiments/7/runs"
     assert ui_hint("http://mlflow:5000", "7") == "http://mlflow:5000/#/experiments/7/runs"

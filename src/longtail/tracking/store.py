@@ -182,10 +182,22 @@ EXPERIMENT_DESCRIPTION = (
 def set_experiment_facts(client: Any, experiment_id: str) -> None:
     """Tag an experiment as model development, with a description, unless it already says otherwise."""
     exp = client.get_experiment(experiment_id)
-    if EXPERIMENT_KIND_TAG not in exp.tags:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT)
-    if DESCRIPTION_TAG not in exp.tags:
-        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
+    for key, value in ((EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT), (DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)):
+        if key not in exp.tags:
+            _set_missing_experiment_tag(client, experiment_id, key, value)
+
+
+def _set_missing_experiment_tag(client: Any, experiment_id: str, key: str, value: str) -> None:
+    """Set a tag the experiment lacked when read. Trainings started together (concurrent writers, a
+    sweep's parallel trials) all find it missing and all set it; PostgreSQL refuses the second insert
+    of the same key (a unique violation, where SQLite replaces), and the first writer's value stands."""
+    import mlflow
+
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException:
+        if key not in client.get_experiment(experiment_id).tags:
+            raise
 
 
 def git_commit(start: str | Path | None = None) -> str | None:
