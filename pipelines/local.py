@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
-from longtail.config import config_to_dict, load_config
+from longtail.config import ExperimentConfig, config_to_dict, load_config
 from longtail.errors import DataError, LongtailError
 from longtail.knobs import config_to_params
 from longtail.model_dir import RUN_FILE, RunInfo
@@ -23,6 +23,8 @@ from longtail.pipelines.sweep import SweepOutputs, sweep_steps
 from longtail.pipelines.training import create_pipeline
 from longtail.post_run import close_run
 from longtail.run_log import RunConsole, finished_task_dir, step_figure
+from longtail.source_check import check_sources
+from longtail.storage import S3Settings
 from longtail.submission import is_skipped_submission
 from longtail.sweep_plan import group_by_data
 from longtail.sweep_run import start_sweep_run
@@ -60,7 +62,7 @@ class LocalRunResult(LocalResult):
 
 
 def check_source(uri: str, what: str) -> None:
-    """Fail before any work when a local input is missing (S3 inputs are checked by ingest itself)."""
+    """Fail before any work when a local input is missing (S3 inputs: by their listing, source_check)."""
     if uri.startswith("s3://"):
         return
     if not Path(uri).exists():
@@ -100,7 +102,7 @@ def run_local(
     """
     cfg = load_config(config_path, overrides)
     data, test = _sources_for(runner, data, test)
-    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri)
+    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri, [cfg])
     with local_session(home, tracking_uri, runner=runner, sources=[data, test]) as tracking_uri:
         pipeline = create_pipeline(cfg)
         root = home / "pipeline-root"
@@ -182,15 +184,18 @@ def _sources_for(runner: str, data: str, test: str) -> tuple[str, str]:
 
 
 def _check_inputs(data: str, test: str, labels: str | Path | None, home: str | Path,
-                  tracking_uri: str | None) -> tuple[Path, str]:
+                  tracking_uri: str | None, configs: list[ExperimentConfig]) -> tuple[Path, str]:
     """Check the inputs and make `home`; returns it (absolute) and the tracking URI (default: SQLite under it).
 
-    Everything that can fail here fails before any pipeline step runs (the session checks the store).
+    Everything that can fail here fails before any pipeline step runs (the session checks the store):
+    a single class or an unreachable bucket is one line here, not an ingest step's failure
+    (docs/safety.md "Fail once"). The S3 settings are those the steps read from this same environment.
     """
     check_source(data, "training data")
     check_source(test, "test data")
     if labels is not None and not Path(labels).is_file():
         raise DataError(f"labels CSV not found: {labels}")
+    check_sources(data, test, configs, S3Settings.from_env(os.environ))
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     return home, tracking_uri or default_tracking_uri(home)
@@ -243,7 +248,7 @@ def run_sweep_local(
         runner: "subprocess" or "container", as for run_local.
     """
     data, test = _sources_for(runner, data, test)
-    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri)
+    home, tracking_uri = _check_inputs(data, test, labels, home, tracking_uri, configs)
     sweep_name = sweep_name or f"sweep-{configs[0].name}-{len(configs)}"
     with local_session(home, tracking_uri, runner=runner, sources=[data, test]) as tracking_uri:
         parent = start_sweep_run(tracking_uri, configs[0].experiment, sweep_name,

@@ -33,9 +33,9 @@ def sweep_steps(data_uri, test_uri, configs, parent, register_as, *, parallelism
     data_config = wire(shared_data(configs=configs), "500m", "512Mi", registry=registry, tag=tag).output
     # Ingest once for every experiment.
     train_data = wire(ingest(source=data_uri, config=data_config, unlabelled=False),
-                      "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
+                      "2", "4Gi", registry=registry, tag=tag, s3_keys=True)
     test_data = wire(ingest(source=test_uri, config=data_config, unlabelled=True),
-                     "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
+                     "2", "4Gi", registry=registry, tag=tag, s3_keys=True)
     # Fan out: weights → train → evaluate per config, `parallelism` at a time.
     with dsl.ParallelFor(configs, parallelism=parallelism) as item:
         resolved = wire(validate_config(config=item), "500m", "512Mi", registry=registry, tag=tag)

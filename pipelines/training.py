@@ -31,9 +31,11 @@ MLFLOW_SECRET_ENV = {TRACKING_USERNAME_ENV: TRACKING_USERNAME_ENV, TRACKING_PASS
 
 def wire(task: dsl.PipelineTask, cpu: str, memory: str, *, registry: str, tag: str, s3_keys: bool = False,
          retries: int = 0) -> dsl.PipelineTask:
-    """Image, resource requests, the shared ConfigMap and MLflow Secret, optionally the S3 Secret and I/O retries.
+    """Image, resource requests, the shared ConfigMap and MLflow Secret, optionally the S3 Secret and pod retries.
 
     The image is the step's own (its component's base_image, components/images.py), moved to `registry`/`tag`.
+    `retries` only where the step hands a user's error on (longtail.handed_on_error): KFP retries every
+    non-zero exit, so a retried step that failed on bad input would repeat it (docs/safety.md "Fail once").
     """
     task.set_container_image(retarget(task.container_spec.image, registry, tag))
     task.set_cpu_request(cpu).set_memory_request(memory)
@@ -72,8 +74,9 @@ def experiment_branch(data, config, gpus, parent_run_id,
         The weights, train and evaluate tasks.
     """
     # Class weights from the train split's counts.
-    class_weights = wire(weights(data=data, config=config), "500m", "1Gi", registry=registry, tag=tag, retries=2)
-    # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on.
+    class_weights = wire(weights(data=data, config=config), "500m", "1Gi", registry=registry, tag=tag)
+    # Train on `gpus` GPUs (MirroredStrategy inside); one MLflow run from here on. A killed pod is retried
+    # and resumes; a user's error is handed on to evaluate, which has no retries (docs/safety.md "Fail once").
     trained = wire(train(data=data, class_weights=class_weights.output, config=config,
                          parent_run_id=parent_run_id,
                          checkpoint_root=CHECKPOINT_MOUNT if checkpoint_pvc else "",
@@ -160,10 +163,10 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         config = resolved.output
         # Ingest the labelled images (train/val) and the unlabelled test images, from a folder or S3.
         train_data = wire(ingest(source=data_uri, config=config, unlabelled=False),
-                          "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
+                          "2", "4Gi", registry=registry, tag=tag, s3_keys=True)
         train_data.set_display_name("ingest train/val")
         test_data = wire(ingest(source=test_uri, config=config, unlabelled=True),
-                         "2", "4Gi", registry=registry, tag=tag, s3_keys=True, retries=2)
+                         "2", "4Gi", registry=registry, tag=tag, s3_keys=True)
         test_data.set_display_name("ingest test")
         # Weights → train → evaluate; one train task per run, so the run id keys its checkpoints.
         _, trained, evaluated = experiment_branch(
@@ -175,7 +178,7 @@ def create_pipeline(defaults: ExperimentConfig, registry: str = DEFAULT_REGISTRY
         with dsl.If(evaluated.outputs["Output"] == True, name="gate-open"):  # noqa: E712 (KFP condition)
             submitted = wire(submit(model=trained.outputs["model"], test_data=test_data.outputs["data"],
                                     config=config),
-                             "2", "4Gi", registry=registry, tag=tag, retries=2)
+                             "2", "4Gi", registry=registry, tag=tag)
         with dsl.Else(name="gate-closed"):
             skipped = wire(skip_submission(model=trained.outputs["model"],
                                            evaluation=evaluated.outputs["evaluation"]),

@@ -10,16 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from longtail.disk_full import disk_full_as_one_line, is_disk_full, no_space_error
 from longtail.errors import LongtailError, StorageError
 
 # Every file longtail writes is read by other pipeline steps, other users and the MLflow server.
 FILE_MODE = 0o644
 # Temporary files are `.NAME.longtail-<8 random>.tmp` beside their target: a name no user file has,
-# so a later run can prove a leftover one is ours before it removes it (remove_stale_temps).
+# so a later run can prove a leftover one is ours before it removes it (remove_stale_temps). A writer
+# that goes by the name's suffix (Keras: `.keras`) gets it repeated: `.model.keras.longtail-<8>.tmp.keras`.
 TEMP_MARK = ".longtail-"
 TEMP_SUFFIX = ".tmp"
 # mkstemp's random part is 8 characters of [a-z0-9_].
-_TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+_TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}(\.[A-Za-z0-9]+)?")
 
 
 def is_temp_name(name: str) -> bool:
@@ -41,7 +43,7 @@ def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+    for path in folder.glob(f".*{TEMP_MARK}*"):
         try:
             if (is_temp_name(path.name) and path.is_file() and not path.is_symlink()
                     and path.stat().st_mtime < older_than):
@@ -54,30 +56,40 @@ def remove_stale_temps(folder: str | Path, older_than: float) -> list[Path]:
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str], *, what: str = "",
-                error: type[LongtailError] = StorageError) -> Iterator[Path]:
+                error: type[LongtailError] = StorageError, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path beside `target` to write into; on success it replaces `target`, on failure it is removed.
 
     The temporary file is created in the target's folder (so the rename never crosses file
     systems) with mode FILE_MODE, and fsynced before the rename, so after a crash `target` holds
-    either its old content or the new one.
+    either its old content or the new one. The rename replaces whatever is at `target`, a link
+    included: nothing is ever written through a link.
+
+    Args:
+        keep_suffix: end the temporary name with the target's suffix too, for a writer that insists
+            on it (Keras' `model.save` on `.keras`).
 
     Raises:
-        `error` (StorageError by default): the folder cannot take a new file, naming `what` and the path.
+        `error` (StorageError by default): the folder cannot take a new file, naming `what` and the path;
+            or the disk is full (disk_full.no_space_error), whenever the write meets it.
     """
     target = Path(target)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=TEMP_SUFFIX, dir=target.parent)
+        suffix = TEMP_SUFFIX + (target.suffix if keep_suffix else "")
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=suffix, dir=target.parent)
     except OSError as e:
+        if is_disk_full(e):
+            raise no_space_error(target, error) from None
         shown = f"{what} {target}" if what else str(target)
         raise error(f"cannot write {shown}: {e.strerror or e}; pass a path in a folder you can write") from None
     os.close(fd)
     tmp = Path(name)
     try:
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        with disk_full_as_one_line(target, error):  # the write, the fsync or the rename
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from longtail import __version__
 from longtail.credentials import redact, redact_log_records
+from longtail.disk_full import failed_path, is_disk_full, no_space_error
 from longtail.errors import LongtailError
 from longtail.tracking.env import credentials_to_env, tracking_env_edge
 
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         # folder belongs, /proc, no permission, a full disk) in code that does not check it itself.
         if args.verbose:
             return _print_traceback()
+        if is_disk_full(e):
+            path = failed_path(e)
+            said = no_space_error(path) if path else f"no space left on the disk ({e.strerror or e}); free some space"
+            print(redact(f"longtail {args.command}: error: {said}"), file=sys.stderr)
+            return 2
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(redact(f"longtail {args.command}: error: cannot use{where}: {e.strerror or e}; check the path "
                      "(a folder where a file belongs, or the reverse?) and its permissions"), file=sys.stderr)

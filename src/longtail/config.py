@@ -23,7 +23,7 @@ from longtail.config_overrides import apply_overrides
 from longtail.errors import ConfigError
 from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
 from longtail.losses import check_loss
-from longtail.name_registry import declared_in_package
+from longtail.name_registry import check_maxima, declared_in_package, is_number, maxima_in_package
 from longtail.seed import SEED_MAX
 from longtail.yaml_loader import read_yaml_file
 
@@ -140,20 +140,29 @@ class ModelConfig(RegistryChoice):
     name: str = setting("resnet_cifar", knob="model_name")
 
     def check(self) -> None:
-        """model.name among the registered models (read from their source: no TensorFlow start-up), and
-        model.args free of negative numbers (sizes, rates and decays all; the builder checks the rest)."""
+        """model.name among the registered models, and model.args within what the model's registration
+        declares (both read from the models' source: no TensorFlow start-up): an argument with a declared
+        maximum a number (or list of numbers) from 0 to it, every other number >= 0 (sizes, rates and
+        decays all; the builder checks the rest)."""
         known = declared_in_package("longtail.models", "register_model")
+        maxima = maxima_in_package("longtail.models", "register_model")
         if not known:  # no source to read: ask the registry, Keras start-up and all, rather than pass any name
             from longtail.models import available_models  # imports Keras: only here
+            from longtail.models.registry import model_maxima
 
-            known = available_models()
+            known, maxima = available_models(), model_maxima
         if self.name not in known:
             raise ConfigError(
                 f"config field model.name: unknown model {self.name!r}; known models: {', '.join(known)}")
+        declared = maxima.get(self.name, {})
         for key, value in self.args.items():
             for v in value if isinstance(value, list) else [value]:
+                if key in declared:
+                    numbers = "numbers" if isinstance(value, list) else "a number"
+                    _need(is_number(v), f"model.args.{key}", f"{numbers} from 0 to {declared[key]:g}", value)
                 _need(isinstance(v, bool) or not isinstance(v, int | float) or v >= 0, f"model.args.{key}",
                       ">= 0", value)
+        check_maxima(self.args, declared, "model.args")
 
 
 @dataclass

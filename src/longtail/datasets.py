@@ -22,6 +22,8 @@ import numpy as np
 from longtail.atomic_file import atomic_path
 from longtail.data_folder import TEST_LABELS_FILE
 from longtail.errors import DataError
+from longtail.file_bounds import read_bounded
+from longtail.output_paths import RECORD_FILE, first_unrecorded, record_tree, recorded
 from longtail.storage import NETWORK_DEADLINE_S
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -40,7 +42,8 @@ FASHION_MNIST_CLASSES = [
     "sandal", "shirt", "sneaker", "bag", "ankle_boot",
 ]
 DIGITS_CLASSES = [str(d) for d in range(10)]
-# Written last into OUT: marks a folder this module made (and may therefore replace).
+# OUT's summary: the name, seed, imbalance and class counts (output_paths.RECORD_FILE, written after
+# it, is what proves OUT is longtail's).
 SUMMARY_FILE = "dataset.json"
 
 
@@ -109,15 +112,22 @@ def _find_file(folder: Path, name: str, *, required: bool = True) -> Path | None
 def _read_idx(path: Path | None, name: str) -> np.ndarray:
     """Parse an IDX file (gzipped or not) after checking its SHA-256."""
     assert path is not None
-    return _parse_idx(path.read_bytes(), name, str(path), gzipped=path.suffix == ".gz")
+    raw = read_bounded(path, f"Fashion-MNIST file {path}", DOWNLOAD_MAX_BYTES, DataError)
+    if raw is None:
+        raise DataError(f"Fashion-MNIST file {path} disappeared while it was read; run again")
+    return _parse_idx(raw, name, str(path), gzipped=path.suffix == ".gz")
 
 
 def _parse_idx(raw: bytes, name: str, path: str, *, gzipped: bool) -> np.ndarray:
     """The array in IDX bytes `raw` (Fashion-MNIST file `name`, read from `path`), after checking its SHA-256."""
     try:
-        data = gzip.decompress(raw) if gzipped else raw
+        # Unpacked at most DOWNLOAD_MAX_BYTES (+1 to see more): a gzip bomb of a few KB costs no more.
+        data = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(DOWNLOAD_MAX_BYTES + 1) if gzipped else raw
     except (OSError, EOFError) as e:
         raise DataError(f"{path} is not a valid gzip file ({e}); delete it and run again") from None
+    if len(data) > DOWNLOAD_MAX_BYTES:
+        raise DataError(f"{path} unpacks to more than {DOWNLOAD_MAX_BYTES // 2**20} MiB, which no Fashion-MNIST "
+                        "file does; delete it and run again")
     digest = hashlib.sha256(data).hexdigest()
     if digest != FASHION_MNIST_FILES[name]:
         raise DataError(
@@ -129,7 +139,8 @@ def _parse_idx(raw: bytes, name: str, path: str, *, gzipped: bool) -> np.ndarray
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-# The largest Fashion-MNIST file is 26 MB: a server sending more is not serving Fashion-MNIST.
+# The largest Fashion-MNIST file is 26 MB (47 MB unpacked): a server sending more, or a file in the
+# cache holding or unpacking to more, is not Fashion-MNIST.
 DOWNLOAD_MAX_BYTES = 64 * 2**20
 
 
@@ -266,7 +277,8 @@ def _write_long_tail(
     """Pick the long-tailed train subset and balanced test subset, and write them into OUT whole.
 
     Everything goes into a temporary sibling folder that replaces OUT at the end, so an interrupted
-    run leaves no half-made dataset; an existing OUT is only replaced if this module made it.
+    run leaves no half-made dataset; an existing OUT is only replaced if everything in it is what this
+    module wrote there (check_output_folder).
     """
     out = check_output_folder(out_dir)
     counts = long_tail_counts(n_max, len(class_names), imbalance)
@@ -310,19 +322,31 @@ def _write_long_tail(
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
-    """OUT as a Path, if it is new, empty, or a dataset folder this module made (and may replace).
+    """OUT as a Path, if it is new, empty, or a dataset folder this module made and nobody added to.
+
+    Made by this module means: every file in it is listed, at its size, in the record publish_folder
+    wrote last (output_paths.RECORD_FILE), and every folder holds one of them. A summary file alone
+    proves nothing: anyone can write a dataset.json.
 
     Raises:
-        DataError: OUT holds something else.
+        DataError: OUT holds anything else, naming the first such file.
+        OSError: OUT is not a folder.
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / SUMMARY_FILE).is_file():
-        raise DataError(f"{out} exists and is not a longtail dataset folder; choose an empty or new folder")
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    foreign = first_unrecorded(out)
+    if foreign is not None:
+        unproven = "" if recorded(out) else f" (the folder has no {RECORD_FILE}, its record)"
+        raise DataError(f"{out} is not a longtail dataset folder as longtail data left it: it holds {foreign}, which "
+                        f"longtail data did not write{unproven}; move it out, or choose an empty or new folder")
     return out
 
 
 def publish_folder(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing an old `out` only once the new one is whole."""
+    """Record every file of the finished folder `tmp` (the record written last), then move it to `out`,
+    replacing an old `out` only once the new one is whole."""
+    record_tree(tmp)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
         os.replace(out, old / "d")

@@ -16,7 +16,7 @@ import numpy as np
 
 from longtail import storage
 from longtail.decode import MAX_FILE_BYTES, DecodeError, PixelSettings, to_pixels
-from longtail.decoded_batch import Batch, channel_sums
+from longtail.decoded_batch import Batch, channel_sums, pixel_digest
 from longtail.s3_read_ahead import ReadAhead
 from longtail.storage import ObjectNotFound, S3Settings
 
@@ -114,7 +114,8 @@ def load_batch(uris: list[str], slot: int | None = None) -> Batch:
             row[...] = px
     else:
         pixels = np.stack(ok) if ok else np.empty((0, size, size, 3), np.uint8)
-    # The mean's sums are taken here, in parallel, not in the parent, which also receives and writes
-    # every row.
+    # The mean's sums and the pixels' digests are taken here, in parallel, not in the parent, which also
+    # receives and writes every row.
     return Batch(None if slot is not None and _ring is not None else pixels, [r for _, r, _, _ in loaded],
-                 [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], channel_sums(pixels))
+                 [d for _, _, d, _ in loaded], [n for _, _, _, n in loaded], channel_sums(pixels),
+                 [pixel_digest(px) for px in ok])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +18,7 @@ class Batch:
     digests: list[str]
     sizes: list[int]
     channel_sums: np.ndarray  # (3,) float64: exact per-channel sums of the pixels, for the train mean
+    pixel_digests: list[bytes] = field(default_factory=list)  # pixel_digest of each decoded row, in order
 
 
 def channel_sums(pixels: np.ndarray) -> np.ndarray:
@@ -26,3 +28,8 @@ def channel_sums(pixels: np.ndarray) -> np.ndarray:
     """
     per_row = pixels.reshape(-1, pixels.shape[-2] * 3).sum(axis=0, dtype=np.uint64)
     return per_row.reshape(-1, 3).sum(axis=0).astype(np.float64)
+
+
+def pixel_digest(row: np.ndarray) -> bytes:
+    """A 16-byte BLAKE2 digest of one decoded image's pixels: equal for equal pixels, whatever the file's bytes."""
+    return hashlib.blake2b(np.ascontiguousarray(row).data, digest_size=16).digest()

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,15 @@ import numpy as np
 from longtail import decode_pool, decode_server, storage
 from longtail.atomic_file import remove_stale_temps
 from longtail.decoded_batch import channel_sums
+from longtail.disk_full import check_room
 from longtail.errors import DataError
 from longtail.ingest_plan import IngestPlan, plan_ingest
 from longtail.ingest_report import INGEST_FILE
 from longtail.output_lock import output_lock
+from longtail.output_paths import record_written
 from longtail.pixel_settings import PixelSettings
 from longtail.seed import SEED_MAX
-from longtail.sources import Rejections, RepeatedWarning, SourceFile, list_source
+from longtail.sources import LISTED_MAX, Rejections, RepeatedWarning, SourceFile, list_source
 from longtail.split_sink import SplitSink
 from longtail.storage import S3Settings
 
@@ -128,8 +130,16 @@ def _ingest_locally(source: str, out_dir: Path, settings: PixelSettings, started
     result = ingest_report(plan, written, settings, source=source, val_fraction=val_fraction, seed=seed,
                            seconds=time.perf_counter() - started)
     storage.write_bytes(str(Path(out_dir) / INGEST_FILE), json.dumps(result, indent=2).encode())
+    record_written(out_dir, output_names(unlabelled))  # last, so a re-run may replace them
     _print_summary(result, written.classes_seen)
     return result
+
+
+def output_names(unlabelled: bool) -> tuple[str, ...]:
+    """The files an ingest writes into its folder: the splits, then ingest.json."""
+    from longtail.splits import split_file
+
+    return (*(split_file(s) for s in (("test",) if unlabelled else ("train", "val"))), INGEST_FILE)
 
 
 @dataclass
@@ -144,6 +154,7 @@ class WrittenSplits:
     workers: int
     n_files: int
     duplicate_images: int = 0  # files dropped (or, unlabelled, kept) for holding an earlier file's bytes
+    label_conflicts: LabelConflicts = field(default_factory=lambda: LabelConflicts(log))
 
 
 def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3: S3Settings | None,
@@ -152,8 +163,10 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
 
     A file that fails to decode is listed in `rejected` and its row dropped. A file with the bytes
     of an earlier one (by SHA-256, across classes and splits) under the same label is dropped with a
-    warning; unlabelled, both rows stay (a test id needs its prediction). The split files appear
-    whole (SplitWriter) once every row is in.
+    warning; unlabelled, both rows stay (a test id needs its prediction). A file whose pixels equal an
+    earlier one's under another label (other bytes: a re-encoded copy?) is a label conflict: both rows
+    stay, with a warning, and the pair is listed in ingest.json. The split files appear whole
+    (SplitWriter) once every row is in.
 
     Raises:
         DataError: no planned file could be decoded, or the same bytes carry two labels.
@@ -163,11 +176,14 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     accepted: list[tuple[str, str, int, str]] = []
     first_of: dict[str, SourceFile] = {}  # sha256 -> the first decoded file with those bytes
     duplicates = RepeatedWarning("duplicate images", log)
+    conflicts = LabelConflicts(log)
     # Batches never straddle two splits, so each decoded block goes to one writer whole.
     per_batch = decode_pool.BATCH_FILES
     batches = [(split, rows[i : i + per_batch]) for split, rows in plan.rows.items()
                for i in range(0, len(rows), per_batch)]
     n_files = sum(len(rows) for rows in plan.rows.values())
+    # The splits' pixels alone, before a file is decoded: a disk without room for them stops the ingest now.
+    check_room(out / INGEST_FILE, n_files * settings.image_size ** 2 * 3, what="the splits' images")
     n_workers = decode_pool.worker_count(workers, n_files)
     with ExitStack() as stack:
         # Closed on the way out, so the pool stops even when writing fails.
@@ -194,14 +210,18 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
         bar = stack.enter_context(_progress_bar(n_files, progress))
         for (split, rows), batch in zip(batches, results, strict=True):
             kept, keep_pixels = [], []
+            decoded = iter(batch.pixel_digests)
             for row, reason, digest, size in zip(rows, batch.reasons, batch.digests, batch.sizes, strict=True):
                 f = files[row]
                 if reason:
                     rejected.add(f.relative, reason)
                     continue
+                pixels_digest = next(decoded, None)
                 if not _first_copy(first_of.setdefault(digest, f), f, unlabelled, duplicates):
                     keep_pixels.append(False)
                     continue
+                if not unlabelled and pixels_digest is not None:
+                    conflicts.check(pixels_digest, f)
                 keep_pixels.append(True)
                 kept.append(row)
                 accepted.append((f.relative, f.label or "", size, digest))
@@ -214,9 +234,12 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
                              sums)
             bar.update(len(rows))
         duplicates.summary()
+        conflicts.summary()
         if not accepted:
             reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected.listed[:3])
             raise DataError(f"no image in {plan.source} could be decoded ({rejected.total} rejected, e.g. {reasons})")
+        if "val" in sinks and not sinks["val"].written:  # round(n x fraction) is 0 for every class, or all rejected
+            raise DataError(plan.why_val_is_empty())
         fingerprint = source_fingerprint(accepted, settings, extra=fingerprint_extra)
         split_counts: dict[str, int] = {}
         for split, sink in sinks.items():
@@ -230,7 +253,7 @@ def decode_and_write(plan: IngestPlan, out: Path, settings: PixelSettings, *, s3
     return WrittenSplits(accepted=accepted, rejected=rejected, split_counts=split_counts,
                          classes_seen={split: len(sink.classes) for split, sink in sinks.items()},
                          fingerprint=fingerprint, workers=n_workers, n_files=n_files,
-                         duplicate_images=duplicates.count)
+                         duplicate_images=duplicates.count, label_conflicts=conflicts)
 
 
 class _NoBar:
@@ -254,6 +277,37 @@ def _progress_bar(total: int, shown: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc="ingest", file=sys.stderr, smoothing=0.1)
+
+
+class LabelConflicts:
+    """Files whose decoded pixels equal an earlier file's under another label: each pair warned (bounded by
+    RepeatedWarning) and the first LISTED_MAX listed for ingest.json.
+
+    Equal bytes under two labels stop the ingest (_first_copy): that is one file copied. Equal pixels
+    from other bytes are most likely one image saved twice (another format or compression), but two
+    different images can also meet at the ingest's size (blank ones, say), so both rows stay.
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.first: dict[bytes, SourceFile] = {}  # pixel digest -> the first kept file with those pixels
+        self.listed: list[dict[str, list[str]]] = []
+        self.warnings = RepeatedWarning("label conflicts", log)
+
+    def check(self, digest: bytes, f: SourceFile) -> None:
+        """Record `f`'s pixels, and a conflict if an earlier file with the same pixels has another label."""
+        first = self.first.setdefault(digest, f)
+        if first.label == f.label:
+            return
+        one, two = sorted((first, f), key=lambda x: x.relative)
+        self.warnings.warn("label conflict: %s (%r) and %s (%r) hold the same image (equal pixels, other bytes: a "
+                           "re-encoded copy?); both kept, remove the wrongly labelled one", one.relative, one.label,
+                           two.relative, two.label)
+        if len(self.listed) < LISTED_MAX:
+            self.listed.append({"paths": [one.relative, two.relative], "labels": [str(one.label), str(two.label)]})
+
+    def summary(self) -> None:
+        """One line for the conflicts not logged one by one."""
+        self.warnings.summary()
 
 
 def _first_copy(first: SourceFile, f: SourceFile, unlabelled: bool, duplicates: RepeatedWarning) -> bool:
@@ -294,6 +348,9 @@ def ingest_report(plan: IngestPlan, written: WrittenSplits, settings: PixelSetti
         "ignored": plan.listing.ignored,
         "duplicate_rows": plan.listing.duplicates,
         "duplicate_images": written.duplicate_images,
+        # Files whose pixels equal another's under another label (other bytes), the first LISTED_MAX pairs.
+        "label_conflicts": written.label_conflicts.listed,
+        "label_conflicts_total": written.label_conflicts.warnings.count,
         "filtered": plan.filtered,
         "source_fingerprint": written.fingerprint,
         "preprocessing": settings.as_dict(),
@@ -330,6 +387,9 @@ def _print_summary(result: dict[str, Any], classes_seen: dict[str, int]) -> None
         for split, title in (("train", "training"), ("val", "validation")):
             n_classes = classes_seen[split]
             print(f"{title} data has {result['splits'][split]} samples over {n_classes} classes")
+    if result["label_conflicts_total"]:
+        print(f"{result['label_conflicts_total']} label conflicts: files with equal pixels under two labels, both kept "
+              f"(see {INGEST_FILE})")
     if result["rejected_total"]:
         reasons = "; ".join(f"{n} {reason}" for reason, n in islice(result["rejected_counts"].items(), 3))
         more = f"; {len(result['rejected_counts']) - 3} other reasons" if len(result["rejected_counts"]) > 3 else ""

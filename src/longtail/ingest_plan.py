@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -49,6 +50,36 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
     return [train[i] for i in rng.permutation(len(train))], [val[i] for i in rng.permutation(len(val))]
 
 
+def _smallest_val_fraction(n_images: int) -> float:
+    """The smallest --val-fraction (to 0.001) that gives a class of `n_images` (>= 2) one val image."""
+    fraction = math.ceil(500 / n_images) / 1000
+    while round(n_images * fraction) < 1:  # round() halves to even: 0.5 gives 0
+        fraction += 0.001
+    return round(fraction, 3)
+
+
+def empty_val_message(source: str, val_fraction: float, class_sizes: list[int], planned: int = 0,
+                      example: str = "") -> str:
+    """Why a labelled ingest's val split would be empty, and the fix: the --val-fraction that gives every
+    class one val image, or, when `planned` val files were all rejected, those files.
+
+    Args:
+        class_sizes: the images of each class kept, as listed.
+        example: one rejected file and its reason, named when the planned val files were all rejected.
+    """
+    if planned:
+        return (f"the {planned} files planned for the val split of {source} were all rejected{example}, so it "
+                "would be empty and train has nothing to validate on; fix those files or pass a larger "
+                "--val-fraction")
+    splittable = [n for n in class_sizes if n >= 2]
+    if not splittable:
+        return (f"every class of {source} has one image, which it keeps for train, so the val split would be empty "
+                "and train has nothing to validate on; add images")
+    return (f"--val-fraction {val_fraction:g} leaves the val split empty, and train needs one to validate on; pass "
+            f"--val-fraction {_smallest_val_fraction(min(splittable)):g} or more (the smallest that gives each class "
+            f"of {source} with two or more images one val image; a class of n images gives round(n x fraction))")
+
+
 @dataclass
 class IngestPlan:
     """Which files go to which split, in which row order, with which label, before anything is decoded."""
@@ -61,6 +92,15 @@ class IngestPlan:
     labels: list[int]  # by index into `files`; empty when unlabelled
     rows: dict[str, list[int]]  # split -> indices into `files`
     filtered: dict[str, int]  # classes and images left out by --min-per-class / --max-classes
+    val_fraction: float = 0.0
+
+    def why_val_is_empty(self) -> str:
+        """empty_val_message for this plan: why its val split came out empty, and the fix."""
+        sizes = Counter(self.labels)
+        named = self.listing.rejected.listed
+        return empty_val_message(self.source, self.val_fraction, [sizes[i] for i in range(len(self.class_names))],
+                                 planned=len(self.rows.get("val", [])),
+                                 example=f" (e.g. {named[0]['path']}: {named[0]['reason']})" if named else "")
 
 
 def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int, min_per_class: int,
@@ -68,7 +108,7 @@ def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int
     """Choose the classes and split the files stratified by class (or all into test when unlabelled).
 
     Raises:
-        DataError: no images, no class with enough images, or only one class kept.
+        DataError: no images, no class with enough images, only one class kept, or --val-fraction 0.
     """
     if not listing.files:
         hint = (
@@ -99,7 +139,9 @@ def plan_ingest(listing: Listing, source: str, *, val_fraction: float, seed: int
     index = {name: i for i, name in enumerate(class_names)}
     files = [f for f in listing.files if f.label in index]
     labels = [index[f.label] for f in files]  # type: ignore[index]
+    if val_fraction == 0:  # no val split, whatever the files: said before any is decoded
+        raise DataError(empty_val_message(source, val_fraction, [counts[name] for name in class_names]))
     train_rows, val_rows = stratified_split(labels, val_fraction, seed)
     filtered = {"classes": len(counts) - len(class_names), "images": len(listing.files) - len(files)}
     return IngestPlan(source, listing, False, files, class_names, labels, {"train": train_rows, "val": val_rows},
-                      filtered)
+                      filtered, val_fraction)

@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from longtail.atomic_file import write_text
+from longtail.atomic_file import atomic_path, write_text
 from longtail.config import ExperimentConfig, save_config
 from longtail.credentials import split_userinfo
 from longtail.errors import DataError, LongtailError
+from longtail.file_bounds import CONFIG_MAX_BYTES, RECORD_MAX_BYTES, read_bounded
+from longtail.keras_archive import check_keras_archive
+from longtail.output_paths import record_written
 from longtail.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -62,6 +65,12 @@ REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 PER_CLASS_PNG = "per_class_f1.png"
 
+# Every file training writes into a model directory, and evaluate into its folder: the names a later
+# run may overwrite only where the folder's record says longtail wrote them (output_paths).
+TRAINING_OUTPUTS = (MODEL_FILE, PREPROCESSING_FILE, TRAINING_FILE, CONFIG_FILE, HISTORY_FILE, CURVES_FILE,
+                    RUN_FILE, ADJUSTMENT_FILE, POSTHOC_PLOT_FILE)
+EVALUATION_OUTPUTS = (METRICS_FILE, REPORT_TXT, REPORT_MD, CONFUSION_PNG, PER_CLASS_PNG)
+
 
 def write_json(model_dir: str | Path, name: str, data: Any, *, indent: int | None = 2) -> Path:
     """Write `data` as JSON to `model_dir/name`, atomically (the folder is created if missing)."""
@@ -71,12 +80,17 @@ def write_json(model_dir: str | Path, name: str, data: Any, *, indent: int | Non
 
 
 def read_json(model_dir: str | Path, name: str) -> Any:
-    """The JSON in `model_dir/name`, or None when the model directory has no such file."""
+    """The JSON in `model_dir/name`, or None when the model directory has no such file.
+
+    Raises:
+        DataError: not a regular file, over file_bounds.RECORD_MAX_BYTES (both before it is read), or not JSON.
+    """
     path = Path(model_dir) / name
-    if not path.is_file():
+    data = read_bounded(path, str(path), RECORD_MAX_BYTES, DataError)
+    if data is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise DataError(f"{path} is corrupt (not JSON: {e}); train the model again or restore the file") from None
 
@@ -98,6 +112,15 @@ class RunInfo:
         """Read mlflow_run.json, or None when the model was trained without tracking."""
         data = read_json(model_dir, RUN_FILE)
         return None if data is None else cls(**data)
+
+
+def stored_tracking_uri(model_dir: str | Path) -> str | None:
+    """The tracking URI a model directory's mlflow_run.json records; None without one (or unreadable)."""
+    try:
+        info = RunInfo.load(model_dir)
+    except (LongtailError, TypeError):  # the command's own read names a damaged file
+        return None
+    return info.tracking_uri if info is not None else None
 
 
 def pick_model_dir(model_dirs: list[str | Path], run_id: str) -> Path:
@@ -220,22 +243,30 @@ class ModelDir:
         return self._once(CONFIG_FILE, self.load_config)
 
     def save_model(self, model: Any) -> Path:
-        """Save the Keras model (model.keras)."""
+        """Save the Keras model (model.keras) atomically: Keras writes a temporary `.keras` file beside it,
+        renamed over it once whole (a link there is replaced, never written through)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        model.save(self.model_file)
+        with atomic_path(self.model_file, what="Keras model", keep_suffix=True) as tmp:
+            model.save(tmp)
         return self.model_file
+
+    def record_outputs(self) -> Path:
+        """Record the training outputs now in the folder as longtail's, so a later training may replace them."""
+        return record_written(self.path, TRAINING_OUTPUTS)
 
     def load_model(self) -> Any:
         """Load the Keras model (compile=False: inference only).
 
         Raises:
-            DataError: no model.keras, or one Keras cannot load.
+            DataError: no model.keras, one refused by keras_archive.check_keras_archive (truncated, not a
+                Keras archive, over its size limits), or one Keras cannot load.
         """
+        path = self.model_file
+        if not path.exists():
+            raise DataError(f"{self.path} is not a longtail model directory: {MODEL_FILE} is missing")
+        check_keras_archive(path)  # before Keras (and TensorFlow's 700 MB) is imported
         import keras
 
-        path = self.model_file
-        if not path.is_file():
-            raise DataError(f"{self.path} is not a longtail model directory: {MODEL_FILE} is missing")
         try:
             return keras.models.load_model(path, compile=False)
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a damaged file; the user's fix is one
@@ -251,9 +282,10 @@ class ModelDir:
 
     def load_config(self) -> dict[str, Any]:
         """The saved experiment config as plain data; {} when the model directory has none."""
-        if not self.config_file.is_file():
+        text = read_bounded(self.config_file, str(self.config_file), CONFIG_MAX_BYTES, DataError)
+        if text is None:
             return {}
-        data = yaml.safe_load(self.config_file.read_text())
+        data = yaml.safe_load(text)
         return data if isinstance(data, dict) else {}
 
     def save_precision(self, policy: str) -> Path:
@@ -276,11 +308,12 @@ class ModelDir:
     def load_history(self) -> dict[str, list[float]]:
         """Per-epoch training metrics from history.json ({} when the model directory has none or it is unreadable)."""
         path = self.history_file
-        if not path.is_file():
-            return {}
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            text = read_bounded(path, str(path), RECORD_MAX_BYTES, DataError)
+            if text is None:
+                return {}
+            data = json.loads(text)
+        except (DataError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             log.warning("ignoring unreadable %s: %s", path, e)
             return {}
         return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
@@ -322,6 +355,10 @@ class EvaluationDir:
         """Write metrics.json."""
         return write_text(self.path / METRICS_FILE, json.dumps(data, indent=1) + "\n")
 
+    def record_outputs(self) -> Path:
+        """Record the evaluation outputs now in the folder as longtail's, so a later evaluate may replace them."""
+        return record_written(self.path, EVALUATION_OUTPUTS)
+
     def load_metrics(self) -> dict[str, Any]:
         """metrics.json.
 
@@ -329,11 +366,13 @@ class EvaluationDir:
             DataError: the folder has no metrics.json (it is not an evaluation folder).
         """
         path = self.path / METRICS_FILE
-        if not path.is_file():
+        data = read_bounded(path, str(path), RECORD_MAX_BYTES, DataError)
+        if data is None:
             raise DataError(f"{self.path} is not an evaluation folder: {METRICS_FILE} is missing")
-        return json.loads(path.read_text())
+        return json.loads(data)
 
     def report_text(self) -> str | None:
         """report.txt (sklearn's classification_report), or None when the folder has none."""
         path = self.path / REPORT_TXT
-        return path.read_text() if path.is_file() else None
+        data = read_bounded(path, str(path), RECORD_MAX_BYTES, DataError)
+        return None if data is None else data.decode("utf-8", errors="replace")

@@ -6,18 +6,21 @@ import ast
 import functools
 import importlib
 import importlib.util
+import math
 import pkgutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from longtail.errors import ConfigError
 
 Builder = Callable[..., Any]
+# A builder's declared upper bounds: argument name -> the largest value it takes (each value of a list).
+Maxima = dict[str, float]
 
 
 class Registry:
-    """Name -> builder, filled by a decorator in each builder's own module.
+    """Name -> builder, filled by a decorator in each builder's own module, with each builder's `maxima`.
 
     Args:
         kind: what is registered ("model", "loss"), for messages.
@@ -28,14 +31,22 @@ class Registry:
         self.kind = kind
         self.config_field = config_field
         self.builders: dict[str, Builder] = {}
+        self.maxima: dict[str, Maxima] = {}
 
-    def register(self, name: str) -> Callable[[Builder], Builder]:
-        """A decorator registering a builder under `name` (a second builder under one name is a bug)."""
+    def register(self, name: str, *, maxima: Maxima | None = None) -> Callable[[Builder], Builder]:
+        """A decorator registering a builder under `name` (a second builder under one name is a bug).
+
+        Args:
+            maxima: the largest value of each numeric argument (of each value, for a list): a literal
+                dict, so the config check reads it from the source without importing the builder
+                (declared_maxima). Write why each value is far above real use beside it.
+        """
 
         def decorate(builder: Builder) -> Builder:
             if name in self.builders and self.builders[name] is not builder:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self.builders[name] = builder
+            self.maxima[name] = dict(maxima or {})
             return builder
 
         return decorate
@@ -70,20 +81,66 @@ def declared_names(folder: str | Path, decorator: str) -> list[str]:
 
 def declared_in_source(path: Path, decorator: str) -> list[str]:
     """Names registered with `@decorator("name")` in one module's source, in the order written."""
-    names = []
+    return [name for name, _ in _registrations(path, decorator)]
+
+
+def _registrations(path: Path, decorator: str) -> list[tuple[str, Maxima]]:
+    """(name, maxima) of each `@decorator("name", maxima={...})` in one module's source, in the order written."""
+    found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == decorator
                 and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            names.append(node.args[0].value)
-    return names
+            maxima = next((ast.literal_eval(k.value) for k in node.keywords if k.arg == "maxima"), {})
+            found.append((node.args[0].value, maxima))
+    return found
+
+
+@functools.cache
+def declared_maxima(folder: str | Path, decorator: str) -> dict[str, Maxima]:
+    """Each name's `maxima` as `@decorator` declares them in the modules of `folder`, read from their source."""
+    return {name: maxima for path in sorted(Path(folder).glob("*.py")) for name, maxima in _registrations(path, decorator)}
 
 
 def declared_in_package(package: str, decorator: str) -> list[str]:
     """declared_names over the folder(s) of `package`, found without importing it; [] where there is no
     source to read (a bytecode-only or zipped install): the caller then asks the registry itself."""
+    return sorted({name for folder in _folders(package) for name in declared_names(folder, decorator)})
+
+
+def maxima_in_package(package: str, decorator: str) -> dict[str, Maxima]:
+    """declared_maxima over the folder(s) of `package`, found without importing it."""
+    return {name: maxima for folder in _folders(package) for name, maxima in declared_maxima(folder, decorator).items()}
+
+
+def _folders(package: str) -> list[str]:
+    """The folders holding `package`'s modules, found without importing it."""
     spec = importlib.util.find_spec(package)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    return sorted({name for folder in folders for name in declared_names(folder, decorator)})
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_maxima(args: Mapping[str, Any], maxima: Mapping[str, float], field: str) -> None:
+    """Refuse a number in `args` (or in a list there) above its declared maximum; the type and the lower
+    bound of each argument are its builder's to check.
+
+    Args:
+        field: the config field holding `args`, for the message ("model.args").
+
+    Raises:
+        ConfigError: "config field <field>.<arg> must be <= <maximum>, got <value>".
+    """
+    for key, high in maxima.items():
+        value = args.get(key)
+        values = value if isinstance(value, list | tuple) else [value]
+        # `not v <= high` refuses NaN and infinity too
+        if any(isinstance(v, int | float) and not isinstance(v, bool) and not v <= high for v in values):
+            # 1e30 arrives as an int of 31 digits (a whole float becomes an int in the config): shown as 1e+30
+            shown = f"{value:g}" if isinstance(value, int | float) and abs(value) >= 1e15 else repr(value)
+            raise ConfigError(f"config field {field}.{key} must be <= {high:g}, got {shown}")
 
 
 def import_modules(package: str, path: Iterable[str]) -> list[str]:

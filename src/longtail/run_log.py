@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.submission import ROWS_KEY
 
 # Where kfp.local writes a task's outputs, their artifacts' metadata included (kfp/local/executor_input_utils.py).
@@ -83,9 +84,10 @@ def finished_task_dir(root: Path, task: str) -> Path | None:
 def output_metadata(task_dir: Path) -> dict[str, dict[str, Any]]:
     """Each output artifact's metadata, by output name, from the task's executor_output.json ({} when none)."""
     path = task_dir / EXECUTOR_OUTPUT_FILE
-    if not path.is_file():
+    text = read_bounded(path, str(path), RECORD_MAX_BYTES)
+    if text is None:
         return {}
-    outputs = json.loads(path.read_text()).get("artifacts", {})
+    outputs = json.loads(text).get("artifacts", {})
     return {name: (output.get("artifacts") or [{}])[0].get("metadata") or {} for name, output in outputs.items()}
 
 

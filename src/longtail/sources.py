@@ -19,6 +19,7 @@ from typing import Any
 
 from longtail import storage
 from longtail.errors import DataError
+from longtail.file_bounds import MANIFEST_MAX_BYTES, bounded_lines, open_bounded
 from longtail.pixel_settings import is_image_name
 from longtail.storage import S3Settings
 
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 # ingest.json names this many rejected files (and repeated rows, and duplicate images in the log);
 # beyond it they are only counted, so a million missing files make a report of kilobytes.
 LISTED_MAX = 100
-# A manifest on S3 is read whole (a local one is streamed): 10 million rows of 100 bytes.
-MANIFEST_MAX_BYTES = 2**30
+# Why the files of a class folder whose name is not UTF-8 are rejected: the folder's name is the class
+# name every prediction and submission prints, and an escaped stand-in would be a label nobody gave.
+NOT_UTF8_CLASS = "its class folder's name is not UTF-8: rename the folder to ingest its images"
 
 
 @dataclass
@@ -121,31 +123,49 @@ def list_source(source: str, *, unlabelled: bool = False, s3: S3Settings | None 
         if _hidden(f.relative) or not is_image_name(f.relative):
             listing.ignored += 1
             continue
+        relative = printable_id(f.relative)
         if f.refused:
-            listing.rejected.add(f.relative, f.refused)
+            listing.rejected.add(relative, f.refused)
             continue
         slash = f.relative.find("/")
         if unlabelled:
-            listing.files.append(SourceFile(f.uri, f.relative, None))
+            listing.files.append(SourceFile(f.uri, relative, None))
         elif slash < 0:
             listing.ignored += 1
             listing.loose_images += 1
+        elif relative[:slash] != f.relative[:slash]:
+            listing.rejected.add(relative, NOT_UTF8_CLASS)
         else:
-            listing.files.append(SourceFile(f.uri, f.relative, labels.setdefault(label := f.relative[:slash], label)))
+            listing.files.append(SourceFile(f.uri, relative, labels.setdefault(label := f.relative[:slash], label)))
     return listing
 
 
+def printable_id(relative: str) -> str:
+    """A listed path as a file's id: itself, or, when its name is not UTF-8 (Python holds such bytes
+    as surrogate escapes, which UTF-8 text cannot carry), with each such byte written `\\xNN`."""
+    if relative.isascii():
+        return relative
+    try:
+        relative.encode("utf-8")
+        return relative
+    except UnicodeEncodeError:
+        return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _manifest_lines(source: str, s3: S3Settings | None) -> Iterator[str]:
-    """A manifest's lines: streamed from a local file (a regular file only), whole from S3."""
+    """A manifest's lines, each at most file_bounds.CSV_LINE_MAX_CHARS: streamed from a local file (a
+    regular file within MANIFEST_MAX_BYTES, checked before it is read), whole from S3 (the same bound)."""
+    what = f"ingest manifest {source}"
     try:
         if storage.is_s3(source):
             text = storage.read_bytes(source, s3, max_bytes=MANIFEST_MAX_BYTES).decode("utf-8-sig")
-            yield from io.StringIO(text, newline="")
+            yield from bounded_lines(io.StringIO(text, newline=""), what, error=DataError)
             return
-        if not Path(source).is_file():
-            storage.read_bytes(source, max_bytes=0)  # raises: not found, or not a regular file (a FIFO)
-        with open(source, encoding="utf-8-sig", newline="") as f:
-            yield from f
+        raw = open_bounded(source, what, MANIFEST_MAX_BYTES, DataError)
+        if raw is None:
+            raise storage.ObjectNotFound(source)
+        with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
+            yield from bounded_lines(f, what, error=DataError)
     except storage.ObjectNotFound:
         raise DataError(f"ingest manifest not found: {source}") from None
     except storage.ReadRefused as e:

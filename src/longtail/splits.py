@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +14,9 @@ import h5py
 import numpy as np
 
 from longtail.atomic_file import Writeback, atomic_path
-from longtail.errors import DataError
+from longtail.decoded_batch import pixel_digest
+from longtail.disk_full import check_room, disk_full_as_one_line
+from longtail.errors import DataError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ IDS = "ids"
 CHUNK_ROWS = 64
 # A SplitWriter starts flushing its file to disk in the background after each this many bytes of rows.
 WRITEBACK_BYTES = 8 * 2**20
+# What HDF5 stores per row beside the id's characters: its heap entry and reference, and the label.
+ID_ROW_BYTES = 40
 
 
 def split_file(split: str) -> str:
@@ -120,7 +123,8 @@ class SplitWriter:
     """Streams rows into a split file that only appears under its name once complete.
 
     Use as a context manager; an exception inside the block removes the temporary file,
-    so a failed ingest never leaves a half-written split behind.
+    so a failed ingest never leaves a half-written split behind. Each write first checks that the disk
+    has room for it (disk_full.check_room), so a full disk is one line and HDF5 never meets it.
     """
 
     def __init__(
@@ -158,7 +162,8 @@ class SplitWriter:
         self._atomic = atomic_path(self.path, error=DataError)
         self._tmp = self._atomic.__enter__()
         try:
-            self._create()
+            with disk_full_as_one_line(self.path):
+                self._create()
         except BaseException as e:
             # __exit__ never runs when __enter__ fails: the temporary file goes here.
             if self._file is not None:
@@ -204,23 +209,27 @@ class SplitWriter:
         assert self._file is not None, "use SplitWriter as a context manager"
         if not len(images):
             return
-        self._write_images(start, images)
-        self._unflushed += images.nbytes
-        if self._unflushed >= WRITEBACK_BYTES and self._writeback is not None:
-            self._file.flush()  # HDF5's own buffers to the OS, then the OS's to disk, in the background
-            self._writeback.kick()
-            self._unflushed = 0
+        check_room(self.path, images.nbytes)
+        with disk_full_as_one_line(self.path):
+            self._write_images(start, images)
+            self._unflushed += images.nbytes
+            if self._unflushed >= WRITEBACK_BYTES and self._writeback is not None:
+                self._file.flush()  # HDF5's own buffers to the OS, then the OS's to disk, in the background
+                self._writeback.kick()
+                self._unflushed = 0
 
     def write_ids(self, start: int, ids: list[str], labels: np.ndarray | None = None) -> None:
         """Write the ids (and labels, in a labelled split) of rows [start, start + len(ids))."""
         assert self._file is not None, "use SplitWriter as a context manager"
         if not ids:
             return
-        self._file[IDS][start : start + len(ids)] = list(ids)
-        if self.labelled:
-            if labels is None:
-                raise DataError(f"{self.path.name}: labelled split written without labels")
-            self._file[LABELS][start : start + len(ids)] = np.asarray(labels, dtype=np.int32)
+        if self.labelled and labels is None:
+            raise DataError(f"{self.path.name}: labelled split written without labels")
+        check_room(self.path, sum(map(len, ids)) + ID_ROW_BYTES * len(ids))
+        with disk_full_as_one_line(self.path):
+            self._file[IDS][start : start + len(ids)] = list(ids)
+            if self.labelled:
+                self._file[LABELS][start : start + len(ids)] = np.asarray(labels, dtype=np.int32)
 
     def _write_images(self, start: int, images: np.ndarray) -> None:
         """Rows [start, start + len(images)) of the images: each whole chunk they cover as one raw
@@ -249,35 +258,72 @@ class SplitWriter:
     def set_mean_rgb(self, mean_rgb: list[float]) -> None:
         """Record the per-channel mean (0-255 scale) of this split's pixels."""
         assert self._file is not None
-        self._file.attrs["mean_rgb"] = json.dumps([float(v) for v in mean_rgb])
+        with disk_full_as_one_line(self.path):
+            self._file.attrs["mean_rgb"] = json.dumps([float(v) for v in mean_rgb])
 
     def truncate(self, n: int) -> None:
         """Shrink the split to its first n rows (rows planned for files that turned out undecodable)."""
         assert self._file is not None
         if not 0 <= n <= self.n:
             raise DataError(f"{self.path.name}: cannot truncate {self.n} rows to {n}")
-        for name in (IMAGES, LABELS, IDS):
-            if name in self._file:
-                self._file[name].resize(n, axis=0)
+        with disk_full_as_one_line(self.path):
+            for name in (IMAGES, LABELS, IDS):
+                if name in self._file:
+                    self._file[name].resize(n, axis=0)
         self.n = n
 
     def set_source_fingerprint(self, fingerprint: str) -> None:
         """Record the source fingerprint once it is known (ingest hashes files as it decodes them)."""
         assert self._file is not None
         self.source_fingerprint = fingerprint
-        self._file.attrs["source_fingerprint"] = fingerprint
+        with disk_full_as_one_line(self.path):
+            self._file.attrs["source_fingerprint"] = fingerprint
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._tmp is not None
-        self._file.close()
+        error: BaseException | None = exc
+        if error is None:
+            try:
+                check_room(self.path, 0)  # HDF5's last flush, as it closes the file, must not meet a full disk
+            except StorageError as e:
+                error = e
+        if error is not None:
+            _discard_writes(self._file)
+        try:
+            self._file.close()  # HDF5 writes what it still holds: a full disk may fail here first
+        except (OSError, RuntimeError) as e:
+            error = error or e
         try:
             if self._writeback is not None:
                 self._writeback.close()
         except OSError as e:
-            if exc is None:  # the file did not reach the disk: it must not appear under its name
-                self._atomic.__exit__(type(e), e, e.__traceback__)
-                raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self._atomic.__exit__(exc_type, exc, tb)
+            error = error or e
+        if error is None:
+            self._atomic.__exit__(None, None, None)
+            return
+        # The file did not reach the disk: it must not appear under its name. The temporary file
+        # goes, and a full disk is said in one line (atomic_path).
+        self._atomic.__exit__(type(error), error, error.__traceback__)
+        if error is not exc:
+            if isinstance(error, StorageError):
+                raise error
+            raise DataError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
+
+
+def _discard_writes(f: h5py.File) -> None:
+    """Send what HDF5 still writes into `f`, a file being thrown away, to memory instead of its disk.
+
+    On a full disk HDF5's last flush, as it closes the file, would fail, and HDF5 after a failed flush
+    crashes the interpreter at exit. The memory taken is HDF5's unwritten metadata, not the file.
+    """
+    memfd_create = getattr(os, "memfd_create", None)  # Linux
+    if memfd_create is None or not f.id.valid:
+        return
+    scratch = memfd_create("longtail-discarded-split")
+    try:
+        os.dup2(scratch, f.id.get_vfd_handle())
+    finally:
+        os.close(scratch)
 
 
 def read_info(path: str | Path, *, with_labels: bool = True) -> SplitInfo:
@@ -361,7 +407,7 @@ def check_disjoint(train: SplitInfo, val: SplitInfo) -> None:
 
 
 def _pixel_digests(batch: np.ndarray) -> list[bytes]:
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in batch]
+    return [pixel_digest(row) for row in batch]
 
 
 def image_batches(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from longtail.atomic_file import atomic_path, write_text
 from longtail.decode import IMAGE_EXTENSIONS
 from longtail.errors import DataError
+from longtail.file_bounds import CSV_MAX_BYTES, bounded_lines, open_bounded, read_bounded
 from longtail.storage import check_output_file
 
 # How many offending values an error message lists before "and N more".
@@ -96,17 +99,21 @@ def read_submission(
         what: how error messages name the file ("submission", "labels").
 
     Raises:
-        DataError: the file is missing or empty, lacks a column, has no rows, or repeats an id.
+        DataError: the file is missing, not a regular file, over file_bounds.CSV_MAX_BYTES (both refused
+            before it is read) or empty, has a line over file_bounds.CSV_LINE_MAX_CHARS, lacks a column,
+            has no rows, or repeats an id.
     """
     path = Path(path)
-    if not path.is_file():
+    f = open_bounded(path, f"{what} CSV {path}", CSV_MAX_BYTES, DataError)
+    if f is None:
         raise DataError(f"{what} CSV not found: {path}")
     try:
-        return _read_rows(path, id_column, label_column, what)
+        with f:
+            return _read_rows(f, path, id_column, label_column, what)
     except csv.Error as e:  # a field over csv.field_size_limit(), a NUL byte
         raise DataError(f"{what} CSV {path} is not a valid CSV: {e}") from None
     except UnicodeDecodeError:
-        raw = path.read_bytes()
+        raw = read_bounded(path, f"{what} CSV {path}", CSV_MAX_BYTES, DataError) or b""
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
             found = "it is UTF-16 text"
         else:
@@ -118,10 +125,10 @@ def read_submission(
         raise DataError(f"{what} CSV {path} is not UTF-8 text ({found}); save it as UTF-8 (CSV UTF-8)") from None
 
 
-def _read_rows(path: Path, id_column: str, label_column: str, what: str) -> dict[str, str]:
-    """read_submission's parsing, once the file is known to exist."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+def _read_rows(raw: IO[bytes], path: Path, id_column: str, label_column: str, what: str) -> dict[str, str]:
+    """read_submission's parsing of the file it opened, line by line."""
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(bounded_lines(f, f"{what} CSV {path}", error=DataError))
         header = reader.fieldnames
         if not header:
             raise DataError(f"{what} CSV {path} is empty: expected a header '{id_column},{label_column}' and one row per image")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from longtail.errors import ConfigError
+from longtail.file_bounds import CONFIG_MAX_BYTES, read_bounded
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -65,12 +66,14 @@ def load_yaml(text: str, where: str) -> Any:
 
 
 def read_yaml_file(path: str | Path) -> Any:
-    """A config or sweep YAML file's content, with each way it can be unreadable a one-line ConfigError."""
+    """A config or sweep YAML file's content, with each way it can be unreadable a one-line ConfigError
+    (a folder or FIFO, a file over file_bounds.CONFIG_MAX_BYTES: refused before it is read)."""
     path = Path(path)
-    if not path.is_file():
+    data = read_bounded(path, f"config file {path}", CONFIG_MAX_BYTES, ConfigError)
+    if data is None:
         raise ConfigError(f"config file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     return load_yaml(text, f"config file {path}")

@@ -126,12 +126,17 @@ def test_the_full_log_is_in_a_file_in_the_pipeline_root(open_gate):
 
 
 def test_a_failing_step_is_one_line_with_its_cause_and_the_log(digits, tmp_path):
-    empty = tmp_path / "empty-test"
-    empty.mkdir()
+    # Named like images but none decodes: the listing checked before the run passes it, the step fails.
+    broken = tmp_path / "broken-test"
+    broken.mkdir()
+    (broken / "0.png").write_bytes(b"not a png")
     with pytest.raises(LongtailError) as err:
-        run_local(REPO / "experiments" / "demo.yaml", str(digits / "train"), str(empty),
+        run_local(REPO / "experiments" / "demo.yaml", str(digits / "train"), str(broken),
                   overrides=TINY_PIPELINE, home=tmp_path / "home")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("step 'ingest-2' failed: ") and "no images found in" in message
+    assert message.startswith("step 'ingest-2' failed: ") and f"no image in {broken} could be decoded" in message
     assert "full log: " in message and message.rstrip(")").endswith(".log")
+    # A user's error fails once: the step is not retried (docs/safety.md "Fail once").
+    log = Path(message.rstrip(")").rsplit("full log: ", 1)[1]).read_text()
+    assert log.count("Executing task 'ingest-2'") == 1

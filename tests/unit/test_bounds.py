@@ -96,7 +96,7 @@ def test_a_fifo_named_like_an_image_is_rejected_unread_and_leaves_nothing(tmp_pa
     result = json.loads((out / "ingest.json").read_text())
     assert result["rejected"] == [{"path": "a/x.png", "reason": "not a regular file (a FIFO, socket or device): not read"}]
     assert result["n_images"] == 12
-    assert sorted(p.name for p in out.iterdir()) == ["ingest.json", "train.h5", "val.h5"]
+    assert sorted(p.name for p in out.iterdir()) == [".longtail-written.json", "ingest.json", "train.h5", "val.h5"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

@@ -81,14 +81,23 @@ def all_tasks(spec):
         yield from comp.get("dag", {}).get("tasks", {}).items()
 
 
-def test_io_steps_retry_with_backoff(compiled):
+def test_only_train_is_retried_and_it_hands_a_user_error_on(compiled):
+    # KFP retries every non-zero exit: a step that can fail on bad input gets no retry policy, so a
+    # single class or a refused bucket fails the run once (docs/safety.md "Fail once"); S3 and
+    # MLflow calls are retried inside the steps, within the storage layer's budget.
+    for name in ("training", "sweep"):
+        spec, _ = documents(compiled[name])
+        retried = {task for task, body in all_tasks(spec) if "retryPolicy" in body}
+        assert retried == {"train"}, (name, retried)
     spec, _ = documents(compiled["training"])
     tasks = dict(all_tasks(spec))
-    for name in ("ingest", "ingest-2", "weights", "submit"):
-        policy = tasks[name].get("retryPolicy")
-        assert policy and policy["maxRetryCount"] >= 2 and policy.get("backoffFactor", 0) >= 2, name
     # Training is retried because it resumes: its checkpoints live on a PVC keyed by the run id.
-    assert tasks["train"]["retryPolicy"]["maxRetryCount"] >= 1
+    policy = tasks["train"]["retryPolicy"]
+    assert policy["maxRetryCount"] >= 1 and policy.get("backoffFactor", 0) >= 2
+    # ...and a user's error there ends the step, handed on to evaluate, which is not retried.
+    assert "with handed_on(model.path, retried=bool(checkpoint_root))" in " ".join(
+        executors(spec)["exec-train"]["container"]["command"])
+    assert "retryPolicy" not in tasks["evaluate"]
 
 
 def test_train_checkpoints_on_a_pvc_keyed_by_the_run_id(compiled):

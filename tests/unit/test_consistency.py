@@ -95,7 +95,7 @@ def test_val_images_with_train_pixels_are_refused_from_another_ingest_and_warned
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     common = dict(class_names=["x", "y"], image_size=8, preprocessing={"image_size": 8})
     train = write_split(tmp_path / "train.h5", images[:2], ["a.png", "b.png"], labels=np.array([0, 1]),
-                        source_fingerprint="sha256:one", **common)
+                        source_fingerprint="sha256:one", mean_rgb=[128.0, 128.0, 128.0], **common)
     val_images = np.stack([images[0], images[2], images[3]])  # a.png's pixels again, under another name
     for fingerprint in ("sha256:two", "sha256:one"):
         val = write_split(tmp_path / f"val-{fingerprint[-3:]}.h5", val_images, ["c.png", "d.png", "e.png"],

@@ -199,7 +199,8 @@ def test_a_new_ingest_removes_stale_temporary_files(tmp_path):
     keep = out / "notes.tmp"  # not hidden: not a temporary file of ours
     keep.write_bytes(b"x")
     ingest(str(source), out, workers=1)
-    assert sorted(p.name for p in out.iterdir()) == ["ingest.json", "notes.tmp", "train.h5", "val.h5"]
+    assert sorted(p.name for p in out.iterdir()) == [".longtail-written.json", "ingest.json", "notes.tmp", "train.h5",
+                                                     "val.h5"]
     assert read_info(out / "train.h5").n > 0
 
 

@@ -43,7 +43,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Constants and the smallest building blocks, shared by every layer; `longtail` is the package's
     # own __init__ (its version).
     ("leaves", ("longtail", "longtail.errors", "longtail.credentials", "longtail.atomic_file", "longtail.image_size",
-                "longtail.ingest_report", "longtail.data_folder", "longtail.seed", "longtail.tracking.names")),
+                "longtail.ingest_report", "longtail.data_folder", "longtail.seed", "longtail.tracking.names",
+                "longtail.disk_full")),
 ]
 LAYER_NAMES = [name for name, _ in LAYERS]
 

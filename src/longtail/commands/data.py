@@ -8,6 +8,7 @@ import os
 
 from longtail import datasets
 from longtail.datasets import SUMMARY_FILE
+from longtail.output_paths import Input, Output, check_outputs
 from longtail.photos_lt import make_photos_lt
 from longtail.scaled_lt import make_scaled_lt
 
@@ -59,14 +60,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset and print its class counts."""
+    source = (os.environ.get("LONGTAIL_DATA") or None) if args.dataset in ("fashion-mnist-lt", "scaled-lt") else None
+    # The whole of OUT is replaced: datasets.check_output_folder refuses one holding anything longtail did not write.
+    check_outputs([Output(args.out, "dataset folder", folder=True)], [Input(source, "Fashion-MNIST folder $LONGTAIL_DATA")])
     if args.dataset == "fashion-mnist-lt":
-        summary = datasets.make_fashion_mnist_lt(
-            args.out, imbalance=args.imbalance, seed=args.seed, source_dir=os.environ.get("LONGTAIL_DATA") or None
-        )
+        summary = datasets.make_fashion_mnist_lt(args.out, imbalance=args.imbalance, seed=args.seed, source_dir=source)
     elif args.dataset == "scaled-lt":
         summary = make_scaled_lt(args.out, classes=args.classes, images=args.images, source_size=args.source_size,
-                                 seed=args.seed, imbalance=args.imbalance, workers=args.workers,
-                                 source_dir=os.environ.get("LONGTAIL_DATA") or None)
+                                 seed=args.seed, imbalance=args.imbalance, workers=args.workers, source_dir=source)
     elif args.dataset == "photos-lt":
         summary = make_photos_lt(args.out, imbalance=args.imbalance, seed=args.seed)
     else:

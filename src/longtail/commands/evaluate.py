@@ -6,10 +6,12 @@ import argparse
 import os
 
 from longtail.evaluation import evaluate
-from longtail.model_dir import METRICS_FILE
+from longtail.model_dir import EVALUATION_OUTPUTS, METRICS_FILE, stored_tracking_uri
+from longtail.output_paths import FORCE_HELP, Input, Output, check_outputs
 from longtail.scoring import TARGET_PRIORS
 from longtail.storage import check_output_folder, is_s3
 from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.store import store_input
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,11 +41,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="class weights JSON from `longtail weights`: train counts for the long-tail plot")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the one stored with the model)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and the gate result."""
+    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None
+    check_outputs([Output(args.out_dir, "report folder", folder=True, names=EVALUATION_OUTPUTS)],
+                  [Input(args.val_h5, "val split"), Input(args.weights_json, "class weights"),
+                   store_input(tracking_uri), store_input(stored_tracking_uri(args.model_dir))],
+                  model_dir=args.model_dir, force=args.force)
     if not is_s3(args.out_dir):
         check_output_folder(args.out_dir, "report folder")
 
@@ -51,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, args.val_h5, args.out_dir,
         min_macro_f1=args.min_macro_f1, batch_size=args.batch_size, tta=args.tta, tta_shift=args.tta_shift, weights_json=args.weights_json,
         target_prior=args.target_prior,
-        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None,
+        tracking_uri=tracking_uri,
     )
     print(r.report_text.rstrip())
     print()

@@ -13,6 +13,7 @@ import sys
 from longtail import decode_server
 from longtail.decode_server import POOL_MIN_FILES
 from longtail.image_size import IMAGE_SIZE_MAX, IMAGE_SIZE_MIN
+from longtail.output_paths import FORCE_HELP
 
 
 def _positive_int(text: str) -> int:
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--white-balance", action="store_true", help="gray-world white balance (stored pixels)")
     parser.add_argument("--unlabelled", action="store_true", help="a flat test folder (or CSV of paths) -> test.h5")
     parser.add_argument("--workers", type=_positive_int, default=None, help=f"decoding processes, this one included (default: all cores from {POOL_MIN_FILES:,} files on, one below)")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     parser.set_defaults(func=run)
 
 
@@ -63,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     decode_server.start(args.workers)
     # Only now numpy and the rest: the server loads the decoders meanwhile, on the other core.
-    from longtail.ingest import ingest
+    from longtail.ingest import ingest, output_names
+    from longtail.output_paths import Input, Output, check_outputs
     from longtail.storage import S3Settings
 
+    check_outputs([Output(args.out, "ingest output folder", folder=True, names=output_names(args.unlabelled))],
+                  [Input(args.source, "source")], force=args.force)
     ingest(
         args.source,
         args.out,

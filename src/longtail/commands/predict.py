@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from longtail.model_dir import stored_tracking_uri
+from longtail.output_paths import Input, Output, check_outputs
 from longtail.prediction import predict, tta_text
 from longtail.tracking.env import TRACKING_URI_ENV
+from longtail.tracking.store import store_input
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and say where the CSV went."""
+    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None
+    check_outputs([Output(args.submission_csv, "submission CSV")],
+                  [Input(args.test_h5, "test split"), store_input(tracking_uri),
+                   store_input(stored_tracking_uri(args.model_dir))], model_dir=args.model_dir)
     r = predict(
         args.model_dir, args.test_h5, args.submission_csv,
         tta=args.tta, tta_shift=args.tta_shift, id_column=args.id_column, label_column=args.label_column, batch_size=args.batch_size,
-        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None,
+        tracking_uri=tracking_uri,
     )
     augmented = tta_text(r.tta, r.tta_shift)
     print(f"wrote {r.n_rows} rows to {r.path}{f' ({augmented})' if augmented else ''}")

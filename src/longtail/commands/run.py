@@ -10,6 +10,7 @@ from longtail.credentials import redact
 from longtail.data_folder import TEST_LABELS_FILE
 from longtail.datasets import make_fashion_mnist_lt
 from longtail.errors import DataError
+from longtail.output_paths import Input, Output, check_outputs
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
 from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import GATE_REASON_TAG
@@ -42,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, run the pipeline, print where everything went."""
+    check_outputs([Output(args.home, "pipeline home", folder=True)],
+                  [Input(args.config, "experiment config"), Input(args.data, "data"), Input(args.test, "test images"),
+                   Input(args.labels, "test labels")])
     from longtail.pipelines.local import run_local  # imports kfp (slow): only when a run starts
 
     data, test, labels = args.data, args.test, args.labels

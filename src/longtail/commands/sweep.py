@@ -9,6 +9,7 @@ from longtail.comparison import differing_knobs
 from longtail.config import config_to_dict, flatten
 from longtail.credentials import redact
 from longtail.errors import ConfigError
+from longtail.output_paths import Input, Output, check_outputs
 from longtail.pipelines.container_runner import RUNNER_HELP, RUNNERS
 from longtail.sweep_plan import group_by_data, load_sweep
 from longtail.tracking.env import TRACKING_URI_ENV
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     """Plan, run, print the leaderboard."""
     if args.parallelism < 1:
         raise ConfigError(f"--parallelism must be >= 1, got {args.parallelism}")
+    check_outputs([Output(args.home, "pipeline home", folder=True)],
+                  [*(Input(c, "experiment config") for c in args.configs), Input(args.data, "data"),
+                   Input(args.test, "test images"), Input(args.labels, "test labels")])
     configs = load_sweep(args.configs, args.grid, args.overrides)
     groups = group_by_data(configs)
     print(f"sweep: {len(configs)} experiment(s) over {len(groups)} data setting(s)")

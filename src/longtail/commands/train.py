@@ -7,12 +7,14 @@ import os
 
 from longtail.config import load_config
 from longtail.errors import ConfigError
+from longtail.model_dir import TRAINING_OUTPUTS
+from longtail.output_paths import FORCE_HELP, Input, Output, check_outputs
 from longtail.post_run import close_run
 from longtail.storage import check_output_folder, is_s3
 from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import CANDIDATE
 from longtail.tracking.runs import system_metrics_enabled
-from longtail.tracking.store import resolve_tracking_uri, task_run_from_env
+from longtail.tracking.store import resolve_tracking_uri, store_input, task_run_from_env
 from longtail.training import train
 
 
@@ -38,11 +40,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--register-as", default="", metavar="NAME",
                    help="register the model under NAME with the alias 'candidate'")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model went."""
+    store = None if args.no_tracking else os.environ.get(TRACKING_URI_ENV)
+    check_outputs([Output(args.out, "model directory", folder=True, names=TRAINING_OUTPUTS),
+                   Output(args.checkpoint_dir, "checkpoint directory", folder=True)],
+                  [Input(args.config, "experiment config"), Input(args.train_h5, "train split"),
+                   Input(args.val_h5, "val split"), Input(args.weights_json, "class weights"), store_input(store)],
+                  force=args.force)
     config = load_config(args.config, args.overrides)
     if not is_s3(args.out):
         check_output_folder(args.out, "model directory")

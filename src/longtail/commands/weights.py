@@ -6,6 +6,7 @@ import argparse
 
 from longtail.class_weights import BETA_RULE, SCHEMES, write_weights
 from longtail.config import WeightsConfig
+from longtail.output_paths import Input, Output, check_outputs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,5 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the weights JSON; the library prints "class weights (min, max) = (...)"."""
+    check_outputs([Output(args.out_json, "weights JSON")], [Input(args.train_h5, "train split")])
     write_weights(args.train_h5, args.out_json, args.scheme, args.beta)
     return 0

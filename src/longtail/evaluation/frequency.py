@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from longtail.errors import DataError
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.model_dir import PREPROCESSING_FILE
 from longtail.scoring import ClassMetrics
 
@@ -39,12 +41,14 @@ def train_class_counts(
     proportional to train.
     """
     candidates: list[tuple[Any, str]] = [(extra, PREPROCESSING_FILE)]
-    if weights_json and Path(weights_json).is_file():
+    if weights_json:
         path = Path(weights_json)
         try:
-            candidates.append((json.loads(path.read_text()), path.name))
-        except json.JSONDecodeError:
-            log.warning("ignoring unreadable %s", path)
+            text = read_bounded(path, str(path), RECORD_MAX_BYTES, DataError)
+            if text is not None:
+                candidates.append((json.loads(text), path.name))
+        except (DataError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            log.warning("ignoring unreadable %s: %s", path, e)
     for data, source in candidates:
         if not isinstance(data, dict):
             continue

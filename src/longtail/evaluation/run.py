@@ -12,6 +12,7 @@ from longtail.evaluation.frequency import ClassResult, train_class_counts
 from longtail.evaluation.gate import class_warnings, gate
 from longtail.evaluation.plots import plot_confusion_matrix, plot_f1_vs_frequency
 from longtail.evaluation.report import render_markdown, write_report_text
+from longtail.handed_on_error import raise_handed_on
 from longtail.kfp_metrics import kfp_confusion_matrix, kfp_scalar_metrics
 from longtail.model_dir import EvaluationDir, ModelDir
 from longtail.prediction import open_for_split
@@ -104,6 +105,8 @@ def evaluate(
     Returns:
         The numbers, the gate result and its reason, KFP structures and the written paths.
     """
+    # A retried train step hands its user's error on here, the first step after it with no retries.
+    raise_handed_on(model_dir, "train")
     gate(0.0, min_macro_f1)  # reject a bad gate or prior before minutes of prediction
     directory = ModelDir(model_dir)
     target_prior = target_prior or saved_target_prior(directory)
@@ -172,6 +175,7 @@ def evaluate(
             "confusion_matrix": scores.confusion.astype(int).tolist(),
         },
     )
+    evaluation_dir.record_outputs()  # last of the files, so a re-run may replace them
     run_id = log_evaluation(directory.run_info(), metrics, passed=passed, reason=reason, split=Path(val_h5).name,
                             files=list(paths.values()), tracking_uri=tracking_uri)
     log.info("macro-F1 %.4f (%s target prior; %.0f%% interval %.4f-%.4f; val as drawn %.4f) on %d images; gate %s: %s",

@@ -7,7 +7,8 @@ import numpy as np
 from longtail.losses.registry import LossFn, number_arg, register_loss
 
 
-@register_loss("focal")
+# gamma: Lin et al. use 0.5 to 5; at 10, (1 - p)^gamma already weighs an example classified at p = 0.5 by 1e-3.
+@register_loss("focal", maxima={"gamma": 10})
 def make_loss(class_counts: np.ndarray, gamma: float = 2.0) -> LossFn:
     """-sum_c y_c (1 - p_c)^gamma log p_c: well-classified examples count less; gamma = 0 is CE.
 

@@ -13,7 +13,8 @@ def ldam_margins(class_counts: np.ndarray, max_margin: float) -> np.ndarray:
     return (m * (max_margin / m.max())).astype(np.float32)
 
 
-@register_loss("ldam")
+# max_margin: Cao et al. use 0.5 (experiments/ use up to 2), on logits a few units apart; scale: they use 30.
+@register_loss("ldam", maxima={"max_margin": 10, "scale": 100})
 def make_loss(class_counts: np.ndarray, max_margin: float = 0.5, scale: float = 1.0) -> LossFn:
     """CE on scale * (logits - margin of the true class on the true logit only).
 

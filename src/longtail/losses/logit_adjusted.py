@@ -7,7 +7,8 @@ import numpy as np
 from longtail.losses.registry import LossFn, cross_entropy_of, log_prior, number_arg, register_loss
 
 
-@register_loss("logit_adjusted")
+# tau: Menon et al. use 1 to 2; 10 is the upper bound of evaluate.posthoc_tau, the same adjustment after training.
+@register_loss("logit_adjusted", maxima={"tau": 10})
 def make_loss(class_counts: np.ndarray, tau: float = 1.0) -> LossFn:
     """CE on (logits + tau * log prior), the prior from the train split's class counts.
 

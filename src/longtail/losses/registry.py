@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from longtail.errors import ConfigError
-from longtail.name_registry import Registry
+from longtail.name_registry import Registry, check_maxima
 
 LossFn = Callable[[Any, Any], Any]
 
@@ -23,7 +23,7 @@ _LOSSES = Registry("loss", "train.loss.name")
 
 
 # Adding a loss is one file with one builder `make_loss(class_counts, **args) -> LossFn` decorated
-# @register_loss("name"); longtail.losses imports every module of its folder.
+# @register_loss("name", maxima={arg: largest value}); longtail.losses imports every module of its folder.
 register_loss = _LOSSES.register
 available_losses = _LOSSES.names  # every registered name, sorted
 
@@ -32,8 +32,9 @@ def build_loss(name: str, class_counts: Sequence[int], **args: Any) -> LossFn:
     """Build the registered loss `name` for a train split with these per-class counts.
 
     Raises:
-        ConfigError: an unknown name (listing the known ones), an argument the builder lacks, or a
-            value out of range (each naming its config field).
+        ConfigError: an unknown name (listing the known ones), an argument the builder lacks, a value
+            over the maximum its registration declares, or one the builder refuses (each naming its
+            config field).
     """
     builder = _LOSSES.get(name)
     known = list(inspect.signature(builder).parameters)[1:]
@@ -43,6 +44,7 @@ def build_loss(name: str, class_counts: Sequence[int], **args: Any) -> LossFn:
             f"config field train.loss.args.{unknown[0]}: loss {name!r} has no such argument; "
             f"it takes: {', '.join(known) or 'no arguments'}"
         )
+    check_maxima(args, _LOSSES.maxima[name], "train.loss.args")
     counts = np.asarray(class_counts, dtype=np.float64)
     if counts.ndim != 1 or len(counts) < 1 or np.any(counts < 0):
         raise ValueError(f"class_counts must be a list of counts >= 0, got {list(class_counts)}")

@@ -17,7 +17,10 @@ from longtail.models.registry import register_model
 from longtail.models.resnet_cifar import stages_and_head
 
 
-@register_model("resnet50")
+# As resnet_cifar's maxima; stem_stride: 2 for ImageNet-sized inputs, and 8 twice over (conv and pool)
+# already brings 224 px to 4 px.
+@register_model("resnet50", maxima={"stages": 128, "filters": 4096, "weight_decay": 1.0, "stem_stride": 8,
+                                    "bn_momentum": 1.0, "bn_epsilon": 1.0})
 def make_model(
     input_shape: tuple[int, int, int],
     num_classes: int,

@@ -53,7 +53,10 @@ def residual_module(
     return layers.Add()([y, shortcut])
 
 
-@register_model("resnet_cifar")
+# stages: the log's largest is 9 modules a stage, ResNet-1001 (He et al. 2016) has 111; filters: 2 x
+# ResNet-50's widest (2048); weight_decay: the log uses 1e-4 to 5e-4; a BN momentum or epsilon is <= 1.
+@register_model("resnet_cifar", maxima={"stages": 128, "filters": 4096, "weight_decay": 1.0,
+                                        "bn_momentum": 1.0, "bn_epsilon": 1.0})
 def make_model(
     input_shape: tuple[int, int, int],
     num_classes: int,

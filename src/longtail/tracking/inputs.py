@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from longtail.errors import DataError
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.ingest_report import INGEST_FILE
 from longtail.splits import read_info
 
@@ -34,9 +36,9 @@ def split_source_uri(split_h5: str | Path) -> str:
     """The raw-data URI a split was ingested from (ingest.json beside it), else the split file's own URI."""
     split_h5 = Path(split_h5)
     manifest = split_h5.parent / INGEST_FILE
-    source = None
-    if manifest.is_file():
-        source = json.loads(manifest.read_text()).get("source")
+    text = read_bounded(manifest, f"ingest report {manifest}", RECORD_MAX_BYTES, DataError)
+    record = json.loads(text) if text is not None else None
+    source = record.get("source") if isinstance(record, dict) else None
     if not source:
         return split_h5.resolve().as_uri()
     if "://" in source:

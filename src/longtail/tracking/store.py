@@ -14,6 +14,8 @@ from typing import Any
 
 from longtail.credentials import redact, split_userinfo
 from longtail.errors import LongtailError
+from longtail.file_bounds import open_bounded
+from longtail.output_paths import Input
 from longtail.tracking.env import TRACKING_URI_ENV, is_postgres_uri, tracking_env_edge
 from longtail.tracking.names import (
     CUSTOM_MODEL_DEVELOPMENT,
@@ -103,29 +105,48 @@ def check_postgres_store(tracking_uri: str, timeout_s: float = POSTGRES_CONNECT_
         ) from None
 
 
+def sqlite_store_path(tracking_uri: str | None) -> Path | None:
+    """The database file of a SQLite tracking URI (sqlite:///path.db); None for any other store."""
+    if not tracking_uri or not tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    db = Path(tracking_uri[len(SQLITE_PREFIX):].split("?", 1)[0])
+    return None if str(db) in ("", ".", ":memory:") else db
+
+
+def store_input(tracking_uri: str | None) -> Input:
+    """A SQLite tracking store as an input of a command: MLflow reads and rewrites it, and no output
+    may replace it (output_paths.check_outputs)."""
+    return Input(sqlite_store_path(tracking_uri), "MLflow tracking store")
+
+
 def check_sqlite_store(tracking_uri: str) -> None:
     """Refuse a SQLite store that cannot work, before MLflow retries it for minutes or makes folders
     for it: its folder must exist and take a new file, and an existing file must be a SQLite database.
+    Nothing but a regular file is opened: a FIFO would block the read of the header, and a device
+    (/dev/null) is no database.
 
     Raises:
         LongtailError: naming the path and the fix.
     """
-    if not tracking_uri.startswith(SQLITE_PREFIX):
-        return
-    db = Path(tracking_uri[len(SQLITE_PREFIX):].split("?", 1)[0])
-    if str(db) in ("", ".", ":memory:"):
+    db = sqlite_store_path(tracking_uri)
+    if db is None:
         return
     fix = "create the folder, or fix MLFLOW_TRACKING_URI (unset, it is .longtail/mlflow.db)"
     if not db.parent.is_dir():
         raise LongtailError(f"MLflow tracking store {tracking_uri}: folder {db.parent} does not exist; {fix}")
     if db.is_dir():
         raise LongtailError(f"MLflow tracking store {tracking_uri} is a folder; name a .db file inside it")
-    if db.exists():
+    what = f"MLflow tracking store {tracking_uri}"
+    try:
+        f = open_bounded(db, what, None)  # no size bound: only the header is read
+    except LongtailError as e:  # a FIFO, a device, no permission
+        raise LongtailError(f"{e}; name a .db file in MLFLOW_TRACKING_URI (unset, it is .longtail/mlflow.db)") from None
+    if f is not None:
         try:
-            with open(db, "rb") as f:
+            with f:
                 head = f.read(len(_SQLITE_MAGIC))
         except OSError as e:
-            raise LongtailError(f"MLflow tracking store {tracking_uri} cannot be read: {e.strerror or e}") from None
+            raise LongtailError(f"{what} cannot be read: {e.strerror or e}") from None
         if head and head != _SQLITE_MAGIC:
             raise LongtailError(
                 f"MLflow tracking store {tracking_uri} is not a SQLite database (another file is there); "

@@ -1,4 +1,4 @@
-"""The Keras callbacks of a training: epoch timing, the val figures, the finite-loss guard, history and progress.
+"""The Keras callbacks of a training: epoch timing, val figures, loss guard, history, progress, checkpoint.
 
 Importing this module imports keras (every class here is a keras.callbacks.Callback), so
 longtail.training.fit imports it where it imports keras: inside the fit, and `import
@@ -17,7 +17,9 @@ import keras
 import numpy as np
 
 from longtail.atomic_file import write_text
+from longtail.disk_full import check_room, disk_full_as_one_line
 from longtail.errors import LongtailError
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.run_log import format_epoch_line
 from longtail.scoring import macro_f1
 from longtail.softmax import softmax
@@ -151,7 +153,8 @@ class PersistentHistory(keras.callbacks.Callback):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self._path = path
-        self.history: dict[str, list[float]] = json.loads(path.read_text()) if path.is_file() else {}
+        text = read_bounded(path, str(path), RECORD_MAX_BYTES, LongtailError)
+        self.history: dict[str, list[float]] = json.loads(text) if text is not None else {}
         self.first_epoch: int | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -163,3 +166,37 @@ class PersistentHistory(keras.callbacks.Callback):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
         write_text(self._path, json.dumps(self.history))  # a kill mid-write must not lose the resume state
+
+
+class CheckpointBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore into `backup_dir`, keeping the previous epoch's state beside the latest
+    (its `.bkp` files, which training.resume falls back to when the latest does not read whole).
+
+    Keras writes the checkpoint in place, so a full disk midway would leave it truncated: each save first
+    checks the disk has room for it (disk_full.check_room), and a full disk is one line.
+    """
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        weights = Path(self._weights_path)
+        check_room(weights, self._save_needs(weights))
+        with disk_full_as_one_line(weights):
+            super().on_epoch_end(epoch, logs)
+
+    def _save_needs(self, weights: Path) -> int:
+        """Bytes a save adds on disk at its peak: the latest copied over the previous (`.bkp`), then the
+        latest rewritten with the model's and optimizer's variables."""
+        variables = [*self.model.weights, *(self.model.optimizer.variables if self.model.optimizer else [])]
+        state = sum(int(np.prod(v.shape)) * _itemsize(v.dtype) for v in variables)
+        latest = weights.stat().st_size if weights.is_file() else 0
+        previous = Path(self._prev_weights_path)
+        return max(0, max(latest, state) - (previous.stat().st_size if previous.is_file() else 0))
+
+
+def _itemsize(dtype: Any) -> int:
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:  # a dtype numpy does not name (bfloat16): a float32's size bounds it
+        return 4

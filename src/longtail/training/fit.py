@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from longtail.config import ExperimentConfig
-from longtail.errors import DataError
 from longtail.learning_curves import plot_learning_curves
 from longtail.logit_adjustment import choose_adjustment, plot_posthoc_gains, probability_model
 from longtail.model_dir import ModelDir, RunInfo
@@ -138,11 +137,7 @@ def train(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     train_info, val_info = read_info(train_h5), read_info(val_h5)
-    if config.preprocess.scale == "mean_subtraction" and train_info.mean_rgb is None:
-        raise DataError(
-            f"preprocess.scale is mean_subtraction but train split {train_info.path} has no mean_rgb; "
-            "re-ingest it or set preprocess.scale=scale"
-        )
+    # check_splits also refuses a train split without mean_rgb, which mean_subtraction needs.
     preprocessing = dataclasses.replace(check_splits(train_info, val_info), scale=config.preprocess.scale)
     class_weights = load_class_weights(weights_json, train_info.class_names) if weights_json else None
     if class_weights is None and config.weights.scheme != "none":
@@ -225,6 +220,7 @@ def _fit(
     from longtail.models import build_model
     from longtail.models.fused_batch_norm import with_fused_batch_norm
     from longtail.training.callbacks import (
+        CheckpointBackup,
         EmaSwap,
         EpochProgress,
         EpochTimer,
@@ -298,8 +294,7 @@ def _fit(
         ]
         if run is not None:
             callbacks.append(epoch_logger(run))
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_path(checkpoint_dir)),
-                                                          delete_checkpoint=False))
+        callbacks.append(CheckpointBackup(backup_path(checkpoint_dir)))
         callbacks.extend(extra_callbacks)
         verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
         trained.fit(train_data.dataset, epochs=t.epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
@@ -388,6 +383,8 @@ def _write_model_dir(model: Any, config: ExperimentConfig, preprocessing: Prepro
     curves = plot_learning_curves(history, model_dir.curves_file, title=config.name)
     if run is not None:
         RunInfo(run.tracking_uri, run.experiment, run.run_id).save(out_dir)
+    model_dir.record_outputs()  # last of the files, so a re-run may replace them
+    if run is not None:
         run.log_artifact(curves)
         run.log_artifact(history_file)
         run.log_artifact(config_path)

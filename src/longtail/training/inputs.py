@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from longtail.errors import DataError
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.preprocessing import Preprocessing
 from longtail.splits import SplitInfo, check_disjoint
 
@@ -14,14 +15,16 @@ def load_class_weights(path: str | Path, class_names: list[str]) -> list[float]:
     """Read `{"weights": [...by class index...]}` (as longtail.class_weights writes it).
 
     Raises:
-        DataError: missing file, wrong shape, non-positive weights, or other class names.
+        DataError: missing file, not a regular file or over file_bounds.RECORD_MAX_BYTES, wrong shape,
+            non-positive weights, or other class names.
     """
     path = Path(path)
-    if not path.is_file():
+    text = read_bounded(path, f"class weights file {path}", RECORD_MAX_BYTES, DataError)
+    if text is None:
         raise DataError(f"class weights file not found: {path} (write it with `longtail weights`)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(text)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise DataError(f"class weights file {path} is not JSON: {e}") from e
     weights = data.get("weights") if isinstance(data, dict) else None
     if not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights):
@@ -50,7 +53,9 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
     """
     for info, name in ((train, "train"), (val, "val")):
         if info.n == 0:
-            raise DataError(f"the {name} split {info.path} is empty: re-run ingest on a non-empty source")
+            fix = ("re-run ingest with a larger --val-fraction (a class of n images gives round(n x fraction) "
+                   "of them to val)" if name == "val" else "re-run ingest on a non-empty source")
+            raise DataError(f"the {name} split {info.path} is empty: {fix}")
         if not info.has_labels:
             raise DataError(f"the {name} split {info.path} has no labels (a test split?)")
     if train.class_names != val.class_names:
@@ -67,7 +72,24 @@ def check_splits(train: SplitInfo, val: SplitInfo) -> Preprocessing:
             "trains to a meaningless macro-F1 of 1.0); ingest a source with two or more class folders"
         )
     check_disjoint(train, val)
+    check_roles(train, val)
     pre = Preprocessing.from_split(train, "scale")
     pre.check_split(val.preprocessing, val.image_size, f"val split {val.path}")
     return pre
 
+
+def check_roles(train: SplitInfo, val: SplitInfo) -> None:
+    """Refuse a val split that carries a train split's mark, or a train split without it: ingest records
+    the train pixels' mean (mean_rgb) on train.h5 alone, so either means --train and --val were mixed up.
+
+    Raises:
+        DataError: naming the split and the fix.
+    """
+    fix = "pass --train OUT/train.h5 --val OUT/val.h5 of one `longtail ingest` run"
+    if val.mean_rgb is not None:
+        swapped = " (the two look swapped)" if train.mean_rgb is None else ""
+        raise DataError(f"the val split {val.path} is a train split: it carries the train pixels' mean (mean_rgb), "
+                        f"which ingest writes on train.h5 only{swapped}; {fix}")
+    if train.mean_rgb is None:
+        raise DataError(f"the train split {train.path} has no train pixels' mean (mean_rgb), which ingest writes "
+                        f"on every train.h5: is it a val or test split? {fix}")

@@ -11,18 +11,22 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from longtail.atomic_file import write_text
+from longtail.atomic_file import atomic_path, write_text
 from longtail.config import ExperimentConfig, config_to_dict, flatten
 from longtail.errors import ConfigError, StorageError
+from longtail.file_bounds import RECORD_MAX_BYTES, read_bounded
 from longtail.model_dir import BACKUP_SUBDIR, HISTORY_FILE, KERAS_BACKUP_FILES, RESUME_FILE
 from longtail.output_lock import output_lock
 from longtail.splits import SplitInfo
 
 log = logging.getLogger(__name__)
+# Keras' BackupAndRestore files: the weights of the last saved epoch, and that epoch's number.
+_WEIGHTS, _METADATA = KERAS_BACKUP_FILES[:2]
 
 
 def config_fingerprint(config: ExperimentConfig, train: SplitInfo, val: SplitInfo) -> str:
@@ -50,10 +54,11 @@ def read_resume(checkpoint_dir: Path, fingerprint: str, config: ExperimentConfig
             )
         return {}
     try:
-        state = json.loads(path.read_text())
-    except ValueError:
+        state = json.loads(read_bounded(path, str(path), RECORD_MAX_BYTES, StorageError) or b"{}")
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
         state = {}
     if state.get("fingerprint") == fingerprint and not fresh:
+        check_backup(checkpoint_dir)
         return state
     epochs = epochs_done(checkpoint_dir)
     if fresh or epochs == 0:
@@ -70,14 +75,67 @@ def read_resume(checkpoint_dir: Path, fingerprint: str, config: ExperimentConfig
     )
 
 
+def check_backup(checkpoint_dir: Path) -> None:
+    """Make sure Keras' latest checkpoint reads whole before training resumes from it.
+
+    A checkpoint cut short (a kill, or a full disk, while Keras wrote it in place) is replaced by the
+    previous epoch's (the `.bkp` pair training.callbacks.CheckpointBackup keeps), when that one reads whole.
+
+    Raises:
+        StorageError: neither reads whole; naming the file and `--fresh`.
+    """
+    backup = checkpoint_dir / BACKUP_SUBDIR
+    latest = [backup / _WEIGHTS, backup / _METADATA]
+    if not any(p.exists() for p in latest):
+        return  # no epoch saved: nothing to restore
+    problem = _unreadable(*latest)
+    if not problem:
+        return
+    previous = [p.with_name(p.name + ".bkp") for p in latest]
+    if previous[0].exists() and not _unreadable(*previous):
+        log.warning("checkpoint %s does not read whole (%s): resuming from the epoch before it", latest[0], problem)
+        for source, target in zip(previous, latest, strict=True):
+            with atomic_path(target, what="checkpoint") as tmp:
+                shutil.copyfile(source, tmp)
+        return
+    raise StorageError(
+        f"checkpoint {latest[0]} does not read whole ({problem}), nor does an earlier one: it was cut short "
+        "(a kill or a full disk while it was saved); pass --fresh to start afresh, or another --checkpoint-dir"
+    )
+
+
+def _unreadable(weights: Path, metadata: Path) -> str:
+    """Why a checkpoint (Keras' weights file and its epoch record) does not read whole, or "" if it does."""
+    try:
+        record = read_bounded(metadata, metadata.name, RECORD_MAX_BYTES, StorageError)
+        epoch = json.loads(record).get("epoch") if record is not None else None
+    except (StorageError, ValueError, AttributeError) as e:
+        return f"{metadata.name}: {e}"
+    if not isinstance(epoch, int):
+        return f"{metadata.name} is missing or holds no epoch"
+    import h5py
+
+    def read(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    try:
+        with h5py.File(weights, "r") as f:
+            f.visititems(read)  # every variable's bytes, so a file cut short anywhere is found
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        return f"{weights.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return ""
+
+
 def epochs_done(checkpoint_dir: Path) -> int:
     """Finished epochs saved in a checkpoint directory (0 when Keras saved no state to restore)."""
     backup = checkpoint_dir / BACKUP_SUBDIR
     if not backup.is_dir() or not any(backup.iterdir()):
         return 0
+    path = checkpoint_dir / HISTORY_FILE
     try:
-        history = json.loads((checkpoint_dir / HISTORY_FILE).read_text())
-    except (OSError, ValueError):
+        history = json.loads(read_bounded(path, str(path), RECORD_MAX_BYTES, StorageError) or b"")
+    except (StorageError, ValueError):
         return 1
     return max([len(v) for v in history.values()] or [1])
 
