@@ -21,7 +21,7 @@ from longtail.tracking.env import credentials_to_env, tracking_env_edge
 # run(), so `longtail --help` stays fast.
 COMMANDS = [
     "data", "ingest", "weights", "train", "evaluate", "predict", "score", "lb",
-    "run", "sweep", "report", "promote",
+    "run", "sweep", "tune", "trial", "report", "promote",
 ]
 
 

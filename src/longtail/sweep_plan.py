@@ -2,45 +2,35 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from longtail.config import ExperimentConfig, config_from_dict, config_to_dict, load_config
-from longtail.config_overrides import apply_overrides, parse_override
+from longtail.config_overrides import apply_overrides
 from longtail.errors import ConfigError
 from longtail.knobs import config_to_params
-from longtail.yaml_loader import load_yaml, read_yaml_file
-
-
-def parse_grid(grid: list[str]) -> list[tuple[str, list[Any]]]:
-    """['train.label_smoothing.factor=0.2,0.1,0.01'] -> [('train.label_smoothing.factor', [0.2, 0.1, 0.01])]."""
-    axes = []
-    for text in grid:
-        parts, _ = parse_override(text)
-        raw_values = text.split("=", 1)[1]
-        values = [load_yaml(v, f"grid axis {text!r}: value {v.strip()!r}") for v in raw_values.split(",") if v.strip()]
-        if len(values) < 2:
-            raise ConfigError(f"grid axis {text!r} needs at least two comma-separated values")
-        axes.append((".".join(parts), values))
-    return axes
+from longtail.search_space import SearchSpace, config_at, grid_space, parse_search, yaml_flow
+from longtail.yaml_loader import read_yaml_file
 
 
 def expand_grid(base: dict[str, Any], grid: list[str]) -> list[ExperimentConfig]:
-    """Every combination of the grid's values applied to `base`; each named after its values."""
-    axes = parse_grid(grid)
+    """Every combination of the grid's values applied to `base`; each named after its values.
+
+    `--grid KEY=V1,V2` is shorthand for the search space `KEY: {choice: [V1, V2]}` (longtail.search_space).
+    """
+    return grid_configs(base, grid_space(grid, base))
+
+
+def grid_configs(base: dict[str, Any], space: SearchSpace) -> list[ExperimentConfig]:
+    """One config per point of a choice-only space, named base name + `-field=value` per dimension."""
     base_name = base.get("name", "experiment")
-    configs = []
-    for combo in itertools.product(*(values for _, values in axes)):
-        overrides = [f"{key}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                     for (key, _), v in zip(axes, combo, strict=True)]
-        raw = apply_overrides(base, overrides)
-        raw["name"] = base_name + "".join(f"-{key.split('.')[-1]}={v}" for (key, _), v in zip(axes, combo, strict=True))
-        configs.append(config_from_dict(raw))
-    return configs
+    return [config_at(base, point, base_name + "".join(f"-{key.split('.')[-1]}={yaml_flow(v)}"
+                                                        for key, v in point.items()))
+            for point in space.grid_points()]
 
 
 def load_sweep(paths: list[str | Path], grid: list[str] | None = None,
@@ -58,7 +48,10 @@ def load_sweep(paths: list[str | Path], grid: list[str] | None = None,
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         raw = read_yaml_file(path) or {}
-        if isinstance(raw, dict) and "experiments" in raw:
+        if isinstance(raw, dict) and "search" in raw:  # a grid written as a search block of choices
+            plan = load_search(path, overrides)
+            configs += grid_configs({**plan.base, "name": plan.name}, plan.space)
+        elif isinstance(raw, dict) and "experiments" in raw:
             configs += _sweep_file(path, raw, overrides or [])
         else:
             configs.append(load_config(path, overrides))
@@ -73,12 +66,75 @@ def load_sweep(paths: list[str | Path], grid: list[str] | None = None,
     return configs
 
 
-def _sweep_file(path: Path, raw: dict[str, Any], overrides: list[str]) -> list[ExperimentConfig]:
-    unknown = set(raw) - {"base", "set", "experiments", "name"}
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search file read: its name, the raw base config the points go into, and the space."""
+
+    name: str
+    base: dict[str, Any]
+    space: SearchSpace
+    path: Path
+
+
+def load_search(path: str | Path, overrides: list[str] | None = None, grid: list[str] | None = None) -> SearchPlan:
+    """A search file: `base:` (an experiment YAML, relative to the file), optional `set:` and `search:`;
+    or an experiment YAML with a `search:` block at its top level. `grid` axes join the space as choices.
+
+    Raises:
+        ConfigError: no such file, unknown fields, an invalid base, or a space the config refuses
+            (longtail.search_space.parse_search); or nothing to search.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search file not found: {path}")
+    raw = read_yaml_file(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"search file {path} must hold a mapping at the top level")
+    raw = dict(raw)
+    block = raw.pop("search", None)
+    if "base" in raw or "set" in raw or "experiments" in raw:
+        if "experiments" in raw:
+            raise ConfigError(f"{path}: a search file has base, set and search; an experiments: list is "
+                              "a sweep file for `longtail sweep`")
+        _known_fields(path, raw)
+        base_cfg = load_config(path.parent / raw["base"], overrides) if raw.get("base") else config_from_dict({})
+        try:
+            base_raw = apply_overrides(config_to_dict(base_cfg), _set_overrides(raw.get("set")))
+            config_from_dict(base_raw)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: set: {e}") from None
+    else:
+        raw.setdefault("name", path.stem)
+        base_raw = config_to_dict(config_from_dict(apply_overrides(raw, overrides or [])))
+    name = str(raw.get("name") or path.stem)
+    base_raw["name"] = name
+    dims = parse_search(block, base_raw, where=f"{path}: search").dimensions if block is not None else ()
+    if grid:
+        dims += grid_space(grid, base_raw).dimensions
+    if not dims:
+        raise ConfigError(f'{path}: nothing to search: add a search: block (README "Search") or --grid')
+    keys = [d.key for d in dims]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ConfigError(f"{path}: searched twice (search: and --grid): {', '.join(twice)}")
+    return SearchPlan(name, base_raw, SearchSpace(dims), path)
+
+
+def _known_fields(path: Path, raw: dict[str, Any]) -> None:
+    unknown = set(raw) - {"base", "set", "experiments", "search", "name"}
     if unknown:
-        raise ConfigError(f"{path}: unknown sweep field(s) {', '.join(sorted(unknown))}; known: base, set, experiments")
+        raise ConfigError(f"{path}: unknown sweep field(s) {', '.join(sorted(unknown))}; "
+                          "known: base, set, experiments, search")
+
+
+def _set_overrides(block: Any) -> list[str]:
+    return [f"{k}={yaml_flow(v)}" for k, v in (block or {}).items()]
+
+
+def _sweep_file(path: Path, raw: dict[str, Any], overrides: list[str]) -> list[ExperimentConfig]:
+    _known_fields(path, raw)
     base = load_config(path.parent / raw["base"], overrides) if raw.get("base") else config_from_dict({})
-    common = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in (raw.get("set") or {}).items()]
+    common = _set_overrides(raw.get("set"))
     out = []
     for i, exp in enumerate(raw["experiments"] or []):
         if not isinstance(exp, dict) or "name" not in exp:

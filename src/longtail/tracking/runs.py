@@ -324,11 +324,13 @@ def training_run_tags(config: Any, source: str, commit: str | None) -> dict[str,
 
 
 def start_experiment_run(tracking_uri: str, config: Any, *, source: str, parent_run_id: str | None = None,
-                         resume_run_id: str | None = None, task_run_id: str | None = None) -> tuple[TrainingRun, bool]:
-    """start_training_run for an experiment config: named after it, described, tagged with this commit."""
+                         resume_run_id: str | None = None, task_run_id: str | None = None,
+                         tags: dict[str, str] | None = None) -> tuple[TrainingRun, bool]:
+    """start_training_run for an experiment config: named after it, described, tagged with this commit
+    (and with `tags`: a search trial's study and number)."""
     return start_training_run(tracking_uri, config.experiment, config.name, parent_run_id=parent_run_id,
                               resume_run_id=resume_run_id, task_run_id=task_run_id,
-                              tags=training_run_tags(config, source, git_commit()))
+                              tags={**training_run_tags(config, source, git_commit()), **(tags or {})})
 
 
 def log_training_facts(run: TrainingRun, config: Any, train_info: Any, val_info: Any,

@@ -106,6 +106,7 @@ def train(
     task_run_id: str | None = None,
     system_metrics: bool = True,
     source: str = "longtail train",
+    run_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train `config` on the train split, validating macro-F1 on the val split every epoch.
 
@@ -120,6 +121,7 @@ def train(
         progress: Keras progress output (a bar on a terminal, one line per epoch otherwise).
         devices: explicit devices for MirroredStrategy (tests); default: train.gpus GPUs.
         extra_callbacks: more Keras callbacks, run after checkpointing (e.g. fault injection in tests).
+        run_tags: more tags for a new MLflow run (a search trial's study and number).
         fresh: discard resume state of another config or data instead of refusing it.
         task_run_id: the MLflow run an orchestrator opened for this task (KFP's MLFLOW_RUN_ID); the
             training's run nests under it when there is no `parent_run_id`.
@@ -154,7 +156,8 @@ def train(
         run = None
         if tracking_uri:
             run, resumed = start_experiment_run(tracking_uri, config, source=source, parent_run_id=parent_run_id,
-                                                resume_run_id=resume.get("run_id"), task_run_id=task_run_id)
+                                                resume_run_id=resume.get("run_id"), task_run_id=task_run_id,
+                                                tags=run_tags)
             if not resumed:
                 log_training_facts(run, config, train_info, val_info, class_weights)
         write_resume(checkpoint_dir, fingerprint, run.run_id if run else None, config)
