@@ -30,12 +30,25 @@ class Entry:
     macro_f1_plain: float | None = None
     interval: tuple[float, float] | None = None
     test_macro_f1: float | None = None
+    # A search trial's end (tracking.names TRIAL_STATE_TAG): "complete", "pruned" or "failed"; "" for a
+    # sweep's experiment. A pruned trial has the epoch it stopped at and that epoch's val figure.
+    state: str = ""
+    stopped_epoch: int | None = None
+    last_val: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """A trial the search stopped early or that failed: listed apart, never ranked."""
+        return self.state in STOPPED_STATES
 
     def indistinguishable_from(self, other: Entry) -> bool:
         """Whether this entry's macro-F1 interval overlaps `other`'s: the val split cannot rank the two."""
         if self.interval is None or other.interval is None:
             return False
         return self.interval[0] <= other.interval[1] and other.interval[0] <= self.interval[1]
+
+
+STOPPED_STATES = ("pruned", "failed")
 
 
 @dataclass
@@ -79,7 +92,7 @@ class Leaderboard:
             head += ["LB", "LB − local"]
         lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
                  "|" + "|".join("---:" if i == 0 or i > 1 + len(self.knobs) else "---" for i in range(len(head))) + "|"]
-        for rank, e in enumerate(self.entries, 1):
+        for rank, e in enumerate([e for e in self.entries if not e.stopped], 1):
             row = [str(rank), e.name, *(e.params.get(k, "") for k in self.knobs), _f(e.macro_f1)]
             if self.has_intervals:
                 tie = " ≈" if rank > 1 and e.indistinguishable_from(self.best) else ""
@@ -93,6 +106,16 @@ class Leaderboard:
                 row += [_f(e.lb_score), _f(diff, signed=True)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        stopped = [e for e in self.entries if e.stopped]
+        if stopped:
+            lines += [f"**Stopped early or failed** ({len(stopped)}; not ranked: their last figure is an "
+                      "early epoch's, not a finished model's):", "",
+                      "| trial | " + " | ".join([*self.knobs, "state", "epochs", "last val macro-F1"]) + " |",
+                      "|" + "---|" * (len(self.knobs) + 4)]
+            lines += ["| " + " | ".join([e.name, *(e.params.get(k, "") for k in self.knobs), e.state,
+                                         "" if e.stopped_epoch is None else str(e.stopped_epoch), _f(e.last_val)]) + " |"
+                      for e in stopped]
+            lines.append("")
         if self.largest_effect:
             knob, spread = self.largest_effect
             lines.append(f"**Largest effect:** `{knob}` moves mean macro-F1 by {spread:.4f} across its values.")
@@ -150,7 +173,7 @@ def rank(entries: list[Entry]) -> Leaderboard:
     """Sort by macro-F1 (missing last) and find the differing knobs and the largest effect."""
     if not entries:
         raise LongtailError("no experiments to compare")
-    ordered = sorted(entries, key=lambda e: (e.macro_f1 is None, -(e.macro_f1 or 0.0), e.name))
+    ordered = sorted(entries, key=lambda e: (e.stopped, e.macro_f1 is None, -(e.macro_f1 or 0.0), e.name))
     knobs = differing_knobs([e.params for e in ordered])
     diffs = [e.lb_score - e.macro_f1 for e in ordered if e.lb_score is not None and e.macro_f1 is not None]
     return Leaderboard(entries=ordered, knobs=knobs, largest_effect=largest_effect(ordered, knobs),

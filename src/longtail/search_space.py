@@ -112,7 +112,7 @@ def choice_label(value: Any) -> Any:
 
 def yaml_flow(value: Any) -> str:
     """`value` as one line of YAML (what `--set KEY=...` takes)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip().removesuffix("...").strip()
 
 
 def parse_search(block: Any, base: dict[str, Any], where: str = "search") -> SearchSpace:

@@ -24,6 +24,9 @@ from longtail.tracking.names import (
     LB_SCORE,
     LEADERBOARD_FILE,
     TEST_MACRO_F1,
+    TRIAL_STATE_TAG,
+    TRIAL_STOPPED_EPOCH_TAG,
+    VAL_MACRO_F1,
 )
 from longtail.tracking.queries import eval_interval
 from longtail.tracking.registry import register_run_model, version_tags
@@ -61,7 +64,14 @@ def _entry(run: Any) -> Entry:
         gate=run.data.tags.get(EVAL_GATE_TAG), macro_f1_plain=m.get(EVAL_MACRO_F1_PLAIN),
         interval=eval_interval(m),
         test_macro_f1=m.get(TEST_MACRO_F1),
+        state=run.data.tags.get(TRIAL_STATE_TAG, ""),
+        stopped_epoch=_int_or_none(run.data.tags.get(TRIAL_STOPPED_EPOCH_TAG)),
+        last_val=m.get(VAL_MACRO_F1),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def leaderboard_from_mlflow(tracking_uri: str, *, experiment: str | None = None,

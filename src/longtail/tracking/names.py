@@ -113,6 +113,16 @@ LARGEST_EFFECT_TAG = "largest_effect"
 REGISTERED_MODEL_TAG = "registered_model"
 LEADERBOARD_FILE = "leaderboard.md"
 
+# --- A search (`longtail tune`): its parent run is a sweep parent too, its trials the children ----
+STUDY_TAG = "longtail.study"  # on the parent and every trial run: the Optuna study's name
+STUDY_SAMPLER_PARAM, STUDY_PRUNER_PARAM, STUDY_TRIALS_PARAM = "sampler", "pruner", "n_trials"
+SEARCH_PARAM_PREFIX = "search."  # the parent's params: search.<field> = its distribution
+TRIAL_NUMBER_TAG = "longtail.trial"  # the Optuna trial number
+TRIAL_STATE_TAG = "longtail.trial_state"  # complete | pruned | failed
+TRIAL_STOPPED_EPOCH_TAG = "longtail.stopped_epoch"  # the epoch a pruned trial stopped after
+BEST_CONFIG_FILE = "best.yaml"  # the best trial's config, which `longtail run` takes unchanged
+STUDY_PLOTS = ("optimization_history.png", "param_importances.png", "slice.png")
+
 # --- Model registry: aliases and version tags -----------------------------------------------------
 # A sweep's best model is the champion; a single run registered on request is a candidate.
 CHAMPION = "champion"
