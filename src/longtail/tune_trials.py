@@ -165,6 +165,7 @@ class TrialRunner:
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     log_file.write(line)
+                    log_file.flush()  # the log is where a user watches a long trial
                     tail = (tail + [line.rstrip()])[-5:]
                     parsed = parse_metric_line(line)
                     if parsed is None or EPOCH not in parsed[1] or OBJECTIVE not in parsed[1]:

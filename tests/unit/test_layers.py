@@ -32,9 +32,11 @@ LIBRARY = "library"
 DATA_MODEL = "data model"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("CLI", ("longtail.cli", "longtail.commands")),
-    ("pipelines", ("longtail.pipelines",)),
+    # longtail.katib writes the search's Katib Experiment, the cluster's other spec beside the pipelines,
+    # wired as they are (their ConfigMap, Secrets and step image).
+    ("pipelines", ("longtail.pipelines", "longtail.katib")),
     ("components", ("longtail.components",)),
-    ("use cases", ("longtail.post_run", "longtail.sweep_run")),
+    ("use cases", ("longtail.post_run", "longtail.sweep_run", "longtail.tune", "longtail.tune_trials", "longtail.trial_run")),
     (LIBRARY, ()),
     # The MLflow adapter: it records the data model below (configs, model directories, splits).
     ("tracking", ("longtail.tracking",)),
