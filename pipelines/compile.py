@@ -1,4 +1,5 @@
-"""Compile every longtail pipeline to the YAML you upload in the Kubeflow Pipelines UI."""
+"""Compile every longtail pipeline to the YAML you upload in the Kubeflow Pipelines UI, and the demo search
+to the Katib Experiment you `kubectl apply`."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from kfp import compiler
 from longtail.components.images import DEFAULT_REGISTRY, DEFAULT_TAG
 from longtail.config import load_config
 from longtail.errors import LongtailError
+from longtail.katib import write_katib_experiment
 from longtail.pipelines.sweep import create_sweep_pipeline
 from longtail.pipelines.training import create_pipeline
+from longtail.sweep_plan import load_search
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "experiments" / "demo.yaml"
+DEFAULT_SEARCH = REPO / "experiments" / "demo-search.yaml"
 DEFAULT_OUT = REPO / "build" / "pipelines"
 
 
@@ -53,12 +57,30 @@ def compile_all(out_dir: str | Path = DEFAULT_OUT, *, config: str | Path = DEFAU
     return written
 
 
+def compile_katib(out_dir: str | Path = DEFAULT_OUT, *, search: str | Path = DEFAULT_SEARCH,
+                  registry: str | None = None, tag: str | None = None) -> Path:
+    """Write the search file's Katib Experiment, with its trials' ConfigMap, as out_dir/katib-<name>.yaml.
+
+    The same space `longtail tune` searches, run by Katib with the train image at `registry`/`tag`
+    (longtail.katib; README "Search on the cluster").
+
+    Returns:
+        The written path.
+    """
+    plan = load_search(search)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_katib_experiment(plan, out / f"katib-{plan.name}.yaml", registry=registry, tag=tag)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python pipelines/compile.py [--out DIR] [--config YAML] [--image-registry R] [--image-tag T]`."""
+    """`python pipelines/compile.py [--out DIR] [--config YAML] [--search YAML] [--image-registry R] [--image-tag T]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: build/pipelines)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="experiment YAML whose knobs become the parameter defaults")
+    parser.add_argument("--search", default=str(DEFAULT_SEARCH),
+                        help="search file written as a Katib Experiment (default: experiments/demo-search.yaml)")
     parser.add_argument("--image-registry", default=os.environ.get("LONGTAIL_IMAGE_REGISTRY"),
                         help="registry of the step images (env LONGTAIL_IMAGE_REGISTRY; default: longtail)")
     parser.add_argument("--image-tag", default=os.environ.get("LONGTAIL_IMAGE_TAG"),
@@ -70,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = compile_all(args.out, config=args.config, registry=args.image_registry, tag=args.image_tag,
                             checkpoint_pvc=args.checkpoint_pvc)
+        katib = compile_katib(args.out, search=args.search, registry=args.image_registry, tag=args.image_tag)
     except LongtailError as e:
         print(f"compile: error: {e}", file=sys.stderr)
         return 2
     print(f"compiled {len(paths)} pipeline(s) into {Path(args.out).resolve()}:")
     for p in paths:
         print(f"  {p.name}  (upload in the Kubeflow Pipelines UI: Pipelines → Upload pipeline)")
+    print(f"  {katib.name}  (Katib Experiment: kubectl apply -f {katib.name}, after ingesting the splits it names)")
     return 0
 
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/kind-{up,e2e,down}.sh: pinned versions, prerequisite checks, helpers.
 # Sourced, not executed. Written for a machine with Docker; none of this runs on the dev/CI machines.
 
@@ -9,6 +10,10 @@ KIND_VERSION_PINNED="v0.33.0"
 # Kubeflow Pipelines backend matching the kfp SDK range in pyproject.toml (kfp>=2.17,<2.18).
 # Standalone install as in https://www.kubeflow.org/docs/components/pipelines/operator-guides/installation/
 KFP_VERSION="${KFP_VERSION:-2.17.1}"
+# Katib, standalone, at its latest release (v0.19.0, 2025-10-30; its CHANGELOG). longtail.katib needs
+# v0.18 or later (feasibleSpace.distribution, for logUniform parameters).
+# Standalone install as in https://www.kubeflow.org/docs/components/katib/installation/
+KATIB_VERSION="${KATIB_VERSION:-v0.19.0}"
 KIND_CLUSTER="${KIND_CLUSTER:-longtail}"
 KUBE_CONTEXT="kind-${KIND_CLUSTER}"
 STATE_DIR="${STATE_DIR:-.longtail/kind}"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Bring longtail up on kind: cluster, Kubeflow Pipelines (standalone, pinned), MinIO + PostgreSQL +
+# Bring longtail up on kind: cluster, Kubeflow Pipelines and Katib (standalone, pinned), MinIO + PostgreSQL +
 # MLflow + the KFP wiring (manifests/overlays/kind), the step images, port-forwards; then print the URLs.
 # Needs Docker, kind, kubectl and git; written for a laptop or a GitHub runner (kind-e2e workflow).
 # NOT run on the project's dev/CI machines: they have no Docker engine.
 # Idempotent: an existing cluster, env file, image or port-forward is reused, not recreated.
-#   KIND_CLUSTER=longtail KFP_VERSION=2.17.1 SKIP_IMAGES=1 scripts/kind-up.sh
+#   KIND_CLUSTER=longtail KFP_VERSION=2.17.1 KATIB_VERSION=v0.19.0 SKIP_IMAGES=1 scripts/kind-up.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/kind-lib.sh
@@ -71,6 +71,23 @@ kc apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-re
 kc wait --for condition=established --timeout=120s crd --all
 kc apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=${KFP_VERSION}"
 
+# 3b. Katib, standalone, at the pinned release (Katib's installation guide: one kustomization, in namespace
+#     kubeflow beside KFP), for the search's Experiment (longtail.katib). Before step 4: Katib's install
+#     labels namespace kubeflow too, and longtail's labels there, the Katib one included, must be applied last.
+log "installing Katib ${KATIB_VERSION}"
+kc apply -k "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=${KATIB_VERSION}"
+kc wait --for condition=established --timeout=120s \
+  crd/experiments.kubeflow.org crd/trials.kubeflow.org crd/suggestions.kubeflow.org
+# Katib's metrics collector starts beside each trial and follows the trial's process; one that starts after
+# the trial has ended finds no process and reports no metrics (pkg/metricscollector/v1beta1/common/pns.go,
+# GetMainProcesses). A first pull of its image can outlast a short trial: load it into the node now.
+collector_image="$(kc -n kubeflow get configmap katib-config -o jsonpath='{.data.katib-config\.yaml}' \
+  | .venv/bin/python -c 'import sys, yaml
+print(next(c["image"] for c in yaml.safe_load(sys.stdin)["runtime"]["metricsCollectors"] if c["kind"] == "StdOut"))')"
+log "loading Katib's metrics collector ${collector_image} into the node"
+docker pull "${collector_image}"
+kind load docker-image --name "${KIND_CLUSTER}" "${collector_image}"
+
 # 4. longtail's services and KFP wiring. A Job's pod template is immutable: drop the old one first.
 kc -n longtail delete job minio-buckets --ignore-not-found
 kc apply -k manifests/overlays/kind
@@ -84,7 +101,7 @@ else
 fi
 
 # 6. Wait for everything.
-log "waiting for Kubeflow Pipelines (first start pulls many images: up to 15 minutes)"
+log "waiting for Kubeflow Pipelines and Katib (first start pulls many images: up to 15 minutes)"
 kc -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
 kc -n longtail rollout status statefulset/minio --timeout=300s
 kc -n longtail wait --for=condition=Complete job/minio-buckets --timeout=300s
@@ -117,6 +134,7 @@ cat <<MSG
 
 longtail is up on kind cluster ${KIND_CLUSTER} (context ${KUBE_CONTEXT}):
   Kubeflow Pipelines UI/API  http://localhost:${KFP_PORT}
+  Katib UI                   kubectl --context ${KUBE_CONTEXT} -n kubeflow port-forward svc/katib-ui 8081:80, then http://localhost:8081/katib/
   MLflow                     http://localhost:${MLFLOW_PORT}   (user: manifests/base/mlflow.env; export both lines)
   MinIO S3 API               http://localhost:${MINIO_PORT}   (keys: manifests/base/s3.env)
 Next: scripts/kind-e2e.sh   Tear down: scripts/kind-down.sh

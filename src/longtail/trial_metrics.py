@@ -2,7 +2,7 @@ r"""The metric lines of a search trial, and its result file: what `tune` and Kat
 
 A line is
 
-    2026-12-07T14:03:11Z epoch=3 val_macro_f1=0.8731
+    2026-12-07T14:03:11.042Z epoch=3 val_macro_f1=0.8731
 
 an RFC 3339 timestamp first (Katib's StdOut collector takes it as the value's time; medianstop compares
 trials by it), then `name=value` pairs in the collector's default format `([\w|-]+)\s*=\s*(number)`.
@@ -34,7 +34,9 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\
 
 def metric_line(values: dict[str, float | int], when: float | None = None) -> str:
     """`<RFC 3339 UTC time> name=value ...`: one line Katib's StdOut collector and `tune` both parse."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if when is None else when))
+    now = time.time() if when is None else when
+    # Milliseconds: Katib orders a trial's values by time, so the evaluation's line must not tie the last epoch's.
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
     pairs = " ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in values.items())
     return f"{stamp} {pairs}"
 

@@ -55,6 +55,7 @@ from longtail.tracking.names import (
 from longtail.tracking.registry import register_run_model, version_tags
 from longtail.tracking.study import (
     create_study_run,
+    end_study_run,
     record_study_result,
     reopen_study_run,
 )
@@ -368,11 +369,7 @@ def close_study(study: optuna.Study, plan: SearchPlan, folder: Path, tracking_ur
             closed = close_run(tracking_uri, run_id, submission=outcome.submission, labels=labels,
                                register_as=options.register_as, registered_alias=CHAMPION if options.register_as else None)
             outcome.test_macro_f1 = closed.test_macro_f1
-        import mlflow  # the parent ends last, after its files are logged
-
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        client.set_terminated(parent)
-        outcome.experiment_id = client.get_run(parent).info.experiment_id
+        outcome.experiment_id = end_study_run(tracking_uri, parent)  # last, after its files are logged
     elif outcome.submission and labels:
         from longtail.scoring import score  # only scoring without MLflow needs it here
 

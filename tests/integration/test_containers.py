@@ -1,4 +1,5 @@
-"""Every pipeline step in its own step image, against a real S3 server and a real MLflow server.
+"""Every pipeline step in its own step image, against a real S3 server and a real MLflow server; and the
+Katib trial's command in the train image, as Katib's webhook rewrites it (longtail.katib).
 
 Needs the images (`make images`) and a container engine (podman's Docker API; the fixture starts it
 with scripts/podman-service.sh). Deselected from `make test`; `make test-containers` runs it.
@@ -8,9 +9,11 @@ proxied to the same S3 server, so the step containers hold S3 keys only for read
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -195,3 +198,86 @@ def test_the_train_image_trains_in_bfloat16(stack, tmp_path):
     assert run.data.params["train.precision_used"] == "mixed_bfloat16"
     (record,) = (tmp_path / "bf16").rglob("train/model/training.json")
     assert json.loads(record.read_text()) == {"precision": "mixed_bfloat16"}
+
+
+def _unit_helper(name: str):
+    """A helper module of tests/unit (Katib's behaviour re-done in Python, the kind e2e's script), loaded by path."""
+    path = REPO / "tests" / "unit" / f"{name}.py" if name != "kind_katib_e2e" else REPO / "scripts" / f"{name}.py"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_katib_trial_runs_in_the_train_image_and_prints_its_metric_lines(digits_lt, tmp_path):
+    """The kind e2e's Katib trial in its image: the Experiment's own command, rewritten as Katib's webhook
+    rewrites it, run by podman under the trial pod's security context (uid 10001, read-only root, every
+    capability dropped, no privilege escalation) with the pod's mounts (the ConfigMap laid out as the
+    kubelet lays it, home and /tmp as emptyDirs, the collector's folder), on digits-lt ingested at 16 px.
+    It exits 0 and writes the metric lines Katib's StdOut collector reads, then the completion marker."""
+    from longtail import katib
+
+    emulation, e2e = _unit_helper("katib_emulation"), _unit_helper("kind_katib_e2e")
+    engine = shutil.which("podman")
+    if engine is None:
+        pytest.fail("podman is not installed; apt-get install podman runc")
+    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(REPO / "containers.conf"))}
+    longtail = Path(sys.executable).with_name("longtail")
+    subprocess.run([str(longtail), "ingest", str(digits_lt / "train"), str(tmp_path / "splits"), "--image-size", "16"],
+                   check=True, capture_output=True, timeout=300)
+    _, (config_map, experiment) = e2e.e2e_documents(tmp_path, "katib-container", "/data")
+    pod = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    image = container["image"]
+    probe = subprocess.run([engine, "run", "--rm", image, "longtail", "trial", "--help"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, f"{image} has no `longtail trial`: run `make images` ({probe.stderr.strip()[-500:]})"
+
+    # The ConfigMap as the kubelet mounts it: the file is a link into a timestamped folder.
+    config = tmp_path / "config"
+    data = config / "..2026_01_01_00_00_00.000000001"
+    data.mkdir(parents=True)
+    (data / katib.CONFIG_FILE).write_text(config_map["data"][katib.CONFIG_FILE])
+    (config / "..data").symlink_to(data.name)
+    (config / katib.CONFIG_FILE).symlink_to(f"..data/{katib.CONFIG_FILE}")
+    metrics = tmp_path / "katib"
+    metrics.mkdir(mode=0o777)
+    metrics.chmod(0o777)  # an emptyDir: writable by the pod's user
+    for folder in (config, data, tmp_path / "splits"):
+        folder.chmod(0o755)
+
+    values = emulation.suggestion(experiment, "katib-container-8dk2m0qa", katib.TRIAL_NAME_PARAMETER)
+    command = emulation.substitute(emulation.wrapped_command(container["command"], container["args"]), values)
+    pod_sc, sc = pod["securityContext"], container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"] and not sc["allowPrivilegeEscalation"]
+    # The step environment's names, with stand-in values: the tracking store in home, no S3 (local splits).
+    stand_in = {"MLFLOW_TRACKING_URI": f"sqlite:///{katib.HOME}/mlflow.db"}
+    env_args = sum((["--env", f"{e['name']}={stand_in.get(e['name'], 'unused-here')}"] for e in container["env"]), [])
+    run = [engine, "run", "--rm", "--network", "none",
+           "--user", f"{pod_sc['runAsUser']}:{pod_sc['runAsGroup']}", "--read-only",
+           "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "--volume", f"{config}:{katib.CONFIG_MOUNT}:ro", "--volume", f"{tmp_path / 'splits'}:/data:ro",
+           "--volume", f"{metrics}:{emulation.METRICS_DIR}",
+           # emptyDirs: writable by the pod's user (U=true: podman would keep the image folder's root owner)
+           "--mount", f"type=tmpfs,destination={katib.HOME},tmpfs-mode=1777,U=true",
+           "--mount", "type=tmpfs,destination=/tmp,tmpfs-mode=1777",
+           *env_args, "--entrypoint", json.dumps(command[:2]), image, *command[2:]]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=900)
+    log = (metrics / "metrics.log").read_text() if (metrics / "metrics.log").is_file() else ""
+    assert done.returncode == 0, log[-3000:] + done.stderr[-2000:]
+    (marker,) = metrics.glob("*.pid")
+    assert marker.read_text().strip() == "completed"
+    assert marker.stat().st_uid == pod_sc["runAsUser"], "the trial ran as the pod's user"
+
+    names = ["val_macro_f1", "val_macro_f1_low", "val_macro_f1_high"]
+    observations = emulation.collect(log, names)
+    objective = [o for o in observations if o.name == names[0]]
+    epochs = int(values["train.epochs"])
+    assert len(objective) == epochs + 1, log[-3000:]  # one per epoch, then the evaluation's
+    assert all(o.timestamp != emulation.NO_TIMESTAMP for o in observations), observations
+    assert [o.timestamp for o in observations] == sorted(o.timestamp for o in observations)
+    assert 0.0 <= float(objective[-1].value) <= 1.0
+    assert {o.name for o in observations} == set(names)
+    assert f"trial katib-container-8dk2m0qa: val_macro_f1 {float(objective[-1].value):.4f}" in log

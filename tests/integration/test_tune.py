@@ -120,7 +120,7 @@ def test_report_lists_the_pruned_trial_apart(study):
     client = mlflow.MlflowClient(tracking_uri=study["uri"])
     parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                 filter_string="tags.`longtail.study` = 'tiny-search' and tags.`longtail.sweep` = 'parent'")[0]
-    out = subprocess.run([sys.executable, "-m", "longtail.cli", "report", "longtail-demo", "--sweep",
+    out = subprocess.run([sys.executable, "-m", "longtail.cli", "report", "longtail-demo", "--out", str(study["home"] / "report.md"), "--sweep",
                           parent.info.run_id],
                          env=study["env"], text=True, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr

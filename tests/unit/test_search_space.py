@@ -116,10 +116,10 @@ def test_search_files_refuse_what_is_not_a_search(tmp_path):
 
 
 def test_metric_lines_carry_a_timestamp_and_match_katibs_default_filter():
-    line = metric_line({"epoch": 3, "val_macro_f1": 0.87312345}, when=0)
-    assert line == "1970-01-01T00:00:00Z epoch=3 val_macro_f1=0.873123"
+    line = metric_line({"epoch": 3, "val_macro_f1": 0.87312345}, when=0.25)
+    assert line == "1970-01-01T00:00:00.250Z epoch=3 val_macro_f1=0.873123"
     stamp, values = parse_metric_line(line)
-    assert stamp == "1970-01-01T00:00:00Z" and values == {"epoch": 3.0, "val_macro_f1": 0.873123}
+    assert stamp == "1970-01-01T00:00:00.250Z" and values == {"epoch": 3.0, "val_macro_f1": 0.873123}
     assert {m.group(1): float(m.group(2)) for m in KATIB_FILTER.finditer(line.split(" ", 1)[1])} == values
     assert parse_metric_line("demo epoch 3/40: loss 0.51, val macro-F1 0.8731") is None
     assert parse_metric_line("2026-12-07T14:03:11Z no pairs here") is None

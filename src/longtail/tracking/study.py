@@ -99,3 +99,12 @@ def record_study_result(tracking_uri: str, parent_run_id: str, files: list[Path]
         client.log_metric(parent_run_id, key, value)
     for key, value in tags.items():
         client.set_tag(parent_run_id, key, value)
+
+
+def end_study_run(tracking_uri: str, parent_run_id: str) -> str:
+    """Mark the study's parent run finished; returns its experiment's id (for the UI's address)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client.set_terminated(parent_run_id)
+    return client.get_run(parent_run_id).info.experiment_id
