@@ -3,6 +3,7 @@ MLflow parent, children, params and files, the winner's YAML, and a kill mid-tri
 goes on from. Real trial processes, a real Optuna journal file and a real MLflow SQLite store."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from longtail.config import config_to_dict, load_config
+from longtail.tracking.store import ui_hint
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -156,3 +158,30 @@ def test_a_killed_tune_goes_on_without_counting_a_trial_twice(digits_lt, tmp_pat
                               filter_string="tags.`longtail.study` = 'killed' and tags.`longtail.trial` = '0'")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert runs[0].data.tags["longtail.trial_state"] == "failed"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_ui_opens_the_study_with_its_objective_and_params_in_view(study, tmp_path):
+    """What a user meets: the address `tune` prints opens a runs table sorted by the objective, with it,
+    its interval and the searched param as columns, in a model-training experiment (headless Chromium)."""
+    from test_mlflow_ui import SCREENSHOTS, page_text, render
+    from test_services import MlflowServer
+
+    folder = study["uri"].removeprefix("sqlite:///")
+    server = MlflowServer(Path(folder).parent, (tmp_path / "artifacts").as_uri(), s3_endpoint="")
+    url = server.start(timeout=180)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name("longtail-demo")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        page = ui_hint(url, experiment.experiment_id, view="tiny-search")
+        assert page.endswith("/runs?viewStateShareKey=tiny-search") and "runs?viewStateShareKey=tiny-search" in study["out"]
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        render(page, tmp_path, f"--screenshot={SCREENSHOTS / 'study-runs.png'}")
+        text = page_text(render(page, tmp_path, "--dump-dom"))
+    finally:
+        server.stop()
+    assert "Training runs" in text and "Sort: eval_macro_f1" in " ".join(text)
+    for column in ("eval_macro_f1", "eval_macro_f1_low", "train.lr.initial", "longtail.trial_state"):
+        assert column in text, f"{column} is not a column of the study's view"
+    assert "pruned" in text and "complete" in text

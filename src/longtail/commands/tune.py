@@ -98,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
     if out.registered_version:
         print(f"winner registered as {args.register_as} version {out.registered_version}, alias champion")
     if out.parent_run_id:
-        print(f"MLflow parent run {out.parent_run_id} ({redact(tracking_uri)}); compare in the UI: {ui_hint(tracking_uri, out.experiment_id)}")
+        print(f"MLflow parent run {out.parent_run_id} ({redact(tracking_uri)}); compare in the UI: {ui_hint(tracking_uri, out.experiment_id, view=out.study)}")
     return 0

@@ -248,15 +248,17 @@ def runs_page_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
-def ui_hint(tracking_uri: str, experiment_id: str, port: int = 5000) -> str:
+def ui_hint(tracking_uri: str, experiment_id: str, port: int = 5000, view: str = "") -> str:
     """How to open the runs page: the URL itself for a server, `mlflow ui` plus the URL for a local store.
 
-    A server's credentials are left out: the browser asks for them.
+    A server's credentials are left out: the browser asks for them. `view`: a shared view's key
+    (tracking.study.study_view), opened with the page.
     """
+    query = f"?viewStateShareKey={view}" if view else ""
     if tracking_uri.startswith(("http://", "https://")):
-        return runs_page_url(split_userinfo(tracking_uri)[0], experiment_id)
+        return runs_page_url(split_userinfo(tracking_uri)[0], experiment_id) + query
     return (f"mlflow ui --backend-store-uri {tracking_uri} --port {port}, then open "
-            f"{runs_page_url(f'http://127.0.0.1:{port}', experiment_id)}")
+            f"{runs_page_url(f'http://127.0.0.1:{port}', experiment_id)}{query}")
 
 
 # --- KFP's own MLflow integration ---------------------------------------------------------------

@@ -7,12 +7,15 @@ the study and its trial number (tracking.names STUDY_TAG, TRIAL_NUMBER_TAG).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from longtail.tracking.names import (
     DESCRIPTION_TAG,
     EVAL_MACRO_F1,
+    EVAL_MACRO_F1_HIGH,
+    EVAL_MACRO_F1_LOW,
     LEADERBOARD_FILE,
     SEARCH_PARAM_PREFIX,
     STUDY_PRUNER_PARAM,
@@ -29,6 +32,20 @@ from longtail.tracking.store import ensure_experiment, git_commit, source_tags
 
 # An MLflow run's end for each trial state: a pruned trial was stopped on purpose (KILLED).
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+# The MLflow UI's shared views: an experiment tag with this prefix and a key holds a runs-table state
+# (columns, sort, expanded rows), opened by the runs page's `?viewStateShareKey=<key>` (MLflow 3's
+# "Share" button writes the same tag). A study's view shows its objective and searched params at once.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+
+
+def study_view(parent_run_id: str, searched: list[str]) -> dict[str, Any]:
+    """The runs-table state of a study: best trial first; the objective, its interval, the searched
+    params and each trial's state as columns; the study's parent unfolded."""
+    columns = [f"metrics.`{m}`" for m in (EVAL_MACRO_F1, EVAL_MACRO_F1_LOW, EVAL_MACRO_F1_HIGH)]
+    columns += [f"params.`{key}`" for key in searched]
+    columns += [f"tags.`{tag}`" for tag in (TRIAL_STATE_TAG, TRIAL_STOPPED_EPOCH_TAG)]
+    return {"orderByKey": f"metrics.`{EVAL_MACRO_F1}`", "orderByAsc": False, "selectedColumns": columns,
+            "runsExpanded": {parent_run_id: True}}
 
 
 def create_study_run(tracking_uri: str, experiment: str, study: str, space: dict[str, str], *,
@@ -43,6 +60,8 @@ def create_study_run(tracking_uri: str, experiment: str, study: str, space: dict
                               f"on the per-epoch val macro-F1; its child runs are the trials, ranked by "
                               f"{EVAL_MACRO_F1} in {LEADERBOARD_FILE}, pruned ones apart.")}
     run = client.create_run(exp_id, run_name=study, tags=tags)
+    client.set_experiment_tag(exp_id, f"{SHARED_VIEW_TAG_PREFIX}{study}",
+                              json.dumps(study_view(run.info.run_id, list(space))))
     params = {f"{SEARCH_PARAM_PREFIX}{k}": v for k, v in space.items()}
     params.update({STUDY_SAMPLER_PARAM: sampler, STUDY_PRUNER_PARAM: pruner,
                    STUDY_TRIALS_PARAM: "until stopped" if n_trials is None else str(n_trials)})
