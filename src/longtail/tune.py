@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import signal
 import threading
@@ -96,6 +95,8 @@ class TuneOptions:
     seed: int | None = None
     storage: str | None = None  # an Optuna RDB URL; default the journal file under the study's folder
     register_as: str = ""
+    s3: S3Settings | None = None  # how ingest reaches s3:// data (read from the environment at the CLI)
+    environ: dict[str, str] = field(default_factory=dict, repr=False)  # the trial processes' environment (secrets)
 
 
 @dataclass
@@ -288,7 +289,8 @@ def run_tune(plan: SearchPlan, data: str, options: TuneOptions, *, home: str | P
           + (f", {remaining} to go" if remaining is not None else "")
           + (f", for at most {_minutes(options.timeout)}" if options.timeout else "")
           + f", {options.parallelism} at a time; storage {options.storage or folder / JOURNAL_FILE}", flush=True)
-    runner = TrialRunner(plan, DataCache(data, folder / "data"), folder, options.study, tracking_uri, parent)
+    runner = TrialRunner(plan, DataCache(data, folder / "data", options.s3), folder, options.study, tracking_uri,
+                         parent, options.environ)
     if remaining != 0:
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
@@ -351,7 +353,7 @@ def close_study(study: optuna.Study, plan: SearchPlan, folder: Path, tracking_ur
     run_id = best.user_attrs.get(RUN_ATTR)
     model_dir = folder / "trials" / str(best.number) / "run" / "model"
     if test:
-        test_h5 = _ingest_test(test, best_config, folder / "test")
+        test_h5 = _ingest_test(test, best_config, folder / "test", options.s3)
         outcome.submission = folder / "submission.csv"
         predict_submission(model_dir, test_h5, outcome.submission, tracking_uri=tracking_uri if run_id else None,
                            tta=best_config.evaluate.tta, tta_shift=best_config.evaluate.tta_shift)
@@ -383,14 +385,14 @@ def _epochs_run(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.last_step or 0)
 
 
-def _ingest_test(test: str, config: ExperimentConfig, out: Path) -> Path:
+def _ingest_test(test: str, config: ExperimentConfig, out: Path, s3: S3Settings | None) -> Path:
     settings = {k: v for k, v in ingest_settings(config).items()
                 if k in ("image_size", "resize", "clahe", "white_balance")}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     target = out / key
     if not (target / "test.h5").is_file():
         print(f"tune: ingesting the test images {test} for the winner's submission", flush=True)
-        ingest(test, target, **settings, unlabelled=True, progress=True, s3=S3Settings.from_env(os.environ))
+        ingest(test, target, **settings, unlabelled=True, progress=True, s3=s3)
     return target / "test.h5"
 
 

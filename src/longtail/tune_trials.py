@@ -96,8 +96,8 @@ def _die_with_parent() -> None:
 class DataCache:
     """One ingest per data setting (the config's `data` section), shared by every trial that needs it."""
 
-    def __init__(self, source: str, folder: Path) -> None:
-        self.source, self.folder = source, folder
+    def __init__(self, source: str, folder: Path, s3: S3Settings | None) -> None:
+        self.source, self.folder, self.s3 = source, folder, s3
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -110,7 +110,7 @@ class DataCache:
         with lock:
             if not (out / "train.h5").is_file() or not (out / "val.h5").is_file():
                 print(f"tune: ingesting {self.source} for data setting {key} ({_short(settings)})", flush=True)
-                ingest(self.source, out, **settings, progress=True, s3=S3Settings.from_env(os.environ))
+                ingest(self.source, out, **settings, progress=True, s3=self.s3)
         return out / "train.h5", out / "val.h5"
 
 
@@ -122,9 +122,9 @@ class TrialRunner:
     """The objective: one `longtail trial` process per Optuna trial, its epoch lines fed to the pruner."""
 
     def __init__(self, plan: SearchPlan, data: DataCache, folder: Path, study_name: str,
-                 tracking_uri: str | None, parent_run_id: str | None) -> None:
+                 tracking_uri: str | None, parent_run_id: str | None, environ: dict[str, str]) -> None:
         self.plan, self.data, self.folder, self.study_name = plan, data, folder, study_name
-        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
+        self.tracking_uri, self.parent_run_id, self.environ = tracking_uri, parent_run_id, environ
         self.owner = owner_id()
         self._live: dict[int, subprocess.Popen] = {}
         self._live_guard = threading.Lock()
@@ -144,7 +144,7 @@ class TrialRunner:
         config_path = save_config(config, folder / "config.yaml")
         command = [sys.executable, "-m", "longtail.cli", "trial", str(config_path), "--train", str(train_h5),
                    "--val", str(val_h5), "--out", str(folder / "run"), "--force"]
-        env = dict(os.environ)
+        env = dict(self.environ)  # the caller's environment (S3 and MLflow credentials), as the CLI read it
         if self.tracking_uri and self.parent_run_id:
             command += ["--parent-run-id", self.parent_run_id, "--tag", f"{STUDY_TAG}={self.study_name}",
                         "--tag", f"{TRIAL_NUMBER_TAG}={trial.number}"]

@@ -113,6 +113,10 @@ COMMANDS = {
     "run": Command("folder", "", lambda w, out: ["run", str(w.config), "--data", str(w.images), "--home", str(out)]),
     "sweep": Command("folder", "", lambda w, out: ["sweep", str(w.config), "--data", str(w.images), "--test",
                                                    str(w.images), "--home", str(out)]),
+    "tune": Command("folder", "", lambda w, out: ["tune", str(w.config), "--grid", "train.epochs=1,2", "--data",
+                                                  str(w.images), "--home", str(out)]),
+    "trial": Command("folder", "", lambda w, out: ["trial", str(w.config), "--train", str(w.splits.train_h5),
+                                                   "--val", str(w.splits.val_h5), "--out", str(out), "--no-tracking"]),
 }
 
 

@@ -8,6 +8,7 @@ import os
 from longtail.credentials import redact
 from longtail.errors import ConfigError
 from longtail.output_paths import Input, Output, check_outputs
+from longtail.storage import S3Settings
 from longtail.sweep_plan import load_search
 from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(study=study, trials=args.trials,
                           timeout=parse_duration(args.timeout) if args.timeout else None,
                           parallelism=args.parallelism, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
-                          storage=args.storage, register_as=args.register_as)
+                          storage=args.storage, register_as=args.register_as, s3=S3Settings.from_env(os.environ),
+                          environ=dict(os.environ))
     tracking_uri = resolve_tracking_uri(os.environ.get(TRACKING_URI_ENV), home=args.home)
     out = run_tune(plan, args.data, options, home=args.home, tracking_uri=tracking_uri, test=args.test,
                    labels=args.labels)
