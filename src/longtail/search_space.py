@@ -95,6 +95,27 @@ class SearchSpace:
         """How many points a grid has; None for a space with a range."""
         return math.prod(len(d.choices) for d in self.dimensions) if self.is_grid else None
 
+    def point_of(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """The point a raw config sits at (each searched field's value), or None when a value lies
+        outside its dimension (a range it is not in, a choice it is not one of)."""
+        point = {}
+        for d in self.dimensions:
+            node: Any = raw
+            for part in d.key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    return None
+                node = node[part]
+            if d.kind == "choice":  # equal as values: {tau: 1} is {tau: 1.0}, in any key order
+                matches = [c for c in d.choices if c == node]
+                if not matches:
+                    return None
+                point[d.key] = matches[0]
+            elif isinstance(node, (int, float)) and not isinstance(node, bool) and d.low <= node <= d.high:
+                point[d.key] = node
+            else:
+                return None
+        return point
+
     def as_dict(self) -> dict[str, Any]:
         """The `search:` block this space was read from (for MLflow params and the best config's file)."""
         out: dict[str, Any] = {}

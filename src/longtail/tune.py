@@ -37,7 +37,7 @@ from longtail.errors import ConfigError, LongtailError
 from longtail.ingest import ingest
 from longtail.post_run import close_run
 from longtail.prediction import predict_submission
-from longtail.search_space import SearchSpace, config_at, yaml_flow
+from longtail.search_space import SearchSpace, choice_label, config_at, yaml_flow
 from longtail.storage import S3Settings
 from longtail.sweep_plan import SearchPlan
 from longtail.sweep_run import leaderboard_from_mlflow
@@ -279,6 +279,12 @@ def run_tune(plan: SearchPlan, data: str, options: TuneOptions, *, home: str | P
     n_trials = target_trials(plan.space, options)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(plan, options, folder, n_trials)
+    base_point = plan.space.point_of(plan.base)
+    if not study.trials and base_point is not None and options.sampler != "grid":
+        # The advice the user starts from is trial 0, so the search is measured against it on this data.
+        study.enqueue_trial({d.key: base_point[d.key] if d.kind != "choice" else choice_label(base_point[d.key])
+                             for d in plan.space.dimensions})
+        print("tune: trial 0 is the base config's own point", flush=True)
     parent = _parent_run(study, plan, options, tracking_uri, n_trials)
     orphans = fail_orphans(study, tracking_uri, parent)
     if orphans:

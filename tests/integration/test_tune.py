@@ -143,7 +143,7 @@ def test_a_killed_tune_goes_on_without_counting_a_trial_twice(digits_lt, tmp_pat
         time.sleep(0.5)
     trial_processes = psutil.Process(first.pid).children()
     first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first_out = first.communicate()[0]
     gone, alive = psutil.wait_procs(trial_processes, timeout=30)
     assert alive == []  # the trial died with its tune
 
@@ -151,6 +151,7 @@ def test_a_killed_tune_goes_on_without_counting_a_trial_twice(digits_lt, tmp_pat
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out[-3000:]
     assert "trials 0 were left running by a tune that is gone: marked failed" in out
+    assert "trial 0 is the base config's own point" in first_out
     trials = journal(tmp_path / "home", "killed").trials
     assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "COMPLETE")]  # the killed one not counted
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
@@ -158,6 +159,7 @@ def test_a_killed_tune_goes_on_without_counting_a_trial_twice(digits_lt, tmp_pat
                               filter_string="tags.`longtail.study` = 'killed' and tags.`longtail.trial` = '0'")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert runs[0].data.tags["longtail.trial_state"] == "failed"
+    assert float(runs[0].data.params["train.lr.initial"]) == 0.1  # trial 0 was demo.yaml's own point
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")

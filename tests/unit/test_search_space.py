@@ -164,3 +164,12 @@ def test_stopped_trials_are_listed_apart_and_never_ranked():
 def test_the_demo_search_file_is_valid_yaml_with_a_search_block():
     raw = yaml.safe_load((REPO / "experiments" / "demo-search.yaml").read_text())
     assert raw["base"] == "demo.yaml" and set(raw) == {"name", "base", "search"}
+
+
+def test_the_base_configs_own_point_is_found_when_it_lies_in_the_space():
+    plan = load_search(REPO / "experiments" / "demo-search.yaml")
+    point = plan.space.point_of(plan.base)  # tune's trial 0: the advice, measured on the user's data
+    assert point == {"train.lr.initial": 0.1, "model.args.weight_decay": 0.0005, "train.augmentation.erase": 0.5,
+                     "train.loss": {"name": "logit_adjusted", "args": {"tau": 1.0}}, "train.epochs": 40}
+    outside = parse_search({"train.lr.initial": {"uniform": [0.2, 0.4]}}, BASE)
+    assert outside.point_of(BASE) is None  # the default 0.1 lies below the range
