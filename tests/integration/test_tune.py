@@ -166,7 +166,7 @@ def test_a_killed_tune_goes_on_without_counting_a_trial_twice(digits_lt, tmp_pat
 def test_the_ui_opens_the_study_with_its_objective_and_params_in_view(study, tmp_path):
     """What a user meets: the address `tune` prints opens a runs table sorted by the objective, with it,
     its interval and the searched param as columns, in a model-training experiment (headless Chromium)."""
-    from test_mlflow_ui import SCREENSHOTS, page_text, render
+    from test_mlflow_ui import page_text, render
     from test_services import MlflowServer
 
     folder = study["uri"].removeprefix("sqlite:///")
@@ -178,8 +178,6 @@ def test_the_ui_opens_the_study_with_its_objective_and_params_in_view(study, tmp
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         page = ui_hint(url, experiment.experiment_id, view="tiny-search")
         assert page.endswith("/runs?viewStateShareKey=tiny-search") and "runs?viewStateShareKey=tiny-search" in study["out"]
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        render(page, tmp_path, f"--screenshot={SCREENSHOTS / 'study-runs.png'}")
         text = page_text(render(page, tmp_path, "--dump-dom"))
     finally:
         server.stop()
