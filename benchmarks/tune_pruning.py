@@ -53,7 +53,7 @@ def study(search: str, data: Path, home: Path, pruner: str, args: argparse.Names
     trials = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in complete) + sum(int(t.last_step or 0) for t in pruned)
+    epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in complete + pruned)  # the epochs each trial ran
     best = max(complete, key=lambda t: t.value)
     return {"pruner": pruner, "trials": len(trials), "complete": len(complete), "pruned": len(pruned),
             "epochs": epochs, "seconds": seconds, "best_trial": best.number, "best": best.value,

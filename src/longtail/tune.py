@@ -63,6 +63,8 @@ from longtail.tune_trials import (
     HIGH_ATTR,
     LOW_ATTR,
     RUN_ATTR,
+    STEP_UNIT,
+    STEP_UNIT_ATTR,
     DataCache,
     TrialRunner,
     fail_orphans,
@@ -73,9 +75,11 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "cmaes", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_TRIALS = 20
-# The median pruner compares a trial with the others only from this epoch on: weight averaging
-# (train.optimizer.ema) warms up over the first epochs, whose figures say little about the end.
-PRUNE_AFTER_EPOCHS = 3
+# The median pruner compares a trial with the others only from this share of its schedule on (the
+# steps are percents of each trial's epochs, tune_trials.schedule_steps). On the demo split's study, the
+# complete trials' figures before 60% ranked them unlike their ends: at 25-50% the eventual best was
+# below the others' median (docs/benchmarks.md "Search"). Hyperband starts its first rung at a third of it.
+PRUNE_AFTER_PERCENT = 60
 JOURNAL_FILE = "journal.log"
 TARGET_NAME = "val macro-F1 (balanced)"  # the objective's name on the plots
 PARENT_RUN_ATTR, TRACKING_ATTR = "mlflow_parent_run_id", "mlflow_tracking_uri"  # the study's user attributes
@@ -179,24 +183,16 @@ def make_sampler(space: SearchSpace, options: TuneOptions, n_trials: int | None)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
 
 
-def make_pruner(space: SearchSpace, base: dict[str, Any], options: TuneOptions, n_trials: int | None) -> Any:
+def make_pruner(options: TuneOptions, n_trials: int | None) -> Any:
     """The Optuna pruner --pruner names, reading the per-epoch val macro-F1."""
     if options.pruner == "none":
         return optuna.pruners.NopPruner()
     if options.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=PRUNE_AFTER_EPOCHS, max_resource=max_epochs(space, base),
+        return optuna.pruners.HyperbandPruner(min_resource=PRUNE_AFTER_PERCENT // 3, max_resource=100,
                                               reduction_factor=3)
     # The median of at least 2 finished trials (a quarter of the study, up to 5) before any pruning.
     startup = 5 if n_trials is None else max(2, min(5, n_trials // 4))
-    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=PRUNE_AFTER_EPOCHS)
-
-
-def max_epochs(space: SearchSpace, base: dict[str, Any]) -> int:
-    """The longest training the space allows (train.epochs searched, or the base config's)."""
-    for d in space.dimensions:
-        if d.key == "train.epochs":
-            return int(max(d.choices) if d.kind == "choice" else d.high)
-    return int(base["train"]["epochs"])
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=PRUNE_AFTER_PERCENT)
 
 
 class Progress:
@@ -233,9 +229,8 @@ def _trial_words(trial: optuna.trial.FrozenTrial) -> str:
         span = f" ({low:.4f}-{high:.4f})" if low is not None and high is not None else ""
         return f"val macro-F1 {trial.value:.4f}{span} after {trial.user_attrs.get(EPOCHS_ATTR)} epochs"
     if state == optuna.trial.TrialState.PRUNED:
-        step = trial.last_step
-        value = trial.intermediate_values.get(step) if step is not None else None
-        return f"pruned after epoch {step}" + (f" (val macro-F1 {value:.4f})" if value is not None else "")
+        value = _last_value(trial)
+        return f"pruned after epoch {_epochs_run(trial)}" + (f" (val macro-F1 {value:.4f})" if value is not None else "")
     return f"failed: {trial.user_attrs.get('error', 'see its trial.log')}"
 
 
@@ -259,7 +254,13 @@ def open_study(plan: SearchPlan, options: TuneOptions, folder: Path, n_trials: i
         backend = optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL_FILE))
         storage = optuna.storages.JournalStorage(backend)
     study = optuna.create_study(study_name=options.study, storage=storage, direction="maximize",
-                                load_if_exists=True, pruner=make_pruner(plan.space, plan.base, options, n_trials))
+                                load_if_exists=True, pruner=make_pruner(options, n_trials))
+    if not study.trials:
+        study.set_user_attr(STEP_UNIT_ATTR, STEP_UNIT)
+    elif study.user_attrs.get(STEP_UNIT_ATTR) != STEP_UNIT:
+        raise ConfigError(f"study {options.study} was made by an earlier longtail whose pruner counted epochs, not "
+                          "shares of each trial's schedule, so its trials cannot be compared with new ones: "
+                          "give a new --study")
     seed = None if options.seed is None else options.seed + len(study.trials)
     study.sampler = make_sampler(plan.space, dataclasses.replace(options, seed=seed), n_trials)
     return study
@@ -386,9 +387,11 @@ def close_study(study: optuna.Study, plan: SearchPlan, folder: Path, tracking_ur
 
 
 def _epochs_run(trial: optuna.trial.FrozenTrial) -> int:
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        return int(trial.user_attrs.get(EPOCHS_ATTR) or 0)
-    return int(trial.last_step or 0)
+    return int(trial.user_attrs.get(EPOCHS_ATTR) or 0)
+
+
+def _last_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    return trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
 
 
 def _ingest_test(test: str, config: ExperimentConfig, out: Path, s3: S3Settings | None) -> Path:
@@ -409,8 +412,7 @@ def study_table(study: optuna.Study, space: SearchSpace) -> str:
              "|" + "---:|" * (len(keys) + 5)]
     for t in sorted(study.trials, key=lambda t: t.number):
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(t.state.name, t.state.name.lower())
-        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else (
-            t.intermediate_values.get(t.last_step) if t.last_step is not None else None)
+        value = t.value if t.state == optuna.trial.TrialState.COMPLETE else _last_value(t)
         low, high = t.user_attrs.get(LOW_ATTR), t.user_attrs.get(HIGH_ATTR)
         params = [_cell(t.params.get(k)) for k in keys]
         lines.append(f"| {t.number} | " + " | ".join(params) + f" | {_epochs_run(t)} | {state} | "

@@ -37,6 +37,18 @@ from longtail.trial_metrics import EPOCH, OBJECTIVE, load_trial_result, parse_me
 OWNER_ATTR, POINT_ATTR, LOW_ATTR, HIGH_ATTR, EPOCHS_ATTR, RUN_ATTR = (
     "owner", "point", "low", "high", "epochs", "run_id")  # an Optuna trial's user attributes
 STOP_WAIT_SECONDS = 30  # a pruned trial's process gets this long to end after SIGTERM
+# The pruner's steps are percents of each trial's own schedule, not epochs: with train.epochs searched,
+# epoch 10 of a 16-epoch run (its learning rate nearly decayed) against epoch 10 of a 40-epoch run
+# (still near its peak) ranks the schedules, not the trials. A study records this, and one whose
+# steps were epochs is not gone on with (open_study).
+STEP_UNIT_ATTR, STEP_UNIT = "pruning_steps", "percent of the trial's schedule"
+
+
+def schedule_steps(epoch: int, epochs: int) -> range:
+    """The pruner's steps (percents of a trial's schedule) that `epoch` of `epochs` reaches first: each
+    percent holds the figure of the last epoch finished by then, so trials of any length share every step
+    from 1 to 100 and the median at a step compares the same share of each schedule."""
+    return range(100 * (epoch - 1) // epochs + 1, 100 * epoch // epochs + 1)
 
 
 def suggest(trial: optuna.Trial, dim: Dimension) -> Any:
@@ -151,9 +163,9 @@ class TrialRunner:
             env[TRACKING_URI_ENV] = self.tracking_uri
         else:
             command.append("--no-tracking")
-        return self._run(trial, command, env, folder)
+        return self._run(trial, command, env, folder, int(config.train.epochs))
 
-    def _run(self, trial: optuna.Trial, command: list[str], env: dict[str, str], folder: Path) -> float:
+    def _run(self, trial: optuna.Trial, command: list[str], env: dict[str, str], folder: Path, epochs: int) -> float:
         log_path = folder / "trial.log"
         last_epoch, tail = 0, []
         with open(log_path, "a", encoding="utf-8") as log_file:
@@ -174,9 +186,14 @@ class TrialRunner:
                     if epoch <= last_epoch:  # the evaluation's closing line repeats the last epoch
                         continue
                     last_epoch = epoch
-                    trial.report(parsed[1][OBJECTIVE], epoch)
+                    steps = schedule_steps(epoch, epochs)
+                    if not steps:  # a schedule over 100 epochs: this epoch reaches no new percent
+                        continue
+                    for step in steps:
+                        trial.report(parsed[1][OBJECTIVE], step)
                     if trial.should_prune():
                         self._stop(proc)
+                        trial.set_user_attr(EPOCHS_ATTR, epoch)
                         self._record("pruned", trial.number, epoch)
                         raise optuna.TrialPruned(f"pruned after epoch {epoch}")
                 code = proc.wait()

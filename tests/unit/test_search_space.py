@@ -173,3 +173,34 @@ def test_the_base_configs_own_point_is_found_when_it_lies_in_the_space():
                      "train.loss": {"name": "logit_adjusted", "args": {"tau": 1.0}}, "train.epochs": 40}
     outside = parse_search({"train.lr.initial": {"uniform": [0.2, 0.4]}}, BASE)
     assert outside.point_of(BASE) is None  # the default 0.1 lies below the range
+
+
+def test_the_pruners_steps_are_shares_of_each_trials_own_schedule():
+    from longtail.tune_trials import schedule_steps
+
+    # every trial reaches every percent once, whatever its length, so the median compares like with like
+    for epochs in (1, 3, 4, 16, 34, 40, 100, 150):
+        steps = [s for e in range(1, epochs + 1) for s in schedule_steps(e, epochs)]
+        assert steps == list(range(1, 101)), epochs
+    assert list(schedule_steps(3, 4)) == list(range(51, 76))  # epoch 3 of 4 holds 51%..75%
+    assert list(schedule_steps(10, 16)) == [57, 58, 59, 60, 61, 62]
+    assert not schedule_steps(1, 150)  # a schedule over 100 epochs: some epochs reach no new percent
+
+
+def test_a_study_whose_pruner_counted_epochs_is_not_gone_on_with(tmp_path):
+    import optuna
+
+    from longtail.sweep_plan import SearchPlan
+    from longtail.tune import TuneOptions, open_study
+
+    plan = load_search(Path(__file__).resolve().parents[2] / "experiments" / "demo-search.yaml")
+    options = TuneOptions(study="old", trials=2)
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+    old = optuna.create_study(study_name="old", storage=optuna.storages.JournalStorage(backend), direction="maximize")
+    old.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={3: 0.7}))  # steps were epochs
+    with pytest.raises(ConfigError, match="give a new --study"):
+        open_study(plan, options, tmp_path, 2)
+    (tmp_path / "new").mkdir()
+    fresh = open_study(SearchPlan(plan.name, plan.base, plan.space, plan.path), TuneOptions(study="new", trials=2),
+                       tmp_path / "new", 2)
+    assert fresh.user_attrs["pruning_steps"] == "percent of the trial's schedule"
