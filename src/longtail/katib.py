@@ -31,7 +31,7 @@ from longtail.knobs import pod_gpus
 from longtail.search_space import Dimension, yaml_flow
 from longtail.splits import split_file
 from longtail.sweep_plan import SearchPlan
-from longtail.trial_metrics import OBJECTIVE, OBJECTIVE_HIGH, OBJECTIVE_LOW
+from longtail.trial_metrics import OBJECTIVE, OBJECTIVE_HIGH, OBJECTIVE_LOW, PRUNE_AFTER_PERCENT
 
 API_VERSION = "kubeflow.org/v1beta1"
 # The namespace of the pipeline's step pods, where its ConfigMap and Secrets live (manifests/base/kfp-wiring),
@@ -39,6 +39,7 @@ API_VERSION = "kubeflow.org/v1beta1"
 NAMESPACE = "kubeflow"
 ALGORITHMS = ("tpe", "hyperband")
 EARLY_STOPPING = "medianstop"
+MEDIANSTOP_MIN_TRIALS = 3  # finished trials before medianstop stops any (Katib's default, said aloud)
 # Katib's hyperband spends this config field as its budget (its `resource_name`), with its default eta.
 HYPERBAND_RESOURCE, HYPERBAND_ETA = "train.epochs", 3
 # Where a search's ingested splits are looked for by default: `longtail ingest SRC s3://longtail-data/splits/NAME`.
@@ -144,8 +145,7 @@ def katib_experiment(plan: SearchPlan, *, parallelism: int = 2, max_trials: int 
             "metricStrategies": [{"name": m, "value": "latest"} for m in (OBJECTIVE, OBJECTIVE_LOW, OBJECTIVE_HIGH)],
         },
         "algorithm": _algorithm(algorithm, dims, parallelism, seed),
-        # The running medians of the per-epoch lines, which carry timestamps for it.
-        "earlyStopping": {"algorithmName": EARLY_STOPPING},
+        "earlyStopping": _early_stopping(plan),
         "parallelTrialCount": parallelism,
         "maxTrialCount": max_trials,
         "maxFailedTrialCount": min(3, max_trials),
@@ -302,6 +302,20 @@ def _trial_template(plan: SearchPlan, name: str, dims: tuple[Dimension, ...], da
         "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"annotations": CHECKOV_SKIPS},
                       "spec": {"backoffLimit": 0, "template": pod}},
     }
+
+
+def _early_stopping(plan: SearchPlan) -> dict[str, Any]:
+    """medianstop over the per-epoch lines (timestamped for it), from 60% of the shortest schedule the
+    space allows (PRUNE_AFTER_PERCENT, where `longtail tune` starts too), after 3 finished trials.
+    Katib's steps are the lines a trial printed, i.e. epochs: unlike `longtail tune`, which compares
+    shares of each schedule, it compares a long schedule with a short one at the same epoch."""
+    epochs = next((d for d in plan.space.dimensions if d.key == HYPERBAND_RESOURCE), None)
+    shortest = (int(min(epochs.choices) if epochs.kind == "choice" else epochs.low) if epochs is not None
+                else int(config_from_dict(plan.base).train.epochs))
+    start = max(1, math.ceil(shortest * PRUNE_AFTER_PERCENT / 100))
+    return {"algorithmName": EARLY_STOPPING,
+            "algorithmSettings": [{"name": "min_trials_required", "value": str(MEDIANSTOP_MIN_TRIALS)},
+                                  {"name": "start_step", "value": str(start)}]}
 
 
 def _algorithm(algorithm: str, dims: tuple[Dimension, ...], parallelism: int, seed: int | None) -> dict[str, Any]:

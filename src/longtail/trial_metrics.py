@@ -26,6 +26,10 @@ from longtail.tracking.names import VAL_MACRO_F1
 OBJECTIVE = VAL_MACRO_F1  # the metric both engines maximise
 OBJECTIVE_LOW, OBJECTIVE_HIGH = f"{VAL_MACRO_F1}_low", f"{VAL_MACRO_F1}_high"
 EPOCH = "epoch"
+# Both engines' median pruners compare a trial with the others only from this share of its schedule on:
+# on the demo split's study, the complete trials' figures before 60% ranked them unlike their ends (the
+# eventual best was below the others' median from 20% to 50%; docs/benchmarks.md "Search").
+PRUNE_AFTER_PERCENT = 60
 TRIAL_RESULT_FILE = "trial.json"
 MODEL_FOLDER, EVALUATION_FOLDER, WEIGHTS_FILE = "model", "evaluation", "weights.json"
 _PAIR = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")

@@ -58,6 +58,7 @@ from longtail.tracking.study import (
     record_study_result,
     reopen_study_run,
 )
+from longtail.trial_metrics import PRUNE_AFTER_PERCENT
 from longtail.tune_trials import (
     EPOCHS_ATTR,
     HIGH_ATTR,
@@ -75,11 +76,6 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "cmaes", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_TRIALS = 20
-# The median pruner compares a trial with the others only from this share of its schedule on (the
-# steps are percents of each trial's epochs, tune_trials.schedule_steps). On the demo split's study, the
-# complete trials' figures before 60% ranked them unlike their ends: at 25-50% the eventual best was
-# below the others' median (docs/benchmarks.md "Search"). Hyperband starts its first rung at a third of it.
-PRUNE_AFTER_PERCENT = 60
 JOURNAL_FILE = "journal.log"
 TARGET_NAME = "val macro-F1 (balanced)"  # the objective's name on the plots
 PARENT_RUN_ATTR, TRACKING_ATTR = "mlflow_parent_run_id", "mlflow_tracking_uri"  # the study's user attributes
@@ -188,9 +184,11 @@ def make_pruner(options: TuneOptions, n_trials: int | None) -> Any:
     if options.pruner == "none":
         return optuna.pruners.NopPruner()
     if options.pruner == "hyperband":
+        # Its steps are percents of each trial's schedule (tune_trials.schedule_steps); rungs at 20% and 60%.
         return optuna.pruners.HyperbandPruner(min_resource=PRUNE_AFTER_PERCENT // 3, max_resource=100,
                                               reduction_factor=3)
-    # The median of at least 2 finished trials (a quarter of the study, up to 5) before any pruning.
+    # The median of at least 2 finished trials (a quarter of the study, up to 5) before any pruning, each
+    # trial compared from PRUNE_AFTER_PERCENT of its own schedule on.
     startup = 5 if n_trials is None else max(2, min(5, n_trials // 4))
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=PRUNE_AFTER_PERCENT)
 

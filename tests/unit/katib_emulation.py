@@ -8,6 +8,8 @@ scripts/kind-lib.sh pins):
 - substitute: pkg/controller.v1beta1/consts/const.go, TrialTemplateParamReplaceFormat;
 - wrapped_command: pkg/webhook/v1beta1/pod/utils.go, wrapWorkerContainer and getMarkCompletedCommand
   (StdOut collector, no early-stopping rules yet), then Kubernetes' own `$$` -> `$` in container args;
+- medianstop_errors: pkg/earlystopping/v1beta1/medianstop/service.py, validate_medianstop_setting
+  (the early-stopping service's own check of its settings);
 - collect: pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go,
   parseLogsInTextFormat and newObservationLog, with common/const.go's DefaultFilter.
 """
@@ -45,6 +47,25 @@ DISTRIBUTIONS = {"uniform", "logUniform", "normal", "logNormal"}
 METRIC_STRATEGIES = {"min", "max", "latest"}
 
 
+def medianstop_errors(settings: list[dict[str, str]]) -> list[str]:
+    """medianstop's settings as its service checks them: min_trials_required > 0, start_step >= 1, no other name."""
+    errors = []
+    for setting in settings:
+        name, value = setting.get("name"), setting.get("value")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            errors.append(f"medianstop {name}: {value!r} is not an integer")
+            continue
+        if name == "min_trials_required" and not number > 0:
+            errors.append("medianstop min_trials_required must be greater than zero (>0)")
+        elif name == "start_step" and not number >= 1:
+            errors.append("medianstop start_step must be greater or equal than one (>=1)")
+        elif name not in ("min_trials_required", "start_step"):
+            errors.append(f"medianstop: unknown setting {name}")
+    return errors
+
+
 def validation_errors(experiment: dict[str, Any]) -> list[str]:
     """Why Katib's admission webhook would refuse `experiment`, one line per reason; [] if it would admit it."""
     errors: list[str] = []
@@ -60,6 +81,8 @@ def validation_errors(experiment: dict[str, Any]) -> list[str]:
     stopping = spec.get("earlyStopping")
     if stopping is not None and stopping.get("algorithmName") not in EARLY_STOPPINGS:
         errors.append(f"spec.earlyStopping.algorithmName {stopping}: no such early stopping")
+    elif stopping is not None:
+        errors += medianstop_errors(stopping.get("algorithmSettings") or [])
     if spec.get("resumePolicy", "") not in ("", "Never", "LongRunning", "FromVolume"):
         errors.append(f"spec.resumePolicy {spec['resumePolicy']!r}")
     errors += _parameter_errors(spec.get("parameters") or [])

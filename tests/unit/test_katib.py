@@ -114,6 +114,8 @@ def test_the_validator_refuses_what_katib_refuses(experiment):
     assert broken(lambda e: e["spec"]["trialTemplate"].update(primaryContainerName="main"))
     assert broken(lambda e: e["spec"]["trialTemplate"]["trialSpec"].update(metadata={"name": "x"}))
     assert broken(lambda e: e["spec"]["objective"].update(additionalMetricNames=[OBJECTIVE]))
+    assert broken(lambda e: e["spec"]["earlyStopping"]["algorithmSettings"][1].update(value="0"))
+    assert broken(lambda e: e["spec"]["earlyStopping"]["algorithmSettings"].append({"name": "start", "value": "2"}))
 
 
 def test_the_objective_algorithm_and_counts(plan, experiment):
@@ -126,7 +128,9 @@ def test_the_objective_algorithm_and_counts(plan, experiment):
     # The last line a trial prints is the evaluation's figure: `latest` takes it, not the best epoch's.
     assert {s["name"]: s["value"] for s in objective["metricStrategies"]} == dict.fromkeys(METRICS, "latest")
     assert spec["algorithm"] == {"algorithmName": "tpe"}
-    assert spec["earlyStopping"] == {"algorithmName": "medianstop"}
+    # medianstop from 60% of the shortest schedule the space allows (train.epochs 10-40: epoch 6), as tune starts
+    assert spec["earlyStopping"] == {"algorithmName": "medianstop", "algorithmSettings": [
+        {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "6"}]}
     assert spec["metricsCollectorSpec"] == {"collector": {"kind": "StdOut"}}
     assert (spec["parallelTrialCount"], spec["maxTrialCount"]) == (2, 12)
     spec = katib.katib_experiment(plan, parallelism=4, max_trials=8, seed=3)["spec"]
