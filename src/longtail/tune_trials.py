@@ -186,6 +186,7 @@ class TrialRunner:
                     if epoch <= last_epoch:  # the evaluation's closing line repeats the last epoch
                         continue
                     last_epoch = epoch
+                    trial.set_user_attr(EPOCHS_ATTR, epoch)  # the epochs run, whatever ends the trial
                     steps = schedule_steps(epoch, epochs)
                     if not steps:  # a schedule over 100 epochs: this epoch reaches no new percent
                         continue
@@ -193,7 +194,6 @@ class TrialRunner:
                         trial.report(parsed[1][OBJECTIVE], step)
                     if trial.should_prune():
                         self._stop(proc)
-                        trial.set_user_attr(EPOCHS_ATTR, epoch)
                         self._record("pruned", trial.number, epoch)
                         raise optuna.TrialPruned(f"pruned after epoch {epoch}")
                 code = proc.wait()
