@@ -444,7 +444,7 @@ def _list_s3(root: str, settings: S3Settings) -> list[StoredFile]:
     level, then each folder's 2 at once), not 21.
 
     Through obstore, as the GETs are: boto3's import, client and XML parser cost a listing of 5,000
-    objects 0.6 s of CPU against obstore's 0.1 s, in the process that starts the decoders
+    objects 0.7 s of CPU against obstore's 0.1 s, in the process that starts the decoders
     (docs/architecture.md "Reading from S3").
     """
     bucket, prefix = split_s3(root)
