@@ -6,8 +6,15 @@ the best trial's balanced val macro-F1 with its 95% interval. Then the two ratio
 for: pruned epochs / unpruned epochs (want <= 0.5) and whether the pruned study's best lies within the
 unpruned best's interval. The test labels are not used.
 
+Then it replays the unpruned study through other pruners (`--replay`, the default): its complete trials, in
+their order, each reporting its recorded per-epoch figures to a fresh study's pruner (Optuna's own
+pruners, the steps `longtail tune` reports), so the epochs each start share would spend and whether the
+unpruned best survives come from one set of curves. A replay keeps the trials fixed: what the sampler
+would have drawn after a prune is not in it. `--replay-only` replays a study already under ROOT.
+
 Run: python benchmarks/tune_pruning.py [--search experiments/demo-search.yaml] [--data digits-lt]
      [--trials 12] [--seed 0] [--set data.image_size=16 ...] [--root .longtail/bench/tune-pruning]
+     [--replay-only]
 `--data digits-lt` (the default) or `fashion-mnist-lt` is made by `longtail data` under ROOT; any other
 value is a folder of class folders.
 """
@@ -23,6 +30,8 @@ import time
 from pathlib import Path
 
 import optuna
+
+from longtail.tune_trials import schedule_steps
 
 MADE = ("digits-lt", "fashion-mnist-lt")
 
@@ -49,8 +58,7 @@ def study(search: str, data: Path, home: Path, pruner: str, args: argparse.Names
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env)
     seconds = time.perf_counter() - started
-    backend = optuna.storages.journal.JournalFileBackend(str(home / "tune" / name / "journal.log"))
-    trials = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).trials
+    trials = load_trials(home, name)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in complete + pruned)  # the epochs each trial ran
@@ -59,6 +67,63 @@ def study(search: str, data: Path, home: Path, pruner: str, args: argparse.Names
             "epochs": epochs, "seconds": seconds, "best_trial": best.number, "best": best.value,
             "best_low": best.user_attrs.get("low"), "best_high": best.user_attrs.get("high"),
             "best_params": best.params}
+
+
+def load_trials(home: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    backend = optuna.storages.journal.JournalFileBackend(str(home / "tune" / name / "journal.log"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).trials
+
+
+def replay(trials: list[optuna.trial.FrozenTrial], pruner: optuna.pruners.BasePruner) -> dict:
+    """The complete trials, in order, through `pruner`: each epoch reports the percents it reaches
+    (tune_trials.schedule_steps, as `longtail tune` does) with the figure recorded for them."""
+    # A fixed name: Hyperband puts a trial in a bracket by a hash of the study's name and its number.
+    replayed = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
+    epochs, pruned = 0, []
+    for t in trials:
+        length = int(t.user_attrs.get("epochs") or t.params["train.epochs"])
+        live = replayed.ask()
+        for epoch in range(1, length + 1):
+            steps = schedule_steps(epoch, length)
+            for step in steps:
+                live.report(t.intermediate_values[step], step)
+            if live.should_prune():
+                replayed.tell(live, state=optuna.trial.TrialState.PRUNED)
+                epochs, pruned = epochs + epoch, pruned + [(t.number, epoch)]
+                break
+        else:
+            replayed.tell(live, t.value)
+            epochs += length
+    kept = [t for t, r in zip(trials, replayed.trials, strict=True) if r.state == optuna.trial.TrialState.COMPLETE]
+    return {"epochs": epochs, "pruned": pruned, "best": max(kept, key=lambda t: t.value)}
+
+
+def replays(root: Path, trials_asked: int) -> None:
+    """Every start share of the median pruner, and Hyperband's rungs, over the unpruned study's curves."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per replayed in-memory study
+    if not (root / "none" / "tune" / "pruning-none" / "journal.log").is_file():
+        print(f"replay: no unpruned study under {root}/none; run this benchmark without --replay-only first")
+        return
+    trials = [t for t in load_trials(root / "none", "pruning-none") if t.state == optuna.trial.TrialState.COMPLETE]
+    if not all(len(t.intermediate_values) == 100 for t in trials):
+        print("replay: the unpruned study's steps are not percents of each schedule; run it again")
+        return
+    total = sum(int(t.user_attrs.get("epochs") or t.params["train.epochs"]) for t in trials)
+    best = max(trials, key=lambda t: t.value)
+    startup = max(2, min(5, trials_asked // 4))  # as tune.make_pruner
+    pruners = {f"median from {start}%": optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=start)
+               for start in (10, 20, 30, 40, 50, 60, 75)}
+    pruners |= {f"hyperband from {low}%": optuna.pruners.HyperbandPruner(min_resource=low, max_resource=100,
+                                                                          reduction_factor=3) for low in (10, 20)}
+    print(f"replay of the unpruned study: {len(trials)} complete trials, {total} epochs, "
+          f"best trial {best.number} {best.value:.4f} ({best.user_attrs.get('low'):.4f}-{best.user_attrs.get('high'):.4f})")
+    for name, pruner in pruners.items():
+        r = replay(trials, pruner)
+        within = best.user_attrs.get("low") <= r["best"].value <= best.user_attrs.get("high")
+        stops = ", ".join(f"{n}@{e}" for n, e in r["pruned"]) or "none"
+        print(f"  {name:>18}: {r['epochs']} epochs = {r['epochs'] / total:.2f}; best kept: trial "
+              f"{r['best'].number} {r['best'].value:.4f} ({'within' if within else 'outside'}); "
+              f"pruned (trial@epoch): {stops}")
 
 
 def main() -> int:
@@ -70,8 +135,12 @@ def main() -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--root", default=".longtail/bench/tune-pruning")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--replay-only", action="store_true", help="only replay the unpruned study under ROOT")
     args = p.parse_args()
     root = Path(args.root)
+    if args.replay_only:
+        replays(root, args.trials)
+        return 0
     data = dataset(args.data, root)
     rows = [study(args.search, data, root / pruner, pruner, args) for pruner in ("none", "median")]
     none, median = rows
@@ -85,6 +154,7 @@ def main() -> int:
           f"{'within' if within else 'outside'} none's best interval {none['best_low']:.4f}-{none['best_high']:.4f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "epoch_ratio": ratio, "best_within": within}, indent=2))
+    replays(root, args.trials)
     return 0
 
 
