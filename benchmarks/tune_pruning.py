@@ -6,9 +6,9 @@ the best trial's balanced val macro-F1 with its 95% interval. Then the two ratio
 for: pruned epochs / unpruned epochs (want <= 0.5) and whether the pruned study's best lies within the
 unpruned best's interval. The test labels are not used.
 
-Then it replays the unpruned study through other pruners (`--replay`, the default): its complete trials, in
-their order, each reporting its recorded per-epoch figures to a fresh study's pruner (Optuna's own
-pruners, the steps `longtail tune` reports), so the epochs each start share would spend and whether the
+Then it replays the unpruned study through other pruners: its complete trials, in their order, each
+reporting its recorded per-epoch figures to a fresh study's pruner (Optuna's own pruners, the steps
+`longtail tune` reports), so the epochs each start share would spend and whether the
 unpruned best survives come from one set of curves. A replay keeps the trials fixed: what the sampler
 would have drawn after a prune is not in it. `--replay-only` replays a study already under ROOT.
 
@@ -74,6 +74,11 @@ def load_trials(home: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).trials
 
 
+def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
+    """The epochs a trial's schedule has (recorded as it ran, else its sampled train.epochs)."""
+    return int(trial.user_attrs.get("epochs") or trial.params["train.epochs"])
+
+
 def replay(trials: list[optuna.trial.FrozenTrial], pruner: optuna.pruners.BasePruner) -> dict:
     """The complete trials, in order, through `pruner`: each epoch reports the percents it reaches
     (tune_trials.schedule_steps, as `longtail tune` does) with the figure recorded for them."""
@@ -81,7 +86,7 @@ def replay(trials: list[optuna.trial.FrozenTrial], pruner: optuna.pruners.BasePr
     replayed = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
     epochs, pruned = 0, []
     for t in trials:
-        length = int(t.user_attrs.get("epochs") or t.params["train.epochs"])
+        length = epochs_of(t)
         live = replayed.ask()
         for epoch in range(1, length + 1):
             steps = schedule_steps(epoch, length)
@@ -108,7 +113,7 @@ def replays(root: Path, trials_asked: int) -> None:
     if not all(len(t.intermediate_values) == 100 for t in trials):
         print("replay: the unpruned study's steps are not percents of each schedule; run it again")
         return
-    total = sum(int(t.user_attrs.get("epochs") or t.params["train.epochs"]) for t in trials)
+    total = sum(epochs_of(t) for t in trials)
     best = max(trials, key=lambda t: t.value)
     startup = max(2, min(5, trials_asked // 4))  # as tune.make_pruner
     pruners = {f"median from {start}%": optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=start)
