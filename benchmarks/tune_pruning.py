@@ -14,7 +14,9 @@ would have drawn after a prune is not in it. `--replay-only` replays a study alr
 
 Run: python benchmarks/tune_pruning.py [--search experiments/demo-search.yaml] [--data digits-lt]
      [--trials 12] [--seed 0] [--set data.image_size=16 ...] [--root .longtail/bench/tune-pruning]
-     [--replay-only]
+     [--prune-after 60] [--replay-only]
+A study already under ROOT goes on (or, with all its trials, is only read back), so a second median
+start (`--prune-after`, its study in ROOT/median-from-P) reuses the unpruned one.
 `--data digits-lt` (the default) or `fashion-mnist-lt` is made by `longtail data` under ROOT; any other
 value is a folder of class folders.
 """
@@ -26,11 +28,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 
+from longtail.trial_metrics import PRUNE_AFTER_PERCENT
 from longtail.tune_trials import schedule_steps
 
 MADE = ("digits-lt", "fashion-mnist-lt")
@@ -47,24 +49,28 @@ def dataset(name: str, root: Path) -> Path:
 
 
 def study(search: str, data: Path, home: Path, pruner: str, args: argparse.Namespace) -> dict:
-    """One `longtail tune` run; its figures read back from the study's journal."""
+    """One `longtail tune` run (a study already under `home` goes on, or is only read back when it has
+    its trials); its figures read back from the study's journal."""
     name = f"pruning-{pruner}"
     command = [sys.executable, "-m", "longtail.cli", "tune", search, "--data", str(data), "--trials", str(args.trials),
                "--seed", str(args.seed), "--pruner", pruner, "--study", name, "--home", str(home)]
+    if pruner != "none":
+        command += ["--prune-after", str(args.prune_after)]
     for override in args.overrides:
         command += ["--set", override]
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{home.resolve() / 'mlflow.db'}"}
-    started = time.perf_counter()
     subprocess.run(command, check=True, env=env)
-    seconds = time.perf_counter() - started
     trials = load_trials(home, name)
+    # the trials' own wall time (a study that went on, or was only read back, counts each trial once)
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                  if t.datetime_complete and t.datetime_start)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in complete + pruned)  # the epochs each trial ran
     best = max(complete, key=lambda t: t.value)
     return {"pruner": pruner, "trials": len(trials), "complete": len(complete), "pruned": len(pruned),
-            "epochs": epochs, "seconds": seconds, "best_trial": best.number, "best": best.value,
+            "epochs": epochs, "trial_seconds": seconds, "best_trial": best.number, "best": best.value,
             "best_low": best.user_attrs.get("low"), "best_high": best.user_attrs.get("high"),
             "best_params": best.params}
 
@@ -103,7 +109,7 @@ def replay(trials: list[optuna.trial.FrozenTrial], pruner: optuna.pruners.BasePr
     return {"epochs": epochs, "pruned": pruned, "best": max(kept, key=lambda t: t.value)}
 
 
-def replays(root: Path, trials_asked: int) -> None:
+def replays(root: Path, trials_asked: int, prune_after: int = PRUNE_AFTER_PERCENT) -> None:
     """Every start share of the median pruner, and Hyperband's rungs, over the unpruned study's curves."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per replayed in-memory study
     if not (root / "none" / "tune" / "pruning-none" / "journal.log").is_file():
@@ -117,7 +123,7 @@ def replays(root: Path, trials_asked: int) -> None:
     best = max(trials, key=lambda t: t.value)
     startup = max(2, min(5, trials_asked // 4))  # as tune.make_pruner
     pruners = {f"median from {start}%": optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=start)
-               for start in (10, 20, 30, 40, 50, 60, 75)}
+               for start in sorted({10, 20, 30, 40, 50, 60, 75, prune_after})}
     pruners |= {f"hyperband from {low}%": optuna.pruners.HyperbandPruner(min_resource=low, max_resource=100,
                                                                           reduction_factor=3) for low in (10, 20)}
     print(f"replay of the unpruned study: {len(trials)} complete trials, {total} epochs, "
@@ -140,18 +146,21 @@ def main() -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--root", default=".longtail/bench/tune-pruning")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--prune-after", type=int, default=PRUNE_AFTER_PERCENT,
+                   help="the median study's start, a percent of each schedule (tune --prune-after)")
     p.add_argument("--replay-only", action="store_true", help="only replay the unpruned study under ROOT")
     args = p.parse_args()
     root = Path(args.root)
     if args.replay_only:
-        replays(root, args.trials)
+        replays(root, args.trials, args.prune_after)
         return 0
     data = dataset(args.data, root)
-    rows = [study(args.search, data, root / pruner, pruner, args) for pruner in ("none", "median")]
+    median_home = root / ("median" if args.prune_after == PRUNE_AFTER_PERCENT else f"median-from-{args.prune_after}")
+    rows = [study(args.search, data, root / "none", "none", args), study(args.search, data, median_home, "median", args)]
     none, median = rows
     for r in rows:
         print(f"{r['pruner']:>6}: {r['trials']} trials ({r['complete']} complete, {r['pruned']} pruned), "
-              f"{r['epochs']} epochs, {r['seconds']:.0f} s; best trial {r['best_trial']}: {r['best']:.4f} "
+              f"{r['epochs']} epochs, {r['trial_seconds']:.0f} s of trials; best trial {r['best_trial']}: {r['best']:.4f} "
               f"({r['best_low']:.4f}-{r['best_high']:.4f})")
     ratio = median["epochs"] / none["epochs"]
     within = none["best_low"] <= median["best"] <= none["best_high"]
@@ -159,7 +168,7 @@ def main() -> int:
           f"{'within' if within else 'outside'} none's best interval {none['best_low']:.4f}-{none['best_high']:.4f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "epoch_ratio": ratio, "best_within": within}, indent=2))
-    replays(root, args.trials)
+    replays(root, args.trials, args.prune_after)
     return 0
 
 

@@ -104,7 +104,8 @@ _Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:
 
 def katib_experiment(plan: SearchPlan, *, parallelism: int = 2, max_trials: int = 12, algorithm: str = "tpe",
                      seed: int | None = None, data: str | None = None, gpus: int | None = None,
-                     registry: str | None = None, tag: str | None = None) -> dict[str, Any]:
+                     registry: str | None = None, tag: str | None = None,
+                     prune_after: int = PRUNE_AFTER_PERCENT) -> dict[str, Any]:
     """The Katib Experiment that searches `plan`'s space with trials of `longtail trial`.
 
     Args:
@@ -117,6 +118,7 @@ def katib_experiment(plan: SearchPlan, *, parallelism: int = 2, max_trials: int 
         gpus: GPUs per trial pod (0: none, as on kind); None asks as the pipeline's train step does, for
             the config's train.gpus, and for one where that is 0 ("every visible GPU").
         registry, tag: where the train image lives (default: components/images.py).
+        prune_after: medianstop's start, a percent (1-99) of the shortest schedule (`tune --prune-after`).
 
     Returns:
         The Experiment as a mapping, ready for YAML.
@@ -127,6 +129,8 @@ def katib_experiment(plan: SearchPlan, *, parallelism: int = 2, max_trials: int 
     """
     _check_count("parallelism", parallelism)
     _check_count("max_trials", max_trials)
+    if isinstance(prune_after, bool) or not isinstance(prune_after, int) or not 1 <= prune_after <= 99:
+        raise ConfigError(f"prune_after is a percent of the shortest schedule, 1 to 99, got {prune_after!r}")
     if parallelism > max_trials:
         raise ConfigError(f"parallelism ({parallelism}) must not exceed max_trials ({max_trials}): "
                           "Katib refuses parallelTrialCount > maxTrialCount")
@@ -145,7 +149,7 @@ def katib_experiment(plan: SearchPlan, *, parallelism: int = 2, max_trials: int 
             "metricStrategies": [{"name": m, "value": "latest"} for m in (OBJECTIVE, OBJECTIVE_LOW, OBJECTIVE_HIGH)],
         },
         "algorithm": _algorithm(algorithm, dims, parallelism, seed),
-        "earlyStopping": _early_stopping(plan),
+        "earlyStopping": _early_stopping(plan, prune_after),
         "parallelTrialCount": parallelism,
         "maxTrialCount": max_trials,
         "maxFailedTrialCount": min(3, max_trials),
@@ -175,10 +179,11 @@ def katib_documents(plan: SearchPlan, **kwargs: Any) -> list[dict[str, Any]]:
 
 def write_katib_experiment(plan: SearchPlan, out: str | Path, *, parallelism: int = 2, max_trials: int = 12,
                            algorithm: str = "tpe", seed: int | None = None, data: str | None = None,
-                           registry: str | None = None, tag: str | None = None) -> Path:
+                           registry: str | None = None, tag: str | None = None,
+                           prune_after: int = PRUNE_AFTER_PERCENT) -> Path:
     """Write katib_documents(plan, ...) to `out` as one YAML file (atomically); returns the path."""
     docs = katib_documents(plan, parallelism=parallelism, max_trials=max_trials, algorithm=algorithm, seed=seed,
-                           data=data, registry=registry, tag=tag)
+                           data=data, registry=registry, tag=tag, prune_after=prune_after)
     header = (f"# The search {plan.path.name} as a Katib Experiment, with the ConfigMap holding its trials' base\n"
               f"# config: `kubectl apply -f {Path(out).name}`, after ingesting the splits it names (README \"Search on the cluster\").\n")
     return write_text(out, header + katib_yaml(docs), what="Katib Experiment")
@@ -304,15 +309,16 @@ def _trial_template(plan: SearchPlan, name: str, dims: tuple[Dimension, ...], da
     }
 
 
-def _early_stopping(plan: SearchPlan) -> dict[str, Any]:
-    """medianstop over the per-epoch lines (timestamped for it), from 60% of the shortest schedule the
-    space allows (PRUNE_AFTER_PERCENT, where `longtail tune` starts too), after 3 finished trials.
+def _early_stopping(plan: SearchPlan, prune_after: int) -> dict[str, Any]:
+    """medianstop over the per-epoch lines (timestamped for it), from `prune_after` percent (60 by default,
+    PRUNE_AFTER_PERCENT, where `longtail tune` starts too) of the shortest schedule the space allows, after
+    3 finished trials.
     Katib's steps are the lines a trial printed, i.e. epochs: unlike `longtail tune`, which compares
     shares of each schedule, it compares a long schedule with a short one at the same epoch."""
     epochs = next((d for d in plan.space.dimensions if d.key == HYPERBAND_RESOURCE), None)
     shortest = (int(min(epochs.choices) if epochs.kind == "choice" else epochs.low) if epochs is not None
                 else int(config_from_dict(plan.base).train.epochs))
-    start = max(1, math.ceil(shortest * PRUNE_AFTER_PERCENT / 100))
+    start = max(1, math.ceil(shortest * prune_after / 100))
     return {"algorithmName": EARLY_STOPPING,
             "algorithmSettings": [{"name": "min_trials_required", "value": str(MEDIANSTOP_MIN_TRIALS)},
                                   {"name": "start_step", "value": str(start)}]}

@@ -92,6 +92,7 @@ class TuneOptions:
     parallelism: int = 1
     sampler: str = "tpe"
     pruner: str = "median"
+    prune_after: int = PRUNE_AFTER_PERCENT  # the share of each schedule (percent) from which trials are compared
     seed: int | None = None
     storage: str | None = None  # an Optuna RDB URL; default the journal file under the study's folder
     register_as: str = ""
@@ -143,6 +144,8 @@ def check_options(space: SearchSpace, options: TuneOptions) -> None:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {options.sampler!r}")
     if options.pruner not in PRUNERS:
         raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {options.pruner!r}")
+    if not 1 <= options.prune_after <= 99:
+        raise ConfigError(f"--prune-after is a percent of each trial's schedule, 1 to 99, got {options.prune_after}")
     if options.sampler == "grid":
         space.grid_points()  # raises on a range
     for name, value in (("--trials", options.trials), ("--parallelism", options.parallelism)):
@@ -184,13 +187,21 @@ def make_pruner(options: TuneOptions, n_trials: int | None) -> Any:
     if options.pruner == "none":
         return optuna.pruners.NopPruner()
     if options.pruner == "hyperband":
-        # Its steps are percents of each trial's schedule (tune_trials.schedule_steps); rungs at 20% and 60%.
-        return optuna.pruners.HyperbandPruner(min_resource=PRUNE_AFTER_PERCENT // 3, max_resource=100,
+        # Its steps are percents of each trial's schedule (tune_trials.schedule_steps); rungs at a third of
+        # --prune-after and at --prune-after (20% and 60% by default).
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, options.prune_after // 3), max_resource=100,
                                               reduction_factor=3)
     # The median of at least 2 finished trials (a quarter of the study, up to 5) before any pruning, each
-    # trial compared from PRUNE_AFTER_PERCENT of its own schedule on.
+    # trial compared from --prune-after percent of its own schedule on.
     startup = 5 if n_trials is None else max(2, min(5, n_trials // 4))
-    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=PRUNE_AFTER_PERCENT)
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=options.prune_after)
+
+
+def pruner_words(options: TuneOptions) -> str:
+    """'median pruner from 60% of each schedule', or 'no pruner'."""
+    if options.pruner == "none":
+        return "no pruner"
+    return f"{options.pruner} pruner from {options.prune_after}% of each schedule"
 
 
 class Progress:
@@ -290,7 +301,7 @@ def run_tune(plan: SearchPlan, data: str, options: TuneOptions, *, home: str | P
         print(f"tune: trials {', '.join(map(str, orphans))} were left running by a tune that is gone: marked failed")
     done = len(_finished(study))
     remaining = None if n_trials is None else max(n_trials - done, 0)
-    print(f"tune: study {options.study} ({options.sampler} sampler, {options.pruner} pruner), {done} trials finished"
+    print(f"tune: study {options.study} ({options.sampler} sampler, {pruner_words(options)}), {done} trials finished"
           + (f", {remaining} to go" if remaining is not None else "")
           + (f", for at most {_minutes(options.timeout)}" if options.timeout else "")
           + f", {options.parallelism} at a time; storage {options.storage or folder / JOURNAL_FILE}", flush=True)
@@ -325,7 +336,8 @@ def _parent_run(study: optuna.Study, plan: SearchPlan, options: TuneOptions, tra
         return str(attrs[PARENT_RUN_ATTR])
     space = {k: yaml_flow(v) for k, v in plan.space.as_dict().items()}
     run_id = create_study_run(tracking_uri, str(plan.base.get("experiment") or "longtail"), options.study, space,
-                              sampler=options.sampler, pruner=options.pruner, n_trials=n_trials)
+                              sampler=options.sampler, pruner=options.pruner, n_trials=n_trials,
+                              prune_after=None if options.pruner == "none" else options.prune_after)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     study.set_user_attr(TRACKING_ATTR, tracking_uri)
     return run_id

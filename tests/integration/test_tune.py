@@ -90,6 +90,7 @@ def test_mlflow_holds_the_study_parent_its_trials_and_their_params(study):
     parent = parent[0]
     assert parent.data.params["search.train.lr.initial"] == "{choice: [0.05, 0.1, 0.2, 1.0e-05]}"
     assert (parent.data.params["sampler"], parent.data.params["pruner"]) == ("grid", "median")
+    assert parent.data.params["prune_after_percent"] == "60"  # where the median pruner compares from
     assert parent.info.status == "FINISHED"
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")

@@ -133,6 +133,11 @@ def test_the_objective_algorithm_and_counts(plan, experiment):
         {"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "6"}]}
     assert spec["metricsCollectorSpec"] == {"collector": {"kind": "StdOut"}}
     assert (spec["parallelTrialCount"], spec["maxTrialCount"]) == (2, 12)
+    # tune --prune-after 25: epoch 3 of the shortest (10 epochs)
+    assert katib.katib_experiment(plan, prune_after=25)["spec"]["earlyStopping"]["algorithmSettings"][1] == {
+        "name": "start_step", "value": "3"}
+    with pytest.raises(ConfigError, match="prune_after is a percent of the shortest schedule, 1 to 99"):
+        katib.katib_experiment(plan, prune_after=100)
     spec = katib.katib_experiment(plan, parallelism=4, max_trials=8, seed=3)["spec"]
     assert (spec["parallelTrialCount"], spec["maxTrialCount"], spec["maxFailedTrialCount"]) == (4, 8, 3)
     assert spec["algorithm"]["algorithmSettings"] == [{"name": "random_state", "value": "3"}]

@@ -139,6 +139,9 @@ def test_tune_options_durations_and_owners():
         check_options(space, TuneOptions(study="s", parallelism=0))
     with pytest.raises(ConfigError, match="names a folder"):
         check_options(space, TuneOptions(study="../s"))
+    for percent in (0, 100):
+        with pytest.raises(ConfigError, match="--prune-after is a percent of each trial's schedule, 1 to 99"):
+            check_options(space, TuneOptions(study="s", prune_after=percent))
     grid = grid_space(["train.epochs=1,2,3"], BASE)
     assert target_trials(grid, TuneOptions(study="s", sampler="grid")) == 3
     assert target_trials(space, TuneOptions(study="s", timeout=60)) is None
@@ -185,6 +188,18 @@ def test_the_pruners_steps_are_shares_of_each_trials_own_schedule():
     assert list(schedule_steps(3, 4)) == list(range(51, 76))  # epoch 3 of 4 holds 51%..75%
     assert list(schedule_steps(10, 16)) == [57, 58, 59, 60, 61, 62]
     assert not schedule_steps(1, 150)  # a schedule over 100 epochs: some epochs reach no new percent
+
+
+def test_prune_after_sets_where_the_pruners_compare_from():
+    from longtail.tune import TuneOptions, make_pruner, pruner_words
+
+    default = make_pruner(TuneOptions(study="s"), 24)
+    assert (default._n_warmup_steps, default._n_startup_trials) == (60, 5)  # from 60% after 5 finished trials
+    assert make_pruner(TuneOptions(study="s", prune_after=20), 24)._n_warmup_steps == 20
+    hyperband = make_pruner(TuneOptions(study="s", pruner="hyperband", prune_after=30), 24)
+    assert hyperband._min_resource == 10  # its first rung at a third of the start
+    assert pruner_words(TuneOptions(study="s", prune_after=20)) == "median pruner from 20% of each schedule"
+    assert pruner_words(TuneOptions(study="s", pruner="none", prune_after=20)) == "no pruner"
 
 
 def test_a_study_whose_pruner_counted_epochs_is_not_gone_on_with(tmp_path):

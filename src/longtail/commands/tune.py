@@ -13,6 +13,7 @@ from longtail.sweep_plan import load_search
 from longtail.tracking.env import TRACKING_URI_ENV
 from longtail.tracking.names import DEFAULT_REGISTERED_MODEL
 from longtail.tracking.store import resolve_tracking_uri, ui_hint
+from longtail.trial_metrics import PRUNE_AFTER_PERCENT
 
 SAMPLERS = ("tpe", "cmaes", "random", "grid")  # longtail.tune's, here so `--help` does not import Optuna
 PRUNERS = ("median", "hyperband", "none")
@@ -38,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parallelism", type=int, default=1, help="trials at once (default 1)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
     p.add_argument("--pruner", choices=PRUNERS, default="median", help="Optuna pruner (default median)")
+    p.add_argument("--prune-after", type=int, default=PRUNE_AFTER_PERCENT, metavar="PERCENT",
+                   help="compare trials from this percent of each one's schedule on (default "
+                        f"{PRUNE_AFTER_PERCENT}; earlier saves more epochs and risks cutting a slow starter, "
+                        "docs/benchmarks.md \"Search\")")
     p.add_argument("--study", help="study name: the same name goes on where it stopped (default: the file's name)")
     p.add_argument("--seed", type=int, help="the sampler's seed")
     p.add_argument("--storage", help="an Optuna RDB URL (default: a journal file under HOME/tune/STUDY)")
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         check_outputs([Output(args.emit_katib, "Katib Experiment")], [Input(args.config, "search file")])
         path = write_katib_experiment(plan, args.emit_katib, parallelism=args.parallelism,
                                       max_trials=args.trials or 12,
-                                      algorithm="hyperband" if args.pruner == "hyperband" else "tpe", seed=args.seed)
+                                      algorithm="hyperband" if args.pruner == "hyperband" else "tpe", seed=args.seed,
+                                      prune_after=args.prune_after)
         print(f"Katib Experiment written: {path} (kubectl apply -f {path})")
         return 0
     if args.dry_run:
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = TuneOptions(study=study, trials=args.trials,
                           timeout=parse_duration(args.timeout) if args.timeout else None,
-                          parallelism=args.parallelism, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+                          parallelism=args.parallelism, sampler=args.sampler, pruner=args.pruner,
+                          prune_after=args.prune_after, seed=args.seed,
                           storage=args.storage, register_as=args.register_as, s3=S3Settings.from_env(os.environ),
                           environ=dict(os.environ))
     tracking_uri = resolve_tracking_uri(os.environ.get(TRACKING_URI_ENV), home=args.home)

@@ -116,6 +116,7 @@ LEADERBOARD_FILE = "leaderboard.md"
 # --- A search (`longtail tune`): its parent run is a sweep parent too, its trials the children ----
 STUDY_TAG = "longtail.study"  # on the parent and every trial run: the Optuna study's name
 STUDY_SAMPLER_PARAM, STUDY_PRUNER_PARAM, STUDY_TRIALS_PARAM = "sampler", "pruner", "n_trials"
+STUDY_PRUNE_AFTER_PARAM = "prune_after_percent"  # the share of each schedule the pruner compares from
 SEARCH_PARAM_PREFIX = "search."  # the parent's params: search.<field> = its distribution
 TRIAL_NUMBER_TAG = "longtail.trial"  # the Optuna trial number
 TRIAL_STATE_TAG = "longtail.trial_state"  # complete | pruned | failed

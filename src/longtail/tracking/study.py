@@ -18,6 +18,7 @@ from longtail.tracking.names import (
     EVAL_MACRO_F1_LOW,
     LEADERBOARD_FILE,
     SEARCH_PARAM_PREFIX,
+    STUDY_PRUNE_AFTER_PARAM,
     STUDY_PRUNER_PARAM,
     STUDY_SAMPLER_PARAM,
     STUDY_TAG,
@@ -49,15 +50,17 @@ def study_view(parent_run_id: str, searched: list[str]) -> dict[str, Any]:
 
 
 def create_study_run(tracking_uri: str, experiment: str, study: str, space: dict[str, str], *,
-                     sampler: str, pruner: str, n_trials: int | None) -> str:
-    """The study's parent run, with the space and the sampler as params; returns its id."""
+                     sampler: str, pruner: str, n_trials: int | None, prune_after: int | None = None) -> str:
+    """The study's parent run, with the space, the sampler and the pruner (with the percent of each schedule
+    it compares from, when it prunes) as params; returns its id."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp_id = ensure_experiment(experiment, tracking_uri)
     tags = {SWEEP_TAG: SWEEP_PARENT, STUDY_TAG: study, **source_tags("longtail tune", git_commit()),
-            DESCRIPTION_TAG: (f"**Search {study}**: {sampler} sampling over {', '.join(space)}, {pruner} pruning "
-                              f"on the per-epoch val macro-F1; its child runs are the trials, ranked by "
+            DESCRIPTION_TAG: (f"**Search {study}**: {sampler} sampling over {', '.join(space)}, {pruner} pruning"
+                              + (f" from {prune_after}% of each schedule" if prune_after is not None else "")
+                              + f" on the per-epoch val macro-F1; its child runs are the trials, ranked by "
                               f"{EVAL_MACRO_F1} in {LEADERBOARD_FILE}, pruned ones apart.")}
     run = client.create_run(exp_id, run_name=study, tags=tags)
     client.set_experiment_tag(exp_id, f"{SHARED_VIEW_TAG_PREFIX}{study}",
@@ -65,6 +68,8 @@ def create_study_run(tracking_uri: str, experiment: str, study: str, space: dict
     params = {f"{SEARCH_PARAM_PREFIX}{k}": v for k, v in space.items()}
     params.update({STUDY_SAMPLER_PARAM: sampler, STUDY_PRUNER_PARAM: pruner,
                    STUDY_TRIALS_PARAM: "until stopped" if n_trials is None else str(n_trials)})
+    if prune_after is not None:
+        params[STUDY_PRUNE_AFTER_PARAM] = str(prune_after)
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     return run.info.run_id
